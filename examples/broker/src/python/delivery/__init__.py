@@ -1,0 +1,1 @@
+"""Delivery of logical-device messages to downstream platforms."""

@@ -1,0 +1,1 @@
+"""Maps messages from physical devices onto logical devices."""

@@ -1,0 +1,1 @@
+"""The Things Network integration: webhook receiver and message processor."""

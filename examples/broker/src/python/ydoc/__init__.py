@@ -1,0 +1,1 @@
+"""Pollers/receivers for YDOC and Wombat data loggers."""
