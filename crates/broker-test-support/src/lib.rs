@@ -1,3 +1,69 @@
 //! Fixtures that start the real components tests run against: a CNCF
 //! Distribution registry, the Docker engine, and locally made base images.
+//!
+//! Everything here panics with a clear message (and an install hint when a
+//! tool is missing) instead of returning errors: these are test fixtures, and
+//! a missing component must fail the test, never skip it silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod base_images;
+pub mod docker;
+pub mod registry;
+
+pub use base_images::{BaseImage, busybox, debian_minbase};
+pub use docker::{docker_cli, engine, require_tool};
+pub use registry::{RequestRecord, TestRegistry};
+
+use std::path::{Path, PathBuf};
+
+/// The cargo target directory of the running tests.
+///
+/// `CARGO_TARGET_DIR` when set (relative paths are taken from the workspace
+/// root), else `CARGO_TARGET_TMPDIR`'s parent when set, else the nearest
+/// ancestor of the running executable holding cargo's `CACHEDIR.TAG`, else
+/// `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return workspace.join(dir);
+    }
+    if let Some(parent) = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .filter(|d| !d.is_empty())
+        .and_then(|d| PathBuf::from(d).parent().map(Path::to_path_buf))
+    {
+        return parent;
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file())
+    {
+        return dir.to_path_buf();
+    }
+    workspace.join("target")
+}
+
+/// The directory shared by all test processes of a run (and later runs) for
+/// cached fixtures: `BROKER_TEST_FIXTURES_DIR` when set, else
+/// `<target>/broker-test-fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("BROKER_TEST_FIXTURES_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("broker-test-fixtures"))
+}
+
+/// A suffix unique to this process and call, for image names, tags and
+/// repositories that parallel tests must not share (lowercase, `[a-z0-9-]`).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}

@@ -1,0 +1,127 @@
+//! The Docker engine and command-line tools tests use.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use bollard::{ClientVersion, Docker};
+
+/// Seconds bollard waits for one engine request.
+const ENGINE_TIMEOUT_SECS: u64 = 600;
+
+/// The engine address tests talk to: `DOCKER_HOST`, else the default socket.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
+}
+
+fn connect(host: &str, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
+    if host.starts_with("unix://") {
+        Docker::connect_with_unix(host, ENGINE_TIMEOUT_SECS, version)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, ENGINE_TIMEOUT_SECS, version)
+    } else {
+        Docker::connect_with_host(host)
+    }
+}
+
+/// Connects to the Docker engine at `DOCKER_HOST` (or the default unix
+/// socket), negotiates the API version and pings it.
+///
+/// Blocking, and callable both inside and outside a tokio runtime: the probe
+/// runs on its own thread with its own current-thread runtime, and the client
+/// returned is a fresh one (pinned to the negotiated API version) that is not
+/// tied to any runtime, so it can be used from the caller's runtime.
+///
+/// # Panics
+/// When no engine answers, with a message telling how to install and start
+/// one.
+pub fn engine() -> Docker {
+    let host = docker_host();
+    let probe_host = host.clone();
+    let probed = std::thread::spawn(move || -> Result<ClientVersion, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
+        rt.block_on(async move {
+            let docker =
+                connect(&probe_host, bollard::API_DEFAULT_VERSION).map_err(|e| e.to_string())?;
+            let docker = tokio::time::timeout(Duration::from_secs(20), docker.negotiate_version())
+                .await
+                .map_err(|_| "timed out negotiating the API version".to_string())?
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(20), docker.ping())
+                .await
+                .map_err(|_| "timed out pinging".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok(docker.client_version())
+        })
+    })
+    .join()
+    .expect("the Docker engine probe thread panicked");
+    match probed.and_then(|v| connect(&host, &v).map_err(|e| e.to_string())) {
+        Ok(docker) => docker,
+        Err(e) => panic!(
+            "no Docker engine answers at {host} ({e}): install and start one: \
+             apt-get install -y docker.io && bash .ci/start-docker"
+        ),
+    }
+}
+
+/// Finds the executable `name` on `PATH`.
+///
+/// # Panics
+/// When it is not there, with `install_hint` (e.g. `apt-get install -y skopeo`).
+pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
+    find_tool(name)
+        .unwrap_or_else(|| panic!("`{name}` is not installed (not found on PATH): {install_hint}"))
+}
+
+/// Finds the executable `name` on `PATH`, `None` when it is not there.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// A `docker` command talking to the same engine as [`engine`] (it gets
+/// `DOCKER_HOST` set explicitly).
+///
+/// # Panics
+/// When the `docker` CLI is missing, with an install hint.
+pub fn docker_cli() -> Command {
+    let docker = require_tool("docker", "apt-get install -y docker.io");
+    let mut cmd = Command::new(docker);
+    cmd.env("DOCKER_HOST", docker_host());
+    cmd
+}
+
+/// Runs `cmd`, panicking with its command line, status, stdout and stderr
+/// when it fails; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
