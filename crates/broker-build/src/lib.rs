@@ -1,2 +1,8 @@
 //! The build stage: image specs under `images/`, the dependency stage through
 //! the Docker engine, source layers baked on top, and `images.lock`.
+
+pub mod lock;
+pub mod spec;
+
+pub use lock::{Lock, LockError, LockedImage, MirroredImage, SourceRecord};
+pub use spec::{ImageSpec, SpecError};

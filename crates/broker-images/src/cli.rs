@@ -1,6 +1,10 @@
 //! Command-line arguments. The doc comments here are the `--help` text.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env;
 
 /// Build, push and deploy the IoT data broker: images with sources baked in,
 /// pushed to a registry, pinned by digest into Kubernetes manifests.
@@ -11,9 +15,58 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Print results as JSON on stdout and progress as JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The local image store (an OCI image layout directory).
+    #[arg(long, global = true, env = env::STORE, default_value = ".broker-images/store")]
+    pub store: PathBuf,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to reach registries: transport and credentials.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryArgs {
+    /// Speak plain HTTP to this registry host (repeatable). Loopback hosts
+    /// (127.0.0.0/8, localhost) always use plain HTTP.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// Trust this PEM CA certificate besides the system roots (repeatable).
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub ca_files: Vec<PathBuf>,
+
+    /// Accept any TLS certificate. Only for throwaway registries.
+    #[arg(long = "insecure-skip-tls-verify")]
+    pub skip_tls_verify: bool,
+
+    /// User name for the target registry; the password is read from stdin
+    /// with --password-stdin. Without them, the Docker configuration
+    /// ($DOCKER_CONFIG/config.json or ~/.docker/config.json, including
+    /// credential helpers) is used.
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+
+    /// Read the password for --username from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+
+    /// Attempts per request before giving up on a flaky registry.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub retries: u32,
+
+    /// Seconds without progress after which a request counts as stalled and
+    /// is retried.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+
+    /// Blobs transferred at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
 }
 
 /// The subcommands, one per pipeline stage.
@@ -21,10 +74,11 @@ pub struct Cli {
 pub enum Command {
     /// Build the broker images into the local store (and push them with --push).
     Build,
-    /// Push images from the local store to a registry.
-    Push,
-    /// Copy third-party images into a registry by digest.
-    Mirror,
+    /// Push images from the local store to a registry, uploading only what it lacks.
+    Push(PushArgs),
+    /// Copy third-party images (e.g. postgres:14.2) into a registry by
+    /// digest, all platforms, and record them in the lock file.
+    Mirror(MirrorArgs),
     /// Rebuild from the same inputs and compare digests with images.lock.
     Verify,
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
@@ -37,4 +91,48 @@ pub enum Command {
     Restart,
     /// Show what runs in the cluster and whether it matches the rendered set.
     Status,
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Images in the local store to push, by their store name (e.g.
+    /// `python-base`). Each goes to REGISTRY/NAME.
+    #[arg(required = true, value_name = "NAME")]
+    pub images: Vec<String>,
+
+    /// Where to push: `HOST[:PORT]/PREFIX` (an internal registry) or
+    /// `docker.io/ORG` (Docker Hub).
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: String,
+
+    /// Tag to set on every pushed image.
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub access: RegistryArgs,
+}
+
+/// Arguments of `mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Images to copy, e.g. `postgres:14.2 rabbitmq:3.9-management`.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// The registry to copy into: `HOST[:PORT]/PREFIX`. An image keeps its
+    /// repository path below the prefix (`PREFIX/library/postgres`).
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: String,
+
+    /// The lock file that records the mirrored references for render.
+    #[arg(long, default_value = "images.lock")]
+    pub lock: PathBuf,
+
+    /// How to reach the registries (credentials apply to the target;
+    /// sources are read with the Docker configuration).
+    #[command(flatten)]
+    pub access: RegistryArgs,
 }

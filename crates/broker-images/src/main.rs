@@ -6,6 +6,8 @@
 
 mod cli;
 mod commands;
+mod env;
+mod reporter;
 
 use std::process::ExitCode;
 

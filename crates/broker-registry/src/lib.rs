@@ -1,3 +1,44 @@
 //! Client for OCI distribution registries (Docker Hub, CNCF Distribution,
 //! Harbor): credentials, pushes that upload only what is missing and survive a
 //! flaky network, pulls that verify every byte, tag resolution and mirroring.
+//!
+//! Written on raw HTTP (reqwest) rather than `oci-client`: pushes need a HEAD
+//! before every blob, cross-repository mounts that accept the spec's 202
+//! answer, streamed uploads from files, fresh upload sessions after a broken
+//! body, and retries with backoff — none of which that crate's push offers.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), broker_registry::RegistryError> {
+//! use std::sync::Arc;
+//! use broker_registry::{push_from_store, ClientOptions, Reference, RegistryClient, Reporter, Silent};
+//! let store = broker_oci::Store::open(std::path::Path::new(".broker-images/store"))?;
+//! let target: Reference = "127.0.0.1:5000/broker/python-base:dev".parse().expect("valid reference");
+//! let client = RegistryClient::for_reference(&target, &ClientOptions::default())?;
+//! let reporter: Arc<dyn Reporter> = Arc::new(Silent);
+//! let pushed = push_from_store(&client, &store, "python-base", &target, &reporter).await?;
+//! println!("{}", pushed.pinned);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod credentials;
+mod error;
+pub mod manifest;
+mod progress;
+mod pull;
+mod push;
+mod reference;
+mod transfer;
+
+pub use client::{ClientOptions, RegistryClient, RetryPolicy, is_loopback};
+pub use credentials::{
+    CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
+};
+pub use error::{ReferenceError, RegistryError};
+pub use progress::{BlobOutcome, Reporter, Silent};
+pub use pull::{
+    FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
+};
+pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
+pub use reference::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference};
+pub use transfer::TransferStats;

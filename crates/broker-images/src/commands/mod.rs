@@ -1,0 +1,87 @@
+//! Wires the parsed command line to the library crates. Each subcommand is
+//! a module; this one holds what they share.
+
+mod mirror;
+mod push;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use broker_registry::{ClientOptions, CredentialSource, Credentials, RetryPolicy};
+
+use crate::cli::{Cli, Command, RegistryArgs};
+use crate::reporter::{Mode, Progress};
+
+/// Runs one subcommand to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = Arc::new(Progress::new(Mode::detect(cli.json), cli.verbose));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let name = match cli.command {
+        Command::Push(args) => {
+            return runtime.block_on(push::run(&cli.store, args, cli.json, progress));
+        }
+        Command::Mirror(args) => return runtime.block_on(mirror::run(args, cli.json, progress)),
+        Command::Build => "build",
+        Command::Verify => "verify",
+        Command::Render => "render",
+        Command::Start => "start",
+        Command::Stop => "stop",
+        Command::Restart => "restart",
+        Command::Status => "status",
+    };
+    bail!("`broker-images {name}` is not implemented yet")
+}
+
+/// Client options from the command line. Reads the password from stdin
+/// when asked to; it never reaches any output.
+pub(crate) fn client_options(args: &RegistryArgs) -> anyhow::Result<ClientOptions> {
+    let credentials = match (&args.username, args.password_stdin) {
+        (Some(username), true) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_owned();
+            if password.is_empty() {
+                bail!("--password-stdin: standard input held no password");
+            }
+            CredentialSource::Explicit(Credentials::Basic {
+                username: username.clone(),
+                password,
+            })
+        }
+        _ => CredentialSource::default(),
+    };
+    Ok(ClientOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ca_files: args.ca_files.clone(),
+        skip_tls_verify: args.skip_tls_verify,
+        credentials,
+        retry: RetryPolicy {
+            max_attempts: args.retries.max(1),
+            ..RetryPolicy::default()
+        },
+        read_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+        concurrency: args.jobs.max(1),
+        ..ClientOptions::default()
+    })
+}
+
+/// Prints a result: pretty JSON with `--json`, else the given lines.
+pub(crate) fn print_result(json: bool, value: &serde_json::Value, lines: &[String]) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        for line in lines {
+            println!("{line}");
+        }
+    }
+}

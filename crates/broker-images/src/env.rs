@@ -1,0 +1,10 @@
+//! Every environment variable broker-images reads, in one place.
+
+/// Overrides `--store`: the local image store directory.
+pub const STORE: &str = "BROKER_IMAGES_STORE";
+/// Overrides `--registry`: where images are pushed (`HOST/PREFIX`).
+pub const REGISTRY: &str = "BROKER_IMAGES_REGISTRY";
+/// The Docker client configuration directory holding `config.json`
+/// (credentials); defaults to `~/.docker`.
+#[allow(dead_code)] // listed for completeness; broker-registry reads it
+pub const DOCKER_CONFIG: &str = broker_registry::DOCKER_CONFIG_ENV;

@@ -1,0 +1,123 @@
+//! Errors of registry operations. Messages are one line, name the registry or
+//! image and say what to do; none ever contains a credential.
+
+use std::path::PathBuf;
+
+/// An image reference that cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid image reference `{reference}`: {why}")]
+pub struct ReferenceError {
+    /// The text as given.
+    pub reference: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The registry refused the credentials we sent (or wanted some and we
+    /// had none).
+    #[error("authentication to {registry} failed: {why}")]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// What happened and what to do.
+        why: String,
+    },
+    /// Credentials could not be read from the Docker configuration or helper.
+    #[error("cannot get credentials for {registry}: {why}")]
+    Credentials {
+        /// The registry or credential key.
+        registry: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A TLS handshake failed, typically an unknown certificate authority.
+    #[error("TLS connection to {registry} failed: {why}")]
+    Tls {
+        /// The registry host.
+        registry: String,
+        /// The cause and the flag that helps.
+        why: String,
+    },
+    /// The registry could not be reached or the connection broke, after
+    /// every retry.
+    #[error("cannot reach {registry} ({what}) after {attempts} attempts: {why}")]
+    Unreachable {
+        /// The registry host.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last error.
+        why: String,
+    },
+    /// The registry answered with an unexpected status.
+    #[error("{what} at {registry} failed: HTTP {status}{detail}")]
+    Status {
+        /// The registry host.
+        registry: String,
+        /// The operation, e.g. "push of manifest broker/python-base@sha256:…".
+        what: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The registry's error code/message, prefixed with ": ", or empty.
+        detail: String,
+    },
+    /// The named manifest or blob does not exist.
+    #[error("{what} not found at {registry}")]
+    NotFound {
+        /// The registry host.
+        registry: String,
+        /// What was looked for.
+        what: String,
+    },
+    /// Content did not match the digest or size it was fetched by.
+    #[error("{what} from {registry} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The registry host.
+        registry: String,
+        /// What was fetched.
+        what: String,
+        /// The digest or size asked for.
+        expected: String,
+        /// The digest or size received.
+        actual: String,
+    },
+    /// A manifest or index could not be understood.
+    #[error("{what} is not a valid manifest: {why}")]
+    BadManifest {
+        /// Which manifest.
+        what: String,
+        /// The parse error.
+        why: String,
+    },
+    /// No manifest in an index matches the wanted platform.
+    #[error("{image} has no manifest for platform {platform}")]
+    NoPlatform {
+        /// The image reference.
+        image: String,
+        /// The wanted platform, e.g. linux/amd64.
+        platform: String,
+    },
+    /// Reading or writing a local file failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The operation, e.g. "cannot read".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local image store failed.
+    #[error(transparent)]
+    Store(#[from] broker_oci::StoreError),
+    /// A client option is invalid (e.g. an unreadable CA file).
+    #[error("{0}")]
+    Config(String),
+}

@@ -1,0 +1,297 @@
+//! Reading from a registry: resolve a tag to a digest (HEAD, which Docker
+//! Hub does not count against pull limits), fetch manifests and blobs, and
+//! verify every digest and size before anything is kept.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use broker_oci::digest::DigestWriter;
+use broker_oci::{Digest, Store};
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Response, StatusCode};
+
+use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::error::RegistryError;
+use crate::manifest::{ACCEPT_MANIFESTS, Descriptor, Manifest, select_platform};
+use crate::progress::Reporter;
+use crate::reference::Reference;
+use crate::transfer::DOCKER_CONTENT_DIGEST;
+
+/// A manifest as the registry sent it, verified against its digest.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// The exact bytes; their sha256 is `digest`.
+    pub bytes: Vec<u8>,
+    /// The media type (from the manifest, else the Content-Type header).
+    pub media_type: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The parsed content.
+    pub manifest: Manifest,
+}
+
+/// Resolves `reference` to the digest of the manifest (or index) it names.
+pub async fn resolve(
+    client: &RegistryClient,
+    reference: &Reference,
+    reporter: &dyn Reporter,
+) -> Result<Digest, RegistryError> {
+    if let Some(digest) = reference.digest() {
+        return Ok(*digest);
+    }
+    let repository = reference.repository();
+    let selector = reference.manifest_selector();
+    let url = client
+        .url(&format!("{repository}/manifests/{selector}"))
+        .await?;
+    let what = format!("resolve of {reference}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::Pull(repository.to_owned())],
+            Idempotent::Yes,
+            reporter,
+            &|http| http.head(&url).header(ACCEPT, ACCEPT_MANIFESTS),
+        )
+        .await?;
+    match response.status() {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => {
+            return Err(RegistryError::NotFound {
+                registry: client.registry().to_owned(),
+                what: format!("image {reference}"),
+            });
+        }
+        _ => return Err(client.unexpected(&what, response).await),
+    }
+    if let Some(digest) = response
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        return Ok(digest);
+    }
+    // Registries need not send the header on HEAD: hash the manifest itself.
+    Ok(fetch_manifest(client, repository, &selector, reporter)
+        .await?
+        .digest)
+}
+
+/// Fetches the manifest `selector` (a tag or digest) of `repository`.
+pub async fn fetch_manifest(
+    client: &RegistryClient,
+    repository: &str,
+    selector: &str,
+    reporter: &dyn Reporter,
+) -> Result<FetchedManifest, RegistryError> {
+    let url = client
+        .url(&format!("{repository}/manifests/{selector}"))
+        .await?;
+    let what = format!("manifest {repository}:{selector}");
+    let response = client
+        .send(
+            &format!("fetch of {what}"),
+            &[Scope::Pull(repository.to_owned())],
+            Idempotent::Yes,
+            reporter,
+            &|http| http.get(&url).header(ACCEPT, ACCEPT_MANIFESTS),
+        )
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(client
+            .unexpected(&format!("fetch of {what}"), response)
+            .await);
+    }
+    let header_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| RegistryError::Unreachable {
+            registry: client.registry().to_owned(),
+            what: format!("fetch of {what}"),
+            attempts: 1,
+            why: error_chain(&e),
+        })?
+        .to_vec();
+    let digest = Digest::of(&bytes);
+    if let Ok(expected) = selector.parse::<Digest>()
+        && expected != digest
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_owned(),
+            what,
+            expected: expected.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    let manifest = Manifest::parse(&bytes, &what)?;
+    let media_type = Manifest::media_type_of(&bytes)
+        .filter(|_| {
+            bytes
+                .windows(b"\"mediaType\"".len())
+                .any(|w| w == b"\"mediaType\"")
+        })
+        .or(header_type)
+        .unwrap_or_else(|| crate::manifest::OCI_MANIFEST.to_owned());
+    Ok(FetchedManifest {
+        bytes,
+        media_type,
+        digest,
+        manifest,
+    })
+}
+
+/// Starts a GET of a blob; the caller streams the body.
+pub(crate) async fn get_blob(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &Digest,
+    reporter: &dyn Reporter,
+) -> Result<Response, RegistryError> {
+    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
+    let what = format!("download of blob {digest} from {repository}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::Pull(repository.to_owned())],
+            Idempotent::Yes,
+            reporter,
+            &|http| http.get(&url),
+        )
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Err(client.unexpected(&what, response).await);
+    }
+    Ok(response)
+}
+
+/// Fails unless the received `(digest, size)` is the expected one.
+pub(crate) fn check_digest(
+    client: &RegistryClient,
+    what: &str,
+    expected: &Digest,
+    expected_size: u64,
+    actual: (Digest, u64),
+) -> Result<(), RegistryError> {
+    if actual.0 != *expected {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_owned(),
+            what: what.to_owned(),
+            expected: expected.to_string(),
+            actual: actual.0.to_string(),
+        });
+    }
+    if actual.1 != expected_size {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_owned(),
+            what: format!("size of {what}"),
+            expected: format!("{expected_size} bytes"),
+            actual: format!("{} bytes", actual.1),
+        });
+    }
+    Ok(())
+}
+
+/// Downloads a blob into the store unless it is there already, verifying
+/// digest and size; a failed or corrupt download leaves nothing behind.
+pub async fn fetch_blob_into(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    store: &Store,
+    reporter: &dyn Reporter,
+) -> Result<(), RegistryError> {
+    if store.has_blob(&blob.digest) {
+        return Ok(());
+    }
+    let what = format!("blob {}", blob.digest);
+    let mut writer = store.blob_writer()?;
+    let mut hasher = DigestWriter::new();
+    let mut stream = get_blob(client, repository, &blob.digest, reporter)
+        .await?
+        .bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Unreachable {
+            registry: client.registry().to_owned(),
+            what: format!("download of {what}"),
+            attempts: 1,
+            why: error_chain(&e),
+        })?;
+        hasher.update(&chunk);
+        writer
+            .write_all(&chunk)
+            .map_err(|source| RegistryError::Io {
+                what: "cannot write into the store at",
+                path: store.dir().to_path_buf(),
+                source,
+            })?;
+    }
+    check_digest(client, &what, &blob.digest, blob.size, hasher.finish())?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Pulls `reference` into the store and tags it `tag` there. An index is
+/// narrowed to the `linux/<arch>` manifest of this machine.
+pub async fn pull_into_store(
+    client: &RegistryClient,
+    reference: &Reference,
+    store: &Store,
+    tag: &str,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Digest, RegistryError> {
+    let repository = reference.repository();
+    let mut fetched = fetch_manifest(
+        client,
+        repository,
+        &reference.manifest_selector(),
+        reporter.as_ref(),
+    )
+    .await?;
+    if let Manifest::Index { manifests } = &fetched.manifest {
+        let arch = oci_arch();
+        let chosen = select_platform(manifests, "linux", arch, None).ok_or_else(|| {
+            RegistryError::NoPlatform {
+                image: reference.to_string(),
+                platform: format!("linux/{arch}"),
+            }
+        })?;
+        fetched = fetch_manifest(
+            client,
+            repository,
+            &chosen.digest.to_string(),
+            reporter.as_ref(),
+        )
+        .await?;
+    }
+    for blob in fetched.manifest.blobs() {
+        fetch_blob_into(client, repository, blob, store, reporter.as_ref()).await?;
+    }
+    let stored = store.write_blob(&fetched.bytes)?;
+    debug_assert_eq!(stored, fetched.digest);
+    let descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::from(fetched.media_type.as_str()),
+        fetched.bytes.len() as u64,
+        oci_spec::image::Digest::from(&fetched.digest),
+    );
+    store.tag(tag, &descriptor)?;
+    Ok(fetched.digest)
+}
+
+/// This machine's architecture in OCI spelling.
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "s390x" => "s390x",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}

@@ -1,0 +1,680 @@
+//! Putting an image graph into a repository: blobs first (HEAD, then a
+//! cross-repository mount, then an upload), manifests by digest once every
+//! blob they need is confirmed, the tag last. Whatever fails when, a tag
+//! never points at a manifest whose blobs are missing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use broker_oci::Digest;
+use broker_oci::digest::DigestWriter;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::{Body, Response, StatusCode};
+
+use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::error::RegistryError;
+use crate::manifest::Descriptor;
+use crate::progress::{BlobOutcome, Reporter};
+use crate::reference::Reference;
+
+/// The header registries use to report a content digest.
+pub(crate) const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+
+/// Where the bytes of a blob come from.
+#[derive(Clone)]
+pub(crate) enum BlobSource<'a> {
+    /// A file, e.g. in the local store.
+    File(PathBuf),
+    /// Another registry (mirroring).
+    Remote {
+        /// The client of the source registry.
+        client: &'a RegistryClient,
+        /// The repository there.
+        repository: &'a str,
+    },
+}
+
+/// A manifest to store: its exact bytes, digest and media type.
+#[derive(Clone, Debug)]
+pub(crate) struct ManifestBlob {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The manifests (children first, root last) and blobs of an image graph.
+#[derive(Debug, Default)]
+pub(crate) struct Graph {
+    pub manifests: Vec<ManifestBlob>,
+    pub blobs: Vec<Descriptor>,
+}
+
+/// Totals of one transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferStats {
+    /// Blobs whose bytes were uploaded.
+    pub uploaded: usize,
+    /// Blobs linked from another repository of the same registry.
+    pub mounted: usize,
+    /// Blobs the repository already held.
+    pub existed: usize,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+}
+
+impl TransferStats {
+    fn count(&mut self, outcome: BlobOutcome, size: u64) {
+        match outcome {
+            BlobOutcome::Existed => self.existed += 1,
+            BlobOutcome::Mounted => self.mounted += 1,
+            BlobOutcome::Uploaded => {
+                self.uploaded += 1;
+                self.bytes_uploaded += size;
+            }
+        }
+    }
+}
+
+/// Stores the graph's manifests (children before parents; the last one is
+/// the root) and the blobs they reference into `target`'s repository, then
+/// points `target`'s tag at the root.
+pub(crate) async fn put_graph<'s>(
+    client: &RegistryClient,
+    target: &Reference,
+    graph: &Graph,
+    source: &(dyn Fn(&Descriptor) -> BlobSource<'s> + Sync),
+    reporter: &Arc<dyn Reporter>,
+) -> Result<TransferStats, RegistryError> {
+    let repository = target.repository();
+    let image = target.to_string();
+    let image = image.as_str();
+    let tag = target.tag();
+    let (manifests, blobs) = (&graph.manifests, &graph.blobs);
+    let mut stats = TransferStats::default();
+    let Some(root) = manifests.last() else {
+        return Err(RegistryError::BadManifest {
+            what: image.to_owned(),
+            why: "no manifest to push".to_owned(),
+        });
+    };
+    // A manifest the registry already holds by digest had all its blobs
+    // checked when it was stored: nothing to send but the tag.
+    if manifest_exists(client, repository, &root.digest.to_string(), reporter)
+        .await?
+        .is_none_or(|d| d != root.digest)
+    {
+        let mut unique: Vec<&Descriptor> = Vec::new();
+        for blob in blobs {
+            if !unique.iter().any(|b| b.digest == blob.digest) {
+                unique.push(blob);
+            }
+        }
+        let results: Vec<(u64, BlobOutcome)> =
+            futures::stream::iter(unique.into_iter().map(|blob| async move {
+                let outcome =
+                    ensure_blob(client, repository, image, blob, source(blob), reporter).await?;
+                Ok::<_, RegistryError>((blob.size, outcome))
+            }))
+            .buffer_unordered(client.options().concurrency.max(1))
+            .try_collect()
+            .await?;
+        for (size, outcome) in results {
+            stats.count(outcome, size);
+        }
+        for manifest in manifests {
+            put_manifest(
+                client,
+                repository,
+                &manifest.digest.to_string(),
+                manifest,
+                reporter,
+            )
+            .await?;
+        }
+    } else {
+        for blob in blobs {
+            stats.count(BlobOutcome::Existed, blob.size);
+            client.remember_blob(blob.digest, repository);
+        }
+    }
+    if let Some(tag) = tag {
+        let current = manifest_exists(client, repository, tag, reporter).await?;
+        if current != Some(root.digest) {
+            put_manifest(client, repository, tag, root, reporter).await?;
+        }
+    }
+    Ok(stats)
+}
+
+/// HEADs a manifest; returns the digest the registry reports, if it exists.
+pub(crate) async fn manifest_exists(
+    client: &RegistryClient,
+    repository: &str,
+    selector: &str,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Option<Digest>, RegistryError> {
+    let url = client
+        .url(&format!("{repository}/manifests/{selector}"))
+        .await?;
+    let what = format!("check of manifest {repository}:{selector}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::Yes,
+            reporter.as_ref(),
+            &|http| {
+                http.head(&url)
+                    .header(reqwest::header::ACCEPT, crate::manifest::ACCEPT_MANIFESTS)
+            },
+        )
+        .await?;
+    match response.status() {
+        StatusCode::OK => Ok(response
+            .headers()
+            .get(DOCKER_CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(client.unexpected(&what, response).await),
+    }
+}
+
+async fn put_manifest(
+    client: &RegistryClient,
+    repository: &str,
+    selector: &str,
+    manifest: &ManifestBlob,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(), RegistryError> {
+    let url = client
+        .url(&format!("{repository}/manifests/{selector}"))
+        .await?;
+    let what = format!("push of manifest {repository}:{selector}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::Yes,
+            reporter.as_ref(),
+            &|http| {
+                http.put(&url)
+                    .header(CONTENT_TYPE, &manifest.media_type)
+                    .body(manifest.bytes.clone())
+            },
+        )
+        .await?;
+    if response.status() != StatusCode::CREATED && response.status() != StatusCode::OK {
+        return Err(client.unexpected(&what, response).await);
+    }
+    if let Some(reported) = response
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        && reported != manifest.digest.to_string()
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_owned(),
+            what: format!("manifest {repository}:{selector}"),
+            expected: manifest.digest.to_string(),
+            actual: reported.to_owned(),
+        });
+    }
+    let shown = if selector.starts_with("sha256:") {
+        format!("{}/{repository}@{selector}", client.registry())
+    } else {
+        format!("{}/{repository}:{selector}", client.registry())
+    };
+    reporter.manifest_pushed(&shown);
+    Ok(())
+}
+
+/// Makes sure `repository` holds `blob`: HEAD, else mount, else upload.
+/// Upload sessions that break are abandoned and restarted, never resumed
+/// blindly, because a registry may have kept part of a broken body.
+async fn ensure_blob(
+    client: &RegistryClient,
+    repository: &str,
+    image: &str,
+    blob: &Descriptor,
+    source: BlobSource<'_>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<BlobOutcome, RegistryError> {
+    let policy = &client.options().retry;
+    let mut delays = {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(policy.min_delay)
+            .with_max_delay(policy.max_delay)
+            .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_ensure_blob(client, repository, image, blob, source.clone(), reporter).await {
+            Ok(outcome) => {
+                client.remember_blob(blob.digest, repository);
+                reporter.blob_finished(image, &blob.digest, blob.size, outcome);
+                return Ok(outcome);
+            }
+            Err(err) if is_session_failure(&err) => match delays.next() {
+                Some(delay) => {
+                    reporter.retrying(
+                        &format!("upload of {} to {repository}", blob.digest),
+                        attempt,
+                        delay,
+                        &err.to_string(),
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(err),
+            },
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Errors after which a fresh upload session may succeed.
+fn is_session_failure(err: &RegistryError) -> bool {
+    match err {
+        RegistryError::Unreachable { .. } | RegistryError::DigestMismatch { .. } => true,
+        RegistryError::Status { status, .. } => {
+            *status >= 500 || *status == 408 || *status == 429 || *status == 400 || *status == 416
+        }
+        // BLOB_UPLOAD_UNKNOWN: the registry dropped the session.
+        RegistryError::NotFound { what, .. } => what.contains("upload"),
+        _ => false,
+    }
+}
+
+async fn try_ensure_blob(
+    client: &RegistryClient,
+    repository: &str,
+    image: &str,
+    blob: &Descriptor,
+    source: BlobSource<'_>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<BlobOutcome, RegistryError> {
+    if blob_exists(client, repository, &blob.digest, reporter).await? {
+        return Ok(BlobOutcome::Existed);
+    }
+    let mut session = None;
+    for from in client.mount_candidates(&blob.digest, repository) {
+        match mount(client, repository, &from, &blob.digest, reporter).await? {
+            MountResult::Mounted => return Ok(BlobOutcome::Mounted),
+            // 202: mount declined, but the registry opened an upload session.
+            MountResult::Declined(location) => {
+                session = location;
+                break;
+            }
+            MountResult::Refused => {}
+        }
+    }
+    let location = match session {
+        Some(location) => location,
+        None => start_upload(client, repository, reporter).await?,
+    };
+    reporter.blob_started(image, &blob.digest, blob.size);
+    let response = upload_monolithic(
+        client,
+        repository,
+        &location,
+        blob,
+        source.clone(),
+        reporter,
+    )
+    .await?;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The registry (or a proxy before it) caps request bodies.
+        upload_chunked(client, repository, blob, source, reporter).await?;
+    } else {
+        confirm_upload(client, repository, blob, response).await?;
+    }
+    Ok(BlobOutcome::Uploaded)
+}
+
+async fn blob_exists(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &Digest,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<bool, RegistryError> {
+    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
+    let what = format!("check of blob {digest} in {repository}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::Yes,
+            reporter.as_ref(),
+            &|http| http.head(&url),
+        )
+        .await?;
+    match response.status() {
+        StatusCode::OK => Ok(true),
+        StatusCode::NOT_FOUND => Ok(false),
+        _ => Err(client.unexpected(&what, response).await),
+    }
+}
+
+enum MountResult {
+    Mounted,
+    Declined(Option<String>),
+    Refused,
+}
+
+async fn mount(
+    client: &RegistryClient,
+    repository: &str,
+    from: &str,
+    digest: &Digest,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<MountResult, RegistryError> {
+    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
+    let what = format!("mount of {digest} from {from} into {repository}");
+    let digest_text = digest.to_string();
+    let scopes = [
+        Scope::PullPush(repository.to_owned()),
+        Scope::Pull(from.to_owned()),
+    ];
+    let response = client
+        .send(
+            &what,
+            &scopes,
+            Idempotent::Yes,
+            reporter.as_ref(),
+            &|http| {
+                http.post(&url)
+                    .query(&[("mount", digest_text.as_str()), ("from", from)])
+                    .header(CONTENT_LENGTH, "0")
+            },
+        )
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        // No pull access to the other repository must not stop the push.
+        Err(RegistryError::Unauthorized { .. }) => return Ok(MountResult::Refused),
+        Err(e) => return Err(e),
+    };
+    Ok(match response.status() {
+        StatusCode::CREATED => MountResult::Mounted,
+        StatusCode::ACCEPTED => MountResult::Declined(location(client, &response)),
+        _ => MountResult::Refused,
+    })
+}
+
+fn location(client: &RegistryClient, response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| client.absolute(l))
+}
+
+async fn start_upload(
+    client: &RegistryClient,
+    repository: &str,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<String, RegistryError> {
+    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
+    let what = format!("start of an upload to {repository}");
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::Yes,
+            reporter.as_ref(),
+            &|http| http.post(&url).header(CONTENT_LENGTH, "0"),
+        )
+        .await?;
+    if response.status() != StatusCode::ACCEPTED {
+        return Err(client.unexpected(&what, response).await);
+    }
+    location(client, &response).ok_or_else(|| RegistryError::Status {
+        registry: client.registry().to_owned(),
+        what,
+        status: 202,
+        detail: ": the registry named no upload location".to_owned(),
+    })
+}
+
+fn with_query(location: &str, key: &str, value: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}{key}={value}")
+}
+
+/// A streaming body for the whole blob, reporting progress as it goes.
+async fn blob_body(
+    blob: &Descriptor,
+    source: BlobSource<'_>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Body, RegistryError> {
+    let digest = blob.digest;
+    let stream: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match source {
+        BlobSource::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|source| RegistryError::Io {
+                    what: "cannot read blob",
+                    path,
+                    source,
+                })?;
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed()
+        }
+        BlobSource::Remote { client, repository } => {
+            let response =
+                crate::pull::get_blob(client, repository, &blob.digest, reporter.as_ref()).await?;
+            response
+                .bytes_stream()
+                .map_err(std::io::Error::other)
+                .boxed()
+        }
+    };
+    // The body must be 'static, hence the shared reporter.
+    let reporter = Arc::clone(reporter);
+    let counted =
+        stream.inspect_ok(move |chunk| reporter.blob_progress(&digest, chunk.len() as u64));
+    Ok(Body::wrap_stream(counted))
+}
+
+async fn upload_monolithic(
+    client: &RegistryClient,
+    repository: &str,
+    location: &str,
+    blob: &Descriptor,
+    source: BlobSource<'_>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Response, RegistryError> {
+    let url = with_query(location, "digest", &blob.digest.to_string());
+    let what = format!("upload of {} to {repository}", blob.digest);
+    let body = tokio::sync::Mutex::new(Some(blob_body(blob, source, reporter).await?));
+    let size = blob.size;
+    // The body is a one-shot stream and the request is not idempotent:
+    // `send` makes exactly one attempt (plus the auth handshake, which
+    // happened earlier when the session was opened).
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::No,
+            reporter.as_ref(),
+            &|http| {
+                let body = body
+                    .try_lock()
+                    .ok()
+                    .and_then(|mut b| b.take())
+                    .unwrap_or_else(|| Body::from(Vec::new()));
+                http.put(&url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body)
+            },
+        )
+        .await?;
+    Ok(response)
+}
+
+async fn confirm_upload(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    response: Response,
+) -> Result<(), RegistryError> {
+    let what = format!("upload of {} to {repository}", blob.digest);
+    if response.status() != StatusCode::CREATED {
+        let mut err = client.unexpected(&what, response).await;
+        if let RegistryError::NotFound { registry, what } = err {
+            err = RegistryError::NotFound {
+                registry,
+                what: format!("{what} (upload session)"),
+            };
+        }
+        return Err(err);
+    }
+    if let Some(reported) = response
+        .headers()
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        && reported != blob.digest.to_string()
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: client.registry().to_owned(),
+            what: format!("blob uploaded to {repository}"),
+            expected: blob.digest.to_string(),
+            actual: reported.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Uploads in `chunk_size` PATCH requests, then closes the session.
+async fn upload_chunked(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    source: BlobSource<'_>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(), RegistryError> {
+    // Chunks are read from a file; a remote source is spooled first.
+    let spooled;
+    let path: PathBuf = match source {
+        BlobSource::File(path) => path,
+        BlobSource::Remote {
+            client: from,
+            repository: from_repo,
+        } => {
+            spooled = spool(from, from_repo, blob, reporter).await?;
+            spooled.path().to_path_buf()
+        }
+    };
+    let what = format!("chunked upload of {} to {repository}", blob.digest);
+    let mut location = start_upload(client, repository, reporter).await?;
+    let chunk_size = client.options().chunk_size.max(1);
+    let mut offset = 0u64;
+    while offset < blob.size {
+        let len = chunk_size.min(blob.size - offset);
+        let chunk = read_range(&path, offset, len).await?;
+        let range = format!("{offset}-{}", offset + len - 1);
+        let url = location.clone();
+        let response = client
+            .send(
+                &what,
+                &[Scope::PullPush(repository.to_owned())],
+                Idempotent::No,
+                reporter.as_ref(),
+                &|http| {
+                    http.patch(&url)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_RANGE, &range)
+                        .header(CONTENT_LENGTH, len)
+                        .body(chunk.clone())
+                },
+            )
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(client.unexpected(&what, response).await);
+        }
+        location = reqwest_location(client, &response).unwrap_or(location);
+        reporter.blob_progress(&blob.digest, len);
+        offset += len;
+    }
+    let url = with_query(&location, "digest", &blob.digest.to_string());
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::No,
+            reporter.as_ref(),
+            &|http| http.put(&url).header(CONTENT_LENGTH, "0"),
+        )
+        .await?;
+    confirm_upload(client, repository, blob, response).await
+}
+
+fn reqwest_location(client: &RegistryClient, response: &Response) -> Option<String> {
+    location(client, response)
+}
+
+async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes, RegistryError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let io = |source| RegistryError::Io {
+        what: "cannot read blob",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
+    let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+    file.read_exact(&mut buf).await.map_err(io)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Downloads a remote blob into a temporary file, verifying it.
+async fn spool(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<tempfile::NamedTempFile, RegistryError> {
+    use tokio::io::AsyncWriteExt;
+    let temp = tempfile::NamedTempFile::new().map_err(|source| RegistryError::Io {
+        what: "cannot create a temporary file in",
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let io = |source| RegistryError::Io {
+        what: "cannot write",
+        path: temp.path().to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::create(temp.path()).await.map_err(io)?;
+    let mut hasher = DigestWriter::new();
+    let mut stream = crate::pull::get_blob(client, repository, &blob.digest, reporter.as_ref())
+        .await?
+        .bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Unreachable {
+            registry: client.registry().to_owned(),
+            what: format!("download of {}", blob.digest),
+            attempts: 1,
+            why: error_chain(&e),
+        })?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    crate::pull::check_digest(
+        client,
+        &format!("blob {}", blob.digest),
+        &blob.digest,
+        blob.size,
+        hasher.finish(),
+    )?;
+    Ok(temp)
+}

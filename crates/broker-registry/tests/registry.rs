@@ -1,0 +1,464 @@
+//! The registry client against a real CNCF Distribution registry and real
+//! peers (skopeo, the Docker engine).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use broker_oci::{Digest, Store};
+use broker_registry::{
+    ClientOptions, CredentialSource, Credentials, Reference, RegistryClient, RegistryError,
+    Reporter, Silent, mirror, pull_into_store, push_from_store, resolve,
+};
+use broker_test_support::{TestRegistry, docker_cli, require_tool, unique_suffix};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn silent() -> Arc<dyn Reporter> {
+    Arc::new(Silent)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes a synthetic single-platform image (config + `layers` blobs of
+/// `size` bytes each) into `store` and tags it `tag`. Registries do not
+/// look inside layers, so noise is enough for transfer tests.
+fn synthetic_image(store: &Store, tag: &str, seed: u64, layers: usize, size: usize) -> Digest {
+    let manifest = synthetic_manifest(store, seed, layers, size, "amd64");
+    let digest = store.write_blob(manifest.as_bytes()).unwrap();
+    tag_manifest(
+        store,
+        tag,
+        digest,
+        manifest.len(),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    digest
+}
+
+fn synthetic_manifest(store: &Store, seed: u64, layers: usize, size: usize, arch: &str) -> String {
+    let mut layer_json = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let bytes = noise(seed * 1000 + i as u64, size);
+        let d = store.write_blob(&bytes).unwrap();
+        diff_ids.push(format!("\"{d}\""));
+        layer_json.push(format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#));
+    }
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
+        diff_ids.join(",")
+    );
+    let config_digest = store.write_blob(config.as_bytes()).unwrap();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layer_json.join(",")
+    )
+}
+
+fn tag_manifest(store: &Store, tag: &str, digest: Digest, size: usize, media_type: &str) {
+    let descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::from(media_type),
+        size as u64,
+        oci_spec::image::Digest::from(&digest),
+    );
+    store.tag(tag, &descriptor).unwrap();
+}
+
+fn reference(registry: &TestRegistry, repo: &str, tag: &str) -> Reference {
+    format!("{}/{repo}:{tag}", registry.host()).parse().unwrap()
+}
+
+fn skopeo_raw(registry: &TestRegistry, pinned: &str, extra: &[&str]) -> Vec<u8> {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("inspect").arg("--raw");
+    if registry.is_tls() {
+        cmd.arg(format!(
+            "--cert-dir={}",
+            registry.cert_dir().unwrap().display()
+        ));
+    } else {
+        cmd.arg("--tls-verify=false");
+    }
+    cmd.args(extra).arg(format!("docker://{pinned}"));
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {pinned}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn pushed_busybox_is_pulled_and_run_by_docker() {
+    let base = broker_test_support::busybox();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&base.oci_layout, dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let registry = TestRegistry::start();
+    let repo = format!("rig/busybox-{}", unique_suffix());
+    let target = reference(&registry, &repo, "v1");
+    let rt = runtime();
+    let pushed = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &ClientOptions::default()).unwrap();
+        push_from_store(&client, &store, &base.oci_tag, &target, &silent())
+            .await
+            .unwrap()
+    });
+    assert!(registry.has_tag(&repo, "v1"));
+    let raw = skopeo_raw(&registry, &pushed.pinned, &[]);
+    assert_eq!(
+        Digest::of(&raw),
+        pushed.digest,
+        "the registry serves our exact manifest bytes"
+    );
+    let out = docker_cli()
+        .args(["pull", &pushed.pinned])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker_cli()
+        .args([
+            "run",
+            "--rm",
+            &pushed.pinned,
+            "sh",
+            "-c",
+            "echo pushed-and-ran",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pushed-and-ran",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = docker_cli().args(["rmi", &pushed.pinned]).output();
+}
+
+#[test]
+fn repush_uploads_nothing_and_another_repository_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let digest = synthetic_image(&store, "app", 1, 3, 512 * 1024);
+    let registry = TestRegistry::start();
+    let first = reference(&registry, "broker/app", "v1");
+    let rt = runtime();
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&first, &ClientOptions::default()).unwrap();
+        let pushed = push_from_store(&client, &store, "app", &first, &silent())
+            .await
+            .unwrap();
+        assert_eq!(pushed.digest, digest);
+        assert_eq!(
+            (pushed.stats.uploaded, pushed.stats.mounted),
+            (4, 0),
+            "config + 3 layers uploaded"
+        );
+        assert_eq!(registry.blob_upload_count(), 4);
+
+        // Same client, same target: nothing sent.
+        let again = push_from_store(&client, &store, "app", &first, &silent())
+            .await
+            .unwrap();
+        assert_eq!(again.digest, digest);
+        assert_eq!(again.stats.uploaded, 0);
+        // A fresh client (a new process) also sends nothing.
+        let fresh = RegistryClient::for_reference(&first, &ClientOptions::default()).unwrap();
+        let again = push_from_store(&fresh, &store, "app", &first, &silent())
+            .await
+            .unwrap();
+        assert_eq!(again.stats.uploaded, 0);
+        assert_eq!(
+            registry.blob_upload_count(),
+            4,
+            "no upload session was opened"
+        );
+
+        // Another repository of the same registry: blobs are mounted.
+        let second = reference(&registry, "broker/other", "v1");
+        let pushed = push_from_store(&client, &store, "app", &second, &silent())
+            .await
+            .unwrap();
+        assert_eq!(pushed.digest, digest);
+        assert_eq!((pushed.stats.uploaded, pushed.stats.mounted), (0, 4));
+        assert_eq!(registry.blob_upload_count(), 4);
+        assert_eq!(registry.blob_mount_count(), 4);
+        assert!(registry.has_tag("broker/other", "v1"));
+    });
+}
+
+#[test]
+fn declined_mount_falls_back_to_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic_image(&store, "app", 2, 1, 1024);
+    let registry = TestRegistry::start();
+    let target = reference(&registry, "broker/app", "v1");
+    let rt = runtime();
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &ClientOptions::default()).unwrap();
+        // Claim the blobs live in a repository that does not exist: the
+        // registry declines the mount (202 + an upload session).
+        let manifest = store.resolve("app").unwrap();
+        let raw = store
+            .read_blob(&Digest::try_from(manifest.digest()).unwrap())
+            .unwrap();
+        let parsed = broker_registry::manifest::Manifest::parse(&raw, "app").unwrap();
+        for blob in parsed.blobs() {
+            client.remember_blob(blob.digest, "nowhere/else");
+        }
+        let pushed = push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap();
+        assert_eq!((pushed.stats.uploaded, pushed.stats.mounted), (2, 0));
+    });
+    assert!(registry.has_tag("broker/app", "v1"));
+}
+
+fn write_docker_config(dir: &Path, json: &str) {
+    std::fs::write(dir.join("config.json"), json).unwrap();
+}
+
+fn base64(s: &str) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(s.as_bytes()).unwrap();
+    String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn htpasswd_registry_takes_config_json_and_helpers_and_refuses_wrong_passwords() {
+    let registry = TestRegistry::start_with_auth("ci", "s3cret-pass");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    synthetic_image(&store, "app", 3, 1, 2048);
+    let target = reference(&registry, "broker/app", "v1");
+    let rt = runtime();
+
+    // 1. auths in config.json
+    let config_dir = dir.path().join("docker-auths");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    write_docker_config(
+        &config_dir,
+        &format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            registry.host(),
+            base64("ci:s3cret-pass")
+        ),
+    );
+    let options = ClientOptions {
+        credentials: CredentialSource::DockerConfig(Some(config_dir)),
+        ..ClientOptions::default()
+    };
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &options).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap();
+    });
+    assert!(registry.has_tag("broker/app", "v1"));
+
+    // 2. credential helpers are found on PATH, so that case runs the CLI
+    // in a child process with its own PATH (crates/broker-images/tests).
+
+    // 3. wrong password: one clear error, no secret in it
+    let options = ClientOptions {
+        credentials: CredentialSource::Explicit(Credentials::Basic {
+            username: "ci".into(),
+            password: "wrong-horse".into(),
+        }),
+        ..ClientOptions::default()
+    };
+    let target3 = reference(&registry, "broker/app", "v3");
+    let err = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target3, &options).unwrap();
+        push_from_store(&client, &store, "app", &target3, &silent())
+            .await
+            .unwrap_err()
+    });
+    let text = format!("{err} {err:?}");
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{text}");
+    assert!(text.contains("refused user `ci`"), "{text}");
+    assert!(!text.contains("wrong-horse"), "the password leaked: {text}");
+    assert!(!registry.has_tag("broker/app", "v3"));
+
+    // 4. no credentials at all
+    let options = ClientOptions {
+        credentials: CredentialSource::Anonymous,
+        ..ClientOptions::default()
+    };
+    let err = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target3, &options).unwrap();
+        push_from_store(&client, &store, "app", &target3, &silent())
+            .await
+            .unwrap_err()
+    });
+    assert!(err.to_string().contains("docker login"), "{err}");
+}
+
+#[test]
+fn tls_registry_needs_the_ca() {
+    let registry = TestRegistry::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic_image(&store, "app", 4, 1, 2048);
+    let target = reference(&registry, "broker/app", "v1");
+    let rt = runtime();
+    let err = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &ClientOptions::default()).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap_err()
+    });
+    assert!(matches!(err, RegistryError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("--ca-file"), "{err}");
+    assert!(!registry.has_tag("broker/app", "v1"));
+
+    let options = ClientOptions {
+        ca_files: vec![registry.ca_cert_path().unwrap().to_path_buf()],
+        ..ClientOptions::default()
+    };
+    let pushed = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &options).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap()
+    });
+    assert!(registry.has_tag("broker/app", "v1"));
+    let raw = skopeo_raw(&registry, &pushed.pinned, &[]);
+    assert_eq!(Digest::of(&raw), pushed.digest);
+
+    // A CA file that is not PEM is an error naming the file.
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let options = ClientOptions {
+        ca_files: vec![bogus],
+        ..ClientOptions::default()
+    };
+    let err = RegistryClient::for_reference(&target, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bogus.pem"), "{err}");
+}
+
+#[test]
+fn mirror_copies_every_platform_with_the_same_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let amd = synthetic_manifest(&store, 5, 2, 4096, "amd64");
+    let arm = synthetic_manifest(&store, 6, 2, 4096, "arm64");
+    let amd_d = store.write_blob(amd.as_bytes()).unwrap();
+    let arm_d = store.write_blob(arm.as_bytes()).unwrap();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{amd_d}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{arm_d}","size":{},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
+        amd.len(),
+        arm.len()
+    );
+    let index_d = store.write_blob(index.as_bytes()).unwrap();
+    tag_manifest(
+        &store,
+        "postgres",
+        index_d,
+        index.len(),
+        "application/vnd.oci.image.index.v1+json",
+    );
+
+    let hub = TestRegistry::start();
+    let internal = TestRegistry::start();
+    let source = reference(&hub, "library/postgres", "14.2");
+    let rt = runtime();
+    rt.block_on(async {
+        let hub_client = RegistryClient::for_reference(&source, &ClientOptions::default()).unwrap();
+        push_from_store(&hub_client, &store, "postgres", &source, &silent())
+            .await
+            .unwrap();
+        let target = reference(&internal, "mirror/library/postgres", "14.2");
+        let internal_client =
+            RegistryClient::for_reference(&target, &ClientOptions::default()).unwrap();
+        let copied = mirror(&hub_client, &source, &internal_client, &target, &silent())
+            .await
+            .unwrap();
+        assert_eq!(copied.digest, index_d);
+        assert_eq!(copied.stats.uploaded, 6, "2 configs + 4 layers");
+        assert_eq!(
+            resolve(&internal_client, &target, &*silent())
+                .await
+                .unwrap(),
+            index_d
+        );
+        // Both platforms are there, byte for byte.
+        let raw = skopeo_raw(&internal, &copied.target_pinned, &[]);
+        assert_eq!(raw, index.as_bytes());
+        let arm_raw = skopeo_raw(
+            &internal,
+            &format!("{}/mirror/library/postgres@{arm_d}", internal.host()),
+            &[],
+        );
+        assert_eq!(arm_raw, arm.as_bytes());
+        // Mirroring again sends nothing.
+        let again = mirror(&hub_client, &source, &internal_client, &target, &silent())
+            .await
+            .unwrap();
+        assert_eq!(again.stats.uploaded, 0);
+
+        // And a pull into a fresh store picks this machine's platform and verifies it.
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh_dir.path()).unwrap();
+        let pulled = pull_into_store(&internal_client, &target, &fresh, "pg", &silent())
+            .await
+            .unwrap();
+        assert_eq!(
+            pulled,
+            if broker_registry::oci_arch() == "arm64" {
+                arm_d
+            } else {
+                amd_d
+            }
+        );
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
