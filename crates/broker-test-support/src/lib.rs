@@ -8,10 +8,12 @@
 
 pub mod base_images;
 pub mod docker;
+pub mod fault_proxy;
 pub mod registry;
 
 pub use base_images::{BaseImage, busybox, debian_minbase};
 pub use docker::{docker_cli, engine, require_tool};
+pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,507 @@
+//! An in-process HTTP/1.1 reverse proxy in front of a plain-HTTP
+//! [`TestRegistry`] that injects faults (connection resets, error statuses,
+//! stalls) into chosen requests, for testing clients' retries.
+//!
+//! The proxy runs on its own thread with its own current-thread tokio
+//! runtime, so it works the same from synchronous tests and from inside any
+//! runtime. Dropping the [`FaultProxy`] stops it.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::TcpListener as StdTcpListener;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+
+use crate::registry::TestRegistry;
+
+/// A fault injected into one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Close the connection without answering. When the request has a body
+    /// (an upload), the proxy first reads part of it, so the client is cut
+    /// off mid-body; the socket is closed with a TCP reset (`SO_LINGER` 0).
+    ResetConnection,
+    /// Answer with this status (e.g. 503) and `Retry-After: 0` without
+    /// forwarding the request.
+    Status(u16),
+    /// Hold the request for this long, then forward it.
+    Stall(Duration),
+}
+
+/// Which requests get a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultPolicy {
+    /// Forward everything unchanged.
+    None,
+    /// Every `n`-th request (the `n`-th, `2n`-th, … counted from 1 over all
+    /// requests the proxy received) gets `fault`; the others are forwarded.
+    EveryNth {
+        /// Period; 0 means never.
+        n: usize,
+        /// The fault.
+        fault: Fault,
+    },
+    /// Every request gets the fault.
+    FailAll(Fault),
+}
+
+impl FaultPolicy {
+    fn fault_for(&self, request_number: usize) -> Option<Fault> {
+        match self {
+            FaultPolicy::None => None,
+            FaultPolicy::EveryNth { n, fault } => {
+                (*n > 0 && request_number.is_multiple_of(*n)).then(|| fault.clone())
+            }
+            FaultPolicy::FailAll(fault) => Some(fault.clone()),
+        }
+    }
+}
+
+struct State {
+    upstream: String,
+    proxy_host: String,
+    policy: Mutex<FaultPolicy>,
+    seen: AtomicUsize,
+    faults: AtomicUsize,
+    client: Client<HttpConnector, Incoming>,
+}
+
+/// A running fault-injecting reverse proxy on `127.0.0.1:<ephemeral>`
+/// forwarding to a plain-HTTP upstream (a [`TestRegistry`]).
+///
+/// Request bodies and responses are streamed in both directions (with
+/// Content-Length or chunked framing); `Location` headers pointing at the
+/// upstream are rewritten to the proxy so clients keep going through it.
+pub struct FaultProxy {
+    host: String,
+    state: Arc<State>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("host", &self.host)
+            .field("upstream", &self.state.upstream)
+            .field("policy", &self.policy())
+            .finish()
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `registry`, which must speak plain HTTP.
+    ///
+    /// # Panics
+    /// When the registry speaks HTTPS, or the proxy cannot bind a port.
+    pub fn start(registry: &TestRegistry, policy: FaultPolicy) -> FaultProxy {
+        assert!(
+            !registry.is_tls(),
+            "FaultProxy forwards plain HTTP only; start the registry with TestRegistry::start() or start_with_auth()"
+        );
+        Self::start_to(&registry.host(), policy)
+    }
+
+    /// Starts a proxy in front of the plain-HTTP server at `upstream_host`
+    /// (`HOST:PORT`).
+    pub fn start_to(upstream_host: &str, policy: FaultPolicy) -> FaultProxy {
+        let listener =
+            StdTcpListener::bind("127.0.0.1:0").expect("FaultProxy cannot bind 127.0.0.1:0");
+        let host = listener
+            .local_addr()
+            .expect("FaultProxy has no local address")
+            .to_string();
+        listener
+            .set_nonblocking(true)
+            .expect("FaultProxy cannot make its listener non-blocking");
+        let state = Arc::new(State {
+            upstream: upstream_host.to_string(),
+            proxy_host: host.clone(),
+            policy: Mutex::new(policy),
+            seen: AtomicUsize::new(0),
+            faults: AtomicUsize::new(0),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let thread_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fault-proxy-{host}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("FaultProxy cannot build its tokio runtime");
+                rt.block_on(serve(listener, thread_state, shutdown_rx));
+            })
+            .expect("FaultProxy cannot spawn its thread");
+        FaultProxy {
+            host,
+            state,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// Number of requests the proxy received so far (faulted ones included).
+    pub fn requests_seen(&self) -> usize {
+        self.state.seen.load(Ordering::SeqCst)
+    }
+
+    /// Number of requests that got a fault so far.
+    pub fn faults_injected(&self) -> usize {
+        self.state.faults.load(Ordering::SeqCst)
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> FaultPolicy {
+        self.state
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the policy for the requests that arrive from now on (the
+    /// request count keeps running).
+    pub fn set_policy(&self, policy: FaultPolicy) {
+        *self.state.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: StdTcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .expect("FaultProxy cannot register its listener with tokio");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(serve_connection(stream, state.clone()));
+                }
+            }
+        }
+    }
+    // Dropping the runtime after this returns cancels open connections.
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let stream = Arc::new(stream);
+    let kill = Arc::new(Notify::new());
+    let io = TokioIo::new(SharedStream(stream.clone()));
+    let svc_kill = kill.clone();
+    let svc = service_fn(move |req| handle(req, state.clone(), stream.clone(), svc_kill.clone()));
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = kill.notified() => {}
+    }
+    // The connection (and the last reference to the socket) is dropped here.
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Returned by the service to make hyper drop the connection unanswered.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the fault proxy")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(text.into())
+            .map_err(|n: Infallible| match n {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    stream: Arc<TcpStream>,
+    kill: Arc<Notify>,
+) -> Result<Response<ProxyBody>, Reset> {
+    let number = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    let fault = state
+        .policy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .fault_for(number);
+    if fault.is_some() {
+        state.faults.fetch_add(1, Ordering::SeqCst);
+    }
+    match fault {
+        None => Ok(forward(req, &state).await),
+        Some(Fault::Stall(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(forward(req, &state).await)
+        }
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut resp = full(
+                status,
+                format!("fault injected by the test proxy: {status}\n"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+            Ok(resp)
+        }
+        Some(Fault::ResetConnection) => {
+            let mut body = req.into_body();
+            if !body.is_end_stream() {
+                // Take part of the upload so the client is cut off mid-body.
+                let _ = tokio::time::timeout(Duration::from_secs(2), body.frame()).await;
+            }
+            let _ = stream.set_zero_linger();
+            kill.notify_one();
+            Err(Reset)
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus `Expect`, which this proxy
+/// already answered towards the client.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match format!("http://{}{path_and_query}", state.upstream).parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                format!("bad request target: {e}\n"),
+            );
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(host) = HeaderValue::from_str(&state.upstream) {
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.version = hyper::Version::HTTP_11;
+    let upstream = match state.client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            return full(
+                StatusCode::BAD_GATEWAY,
+                format!("fault proxy: upstream {} failed: {e}\n", state.upstream),
+            );
+        }
+    };
+    let (mut parts, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    rewrite_location(&mut parts.headers, &state.upstream, &state.proxy_host);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Points absolute `Location`s at the upstream to the proxy instead.
+fn rewrite_location(headers: &mut HeaderMap, upstream: &str, proxy: &str) {
+    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = location
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix(upstream))
+            && (rest.is_empty() || rest.starts_with(['/', '?']))
+        {
+            if let Ok(v) = HeaderValue::from_str(&format!("http://{proxy}{rest}")) {
+                headers.insert(header::LOCATION, v);
+            }
+            return;
+        }
+    }
+}
+
+/// A TCP stream hyper reads and writes through a shared reference, so the
+/// handler can still reach the socket (to reset it) while hyper owns the
+/// connection.
+struct SharedStream(Arc<TcpStream>);
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The socket is closed (FIN) when the connection drops its last
+        // reference right after this.
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nth_counts_from_one() {
+        let p = FaultPolicy::EveryNth {
+            n: 3,
+            fault: Fault::Status(503),
+        };
+        let hits: Vec<usize> = (1..=9).filter(|k| p.fault_for(*k).is_some()).collect();
+        assert_eq!(hits, [3, 6, 9]);
+        assert!(FaultPolicy::None.fault_for(3).is_none());
+        assert!(
+            FaultPolicy::EveryNth {
+                n: 0,
+                fault: Fault::ResetConnection
+            }
+            .fault_for(5)
+            .is_none()
+        );
+        assert!(
+            FaultPolicy::FailAll(Fault::ResetConnection)
+                .fault_for(1)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn rewrites_only_upstream_locations() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x"),
+        );
+        rewrite_location(&mut h, "127.0.0.1:5000", "127.0.0.1:6000");
+        assert_eq!(
+            h[header::LOCATION],
+            "http://127.0.0.1:6000/v2/a/blobs/uploads/u?_state=x"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://127.0.0.1:50001/x"),
+        );
+        rewrite_location(&mut h, "127.0.0.1:5000", "127.0.0.1:6000");
+        assert_eq!(h[header::LOCATION], "http://127.0.0.1:50001/x");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("/v2/a/blobs/uploads/u"),
+        );
+        rewrite_location(&mut h, "127.0.0.1:5000", "127.0.0.1:6000");
+        assert_eq!(h[header::LOCATION], "/v2/a/blobs/uploads/u");
+    }
+}
