@@ -141,6 +141,12 @@ impl DigestWriter {
     }
 }
 
+impl fmt::Debug for DigestWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DigestWriter({} bytes)", self.len)
+    }
+}
+
 impl Write for DigestWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.update(buf);

@@ -86,47 +86,37 @@ pub fn compress_bytes(data: &[u8], threads: usize) -> (Vec<u8>, Compressed) {
     }
 }
 
-/// Deflates chunks, reusing one compressor.
-struct Deflater {
-    compress: Compress,
-}
-
-impl Deflater {
-    fn new() -> Self {
-        Self {
-            compress: Compress::new(Compression::new(LEVEL), false),
+/// Raw deflate of `data`, primed with `dictionary`, ending in a sync flush.
+/// Appends to `out` and returns the CRC-32 of `data`.
+///
+/// A fresh compressor every time: after `reset`, a zlib-rs 0.6 compressor
+/// fed several chunks with preset dictionaries produces different (valid)
+/// bytes than a new one, which would make the output depend on which chunks
+/// a thread happened to compress before.
+fn deflate(dictionary: &[u8], data: &[u8], out: &mut Vec<u8>) -> io::Result<Crc> {
+    let mut c = Compress::new(Compression::new(LEVEL), false);
+    if !dictionary.is_empty() {
+        c.set_dictionary(dictionary).map_err(io::Error::other)?;
+    }
+    // Room for incompressible input plus block overhead, so that one call
+    // normally finishes; the loop covers the rare case where it does not.
+    out.reserve(data.len() + data.len() / 8 + 1024);
+    loop {
+        let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(data.len() / 4 + 4096);
+        }
+        c.compress_vec(&data[consumed..], out, FlushCompress::Sync)
+            .map_err(io::Error::other)?;
+        let consumed = usize::try_from(c.total_in()).map_err(io::Error::other)?;
+        // Input used up and space left over: the flush is complete.
+        if consumed == data.len() && out.len() < out.capacity() {
+            break;
         }
     }
-
-    /// Raw deflate of `data`, primed with `dictionary`, ending in a sync
-    /// flush. Appends to `out` and returns the CRC-32 of `data`.
-    fn deflate(&mut self, dictionary: &[u8], data: &[u8], out: &mut Vec<u8>) -> io::Result<Crc> {
-        let c = &mut self.compress;
-        c.reset();
-        if !dictionary.is_empty() {
-            c.set_dictionary(dictionary).map_err(io::Error::other)?;
-        }
-        let start = c.total_in();
-        // Room for incompressible input plus block overhead, so that one call
-        // normally finishes; the loop covers the rare case where it does not.
-        out.reserve(data.len() + data.len() / 8 + 1024);
-        loop {
-            let consumed = usize::try_from(c.total_in() - start).map_err(io::Error::other)?;
-            if out.capacity() - out.len() < 64 {
-                out.reserve(data.len() / 4 + 4096);
-            }
-            c.compress_vec(&data[consumed..], out, FlushCompress::Sync)
-                .map_err(io::Error::other)?;
-            let consumed = usize::try_from(c.total_in() - start).map_err(io::Error::other)?;
-            // Input used up and space left over: the flush is complete.
-            if consumed == data.len() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        let mut crc = Crc::new();
-        crc.update(data);
-        Ok(crc)
-    }
+    let mut crc = Crc::new();
+    crc.update(data);
+    Ok(crc)
 }
 
 /// Writes the member in order: header, chunks, final block, trailer; hashes
@@ -249,13 +239,12 @@ where
     F: FnOnce(&mut dyn Write) -> Result<(), E>,
 {
     let mut output = OrderedOutput::new(sink)?;
-    let mut deflater = Deflater::new();
     let mut deflated = Vec::new();
     let mut chunker = Chunker::new(
         Vec::with_capacity(CHUNK_SIZE),
         |data: Vec<u8>, dictionary: Vec<u8>| {
             deflated.clear();
-            let crc = deflater.deflate(&dictionary, &data, &mut deflated)?;
+            let crc = deflate(&dictionary, &data, &mut deflated)?;
             output.chunk(&data, &deflated, &crc)?;
             Ok(data)
         },
@@ -339,7 +328,6 @@ where
 }
 
 fn compression_worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) {
-    let mut deflater = Deflater::new();
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -347,9 +335,7 @@ fn compression_worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>) {
         };
         let Ok(job) = job else { return };
         let mut out = Vec::new();
-        let deflated = deflater
-            .deflate(&job.dictionary, &job.data, &mut out)
-            .map(|crc| (out, crc));
+        let deflated = deflate(&job.dictionary, &job.data, &mut out).map(|crc| (out, crc));
         let sent = done.send(Done {
             seq: job.seq,
             data: job.data,
