@@ -109,9 +109,10 @@ struct Tls {
 /// `registry/config.yml`.
 ///
 /// Dropping it kills and reaps the process and removes the temporary
-/// directory. The process runs under a small `sh` watchdog that kills it
-/// within about a second when the test process disappears (e.g. a test run
-/// killed with SIGKILL), so no registry outlives a killed test for long.
+/// directory. The process runs under a small `sh` watchdog that polls the
+/// test process once a second and, when it is gone (e.g. a test run killed
+/// with SIGKILL), kills the registry and removes its temporary directory, so
+/// neither outlives a killed test for long.
 pub struct TestRegistry {
     child: Child,
     port: u16,
@@ -202,7 +203,8 @@ impl TestRegistry {
                 htpasswd.as_deref(),
             );
             fs::write(&config, rendered).expect("cannot write the registry config");
-            let mut child = spawn_watched(&registry_bin, &config, &access_log, &error_log);
+            let mut child =
+                spawn_watched(&registry_bin, dir.path(), &config, &access_log, &error_log);
             match wait_ready(&mut child, port, &access_log, &error_log) {
                 Ok(()) => {
                     return TestRegistry {
@@ -486,22 +488,31 @@ fn free_port() -> u16 {
 }
 
 /// Spawns `docker-registry serve CONFIG` under an `sh` watchdog that kills
-/// it when this process disappears. `exec` makes the returned child the
+/// it and removes its temporary directory `dir` when this process disappears. `exec` makes the returned child the
 /// registry itself, so killing the child kills the registry.
-fn spawn_watched(registry_bin: &Path, config: &Path, stdout: &Path, stderr: &Path) -> Child {
-    const SCRIPT: &str = r#"parent=$1; shift
+fn spawn_watched(
+    registry_bin: &Path,
+    dir: &Path,
+    config: &Path,
+    stdout: &Path,
+    stderr: &Path,
+) -> Child {
+    const SCRIPT: &str = r#"parent=$1; dir=$2; shift 2
 ( exec >/dev/null 2>&1 </dev/null
   while kill -0 "$parent"; do
     kill -0 $$ || exit 0
     sleep 1
   done
-  kill -9 $$ ) &
+  kill -9 $$
+  sleep 1
+  case "$dir" in */broker-test-registry-*) rm -rf "$dir" ;; esac ) &
 exec "$@""#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(SCRIPT)
         .arg("broker-test-registry")
         .arg(std::process::id().to_string())
+        .arg(dir)
         .arg(registry_bin)
         .arg("serve")
         .arg(config)

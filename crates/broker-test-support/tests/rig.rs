@@ -395,7 +395,13 @@ fn registry_dies_with_its_test_process() {
     // then killed with SIGKILL: the watchdog must take the registry down.
     if let Ok(port_file) = std::env::var("BROKER_RIG_CHILD_PORT_FILE") {
         let registry = TestRegistry::start();
-        fs::write(&port_file, registry.host()).unwrap();
+        let dir = registry
+            .storage_dir()
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        fs::write(&port_file, format!("{}\n{dir}", registry.host())).unwrap();
         std::thread::sleep(Duration::from_secs(60));
         return;
     }
@@ -414,11 +420,11 @@ fn registry_dies_with_its_test_process() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let host = loop {
+    let (host, registry_dir) = loop {
         if let Ok(h) = fs::read_to_string(&port_file)
-            && !h.is_empty()
+            && let Some((host, dir)) = h.split_once('\n')
         {
-            break h;
+            break (host.to_string(), std::path::PathBuf::from(dir));
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -427,6 +433,7 @@ fn registry_dies_with_its_test_process() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(TcpStream::connect(&host).is_ok());
+    assert!(registry_dir.join("config.yml").is_file());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -434,6 +441,14 @@ fn registry_dies_with_its_test_process() {
         assert!(
             std::time::Instant::now() < deadline,
             "the registry at {host} outlived its killed test process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while registry_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} outlived its killed test process",
+            registry_dir.display()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
