@@ -1,4 +1,382 @@
-//! The OCI image model: config, manifest and the media types around them.
+//! The OCI image model: a base image plus appended source layers, with the
+//! runtime settings and provenance labels, written as OCI config and
+//! manifest.
+//!
+//! Everything written uses OCI media types. A base stored with Docker
+//! schema 2 media types has its descriptors converted; the blobs are the
+//! same bytes either way, so their digests do not change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use oci_spec::image::{
+    Descriptor, History, HistoryBuilder, ImageConfiguration, ImageManifest, ImageManifestBuilder,
+    MediaType,
+};
+
+use crate::epoch::SourceDateEpoch;
+use crate::layer::SourceLayer;
+use crate::store::{Store, StoreError, StoredImage};
 
 /// Docker schema 2 manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker image config media type.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker gzip layer media type.
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker uncompressed layer media type.
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Docker foreign (non-distributable) layer media type.
+pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+/// Label: where the sources come from (a repository URL).
+pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
+/// Label: the source revision (a commit).
+pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
+/// Label: when the image was made (RFC 3339, from `SOURCE_DATE_EPOCH`).
+pub const LABEL_CREATED: &str = "org.opencontainers.image.created";
+/// Label: the base image's manifest digest.
+pub const LABEL_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+/// Label: the base image's name.
+pub const LABEL_BASE_NAME: &str = "org.opencontainers.image.base.name";
+
+/// The OCI media type for `m`: Docker schema 2 types map to their OCI
+/// equivalents, others pass through.
+#[must_use]
+pub fn oci_media_type(m: &MediaType) -> MediaType {
+    match m {
+        MediaType::Other(t) => match t.as_str() {
+            DOCKER_MANIFEST => MediaType::ImageManifest,
+            DOCKER_CONFIG => MediaType::ImageConfig,
+            DOCKER_LAYER_GZIP => MediaType::ImageLayerGzip,
+            DOCKER_LAYER_TAR => MediaType::ImageLayer,
+            DOCKER_LAYER_FOREIGN => MediaType::ImageLayerNonDistributableGzip,
+            _ => m.clone(),
+        },
+        _ => m.clone(),
+    }
+}
+
+/// `d` with its media type converted by [`oci_media_type`].
+#[must_use]
+pub fn oci_descriptor(d: &Descriptor) -> Descriptor {
+    let mut d = d.clone();
+    d.set_media_type(oci_media_type(d.media_type()));
+    d
+}
+
+/// How the container runs. `None` and empty fields keep the base's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// `user[:group]`, e.g. `broker`.
+    pub user: Option<String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Environment variables set or replaced, by name.
+    pub env: BTreeMap<String, String>,
+    /// Entrypoint. Setting it drops the base's `cmd` unless `cmd` is set
+    /// too, as a Dockerfile `ENTRYPOINT` does.
+    pub entrypoint: Option<Vec<String>>,
+    /// Command (arguments to the entrypoint).
+    pub cmd: Option<Vec<String>>,
+    /// Ports added to the base's, e.g. `1883/tcp`.
+    pub exposed_ports: Vec<String>,
+    /// Labels added to (or replacing) the base's.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where an image's sources come from, for the OCI labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// Repository URL (`org.opencontainers.image.source`).
+    pub source: Option<String>,
+    /// Revision, e.g. a commit (`org.opencontainers.image.revision`).
+    pub revision: Option<String>,
+}
+
+/// Why an image could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildImageError {
+    /// The base's config and manifest disagree.
+    #[error("base image `{name}` is inconsistent: {reason}; re-import or rebuild it")]
+    InconsistentBase {
+        /// The base's name.
+        name: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// oci-spec refused a document.
+    #[error("cannot assemble the image on `{base}`: {source}")]
+    Assemble {
+        /// The base's name.
+        base: String,
+        /// The cause.
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// Writing to the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A base image with layers appended.
+#[derive(Debug, Clone)]
+pub struct ImageBuilder {
+    base_name: String,
+    base_digest: String,
+    base_config: ImageConfiguration,
+    base_layers: Vec<Descriptor>,
+    layers: Vec<(SourceLayer, String)>,
+    runtime: RuntimeConfig,
+    provenance: Provenance,
+    epoch: SourceDateEpoch,
+}
+
+impl ImageBuilder {
+    /// Start from `base` (read from the store), known as `base_name`.
+    ///
+    /// # Errors
+    /// The base's config lists another number of layers than its manifest.
+    pub fn new(base: &StoredImage, base_name: &str) -> Result<Self, BuildImageError> {
+        let diff_ids = base.config.rootfs().diff_ids().len();
+        let layers = base.manifest.layers().len();
+        if diff_ids != layers {
+            return Err(BuildImageError::InconsistentBase {
+                name: base_name.to_owned(),
+                reason: format!(
+                    "{layers} layers in the manifest, {diff_ids} diff_ids in the config"
+                ),
+            });
+        }
+        Ok(Self {
+            base_name: base_name.to_owned(),
+            base_digest: base.manifest_descriptor.digest().to_string(),
+            base_config: base.config.clone(),
+            base_layers: base.manifest.layers().iter().map(oci_descriptor).collect(),
+            layers: Vec::new(),
+            runtime: RuntimeConfig::default(),
+            provenance: Provenance::default(),
+            epoch: SourceDateEpoch::DEFAULT,
+        })
+    }
+
+    /// Append `layer`; `description` says which source tree it holds and
+    /// goes into the layer's history entry.
+    pub fn append_layer(&mut self, layer: &SourceLayer, description: &str) -> &mut Self {
+        self.layers.push((layer.clone(), description.to_owned()));
+        self
+    }
+
+    /// Set how the container runs.
+    pub fn runtime(&mut self, runtime: RuntimeConfig) -> &mut Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Set the provenance labels.
+    pub fn provenance(&mut self, provenance: Provenance) -> &mut Self {
+        self.provenance = provenance;
+        self
+    }
+
+    /// Set the image's `created` time (and the history entries').
+    pub fn epoch(&mut self, epoch: SourceDateEpoch) -> &mut Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The image config.
+    #[must_use]
+    pub fn config(&self) -> ImageConfiguration {
+        let created = self.epoch.rfc3339();
+        let mut image = self.base_config.clone();
+        image.set_created(Some(created.clone()));
+        image.set_author(None);
+
+        let mut config = image.config().clone().unwrap_or_default();
+        let rt = &self.runtime;
+        if let Some(user) = &rt.user {
+            config.set_user(Some(user.clone()));
+        }
+        if let Some(dir) = &rt.working_dir {
+            config.set_working_dir(Some(dir.clone()));
+        }
+        if !rt.env.is_empty() {
+            config.set_env(Some(merge_env(config.env().as_deref(), &rt.env)));
+        }
+        if let Some(ep) = &rt.entrypoint {
+            config.set_entrypoint(Some(ep.clone()));
+            if rt.cmd.is_none() {
+                config.set_cmd(None);
+            }
+        }
+        if let Some(cmd) = &rt.cmd {
+            config.set_cmd(Some(cmd.clone()));
+        }
+        if !rt.exposed_ports.is_empty() {
+            let mut ports = config.exposed_ports().clone().unwrap_or_default();
+            ports.extend(rt.exposed_ports.iter().cloned());
+            ports.sort();
+            ports.dedup();
+            config.set_exposed_ports(Some(ports));
+        }
+        config.set_labels(Some(self.labels(config.labels().as_ref())));
+        image.set_config(Some(config));
+
+        for (layer, _) in &self.layers {
+            image
+                .rootfs_mut()
+                .diff_ids_mut()
+                .push(layer.diff_id.to_string());
+        }
+        let mut history = image.history().clone().unwrap_or_default();
+        for (layer, description) in &self.layers {
+            history.push(history_entry(&created, layer, description));
+        }
+        image.set_history(Some(history));
+        image
+    }
+
+    /// The labels: the base's, the runtime's, then the provenance ones.
+    fn labels(&self, base: Option<&HashMap<String, String>>) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = base.cloned().unwrap_or_default();
+        labels.extend(self.runtime.labels.clone());
+        labels.insert(LABEL_CREATED.to_owned(), self.epoch.rfc3339());
+        labels.insert(LABEL_BASE_DIGEST.to_owned(), self.base_digest.clone());
+        labels.insert(LABEL_BASE_NAME.to_owned(), self.base_name.clone());
+        if let Some(s) = &self.provenance.source {
+            labels.insert(LABEL_SOURCE.to_owned(), s.clone());
+        }
+        if let Some(r) = &self.provenance.revision {
+            labels.insert(LABEL_REVISION.to_owned(), r.clone());
+        }
+        labels
+    }
+
+    /// The manifest for a config stored as `config`.
+    ///
+    /// # Errors
+    /// oci-spec refuses the manifest.
+    pub fn manifest(&self, config: Descriptor) -> Result<ImageManifest, BuildImageError> {
+        let mut layers = self.base_layers.clone();
+        layers.extend(self.layers.iter().map(|(l, _)| l.descriptor()));
+        let annotations: HashMap<String, String> = [
+            (LABEL_CREATED, self.epoch.rfc3339()),
+            (LABEL_BASE_DIGEST, self.base_digest.clone()),
+            (LABEL_BASE_NAME, self.base_name.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config)
+            .layers(layers)
+            .annotations(annotations)
+            .build()
+            .map_err(|source| BuildImageError::Assemble {
+                base: self.base_name.clone(),
+                source,
+            })
+    }
+
+    /// Write config and manifest to `store` (blobs only; tag it with
+    /// [`Store::tag`]). The layers must already be in the store.
+    ///
+    /// # Errors
+    /// A store write fails or a layer blob is missing.
+    pub fn write(&self, store: &Store) -> Result<StoredImage, BuildImageError> {
+        for (layer, _) in &self.layers {
+            if !store.has_blob(&layer.digest) {
+                return Err(StoreError::MissingBlob {
+                    digest: layer.digest,
+                    path: store.blob_path(&layer.digest),
+                }
+                .into());
+            }
+        }
+        let config = self.config();
+        let config_descriptor = store.put_config(&config)?;
+        let manifest = self.manifest(config_descriptor)?;
+        let manifest_descriptor = store.put_manifest(&manifest)?;
+        let digest = crate::store::descriptor_digest(&manifest_descriptor, "new manifest")?;
+        let raw_manifest = store.read_blob(&digest)?;
+        Ok(StoredImage {
+            manifest_descriptor,
+            manifest,
+            config,
+            raw_manifest,
+        })
+    }
+}
+
+fn history_entry(created: &str, layer: &SourceLayer, description: &str) -> History {
+    let built = HistoryBuilder::default()
+        .created(created.to_owned())
+        .created_by(format!("broker-images: {description} → {}", layer.target))
+        .comment(format!("source layer {}", layer.diff_id))
+        .build();
+    // Every field is optional; the builder cannot fail.
+    built.unwrap_or_default()
+}
+
+/// The base's `NAME=value` list with `set` applied: replaced in place,
+/// new names appended in name order.
+fn merge_env(base: Option<&[String]>, set: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for entry in base.unwrap_or_default() {
+        let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
+        match set.get_key_value(name) {
+            Some((k, v)) => {
+                out.push(format!("{k}={v}"));
+                done.push(k);
+            }
+            None => out.push(entry.clone()),
+        }
+    }
+    for (k, v) in set {
+        if !done.contains(&k.as_str()) {
+            out.push(format!("{k}={v}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_is_merged_by_name() {
+        let base = vec!["PATH=/bin".to_owned(), "LANG=C".to_owned()];
+        let mut set = BTreeMap::new();
+        set.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+        set.insert("APP".to_owned(), "1".to_owned());
+        assert_eq!(
+            merge_env(Some(&base), &set),
+            ["PATH=/bin", "LANG=C.UTF-8", "APP=1"]
+        );
+    }
+
+    #[test]
+    fn docker_media_types_become_oci() {
+        for (docker, oci) in [
+            (DOCKER_MANIFEST, MediaType::ImageManifest),
+            (DOCKER_CONFIG, MediaType::ImageConfig),
+            (DOCKER_LAYER_GZIP, MediaType::ImageLayerGzip),
+            (DOCKER_LAYER_TAR, MediaType::ImageLayer),
+            (
+                DOCKER_LAYER_FOREIGN,
+                MediaType::ImageLayerNonDistributableGzip,
+            ),
+        ] {
+            assert_eq!(oci_media_type(&MediaType::from(docker)), oci);
+        }
+        assert_eq!(
+            oci_media_type(&MediaType::ImageLayerZstd),
+            MediaType::ImageLayerZstd
+        );
+    }
+}

@@ -3,8 +3,10 @@
 //! OCI image layout store that every later stage reads from.
 
 mod archive;
+pub mod base;
 mod cache;
 pub mod digest;
+pub mod docker_archive;
 pub mod epoch;
 pub mod exclude;
 pub mod gzip;
@@ -15,6 +17,7 @@ pub mod store;
 
 pub use digest::Digest;
 pub use epoch::SourceDateEpoch;
+pub use image::{BuildImageError, ImageBuilder, Provenance, RuntimeConfig};
 pub use layer::{
     BuildLayerError, LayerMapping, LayerOptions, ParentDir, SourceLayer, build_layer, write_layer,
 };
