@@ -319,7 +319,7 @@ async fn try_ensure_blob(
         None => start_upload(client, repository, reporter).await?,
     };
     reporter.blob_started(image, &blob.digest, blob.size);
-    let response = upload_monolithic(
+    let mut response = upload_monolithic(
         client,
         repository,
         &location,
@@ -327,7 +327,36 @@ async fn try_ensure_blob(
         source.clone(),
         reporter,
     )
-    .await?;
+    .await;
+    // A body that failed in transit is sent once more into the same session
+    // before the session is abandoned. Safe: the registry checks the digest
+    // when it commits, so a session that kept part of the broken body
+    // answers 400 and the caller starts afresh. Needed: a new session costs
+    // a HEAD and a POST before the PUT, and a fault that recurs every third
+    // request (a rate-limiting proxy) then hits the PUT every time.
+    if let Err(err) = &response
+        && is_session_failure(err)
+    {
+        let delay = client.options().retry.min_delay;
+        reporter.retrying(
+            &format!("upload of {} to {repository}", blob.digest),
+            1,
+            delay,
+            &err.to_string(),
+        );
+        tokio::time::sleep(delay).await;
+        reporter.blob_started(image, &blob.digest, blob.size);
+        response = upload_monolithic(
+            client,
+            repository,
+            &location,
+            blob,
+            source.clone(),
+            reporter,
+        )
+        .await;
+    }
+    let response = response?;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The registry (or a proxy before it) caps request bodies.
         upload_chunked(client, repository, blob, source, reporter).await?;

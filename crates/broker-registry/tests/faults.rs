@@ -1,0 +1,468 @@
+//! Pushes through a flaky network: a real CNCF Distribution registry behind
+//! an in-process proxy that injects faults (error statuses, connection
+//! resets, stalls, body-size limits). Every push that completes is checked
+//! by skopeo against the registry itself; every push that fails must leave
+//! no tag behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use broker_oci::{Digest, Store};
+use broker_registry::{
+    ClientOptions, PushedImage, Reference, RegistryClient, RegistryError, Reporter, RetryPolicy,
+    Silent, push_from_store,
+};
+use broker_test_support::{Fault, FaultPolicy, FaultProxy, TestRegistry, require_tool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn silent() -> Arc<dyn Reporter> {
+    Arc::new(Silent)
+}
+
+/// Fast retries, so faulty pushes finish in seconds.
+fn fast_options(max_attempts: u32, read_timeout: Duration) -> ClientOptions {
+    ClientOptions {
+        retry: RetryPolicy {
+            max_attempts,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+            max_retry_after: Duration::from_millis(100),
+        },
+        read_timeout,
+        connect_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A synthetic image (config + `layers` noise blobs of `size` bytes) tagged
+/// `tag` in `store`; returns the manifest digest and every blob digest.
+fn synthetic_image(
+    store: &Store,
+    tag: &str,
+    seed: u64,
+    layers: usize,
+    size: usize,
+) -> (Digest, Vec<Digest>) {
+    let mut blobs = Vec::new();
+    let mut layer_json = Vec::new();
+    let mut diff_ids = Vec::new();
+    for i in 0..layers {
+        let bytes = noise(seed * 1000 + i as u64, size);
+        let d = store.write_blob(&bytes).unwrap();
+        blobs.push(d);
+        diff_ids.push(format!("\"{d}\""));
+        layer_json.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
+        ));
+    }
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
+        diff_ids.join(",")
+    );
+    let config_digest = store.write_blob(config.as_bytes()).unwrap();
+    blobs.push(config_digest);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layer_json.join(",")
+    );
+    let digest = store.write_blob(manifest.as_bytes()).unwrap();
+    let descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageManifest,
+        manifest.len() as u64,
+        oci_spec::image::Digest::from(&digest),
+    );
+    store.tag(tag, &descriptor).unwrap();
+    (digest, blobs)
+}
+
+/// Asks skopeo, straight from the registry (not through the proxy), for
+/// the manifest bytes of `repo@digest` and checks they hash to `digest`.
+fn assert_registry_serves(registry: &TestRegistry, repo: &str, digest: &Digest) {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let pinned = format!("{}/{repo}@{digest}", registry.host());
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pinned}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {pinned}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Digest::of(&out.stdout),
+        *digest,
+        "the registry serves our exact manifest bytes"
+    );
+}
+
+struct Pushed {
+    result: Result<PushedImage, RegistryError>,
+    elapsed: Duration,
+}
+
+fn push(store: &Store, tag: &str, host: &str, repo: &str, options: &ClientOptions) -> Pushed {
+    let target: Reference = format!("{host}/{repo}:v1").parse().unwrap();
+    let start = Instant::now();
+    let result = runtime().block_on(async {
+        let client = RegistryClient::for_reference(&target, options)?;
+        push_from_store(&client, store, tag, &target, &silent()).await
+    });
+    Pushed {
+        result,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Pushes a multi-layer image through a proxy with `policy` and checks the
+/// result with skopeo.
+fn push_survives(policy: FaultPolicy, layers: usize, size: usize, options: ClientOptions) {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(&registry, policy.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (digest, blobs) = synthetic_image(&store, "app", 7, layers, size);
+    let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+    let result = pushed.result.unwrap_or_else(|e| {
+        panic!(
+            "push through {policy:?} failed after {:?} ({} requests, {} faults): {e}\n{}",
+            pushed.elapsed,
+            proxy.requests_seen(),
+            proxy.faults_injected(),
+            registry.log()
+        )
+    });
+    assert_eq!(result.digest, digest);
+    assert_eq!(
+        result.stats.uploaded + result.stats.existed + result.stats.mounted,
+        blobs.len()
+    );
+    assert!(
+        proxy.faults_injected() > 0,
+        "no fault was injected: the test proved nothing"
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+    let stored = registry.stored_blobs();
+    for blob in &blobs {
+        assert!(stored.contains(&blob.to_string()), "{blob} missing");
+    }
+    assert_registry_serves(&registry, "broker/app", &digest);
+}
+
+#[test]
+fn every_third_request_503_still_pushes() {
+    push_survives(
+        FaultPolicy::EveryNth {
+            n: 3,
+            fault: Fault::Status(503),
+        },
+        4,
+        512 * 1024,
+        ClientOptions {
+            concurrency: 1,
+            ..fast_options(8, Duration::from_secs(10))
+        },
+    );
+}
+
+#[test]
+fn every_third_connection_reset_mid_upload_still_pushes() {
+    push_survives(
+        FaultPolicy::EveryNth {
+            n: 3,
+            fault: Fault::ResetConnection,
+        },
+        4,
+        4 * 1024 * 1024,
+        ClientOptions {
+            concurrency: 1,
+            ..fast_options(8, Duration::from_secs(10))
+        },
+    );
+}
+
+#[test]
+fn stalled_requests_time_out_and_are_retried() {
+    // Stalls of 5 s against a 2 s read timeout: every stalled request must
+    // be abandoned and sent again, or the push would take far longer.
+    push_survives(
+        FaultPolicy::EveryNth {
+            n: 5,
+            fault: Fault::Stall(Duration::from_secs(5)),
+        },
+        3,
+        256 * 1024,
+        fast_options(8, Duration::from_secs(2)),
+    );
+}
+
+fn assert_fails_cleanly(fault: Fault) {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(&registry, FaultPolicy::FailAll(fault.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic_image(&store, "app", 8, 2, 64 * 1024);
+    let pushed = push(
+        &store,
+        "app",
+        &proxy.host(),
+        "broker/app",
+        &fast_options(3, Duration::from_secs(5)),
+    );
+    let err = pushed
+        .result
+        .expect_err("a push through a proxy failing everything must fail");
+    assert!(
+        pushed.elapsed < Duration::from_secs(30),
+        "{fault:?}: giving up took {:?}",
+        pushed.elapsed
+    );
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "not one line: {text}");
+    assert!(
+        text.contains(&proxy.host()),
+        "the error does not name the registry: {text}"
+    );
+    assert!(proxy.faults_injected() > 0);
+    assert!(!registry.has_tag("broker/app", "v1"));
+    assert!(
+        registry.requests().is_empty(),
+        "nothing should have reached the registry"
+    );
+}
+
+#[test]
+fn registry_answering_503_forever_fails_fast_without_a_tag() {
+    assert_fails_cleanly(Fault::Status(503));
+}
+
+#[test]
+fn registry_resetting_every_connection_fails_fast_without_a_tag() {
+    assert_fails_cleanly(Fault::ResetConnection);
+}
+
+#[test]
+fn interrupted_push_leaves_no_tag_and_the_retry_sends_only_what_is_missing() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(&registry, FaultPolicy::None);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (digest, blobs) = synthetic_image(&store, "app", 9, 6, 4 * 1024 * 1024);
+    let options = ClientOptions {
+        concurrency: 2,
+        ..fast_options(3, Duration::from_secs(5))
+    };
+
+    // The network goes down as soon as the registry holds the first blob.
+    let done = AtomicBool::new(false);
+    let pushed = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if !registry.stored_blobs().is_empty() {
+                    proxy.set_policy(FaultPolicy::FailAll(Fault::Status(503)));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+        done.store(true, Ordering::SeqCst);
+        pushed
+    });
+    let err = pushed.result.expect_err("the network went down mid-push");
+    assert!(err.to_string().contains(&proxy.host()), "{err}");
+    let held = registry.stored_blobs();
+    assert!(
+        !held.is_empty() && held.len() < blobs.len(),
+        "the outage should have hit mid-push, but the registry holds {} of {} blobs",
+        held.len(),
+        blobs.len()
+    );
+    assert!(!registry.has_tag("broker/app", "v1"));
+    let manifest_puts: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .collect();
+    assert!(
+        manifest_puts.is_empty(),
+        "a manifest was stored before all its blobs: {manifest_puts:?}"
+    );
+
+    // The network is back: a new run (fresh client) sends only what is missing.
+    proxy.set_policy(FaultPolicy::None);
+    let uploads_before = registry.blob_upload_count();
+    let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+    let result = pushed.result.unwrap();
+    assert_eq!(result.digest, digest);
+    assert_eq!(result.stats.existed, held.len(), "{:?}", result.stats);
+    assert_eq!(result.stats.uploaded, blobs.len() - held.len());
+    assert_eq!(
+        registry.blob_upload_count() - uploads_before,
+        blobs.len() - held.len(),
+        "upload sessions opened by the second run"
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+    assert_registry_serves(&registry, "broker/app", &digest);
+}
+
+/// A TCP proxy that answers `413 Payload Too Large` to any PUT whose body is
+/// larger than `limit` bytes, as nginx with `client_max_body_size` does, and
+/// forwards everything else. Each connection carries one request
+/// (`Connection: close` is added towards the registry), so every request is
+/// inspected.
+struct BodyLimitProxy {
+    host: String,
+    refused: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl BodyLimitProxy {
+    fn start(upstream: String, limit: u64) -> Self {
+        let runtime = runtime();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let _ = Self::serve(client, &upstream, limit, &counter).await;
+                });
+            }
+        });
+        Self {
+            host,
+            refused,
+            _runtime: runtime,
+        }
+    }
+
+    async fn serve(
+        mut client: tokio::net::TcpStream,
+        upstream: &str,
+        limit: u64,
+        refused: &AtomicUsize,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 8192];
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let method = lines
+            .next()
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("")
+            .to_owned();
+        let mut kept = vec![head.split("\r\n").next().unwrap_or("").to_owned()];
+        let mut length = 0u64;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if !lower.starts_with("connection:") {
+                kept.push(line.to_owned());
+            }
+        }
+        if method == "PUT" && length > limit {
+            refused.fetch_add(1, Ordering::SeqCst);
+            // Read the body away first, so the client sees the answer
+            // rather than a reset.
+            let mut left = length.saturating_sub((buf.len() - head_end) as u64);
+            let mut sink = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let n = client.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                left = left.saturating_sub(n as u64);
+            }
+            client
+                .write_all(
+                    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+            return client.shutdown().await;
+        }
+        kept.push("Connection: close".to_owned());
+        let mut forwarded = (kept.join("\r\n") + "\r\n\r\n").into_bytes();
+        forwarded.extend_from_slice(&buf[head_end..]);
+        let mut server = tokio::net::TcpStream::connect(upstream).await?;
+        server.write_all(&forwarded).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+        Ok(())
+    }
+}
+
+#[test]
+fn body_limit_413_falls_back_to_chunked_upload() {
+    let registry = TestRegistry::start();
+    let proxy = BodyLimitProxy::start(registry.host(), 2 * 1024 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let size = 5 * 1024 * 1024 + 123;
+    let (digest, blobs) = synthetic_image(&store, "app", 10, 2, size);
+    let options = ClientOptions {
+        chunk_size: 1024 * 1024,
+        ..fast_options(3, Duration::from_secs(10))
+    };
+    let pushed = push(&store, "app", &proxy.host, "broker/app", &options);
+    let result = pushed.result.unwrap();
+    assert_eq!(result.digest, digest);
+    assert_eq!(result.stats.uploaded, blobs.len());
+    assert_eq!(
+        proxy.refused.load(Ordering::SeqCst),
+        2,
+        "both large layers were refused as one body"
+    );
+    let patches: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    // Two layers of 5 MiB + 123 bytes in 1 MiB chunks: 6 PATCHes each.
+    assert_eq!(patches.len(), 12, "{patches:?}");
+    assert!(patches.iter().all(|r| r.status == 202), "{patches:?}");
+    assert!(registry.has_tag("broker/app", "v1"));
+    assert_registry_serves(&registry, "broker/app", &digest);
+}
