@@ -1,7 +1,10 @@
 //! The build stage: image specs under `images/`, the dependency stage through
 //! the Docker engine, source layers baked on top, and `images.lock`.
 
+pub mod build;
+pub mod deps;
 pub mod lock;
+pub mod sources;
 pub mod spec;
 
 pub use lock::{Lock, LockError, LockedImage, MirroredImage, SourceRecord};

@@ -73,14 +73,15 @@ pub struct RegistryArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the broker images into the local store (and push them with --push).
-    Build,
+    Build(BuildArgs),
     /// Push images from the local store to a registry, uploading only what it lacks.
     Push(PushArgs),
     /// Copy third-party images (e.g. postgres:14.2) into a registry by
     /// digest, all platforms, and record them in the lock file.
     Mirror(MirrorArgs),
-    /// Rebuild from the same inputs and compare digests with images.lock.
-    Verify,
+    /// Rebuild from the same inputs and compare digests with images.lock,
+    /// naming the layer that differs.
+    Verify(VerifyArgs),
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
     Render,
     /// Apply the rendered manifests to the cluster.
@@ -133,6 +134,92 @@ pub struct MirrorArgs {
 
     /// How to reach the registries (credentials apply to the target;
     /// sources are read with the Docker configuration).
+    #[command(flatten)]
+    pub access: RegistryArgs,
+}
+
+/// Where the sources and image specs come from (shared by build and verify).
+#[derive(Debug, Args, Clone)]
+pub struct SourceArgs {
+    /// The broker tree (its src/, db/, config/, images/restapi/…).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub source: PathBuf,
+
+    /// The ttn-formatters repository: a directory, or a git URL (or local
+    /// repository) to clone, optionally as `URL#COMMIT`.
+    #[arg(long, value_name = "PATH|GIT_URL")]
+    pub formatters: Option<String>,
+
+    /// The ttn-formatters commit to check out (clones the repository).
+    #[arg(long, value_name = "COMMIT")]
+    pub formatters_rev: Option<String>,
+
+    /// The folder holding one `<name>/image.yaml` + Dockerfile per image.
+    #[arg(long, default_value = "images", value_name = "DIR")]
+    pub images: PathBuf,
+
+    /// Build only this image (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+
+    /// Replace an image's deps base image, e.g. `python-base=local/python:3.11`
+    /// (offline or test builds; the production spec is untouched).
+    #[arg(long = "base", value_name = "NAME=REF")]
+    pub bases: Vec<String>,
+
+    /// Add a deps build arg for one image, e.g. `ttn_decoder:NPM_PACKAGES=`.
+    #[arg(long = "build-arg", value_name = "NAME:KEY=VALUE")]
+    pub build_args: Vec<String>,
+
+    /// Where git checkouts are cached.
+    #[arg(long, default_value = ".broker-images/cache", value_name = "DIR")]
+    pub cache: PathBuf,
+
+    /// Compression threads per layer (the bytes do not depend on it).
+    #[arg(long, value_name = "N")]
+    pub layer_threads: Option<usize>,
+}
+
+/// Arguments of `build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Sources and specs.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    /// Also push the images (and any deps image built here) to --registry.
+    #[arg(long, requires = "registry")]
+    pub push: bool,
+
+    /// Where to push: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: Option<String>,
+
+    /// The tag pushed beside each digest.
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+
+    /// The lock file to write.
+    #[arg(long, default_value = "images.lock")]
+    pub lock: PathBuf,
+
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub access: RegistryArgs,
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Sources and specs, as given to the build being verified.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    /// The lock file to compare with.
+    #[arg(long, default_value = "images.lock")]
+    pub lock: PathBuf,
+
+    /// How to reach the registry (to fetch deps images not in the store).
     #[command(flatten)]
     pub access: RegistryArgs,
 }

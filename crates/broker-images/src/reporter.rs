@@ -157,3 +157,24 @@ impl Reporter for Progress {
         }
     }
 }
+
+impl broker_build::deps::BuildOutput for Progress {
+    fn line(&self, image: &str, line: &str) {
+        // Step headers always; the steps' own output with -v.
+        if line.starts_with("Step ") || self.verbose > 0 {
+            self.line(&format!("  [{image}] {line}"));
+        }
+    }
+}
+
+impl broker_build::build::BuildReporter for Progress {
+    fn stage(&self, image: &str, message: &str) {
+        match self.mode {
+            Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "stage", "image": image, "message": message})
+            ),
+            _ => self.line(&format!("  [{image}] {message}")),
+        }
+    }
+}

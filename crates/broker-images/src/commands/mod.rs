@@ -1,6 +1,7 @@
 //! Wires the parsed command line to the library crates. Each subcommand is
 //! a module; this one holds what they share.
 
+mod build;
 mod mirror;
 mod push;
 
@@ -26,8 +27,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             return runtime.block_on(push::run(&cli.store, args, cli.json, progress));
         }
         Command::Mirror(args) => return runtime.block_on(mirror::run(args, cli.json, progress)),
-        Command::Build => "build",
-        Command::Verify => "verify",
+        Command::Build(args) => {
+            return runtime.block_on(build::run(&cli.store, args, cli.json, progress));
+        }
+        Command::Verify(args) => {
+            return runtime.block_on(build::verify(&cli.store, args, cli.json, progress));
+        }
         Command::Render => "render",
         Command::Start => "start",
         Command::Stop => "stop",

@@ -1,0 +1,700 @@
+//! `broker-images build`: for every image spec, the deps image (from the
+//! store, else the registry, else the Docker engine), the source layers on
+//! top, the final image in the store, optionally the push, and the lock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use broker_oci::image::{ImageBuilder, Provenance, RuntimeConfig};
+use broker_oci::{
+    Digest, LayerMapping, LayerOptions, SourceDateEpoch, SourceLayer, Store, StoredImage,
+};
+use broker_registry::{ClientOptions, PushedImage, Reference, RegistryClient, Reporter};
+use tokio::sync::OnceCell;
+
+use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
+use crate::lock::{Lock, LockedImage, SourceRecord};
+use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
+use crate::spec::{self, ImageSpec};
+
+/// Where and how to push.
+#[derive(Clone, Debug)]
+pub struct PushTarget {
+    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`; image `NAME` goes to
+    /// `PREFIX/NAME`.
+    pub registry: String,
+    /// The tag set besides the digest.
+    pub tag: String,
+    /// Transport and credentials.
+    pub client: ClientOptions,
+}
+
+/// Everything a build needs, resolved from the command line.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The folder holding `<name>/image.yaml` + Dockerfile per image.
+    pub images_dir: PathBuf,
+    /// The broker tree.
+    pub broker_tree: PathBuf,
+    /// ttn-formatters: a directory, or a git URL (`URL#COMMIT` allowed).
+    pub formatters: Option<String>,
+    /// The ttn-formatters commit to check out.
+    pub formatters_rev: Option<String>,
+    /// Build only these images (all when empty).
+    pub only: Vec<String>,
+    /// Base image per image name, replacing the spec's (offline or test use).
+    pub base_overrides: BTreeMap<String, String>,
+    /// Extra build args per image name.
+    pub arg_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// The local image store.
+    pub store_dir: PathBuf,
+    /// Where git checkouts are cached.
+    pub cache_dir: PathBuf,
+    /// Push target, if pushing.
+    pub push: Option<PushTarget>,
+    /// Compression threads per layer.
+    pub layer_threads: usize,
+    /// Verification run: every layer is rebuilt (no layer cache), nothing
+    /// is tagged or pushed, and the deps image must already exist (store or
+    /// registry) — a deps rebuild would not be reproducible anyway.
+    pub verify: bool,
+}
+
+/// How the deps image of one build was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DepsOrigin {
+    /// Already in the local store.
+    Store,
+    /// Pulled from the registry.
+    Registry,
+    /// Built by the Docker engine.
+    Engine,
+}
+
+/// One image built (and maybe pushed).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuiltImage {
+    /// The image name.
+    pub name: String,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The deps key.
+    pub deps_key: String,
+    /// Where the deps image came from.
+    pub deps_origin: DepsOrigin,
+    /// The source layers, by layer name: digest and whether it came from
+    /// the layer cache.
+    pub layers: BTreeMap<String, (Digest, bool)>,
+    /// The push result.
+    pub pushed: Option<PushedImage>,
+}
+
+/// A build failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An image spec is unusable.
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    /// A source tree is missing or could not be checked out.
+    #[error(transparent)]
+    Source(#[from] sources::SourceError),
+    /// `--only` or an override names no image.
+    #[error("no image named `{name}` in {dir} (images: {known})")]
+    UnknownImage {
+        /// The name given.
+        name: String,
+        /// The images folder.
+        dir: PathBuf,
+        /// The names that exist.
+        known: String,
+    },
+    /// An image needs a tree that was not given.
+    #[error("image {image} bakes in the {tree} tree: pass --formatters PATH|GIT_URL")]
+    MissingTree {
+        /// The image.
+        image: String,
+        /// The tree.
+        tree: String,
+    },
+    /// The deps stage failed.
+    #[error(transparent)]
+    Deps(Box<deps::DepsError>),
+    /// A layer could not be built.
+    #[error("{image}: layer `{layer}`: {source}")]
+    Layer {
+        /// The image.
+        image: String,
+        /// The layer.
+        layer: String,
+        /// The cause.
+        #[source]
+        source: Box<broker_oci::BuildLayerError>,
+    },
+    /// The image could not be assembled.
+    #[error("{image}: {source}")]
+    Image {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: broker_oci::image::BuildImageError,
+    },
+    /// The base image's directories could not be read.
+    #[error("{image}: {source}")]
+    Base {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: broker_oci::base::InspectBaseError,
+    },
+    /// The store failed.
+    #[error("{image}: {source}")]
+    Store {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: broker_oci::StoreError,
+    },
+    /// Pushing or pulling failed.
+    #[error("{image}: {source}")]
+    Registry {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: broker_registry::RegistryError,
+    },
+    /// `--registry` does not form a valid reference.
+    #[error("--registry {registry}: {source}")]
+    Target {
+        /// What was given.
+        registry: String,
+        /// Why it is invalid.
+        #[source]
+        source: broker_registry::ReferenceError,
+    },
+    /// Verification needs the deps image the build used.
+    #[error(
+        "{image}: deps image {tag} is neither in the store nor in the registry; verify needs the deps image the build used (pass --registry where the build pushed)"
+    )]
+    NoDeps {
+        /// The image.
+        image: String,
+        /// The deps tag.
+        tag: String,
+    },
+    /// SOURCE_DATE_EPOCH is not a number.
+    #[error("SOURCE_DATE_EPOCH: {0}")]
+    Epoch(String),
+    /// A background task failed.
+    #[error("internal error: {0}")]
+    Task(String),
+}
+
+impl From<deps::DepsError> for BuildError {
+    fn from(err: deps::DepsError) -> Self {
+        Self::Deps(Box::new(err))
+    }
+}
+
+/// Everything that reports build progress: registry events, the engine's
+/// build output, and stage messages.
+pub trait BuildReporter: Reporter + BuildOutput {
+    /// A stage of `image` happened, e.g. "deps from store (key …)".
+    fn stage(&self, image: &str, message: &str);
+}
+
+/// The names of the images a build with `only` covers.
+pub fn select(
+    specs: Vec<ImageSpec>,
+    only: &[String],
+    images_dir: &Path,
+) -> Result<Vec<ImageSpec>, BuildError> {
+    let known: BTreeSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+    for name in only {
+        if !known.contains(name) {
+            return Err(BuildError::UnknownImage {
+                name: name.clone(),
+                dir: images_dir.to_path_buf(),
+                known: known.iter().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    Ok(specs
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .collect())
+}
+
+/// The source trees a set of specs needs, resolved.
+pub fn resolve_trees(
+    specs: &[ImageSpec],
+    options: &BuildOptions,
+) -> Result<BTreeMap<String, SourceTree>, BuildError> {
+    let mut trees = BTreeMap::new();
+    trees.insert(
+        BROKER_TREE.to_owned(),
+        sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?,
+    );
+    for spec in specs {
+        for layer in &spec.layers {
+            if trees.contains_key(&layer.tree) {
+                continue;
+            }
+            let tree = match (layer.tree.as_str(), &options.formatters) {
+                (FORMATTERS_TREE, Some(f)) => sources::formatters_tree(
+                    f,
+                    options.formatters_rev.as_deref(),
+                    &options.cache_dir,
+                )?,
+                _ => {
+                    return Err(BuildError::MissingTree {
+                        image: spec.name.clone(),
+                        tree: layer.tree.clone(),
+                    });
+                }
+            };
+            trees.insert(layer.tree.clone(), tree);
+        }
+    }
+    Ok(trees)
+}
+
+/// The registry reference of image `name` under `registry` (`HOST/PREFIX`).
+pub fn image_reference(registry: &str, name: &str, tag: &str) -> Result<Reference, BuildError> {
+    format!("{}/{name}:{tag}", registry.trim_end_matches('/'))
+        .parse()
+        .map_err(|source| BuildError::Target {
+            registry: registry.to_owned(),
+            source,
+        })
+}
+
+/// Shared state of one build run.
+struct Run {
+    options: BuildOptions,
+    store: Store,
+    trees: BTreeMap<String, SourceTree>,
+    epoch: SourceDateEpoch,
+    client: Option<RegistryClient>,
+    engine: OnceCell<bollard::Docker>,
+    reporter: Arc<dyn BuildReporter>,
+}
+
+/// Builds the selected images concurrently; pushes them when asked; returns
+/// what was built and the updated lock (written by the caller, only when
+/// everything succeeded).
+pub async fn build(
+    options: BuildOptions,
+    reporter: Arc<dyn BuildReporter>,
+) -> Result<(Vec<BuiltImage>, Lock), BuildError> {
+    let specs = select(
+        spec::load_all(&options.images_dir)?,
+        &options.only,
+        &options.images_dir,
+    )?;
+    for name in options
+        .base_overrides
+        .keys()
+        .chain(options.arg_overrides.keys())
+    {
+        if !specs.iter().any(|s| &s.name == name) {
+            return Err(BuildError::UnknownImage {
+                name: name.clone(),
+                dir: options.images_dir.clone(),
+                known: specs
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let trees = resolve_trees(&specs, &options)?;
+    let epoch = sources::source_date_epoch(&trees[BROKER_TREE]).map_err(BuildError::Epoch)?;
+    let store = Store::open(&options.store_dir).map_err(|source| BuildError::Store {
+        image: "(all)".to_owned(),
+        source,
+    })?;
+    let client = match &options.push {
+        Some(target) => {
+            let first = image_reference(&target.registry, &specs[0].name, &target.tag)?;
+            Some(
+                RegistryClient::for_reference(&first, &target.client).map_err(|source| {
+                    BuildError::Registry {
+                        image: specs[0].name.clone(),
+                        source,
+                    }
+                })?,
+            )
+        }
+        None => None,
+    };
+    let run = Arc::new(Run {
+        options,
+        store,
+        trees,
+        epoch,
+        client,
+        engine: OnceCell::new(),
+        reporter,
+    });
+    let builds = specs.into_iter().map(|spec| {
+        let run = Arc::clone(&run);
+        async move {
+            build_one(&run, &spec)
+                .await
+                .map(|(built, locked)| (spec.name.clone(), built, locked))
+        }
+    });
+    let results = futures::future::try_join_all(builds).await?;
+    let mut built = Vec::new();
+    let mut lock = Lock::new();
+    for (name, image, locked) in results {
+        lock.images.insert(name, locked);
+        built.push(image);
+    }
+    Ok((built, lock))
+}
+
+async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedImage), BuildError> {
+    let name = spec.name.as_str();
+    let empty = BTreeMap::new();
+    let inputs = DepsInputs::read(
+        spec,
+        &run.options.broker_tree,
+        run.options.base_overrides.get(name).map(String::as_str),
+        run.options.arg_overrides.get(name).unwrap_or(&empty),
+    )?;
+    let key = inputs.key();
+    let (deps_image, deps_origin) = deps_image(run, spec, &inputs, &key).await?;
+    let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
+        image: name.to_owned(),
+        source,
+    })?;
+
+    let layers = build_layers(run, spec, &deps_image, &deps_digest).await?;
+
+    let deps_name = match &run.options.push {
+        Some(target) => image_reference(&target.registry, name, &key.tag())?.to_string(),
+        None => format!("{name}:{}", key.tag()),
+    };
+    let mut builder =
+        ImageBuilder::new(&deps_image, &deps_name).map_err(|source| BuildError::Image {
+            image: name.to_owned(),
+            source,
+        })?;
+    for (layer_spec, layer) in spec.layers.iter().zip(&layers) {
+        let tree = &run.trees[&layer_spec.tree];
+        builder.append_layer(
+            layer,
+            &format!("{} ({} {})", layer_spec.name, tree.name, layer_spec.from),
+        );
+    }
+    builder.runtime(runtime_config(spec));
+    let broker = &run.trees[BROKER_TREE];
+    builder.provenance(Provenance {
+        source: broker.origin.clone(),
+        revision: broker.revision.clone(),
+    });
+    builder.epoch(run.epoch);
+    let image = builder
+        .write(&run.store)
+        .map_err(|source| BuildError::Image {
+            image: name.to_owned(),
+            source,
+        })?;
+    if !run.options.verify {
+        run.store
+            .tag(name, &image.manifest_descriptor)
+            .map_err(|source| BuildError::Store {
+                image: name.to_owned(),
+                source,
+            })?;
+    }
+    let digest = image.digest().map_err(|source| BuildError::Store {
+        image: name.to_owned(),
+        source,
+    })?;
+    run.reporter.stage(name, &format!("built {name}@{digest}"));
+
+    let pushed = match (&run.options.push, &run.client) {
+        (Some(target), Some(client)) if !run.options.verify => {
+            let reference = image_reference(&target.registry, name, &target.tag)?;
+            let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
+            let pushed =
+                broker_registry::push_from_store(client, &run.store, name, &reference, &reporter)
+                    .await
+                    .map_err(|source| BuildError::Registry {
+                        image: name.to_owned(),
+                        source,
+                    })?;
+            Some(pushed)
+        }
+        _ => None,
+    };
+
+    let mut sources_record = BTreeMap::new();
+    let mut layer_summary = BTreeMap::new();
+    for (layer_spec, layer) in spec.layers.iter().zip(&layers) {
+        let tree = &run.trees[&layer_spec.tree];
+        sources_record.insert(
+            layer_spec.name.clone(),
+            SourceRecord {
+                target: layer_spec.to.clone(),
+                revision: tree.revision.clone(),
+                layer: layer.digest,
+            },
+        );
+        layer_summary.insert(layer_spec.name.clone(), (layer.digest, layer.from_cache));
+    }
+    let locked = LockedImage {
+        reference: pushed
+            .as_ref()
+            .map_or_else(|| format!("{name}@{digest}"), |p| p.pinned.clone()),
+        tag: run.options.push.as_ref().map(|t| t.tag.clone()),
+        digest,
+        deps_key: key.to_string(),
+        base: inputs.base.clone(),
+        deps_digest,
+        sources: sources_record,
+    };
+    let built = BuiltImage {
+        name: name.to_owned(),
+        digest,
+        deps_key: key.to_string(),
+        deps_origin,
+        layers: layer_summary,
+        pushed,
+    };
+    Ok((built, locked))
+}
+
+/// Forwards registry events to the build reporter (a trait object cannot be
+/// upcast to its supertrait object on every toolchain we support).
+struct ReporterRef(Arc<dyn BuildReporter>);
+
+impl Reporter for ReporterRef {
+    fn blob_started(&self, image: &str, digest: &Digest, size: u64) {
+        self.0.blob_started(image, digest, size);
+    }
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        self.0.blob_progress(digest, bytes);
+    }
+    fn blob_finished(
+        &self,
+        image: &str,
+        digest: &Digest,
+        size: u64,
+        outcome: broker_registry::BlobOutcome,
+    ) {
+        self.0.blob_finished(image, digest, size, outcome);
+    }
+    fn retrying(&self, what: &str, attempt: u32, delay: std::time::Duration, why: &str) {
+        self.0.retrying(what, attempt, delay, why);
+    }
+    fn manifest_pushed(&self, reference: &str) {
+        self.0.manifest_pushed(reference);
+    }
+}
+
+/// The deps image: from the store, else the registry, else the engine.
+async fn deps_image(
+    run: &Run,
+    spec: &ImageSpec,
+    inputs: &DepsInputs,
+    key: &DepsKey,
+) -> Result<(StoredImage, DepsOrigin), BuildError> {
+    let name = spec.name.as_str();
+    let store_tag = format!("{name}:{}", key.tag());
+    let store_err = |source| BuildError::Store {
+        image: name.to_owned(),
+        source,
+    };
+    if run.store.resolve(&store_tag).is_ok() {
+        run.reporter
+            .stage(name, &format!("deps {} from the store", key.tag()));
+        let image = run.store.image(&store_tag).map_err(store_err)?;
+        return Ok((image, DepsOrigin::Store));
+    }
+    let registry_ref = match &run.options.push {
+        Some(target) => Some(image_reference(&target.registry, name, &key.tag())?),
+        None => None,
+    };
+    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
+        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
+        match broker_registry::pull_into_store(client, reference, &run.store, &store_tag, &reporter)
+            .await
+        {
+            Ok(_) => {
+                run.reporter
+                    .stage(name, &format!("deps {} from {reference}", key.tag()));
+                let image = run.store.image(&store_tag).map_err(store_err)?;
+                return Ok((image, DepsOrigin::Registry));
+            }
+            Err(broker_registry::RegistryError::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(BuildError::Registry {
+                    image: name.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    if run.options.verify {
+        return Err(BuildError::NoDeps {
+            image: name.to_owned(),
+            tag: key.tag(),
+        });
+    }
+    run.reporter.stage(
+        name,
+        &format!(
+            "deps {}: building with the Docker engine (base {})",
+            key.tag(),
+            inputs.base
+        ),
+    );
+    let docker = run.engine.get_or_try_init(|| deps::connect(name)).await?;
+    let engine_tag = format!("broker-images/{name}:{}", key.tag());
+    let output: &dyn BuildOutput = &*run.reporter;
+    let image =
+        deps::build_with_engine(docker, inputs, &engine_tag, &run.store, &store_tag, output)
+            .await?;
+    // Publish the deps image under its key so other machines skip the engine.
+    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
+        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
+        broker_registry::push_from_store(client, &run.store, &store_tag, reference, &reporter)
+            .await
+            .map_err(|source| BuildError::Registry {
+                image: name.to_owned(),
+                source,
+            })?;
+    }
+    Ok((image, DepsOrigin::Engine))
+}
+
+/// Builds (or takes from the cache) every source layer of `spec`.
+async fn build_layers(
+    run: &Run,
+    spec: &ImageSpec,
+    base: &StoredImage,
+    base_digest: &Digest,
+) -> Result<Vec<SourceLayer>, BuildError> {
+    let name = spec.name.clone();
+    let mut mappings = Vec::new();
+    for layer in &spec.layers {
+        let tree = &run.trees[&layer.tree];
+        let (uid, gid) = spec::parse_owner(&layer.owner).unwrap_or((0, 0));
+        let mut mapping = LayerMapping::new(tree.root.join(&layer.from), layer.to.clone());
+        mapping.uid = uid;
+        mapping.gid = gid;
+        mapping.excludes = layer.exclude.clone();
+        mapping.includes = layer.include.clone();
+        mapping.epoch = run.epoch;
+        mapping.parents =
+            base_parents(&run.store, base, base_digest, &layer.to).map_err(|source| {
+                BuildError::Base {
+                    image: name.clone(),
+                    source,
+                }
+            })?;
+        mappings.push((layer.name.clone(), mapping));
+    }
+    let store = run.store.clone();
+    let options = LayerOptions {
+        threads: run.options.layer_threads.max(1),
+        use_cache: !run.options.verify,
+    };
+    let reporter = Arc::clone(&run.reporter);
+    tokio::task::spawn_blocking(move || {
+        let mut layers = Vec::new();
+        for (layer_name, mapping) in mappings {
+            let layer = broker_oci::build_layer(&store, &mapping, &options).map_err(|source| {
+                BuildError::Layer {
+                    image: name.clone(),
+                    layer: layer_name.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            let how = if layer.from_cache {
+                "unchanged (cache)"
+            } else {
+                "built"
+            };
+            reporter.stage(
+                &name,
+                &format!(
+                    "layer {layer_name} → {}: {how}, {} entries",
+                    mapping.target, layer.entries
+                ),
+            );
+            layers.push(layer);
+        }
+        Ok(layers)
+    })
+    .await
+    .map_err(|e| BuildError::Task(e.to_string()))?
+}
+
+/// The metadata of every directory above `target` that the base image has,
+/// cached per base digest: reading a large base's layers takes a second.
+fn base_parents(
+    store: &Store,
+    base: &StoredImage,
+    base_digest: &Digest,
+    target: &str,
+) -> Result<Vec<broker_oci::ParentDir>, broker_oci::base::InspectBaseError> {
+    let mut paths = Vec::new();
+    let mut current = Path::new(target);
+    while let Some(parent) = current.parent() {
+        paths.push(current.to_string_lossy().into_owned());
+        current = parent;
+    }
+    paths.reverse();
+    let key = Digest::of(format!("{base_digest}\n{}", paths.join("\n")).as_bytes()).hex();
+    let cache_file = store
+        .dir()
+        .join("cache")
+        .join("base-dirs")
+        .join(format!("{key}.json"));
+    if let Ok(bytes) = std::fs::read(&cache_file)
+        && let Ok(parents) = serde_json::from_slice(&bytes)
+    {
+        return Ok(parents);
+    }
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let parents = broker_oci::base::dir_metadata(store, base, &refs)?;
+    if let Ok(bytes) = serde_json::to_vec(&parents) {
+        // A cache that cannot be written only costs time next run.
+        let _ = crate::lock::write_atomic(&cache_file, &bytes);
+    }
+    Ok(parents)
+}
+
+fn runtime_config(spec: &ImageSpec) -> RuntimeConfig {
+    let c = &spec.config;
+    let mut labels = c.labels.clone();
+    if !spec.description.is_empty() {
+        labels
+            .entry("org.opencontainers.image.description".to_owned())
+            .or_insert_with(|| spec.description.clone());
+    }
+    labels
+        .entry("org.opencontainers.image.title".to_owned())
+        .or_insert_with(|| spec.name.clone());
+    RuntimeConfig {
+        user: c.user.clone(),
+        working_dir: c.workdir.clone(),
+        env: c.env.clone(),
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        exposed_ports: c.ports.iter().map(|p| format!("{p}/tcp")).collect(),
+        labels,
+    }
+}

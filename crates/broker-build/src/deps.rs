@@ -1,0 +1,458 @@
+//! The dependency stage: base image + pip/npm installs, built by the Docker
+//! engine from a Dockerfile and exactly the broker files it declares.
+//!
+//! Its [`DepsKey`] covers everything that can change the result, so a key
+//! already in the store (or the registry) means no engine call at all —
+//! dependencies change monthly, sources daily.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use broker_oci::digest::DigestWriter;
+use futures::StreamExt;
+
+use crate::spec::ImageSpec;
+
+/// Version of the key recipe; bump when the recipe changes.
+const KEY_RECIPE: &str = "broker-images deps key v1";
+
+/// The name the Dockerfile gets inside the build context, chosen so it
+/// cannot collide with a broker file.
+const CONTEXT_DOCKERFILE: &str = ".broker-images.Dockerfile";
+
+/// sha256 (hex) over the Dockerfile, the base reference, the build args and
+/// every file the deps stage copies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DepsKey(String);
+
+impl DepsKey {
+    /// The full hex key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tag that marks a deps image in the store and the registry.
+    pub fn tag(&self) -> String {
+        format!("deps-{}", &self.0[..32])
+    }
+}
+
+impl std::fmt::Display for DepsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything the deps stage of one image is built from, resolved against
+/// command-line overrides.
+#[derive(Clone, Debug)]
+pub struct DepsInputs {
+    /// The image's name.
+    pub image: String,
+    /// The Dockerfile's path.
+    pub dockerfile: PathBuf,
+    /// The Dockerfile's bytes.
+    pub dockerfile_bytes: Vec<u8>,
+    /// The base image reference, passed as build arg `BASE`.
+    pub base: String,
+    /// All build args, `BASE` included.
+    pub args: BTreeMap<String, String>,
+    /// The declared broker files: path relative to the broker tree, bytes,
+    /// and whether any execute bit is set.
+    pub files: Vec<(String, Vec<u8>, bool)>,
+}
+
+/// The deps stage failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DepsError {
+    /// A declared file could not be read.
+    #[error("{image}: cannot read {path} (declared in deps.files): {source}")]
+    Read {
+        /// The image.
+        image: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No Docker engine answered.
+    #[error(
+        "the deps stage of {image} needs a Docker engine, and none answers at {host}: {why}; start one (e.g. `sudo dockerd &`) or set DOCKER_HOST"
+    )]
+    NoEngine {
+        /// The image.
+        image: String,
+        /// Where we looked.
+        host: String,
+        /// The connection error.
+        why: String,
+    },
+    /// The Dockerfile failed at a step.
+    #[error("deps stage of {image} failed at `{step}`: {message}")]
+    BuildFailed {
+        /// The image.
+        image: String,
+        /// The failing step, e.g. `Step 4/7 : RUN pip install …`.
+        step: String,
+        /// The engine's error message.
+        message: String,
+        /// The step's last output lines, for display.
+        output: Vec<String>,
+    },
+    /// Talking to the engine failed otherwise.
+    #[error("Docker engine error during the deps stage of {image}: {why}")]
+    Engine {
+        /// The image.
+        image: String,
+        /// What failed.
+        why: String,
+    },
+    /// The built image could not be exported into the store.
+    #[error("cannot store the deps image of {image}: {source}")]
+    Store {
+        /// The image.
+        image: String,
+        /// The import error.
+        #[source]
+        source: Box<broker_oci::docker_archive::ImportDockerArchiveError>,
+    },
+    /// A temporary file could not be written.
+    #[error("cannot write a temporary file for {image}: {source}")]
+    Temp {
+        /// The image.
+        image: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DepsInputs {
+    /// Reads the inputs of `spec`'s deps stage from `broker_tree`;
+    /// `base` and `args` override the spec's (from the command line).
+    pub fn read(
+        spec: &ImageSpec,
+        broker_tree: &Path,
+        base: Option<&str>,
+        args: &BTreeMap<String, String>,
+    ) -> Result<Self, DepsError> {
+        let dockerfile = spec.dir.join(&spec.deps.dockerfile);
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| DepsError::Read {
+                image: spec.name.clone(),
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let dockerfile_bytes = read(&dockerfile)?;
+        let base = base.unwrap_or(&spec.deps.base).to_owned();
+        let mut all_args = spec.deps.args.clone();
+        all_args.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all_args.insert("BASE".to_owned(), base.clone());
+        let mut files = Vec::new();
+        let mut declared = spec.deps.files.clone();
+        declared.sort();
+        declared.dedup();
+        for rel in declared {
+            let path = broker_tree.join(&rel);
+            let bytes = read(&path)?;
+            let executable = executable(&path);
+            files.push((rel, bytes, executable));
+        }
+        Ok(Self {
+            image: spec.name.clone(),
+            dockerfile,
+            dockerfile_bytes,
+            base,
+            args: all_args,
+            files,
+        })
+    }
+
+    /// The key of these inputs.
+    pub fn key(&self) -> DepsKey {
+        let mut h = DigestWriter::new();
+        let mut line = |s: &str| {
+            h.update(s.as_bytes());
+            h.update(b"\n");
+        };
+        line(KEY_RECIPE);
+        line(&format!(
+            "dockerfile {}",
+            broker_oci::Digest::of(&self.dockerfile_bytes)
+        ));
+        for (k, v) in &self.args {
+            // Length-prefixed so `a=b` + `c` never equals `a` + `b=c`.
+            line(&format!("arg {}:{k}={}:{v}", k.len(), v.len()));
+        }
+        for (path, bytes, exec) in &self.files {
+            line(&format!(
+                "file {}:{path} {} {}",
+                path.len(),
+                broker_oci::Digest::of(bytes),
+                if *exec { "0755" } else { "0644" }
+            ));
+        }
+        DepsKey(h.finish().0.hex())
+    }
+
+    /// The build context: the Dockerfile and the declared files, as a tar
+    /// with fixed metadata (the engine hashes context files for its cache).
+    pub fn context_tar(&self) -> Result<Vec<u8>, std::io::Error> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        for (path, _, _) in &self.files {
+            let mut p = Path::new(path).parent();
+            while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
+                dirs.insert(dir.to_string_lossy().into_owned());
+                p = dir.parent();
+            }
+        }
+        for dir in &dirs {
+            let mut header = fixed_header(tar::EntryType::Directory, 0o755, 0);
+            builder.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+        }
+        let mut header = fixed_header(
+            tar::EntryType::Regular,
+            0o644,
+            self.dockerfile_bytes.len() as u64,
+        );
+        builder.append_data(
+            &mut header,
+            CONTEXT_DOCKERFILE,
+            self.dockerfile_bytes.as_slice(),
+        )?;
+        for (path, bytes, exec) in &self.files {
+            let mut header = fixed_header(
+                tar::EntryType::Regular,
+                if *exec { 0o755 } else { 0o644 },
+                bytes.len() as u64,
+            );
+            builder.append_data(&mut header, path, bytes.as_slice())?;
+        }
+        builder.into_inner()
+    }
+}
+
+fn fixed_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(broker_oci::SourceDateEpoch::DEFAULT.seconds());
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// Receives the engine's build output, line by line.
+pub trait BuildOutput: Send + Sync {
+    /// One line of `docker build` output for `image`.
+    fn line(&self, image: &str, line: &str);
+}
+
+/// Connects to the Docker engine (DOCKER_HOST or the local socket) and
+/// agrees on an API version; the engine here may be as old as 20.10.
+pub async fn connect(image: &str) -> Result<Docker, DepsError> {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    let no_engine = |why: String| DepsError::NoEngine {
+        image: image.to_owned(),
+        host: host.clone(),
+        why,
+    };
+    let docker = Docker::connect_with_local_defaults().map_err(|e| no_engine(e.to_string()))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| no_engine(e.to_string()))?;
+    docker.ping().await.map_err(|e| no_engine(e.to_string()))?;
+    Ok(docker)
+}
+
+/// Builds the deps image with the engine, tags it there as `engine_tag`,
+/// and imports it into the store as `store_tag`.
+pub async fn build_with_engine(
+    docker: &Docker,
+    inputs: &DepsInputs,
+    engine_tag: &str,
+    store: &broker_oci::Store,
+    store_tag: &str,
+    output: &dyn BuildOutput,
+) -> Result<broker_oci::StoredImage, DepsError> {
+    let image = inputs.image.clone();
+    let context = inputs.context_tar().map_err(|source| DepsError::Temp {
+        image: image.clone(),
+        source,
+    })?;
+    let args: HashMap<String, String> = inputs.args.clone().into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile(CONTEXT_DOCKERFILE)
+        .t(engine_tag)
+        .buildargs(&args)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut step = String::from("(before the first step)");
+    let mut step_output: Vec<String> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(DepsError::BuildFailed {
+                    image,
+                    step,
+                    message: error.trim().to_owned(),
+                    output: step_output,
+                });
+            }
+            Err(e) => {
+                return Err(DepsError::Engine {
+                    image,
+                    why: e.to_string(),
+                });
+            }
+        };
+        if let Some(text) = info.stream.as_deref() {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                if line.starts_with("Step ") {
+                    step = line.trim().to_owned();
+                    step_output.clear();
+                } else {
+                    step_output.push(line.to_owned());
+                    if step_output.len() > 40 {
+                        step_output.remove(0);
+                    }
+                }
+                output.line(&image, line);
+            }
+        }
+        if let Some(detail) = info.error_detail {
+            let message = detail.message.unwrap_or_default();
+            return Err(DepsError::BuildFailed {
+                image,
+                step,
+                message: message.trim().to_owned(),
+                output: step_output,
+            });
+        }
+    }
+    export_into_store(docker, &image, engine_tag, store, store_tag).await
+}
+
+/// Copies an engine image into the store (`docker save` format in,
+/// deterministic OCI layers out).
+pub async fn export_into_store(
+    docker: &Docker,
+    image: &str,
+    engine_ref: &str,
+    store: &broker_oci::Store,
+    store_tag: &str,
+) -> Result<broker_oci::StoredImage, DepsError> {
+    let temp = tempfile::NamedTempFile::new_in(store.dir()).map_err(|source| DepsError::Temp {
+        image: image.to_owned(),
+        source,
+    })?;
+    {
+        let mut file = std::io::BufWriter::new(temp.as_file());
+        let mut stream = docker.export_image(engine_ref);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| DepsError::Engine {
+                image: image.to_owned(),
+                why: format!("export of {engine_ref}: {e}"),
+            })?;
+            file.write_all(&chunk).map_err(|source| DepsError::Temp {
+                image: image.to_owned(),
+                source,
+            })?;
+        }
+        file.flush().map_err(|source| DepsError::Temp {
+            image: image.to_owned(),
+            source,
+        })?;
+    }
+    store
+        .import_docker_archive(temp.path(), store_tag)
+        .map_err(|source| DepsError::Store {
+            image: image.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> DepsInputs {
+        DepsInputs {
+            image: "x".into(),
+            dockerfile: PathBuf::from("Dockerfile"),
+            dockerfile_bytes: b"ARG BASE\nFROM ${BASE}\n".to_vec(),
+            base: "python:3.10".into(),
+            args: BTreeMap::from([("BASE".to_owned(), "python:3.10".to_owned())]),
+            files: vec![(
+                "images/restapi/requirements.txt".into(),
+                b"fastapi==0.1\n".to_vec(),
+                false,
+            )],
+        }
+    }
+
+    #[test]
+    fn key_changes_with_every_input_and_nothing_else() {
+        let a = inputs();
+        assert_eq!(a.key(), inputs().key());
+        assert_eq!(a.key().as_str().len(), 64);
+        let mut b = inputs();
+        b.dockerfile_bytes.push(b'\n');
+        assert_ne!(a.key(), b.key());
+        let mut b = inputs();
+        b.args.insert("BASE".into(), "python:3.11".into());
+        assert_ne!(a.key(), b.key());
+        let mut b = inputs();
+        b.files[0].1 = b"fastapi==0.2\n".to_vec();
+        assert_ne!(a.key(), b.key());
+        let mut b = inputs();
+        b.files[0].2 = true;
+        assert_ne!(a.key(), b.key());
+        let mut b = inputs();
+        b.args.insert("NPM_PACKAGES".into(), String::new());
+        assert_ne!(a.key(), b.key());
+        // The Dockerfile's path on this machine is not an input.
+        let mut b = inputs();
+        b.dockerfile = PathBuf::from("/elsewhere/Dockerfile");
+        assert_eq!(a.key(), b.key());
+    }
+
+    #[test]
+    fn context_is_byte_identical_and_holds_only_declared_files() {
+        let a = inputs().context_tar().unwrap();
+        assert_eq!(a, inputs().context_tar().unwrap());
+        let mut archive = tar::Archive::new(a.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "images/",
+                "images/restapi/",
+                CONTEXT_DOCKERFILE,
+                "images/restapi/requirements.txt"
+            ]
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! The source trees images are built from: the broker tree (`--source`) and
+//! ttn-formatters (a path, or a git URL pinned to a commit and cloned into a
+//! cache), with the revisions recorded in labels and the lock.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use broker_oci::SourceDateEpoch;
+
+/// The name specs use for the broker tree.
+pub const BROKER_TREE: &str = "broker";
+/// The name specs use for the ttn-formatters tree.
+pub const FORMATTERS_TREE: &str = "ttn-formatters";
+
+/// A directory the layers are read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceTree {
+    /// `broker` or `ttn-formatters`.
+    pub name: String,
+    /// The directory.
+    pub root: PathBuf,
+    /// The git commit, with `-dirty` when the checkout has local changes.
+    pub revision: Option<String>,
+    /// Where it came from, for the `org.opencontainers.image.source` label:
+    /// the git URL when cloned, else the remote `origin` if any.
+    pub origin: Option<String>,
+}
+
+/// A source tree could not be found or checked out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The directory does not exist.
+    #[error(
+        "{name} tree {path} does not exist or is not a directory; pass the right path with {flag}"
+    )]
+    Missing {
+        /// Which tree.
+        name: String,
+        /// The path given.
+        path: PathBuf,
+        /// The flag that sets it.
+        flag: &'static str,
+    },
+    /// git failed.
+    #[error("{name}: `git {args}` failed: {why}")]
+    Git {
+        /// Which tree.
+        name: String,
+        /// The git arguments.
+        args: String,
+        /// git's stderr, first line.
+        why: String,
+    },
+    /// The wanted commit is not in the repository.
+    #[error("{name}: commit `{rev}` not found in {url}; check the commit or push it")]
+    NoCommit {
+        /// Which tree.
+        name: String,
+        /// The commit asked for.
+        rev: String,
+        /// The repository.
+        url: String,
+    },
+    /// The cache directory could not be made.
+    #[error("cannot create {path}: {source}")]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("git");
+    if let Some(dir) = dir {
+        cmd.arg("-C").arg(dir);
+    }
+    // No prompts: a private URL without credentials must fail, not hang.
+    cmd.args(args).env("GIT_TERMINAL_PROMPT", "0");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run git ({e}); install git"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .to_owned())
+    }
+}
+
+/// The last commit of the git checkout holding `dir` that touched `dir`
+/// (with `-dirty` when files under it changed), or `None` outside git.
+fn checkout_revision(dir: &Path) -> Option<String> {
+    // The last commit that touched this tree, not HEAD: commits elsewhere in
+    // a larger repository must not change the image's revision label.
+    let head = git(Some(dir), &["log", "-1", "--format=%H", "--", "."])
+        .ok()
+        .filter(|h| !h.is_empty())?;
+    let dirty = git(Some(dir), &["status", "--porcelain", "--", "."])
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
+/// Opens a tree given as a local directory.
+pub fn local_tree(name: &str, path: &Path, flag: &'static str) -> Result<SourceTree, SourceError> {
+    if !path.is_dir() {
+        return Err(SourceError::Missing {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            flag,
+        });
+    }
+    let revision = checkout_revision(path);
+    let origin = revision
+        .as_ref()
+        .and_then(|_| git(Some(path), &["remote", "get-url", "origin"]).ok());
+    Ok(SourceTree {
+        name: name.to_owned(),
+        root: path.to_path_buf(),
+        revision,
+        origin,
+    })
+}
+
+/// Whether `spec` names a git repository to clone rather than a directory.
+fn is_git_url(spec: &str) -> bool {
+    spec.contains("://") || spec.starts_with("git@") || spec.ends_with(".git")
+}
+
+/// Resolves the ttn-formatters tree: a directory, or a git URL (or local
+/// repository) checked out at `rev` in `cache_dir`. `spec` may carry the
+/// commit as `URL#REV`.
+pub fn formatters_tree(
+    spec: &str,
+    rev: Option<&str>,
+    cache_dir: &Path,
+) -> Result<SourceTree, SourceError> {
+    let (location, rev_in_spec) = match spec.rsplit_once('#') {
+        Some((l, r)) if !r.is_empty() => (l, Some(r)),
+        _ => (spec, None),
+    };
+    let rev = rev.or(rev_in_spec);
+    if !is_git_url(location) && rev.is_none() {
+        return local_tree(FORMATTERS_TREE, Path::new(location), "--formatters");
+    }
+    if !is_git_url(location) && !Path::new(location).is_dir() {
+        return Err(SourceError::Missing {
+            name: FORMATTERS_TREE.to_owned(),
+            path: PathBuf::from(location),
+            flag: "--formatters",
+        });
+    }
+    clone_at(FORMATTERS_TREE, location, rev, cache_dir)
+}
+
+/// Clones `url` into the cache (once) and checks out `rev` (default: the
+/// remote's HEAD), returning the checkout.
+fn clone_at(
+    name: &str,
+    url: &str,
+    rev: Option<&str>,
+    cache_dir: &Path,
+) -> Result<SourceTree, SourceError> {
+    let git_err = |args: &[&str], why: String| SourceError::Git {
+        name: name.to_owned(),
+        args: args.join(" "),
+        why,
+    };
+    let key = broker_oci::Digest::of(url.as_bytes()).hex();
+    let dir = cache_dir.join("git").join(&key[..16]);
+    std::fs::create_dir_all(cache_dir.join("git")).map_err(|source| SourceError::Cache {
+        path: cache_dir.join("git"),
+        source,
+    })?;
+    let dir_text = dir.to_string_lossy().into_owned();
+    if !dir.join(".git").is_dir() {
+        // Clone into a temporary name, then rename: a killed clone never
+        // looks like a finished one.
+        let partial = cache_dir
+            .join("git")
+            .join(format!("{}.partial", &key[..16]));
+        let _ = std::fs::remove_dir_all(&partial);
+        let partial_text = partial.to_string_lossy().into_owned();
+        let args = ["clone", "--quiet", "--no-checkout", url, &partial_text];
+        git(None, &args).map_err(|why| git_err(&args, why))?;
+        std::fs::rename(&partial, &dir).map_err(|source| SourceError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let wanted = rev.unwrap_or("origin/HEAD");
+    let commit = match git(
+        Some(&dir),
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{wanted}^{{commit}}"),
+        ],
+    ) {
+        Ok(c) if rev.is_some() => c,
+        _ => {
+            // Not known yet (or following the remote's HEAD): fetch.
+            let args = [
+                "fetch",
+                "--quiet",
+                "--tags",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+            ];
+            git(Some(&dir), &args).map_err(|why| git_err(&args, why))?;
+            let _ = git(Some(&dir), &["remote", "set-head", "origin", "--auto"]);
+            git(
+                Some(&dir),
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("{wanted}^{{commit}}"),
+                ],
+            )
+            .map_err(|_| SourceError::NoCommit {
+                name: name.to_owned(),
+                rev: wanted.to_owned(),
+                url: url.to_owned(),
+            })?
+        }
+    };
+    let args = [
+        "-c",
+        "advice.detachedHead=false",
+        "checkout",
+        "--quiet",
+        "--force",
+        "--detach",
+        &commit,
+    ];
+    git(Some(&dir), &args).map_err(|why| git_err(&args, format!("{why} (in {dir_text})")))?;
+    let args = ["clean", "--quiet", "-fdx"];
+    git(Some(&dir), &args).map_err(|why| git_err(&args, why))?;
+    Ok(SourceTree {
+        name: name.to_owned(),
+        root: dir,
+        revision: Some(commit),
+        origin: Some(url.to_owned()),
+    })
+}
+
+/// The timestamp for layers and configs: `SOURCE_DATE_EPOCH` when set,
+/// else the time of the last commit that touched the broker tree (not the
+/// whole repository, so unrelated commits leave digests alone), else a
+/// fixed constant.
+pub fn source_date_epoch(broker: &SourceTree) -> Result<SourceDateEpoch, String> {
+    if std::env::var_os(SourceDateEpoch::ENV).is_some() {
+        return SourceDateEpoch::from_env().map_err(|e| e.to_string());
+    }
+    if broker.revision.is_some()
+        && let Ok(seconds) = git(
+            Some(&broker.root),
+            &["log", "-1", "--format=%ct", "--", "."],
+        )
+        && let Ok(seconds) = seconds.parse::<u64>()
+    {
+        return Ok(SourceDateEpoch::new(seconds));
+    }
+    Ok(SourceDateEpoch::DEFAULT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) -> String {
+        git(Some(dir), args).unwrap()
+    }
+
+    fn repo_with_commit(dir: &Path) -> String {
+        std::fs::create_dir_all(dir.join("uplink")).unwrap();
+        std::fs::write(dir.join("uplink/a.js"), "module.exports = 1;\n").unwrap();
+        run(dir, &["init", "--quiet", "-b", "main"]);
+        run(
+            dir,
+            &["-c", "user.name=t", "-c", "user.email=t@e", "add", "."],
+        );
+        run(
+            dir,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "--quiet",
+                "-m",
+                "one",
+            ],
+        );
+        run(dir, &["rev-parse", "HEAD"])
+    }
+
+    #[test]
+    fn pinned_commits_are_checked_out_and_missing_ones_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("formatters");
+        let first = repo_with_commit(&repo);
+        std::fs::write(repo.join("uplink/a.js"), "module.exports = 2;\n").unwrap();
+        run(
+            &repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "--quiet",
+                "-am",
+                "two",
+            ],
+        );
+        let url = format!("file://{}", repo.display());
+        let cache = tmp.path().join("cache");
+
+        let tree = formatters_tree(&url, Some(&first), &cache).unwrap();
+        assert_eq!(tree.revision.as_deref(), Some(first.as_str()));
+        assert_eq!(
+            std::fs::read_to_string(tree.root.join("uplink/a.js")).unwrap(),
+            "module.exports = 1;\n"
+        );
+        // URL#REV spelling, the newest commit, reusing the cache.
+        let head = run(&repo, &["rev-parse", "HEAD"]);
+        let tree = formatters_tree(&format!("{url}#{head}"), None, &cache).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tree.root.join("uplink/a.js")).unwrap(),
+            "module.exports = 2;\n"
+        );
+
+        let err = formatters_tree(
+            &url,
+            Some("0123456789abcdef0123456789abcdef01234567"),
+            &cache,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("commit `0123456789abcdef0123456789abcdef01234567` not found"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn local_trees_report_revision_and_missing_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = local_tree("broker", &tmp.path().join("nope"), "--source")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains("--source"), "{err}");
+        let plain = local_tree("broker", tmp.path(), "--source").unwrap();
+        assert_eq!(plain.revision, None);
+        let repo = tmp.path().join("r");
+        let head = repo_with_commit(&repo);
+        assert_eq!(
+            local_tree("broker", &repo, "--source").unwrap().revision,
+            Some(head.clone())
+        );
+        std::fs::write(repo.join("new.txt"), "x").unwrap();
+        assert_eq!(
+            local_tree("broker", &repo, "--source").unwrap().revision,
+            Some(format!("{head}-dirty"))
+        );
+    }
+}
