@@ -151,9 +151,7 @@ fn from_docker_config(path: &Path, key: &str) -> Result<ResolvedCredentials, Reg
         Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
             Err(RegistryError::Credentials {
                 registry: key.to_owned(),
-                why: format!(
-                    "credential helper `docker-credential-{helper}` failed; run it by hand to see why"
-                ),
+                why: format!("credential helper `{helper}` failed; run it by hand to see why"),
             })
         }
         Err(other) => Err(RegistryError::Credentials {

@@ -1,0 +1,491 @@
+//! The `broker-images` binary against real registries: credentials from a
+//! Docker credential helper, a wrong `--password-stdin`, TLS with and without
+//! `--ca-file`, a push killed half-way and resumed, and `mirror`.
+//!
+//! Every test runs the built binary with its own `DOCKER_CONFIG` and its own
+//! store, filled with a synthetic image (registries do not look inside
+//! layers).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use broker_oci::{Digest, Store};
+use broker_test_support::{TestRegistry, require_tool};
+
+const BIN: &str = env!("CARGO_BIN_EXE_broker-images");
+
+/// A temporary workspace: the store, the Docker config directory and a
+/// `bin/` directory put first on the child's PATH.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["store", "docker", "bin"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.path("store")).unwrap()
+    }
+
+    /// `broker-images --store <store> ARGS…` with this workspace's
+    /// `DOCKER_CONFIG` and PATH.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.arg("--store")
+            .arg(self.path("store"))
+            .args(args)
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("PATH", path)
+            .env_remove("BROKER_IMAGES_STORE")
+            .env_remove("BROKER_IMAGES_REGISTRY")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs with `stdin` written to the child's standard input.
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Fills `len` bytes with xorshift noise: incompressible, like real
+/// compressed layers, and different for every seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A synthetic image tagged `name` in `store`: config + `layers` noise
+/// layers of `size` bytes. Returns the manifest digest and the layer digests
+/// (the config is one more blob).
+fn synthetic_image(
+    store: &Store,
+    name: &str,
+    seed: u64,
+    layers: usize,
+    size: usize,
+) -> (Digest, Vec<Digest>) {
+    let mut digests = Vec::new();
+    let mut layer_json = Vec::new();
+    for i in 0..layers {
+        let d = store
+            .write_blob(&noise(seed * 1000 + i as u64, size))
+            .unwrap();
+        digests.push(d);
+        layer_json.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
+        ));
+    }
+    let diff_ids: Vec<String> = digests.iter().map(|d| format!("\"{d}\"")).collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
+        diff_ids.join(",")
+    );
+    let config_digest = store.write_blob(config.as_bytes()).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layer_json.join(",")
+    );
+    let digest = store.write_blob(manifest.as_bytes()).unwrap();
+    let descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageManifest,
+        manifest.len() as u64,
+        oci_spec::image::Digest::from(&digest),
+    );
+    store.tag(name, &descriptor).unwrap();
+    (digest, digests)
+}
+
+/// The digest of the manifest skopeo reads from `docker://<pinned>`.
+fn skopeo_digest(registry: &TestRegistry, pinned: &str) -> Digest {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw"]);
+    match registry.cert_dir() {
+        Some(dir) => cmd.arg(format!("--cert-dir={}", dir.display())),
+        None => cmd.arg("--tls-verify=false"),
+    };
+    if let Some((user, password)) = registry.credentials() {
+        cmd.arg(format!("--creds={user}:{password}"));
+    }
+    let out = cmd.arg(format!("docker://{pinned}")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {pinned}: {}",
+        describe(&out)
+    );
+    Digest::of(&out.stdout)
+}
+
+/// Installs `docker-credential-<name>` into the workspace's `bin/`: it
+/// answers `get` for `host` only, and logs every server URL it was asked
+/// for to `helper.log`.
+fn install_credential_helper(ws: &Workspace, name: &str, host: &str, user: &str, secret: &str) {
+    let log = ws.path("helper.log");
+    let script = format!(
+        r#"#!/bin/sh
+set -eu
+[ "${{1:-}}" = get ] || {{ echo "unsupported action ${{1:-}}" >&2; exit 1; }}
+# Like Docker, the client writes the server URL without a newline.
+url=$(cat)
+echo "$url" >> '{log}'
+if [ "$url" = '{host}' ]; then
+  printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{secret}"}}\n' "$url"
+else
+  echo "credentials not found in native keychain"
+  exit 1
+fi
+"#,
+        log = log.display()
+    );
+    let path = ws.path("bin").join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn push_with_credentials_from_a_credential_helper() {
+    let registry = TestRegistry::start_with_auth("ci", "helper-s3cret");
+    let ws = Workspace::new();
+    let (digest, _) = synthetic_image(&ws.store(), "app", 1, 2, 64 * 1024);
+    let (other, _) = synthetic_image(&ws.store(), "worker", 2, 1, 32 * 1024);
+    install_credential_helper(&ws, "brokertest", &registry.host(), "ci", "helper-s3cret");
+    let prefix = format!("{}/broker", registry.host());
+
+    // A helper that fails is named (once, correctly) and its output, which
+    // may echo secrets, is not shown.
+    let broken = ws.path("bin").join("docker-credential-brokenhelper");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\ncat >/dev/null\necho 'leaked-helper-output'; echo 'leaked-helper-stderr' >&2; exit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        ws.path("docker/config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"brokenhelper"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let out = ws.run(&["push", "app", "--registry", &prefix, "--tag", "v1"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr.contains("`docker-credential-brokenhelper` failed")
+            && !stderr.contains("docker-credential-docker-credential"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("leaked-helper"), "{stderr}");
+
+    std::fs::write(
+        ws.path("docker/config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"brokertest"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let out = ws.run(&[
+        "push",
+        "app",
+        "worker",
+        "--registry",
+        &prefix,
+        "--tag",
+        "v1",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{prefix}/app@{digest}\n{prefix}/worker@{other}\n"),
+        "stdout holds exactly the pinned references"
+    );
+    let asked = std::fs::read_to_string(ws.path("helper.log")).unwrap();
+    assert!(
+        asked.lines().all(|l| l == registry.host()) && !asked.is_empty(),
+        "the helper was asked for: {asked:?}"
+    );
+    assert!(!text(&out.stderr).contains("helper-s3cret"));
+    assert!(registry.has_tag("broker/app", "v1"));
+    assert!(registry.has_tag("broker/worker", "v1"));
+    assert_eq!(
+        skopeo_digest(&registry, &format!("{prefix}/app@{digest}")),
+        digest
+    );
+}
+
+#[test]
+fn wrong_password_is_one_clear_error_and_never_printed() {
+    let password = "correct-horse-battery";
+    let wrong = "Tr0ub4dor-and-3";
+    let registry = TestRegistry::start_with_auth("ci", password);
+    let ws = Workspace::new();
+    synthetic_image(&ws.store(), "app", 3, 1, 16 * 1024);
+    let prefix = format!("{}/broker", registry.host());
+    let base = [
+        "push",
+        "app",
+        "--registry",
+        &prefix,
+        "--username",
+        "ci",
+        "--password-stdin",
+    ];
+    for extra in [
+        &[][..],
+        &["-v", "-v"][..],
+        &["--json"][..],
+        &["--json", "-vv"][..],
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = ws.run_with_stdin(&args, &format!("{wrong}\n"));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{extra:?}: {}", describe(&out));
+        for secret in [wrong, password] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{extra:?}: a password leaked:\n{}",
+                describe(&out)
+            );
+        }
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{extra:?}: {}", describe(&out));
+        assert!(
+            errors[0].contains(&registry.host()),
+            "{extra:?}: the error does not name the registry: {}",
+            errors[0]
+        );
+        assert!(
+            stderr.contains("refused user `ci`") && stderr.contains("check the password"),
+            "{extra:?}: the error does not say what to do:\n{stderr}"
+        );
+        assert!(stdout.trim().is_empty(), "{extra:?}: {stdout}");
+    }
+    assert!(!registry.has_tag("broker/app", "latest"));
+
+    // And the right password works, through the same flag.
+    let out = ws.run_with_stdin(&base, &format!("{password}\n"));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(registry.has_tag("broker/app", "latest"));
+}
+
+#[test]
+fn tls_registry_needs_ca_file() {
+    let registry = TestRegistry::start_tls();
+    let ws = Workspace::new();
+    let (digest, _) = synthetic_image(&ws.store(), "app", 4, 1, 16 * 1024);
+    let prefix = format!("{}/broker", registry.host());
+
+    let out = ws.run(&["push", "app", "--registry", &prefix]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--ca-file"), "{}", describe(&out));
+    assert!(stderr.contains(&registry.host()), "{}", describe(&out));
+    assert!(!registry.has_tag("broker/app", "latest"));
+
+    let ca = registry.ca_cert_path().unwrap().display().to_string();
+    let out = ws.run(&["push", "app", "--registry", &prefix, "--ca-file", &ca]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), format!("{prefix}/app@{digest}\n"));
+    assert!(registry.has_tag("broker/app", "latest"));
+    assert_eq!(
+        skopeo_digest(&registry, &format!("{prefix}/app@{digest}")),
+        digest
+    );
+}
+
+#[test]
+fn killed_push_leaves_no_tag_and_the_next_run_sends_only_what_is_missing() {
+    let registry = TestRegistry::start();
+    let ws = Workspace::new();
+    let layers = 6;
+    let (digest, layer_digests) = synthetic_image(&ws.store(), "big", 5, layers, 25 * 1024 * 1024);
+    let total_blobs = layers + 1;
+    let layer_set: BTreeSet<String> = layer_digests.iter().map(Digest::to_string).collect();
+    let prefix = format!("{}/broker", registry.host());
+    let args = [
+        "push",
+        "big",
+        "--registry",
+        &prefix,
+        "--tag",
+        "v1",
+        "--jobs",
+        "1",
+    ];
+
+    let mut child = ws
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let held = registry.stored_blobs();
+        if held.intersection(&layer_set).next().is_some() {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the push ended ({status}) before it could be interrupted");
+        }
+        assert!(Instant::now() < deadline, "no layer reached the registry");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the push finished before it was killed");
+    // Let the registry finish whatever request was in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    let held = registry.stored_blobs();
+    assert!(
+        held.len() < total_blobs,
+        "the registry got everything before the kill"
+    );
+    assert!(
+        !registry.has_tag("broker/big", "v1"),
+        "a tag after a killed push"
+    );
+
+    let mut args_json = args.to_vec();
+    args_json.push("--json");
+    let out = ws.run(&args_json);
+    assert!(out.status.success(), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pushed = &json["pushed"][0];
+    assert_eq!(pushed["digest"], digest.to_string(), "{json}");
+    let stats = &pushed["stats"];
+    let count = |key: &str| stats[key].as_u64().unwrap() as usize;
+    assert!(
+        count("uploaded") < total_blobs && count("existed") >= 1,
+        "the second run uploaded {stats}"
+    );
+    assert_eq!(
+        count("uploaded") + count("existed") + count("mounted"),
+        total_blobs,
+        "{stats}"
+    );
+    assert!(registry.has_tag("broker/big", "v1"));
+    let pinned = format!("{prefix}/big@{digest}");
+    assert_eq!(pushed["pinned"], pinned.as_str());
+    assert_eq!(skopeo_digest(&registry, &pinned), digest);
+}
+
+#[test]
+fn mirror_copies_by_digest_and_records_the_lock() {
+    let hub = TestRegistry::start();
+    let internal = TestRegistry::start();
+    let ws = Workspace::new();
+    let (digest, _) = synthetic_image(&ws.store(), "postgres", 6, 2, 128 * 1024);
+    let out = ws.run(&[
+        "push",
+        "postgres",
+        "--registry",
+        &format!("{}/library", hub.host()),
+        "--tag",
+        "14.2",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let source = format!("{}/library/postgres:14.2", hub.host());
+    let lock = ws.path("images.lock");
+    let out = ws.run(&[
+        "mirror",
+        &source,
+        "--registry",
+        &format!("{}/mirror", internal.host()),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let target = format!("{}/mirror/library/postgres@{digest}", internal.host());
+    let source_pinned = format!("{}/library/postgres@{digest}", hub.host());
+    assert_eq!(text(&out.stdout), format!("{source} {target}\n"));
+
+    let lock_text = std::fs::read_to_string(&lock).unwrap();
+    let lock_value: serde_json::Value = lock_value(&lock, &lock_text);
+    let entry = &lock_value["mirrors"][source.as_str()];
+    assert_eq!(entry["digest"], digest.to_string(), "{lock_text}");
+    assert_eq!(entry["source"], source_pinned.as_str(), "{lock_text}");
+    assert_eq!(entry["reference"], target.as_str(), "{lock_text}");
+
+    assert!(internal.has_tag("mirror/library/postgres", "14.2"));
+    assert_eq!(skopeo_digest(&hub, &source_pinned), digest);
+    assert_eq!(skopeo_digest(&internal, &target), digest);
+    assert_eq!(
+        skopeo_digest(
+            &internal,
+            &format!("{}/mirror/library/postgres:14.2", internal.host())
+        ),
+        digest
+    );
+}
+
+/// The lock file, which is JSON.
+fn lock_value(path: &Path, text: &str) -> serde_json::Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
+}
