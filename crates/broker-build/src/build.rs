@@ -380,10 +380,9 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
 
     let layers = build_layers(run, spec, &deps_image, &deps_digest).await?;
 
-    let deps_name = match &run.options.push {
-        Some(target) => image_reference(&target.registry, name, &key.tag())?.to_string(),
-        None => format!("{name}:{}", key.tag()),
-    };
+    // Registry-independent on purpose: the same sources give the same
+    // digest whether pushed to Docker Hub, an internal registry or nowhere.
+    let deps_name = format!("{name}:{}", key.tag());
     let mut builder =
         ImageBuilder::new(&deps_image, &deps_name).map_err(|source| BuildError::Image {
             image: name.to_owned(),
