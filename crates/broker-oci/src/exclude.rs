@@ -9,6 +9,7 @@
 //! matches at the root only: write `**/*.log` to match at any depth.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
@@ -187,12 +188,20 @@ impl PatternList {
 /// Whether a file's base name looks like it holds a secret.
 #[must_use]
 pub fn is_secret_name(name: &str) -> bool {
-    SECRET_NAMES.iter().any(|p| {
-        GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .is_ok_and(|g| g.compile_matcher().is_match(name))
-    })
+    static SECRETS: OnceLock<GlobSet> = OnceLock::new();
+    SECRETS
+        .get_or_init(|| {
+            let mut set = GlobSetBuilder::new();
+            for p in SECRET_NAMES {
+                if let Ok(g) = GlobBuilder::new(p).literal_separator(true).build() {
+                    set.add(g);
+                }
+            }
+            // The patterns are constants that compile; an empty set would
+            // only ever be the result of a typo caught by the tests.
+            set.build().unwrap_or_else(|_| GlobSet::empty())
+        })
+        .is_match(name)
 }
 
 /// The proper ancestors of a relative path: `a/b/c` → `a`, `a/b`.
