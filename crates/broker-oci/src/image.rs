@@ -347,6 +347,7 @@ fn merge_env(base: Option<&[String]>, set: &BTreeMap<String, String>) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
 
     #[test]
     fn env_is_merged_by_name() {
@@ -358,6 +359,140 @@ mod tests {
             merge_env(Some(&base), &set),
             ["PATH=/bin", "LANG=C.UTF-8", "APP=1"]
         );
+    }
+
+    fn docker_base() -> StoredImage {
+        let layer = Descriptor::new(MediaType::from(DOCKER_LAYER_GZIP), 10, &Digest::of(b"l"));
+        let config_desc = Descriptor::new(MediaType::from(DOCKER_CONFIG), 5, &Digest::of(b"c"));
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::from(DOCKER_MANIFEST))
+            .config(config_desc)
+            .layers(vec![layer])
+            .build()
+            .unwrap();
+        let config: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "Labels": {"base": "yes"}},
+            "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"d").to_string()]},
+            "history": [{"created_by": "base layer"}]
+        }))
+        .unwrap();
+        StoredImage {
+            manifest_descriptor: Descriptor::new(
+                MediaType::from(DOCKER_MANIFEST),
+                100,
+                &Digest::of(b"m"),
+            ),
+            manifest,
+            config,
+            raw_manifest: Vec::new(),
+        }
+    }
+
+    fn source_layer() -> SourceLayer {
+        SourceLayer {
+            digest: Digest::of(b"new"),
+            diff_id: Digest::of(b"new-diff"),
+            size: 3,
+            uncompressed_size: 1024,
+            target: "/app".into(),
+            entries: 2,
+            from_cache: false,
+        }
+    }
+
+    #[test]
+    fn appending_to_a_docker_base_gives_an_oci_image() {
+        let mut b = ImageBuilder::new(&docker_base(), "busybox").unwrap();
+        b.append_layer(&source_layer(), "python sources")
+            .epoch(SourceDateEpoch::new(0))
+            .runtime(RuntimeConfig {
+                entrypoint: Some(vec!["/app/run".into()]),
+                exposed_ports: vec!["1883/tcp".into()],
+                ..RuntimeConfig::default()
+            })
+            .provenance(Provenance {
+                source: None,
+                revision: Some("abc".into()),
+            });
+        let config = b.config();
+        let c = config.config().as_ref().unwrap();
+        assert_eq!(
+            c.entrypoint().as_deref(),
+            Some(&["/app/run".to_owned()][..])
+        );
+        assert_eq!(*c.cmd(), None, "ENTRYPOINT drops the base's CMD");
+        assert_eq!(c.env().as_deref(), Some(&["PATH=/bin".to_owned()][..]));
+        let labels = c.labels().as_ref().unwrap();
+        assert_eq!(labels["base"], "yes");
+        assert_eq!(labels[LABEL_REVISION], "abc");
+        assert_eq!(labels[LABEL_CREATED], "1970-01-01T00:00:00Z");
+        assert_eq!(labels[LABEL_BASE_NAME], "busybox");
+        assert!(!labels.contains_key(LABEL_SOURCE));
+        assert_eq!(config.created().as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(config.rootfs().diff_ids().len(), 2);
+        let history = config.history().as_ref().unwrap();
+        assert_eq!(history.len(), 2);
+        assert!(
+            history[1]
+                .created_by()
+                .as_ref()
+                .unwrap()
+                .contains("python sources → /app")
+        );
+
+        let m = b
+            .manifest(Descriptor::new(
+                MediaType::ImageConfig,
+                1,
+                &Digest::of(b"x"),
+            ))
+            .unwrap();
+        assert_eq!(m.media_type().as_ref(), Some(&MediaType::ImageManifest));
+        let types: Vec<MediaType> = m.layers().iter().map(|l| l.media_type().clone()).collect();
+        assert_eq!(
+            types,
+            [MediaType::ImageLayerGzip, MediaType::ImageLayerGzip]
+        );
+        // The blob is the same: only the descriptor's media type changed.
+        assert_eq!(
+            m.layers()[0].digest().to_string(),
+            Digest::of(b"l").to_string()
+        );
+        assert_eq!(
+            m.layers()[1].digest().to_string(),
+            Digest::of(b"new").to_string()
+        );
+    }
+
+    #[test]
+    fn the_config_json_is_the_same_every_time() {
+        let mut b = ImageBuilder::new(&docker_base(), "busybox").unwrap();
+        let mut labels = BTreeMap::new();
+        for i in 0..20 {
+            labels.insert(format!("label.{i}"), i.to_string());
+        }
+        b.append_layer(&source_layer(), "x").runtime(RuntimeConfig {
+            labels,
+            ..RuntimeConfig::default()
+        });
+        let first = crate::json::canonical_json(&b.config()).unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                crate::json::canonical_json(&b.clone().config()).unwrap(),
+                first
+            );
+        }
+    }
+
+    #[test]
+    fn an_inconsistent_base_is_refused() {
+        let mut base = docker_base();
+        base.manifest.layers_mut().clear();
+        let e = ImageBuilder::new(&base, "busybox").unwrap_err();
+        assert!(e.to_string().contains("busybox"), "{e}");
     }
 
     #[test]
