@@ -176,6 +176,10 @@ pub struct RegistryClient {
     /// `scheme://host`, decided on first use (see [`Transport`]).
     base_url: tokio::sync::OnceCell<String>,
     http: reqwest::Client,
+    /// For request bodies that stream a blob: no reqwest read timeout,
+    /// which would be a deadline for the whole upload; the caller watches
+    /// the body's progress instead (see `transfer::Progress`).
+    upload_http: reqwest::Client,
     credentials: ResolvedCredentials,
     auth: Mutex<AuthState>,
     options: ClientOptions,
@@ -210,14 +214,15 @@ impl RegistryClient {
         } else {
             Transport::Https
         };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .user_agent(concat!("broker-images/", env!("CARGO_PKG_VERSION")))
-            // Redirects to blob storage (S3, CDN) must not carry our
-            // registry credentials; reqwest drops Authorization on
-            // cross-host redirects.
-            .redirect(reqwest::redirect::Policy::limited(10));
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .user_agent(concat!("broker-images/", env!("CARGO_PKG_VERSION")))
+                // Redirects to blob storage (S3, CDN) must not carry our
+                // registry credentials; reqwest drops Authorization on
+                // cross-host redirects.
+                .redirect(reqwest::redirect::Policy::limited(10))
+        };
         let mut certs = Vec::new();
         for path in &options.ca_files {
             let pem = std::fs::read(path).map_err(|source| RegistryError::Io {
@@ -239,15 +244,22 @@ impl RegistryClient {
             }
             certs.extend(found);
         }
-        if !certs.is_empty() {
-            builder = builder.tls_certs_merge(certs);
-        }
-        if options.skip_tls_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| {
-            RegistryError::Config(format!("cannot set up HTTP client: {}", error_chain(&e)))
-        })?;
+        let build = |mut builder: reqwest::ClientBuilder| {
+            if !certs.is_empty() {
+                builder = builder.tls_certs_merge(certs.clone());
+            }
+            if options.skip_tls_verify {
+                builder = builder.danger_accept_invalid_certs(true);
+            }
+            builder.build().map_err(|e| {
+                RegistryError::Config(format!("cannot set up HTTP client: {}", error_chain(&e)))
+            })
+        };
+        // reqwest's read timeout runs from sending a request to its answer,
+        // then per read of the answer's body: right for everything but
+        // uploads, where it would cut off any upload taking longer.
+        let http = build(builder().read_timeout(options.read_timeout))?;
+        let upload_http = build(builder())?;
         let credentials = options.credentials.resolve(reference.credential_key())?;
         Ok(Self {
             registry: reference.registry().to_owned(),
@@ -255,6 +267,7 @@ impl RegistryClient {
             transport,
             base_url: tokio::sync::OnceCell::new(),
             http,
+            upload_http,
             credentials,
             auth: Mutex::new(AuthState::default()),
             options: options.clone(),
@@ -265,6 +278,11 @@ impl RegistryClient {
     /// The registry host as written in references.
     pub fn registry(&self) -> &str {
         &self.registry
+    }
+
+    /// The HTTP client for requests whose body streams a blob.
+    pub(crate) fn upload_http(&self) -> &reqwest::Client {
+        &self.upload_http
     }
 
     /// The options this client was made with.

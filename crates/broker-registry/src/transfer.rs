@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use broker_oci::Digest;
 use broker_oci::digest::DigestWriter;
@@ -476,11 +478,85 @@ fn with_query(location: &str, key: &str, value: &str) -> String {
     format!("{location}{sep}{key}={value}")
 }
 
+/// When a request body last moved: what tells a slow upload (fine, however
+/// long it takes) from a stalled one (retried after `read_timeout`).
+struct Progress {
+    start: std::time::Instant,
+    /// Milliseconds from `start` to the last chunk handed to the connection.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    fn moved(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+
+    /// Completes once the body has not moved for `limit` (after the last
+    /// byte: the answer has not come for `limit`).
+    async fn stalled(&self, limit: Duration) {
+        loop {
+            let idle = self.idle();
+            if idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    }
+}
+
+/// Sends an upload request built on the client's upload HTTP client (no
+/// overall deadline), failing it as unreachable once its body stops moving
+/// for `read_timeout`.
+async fn send_watched(
+    client: &RegistryClient,
+    what: &str,
+    repository: &str,
+    reporter: &Arc<dyn Reporter>,
+    progress: &Progress,
+    make: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
+) -> Result<Response, RegistryError> {
+    let limit = client.options().read_timeout;
+    let upload_http = client.upload_http();
+    let scopes = [Scope::PullPush(repository.to_owned())];
+    let on_upload_client = |_: &reqwest::Client| make(upload_http);
+    let send = client.send(
+        what,
+        &scopes,
+        Idempotent::No,
+        reporter.as_ref(),
+        &on_upload_client,
+    );
+    tokio::select! {
+        response = send => response,
+        () = progress.stalled(limit) => Err(RegistryError::Unreachable {
+            registry: client.registry().to_owned(),
+            what: what.to_owned(),
+            attempts: 1,
+            why: format!("no progress for {}s", limit.as_secs_f64()),
+        }),
+    }
+}
+
 /// A streaming body for the whole blob, reporting progress as it goes.
 async fn blob_body(
     blob: &Descriptor,
     source: BlobSource<'_>,
     reporter: &Arc<dyn Reporter>,
+    progress: &Arc<Progress>,
 ) -> Result<Body, RegistryError> {
     let digest = blob.digest;
     let stream: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match source {
@@ -505,8 +581,11 @@ async fn blob_body(
     };
     // The body must be 'static, hence the shared reporter.
     let reporter = Arc::clone(reporter);
-    let counted =
-        stream.inspect_ok(move |chunk| reporter.blob_progress(&digest, chunk.len() as u64));
+    let progress = Arc::clone(progress);
+    let counted = stream.inspect_ok(move |chunk| {
+        progress.moved();
+        reporter.blob_progress(&digest, chunk.len() as u64);
+    });
     Ok(Body::wrap_stream(counted))
 }
 
@@ -520,31 +599,24 @@ async fn upload_monolithic(
 ) -> Result<Response, RegistryError> {
     let url = with_query(location, "digest", &blob.digest.to_string());
     let what = format!("upload of {} to {repository}", blob.digest);
-    let body = tokio::sync::Mutex::new(Some(blob_body(blob, source, reporter).await?));
+    let progress = Progress::new();
+    let body = tokio::sync::Mutex::new(Some(blob_body(blob, source, reporter, &progress).await?));
     let size = blob.size;
     // The body is a one-shot stream and the request is not idempotent:
     // `send` makes exactly one attempt (plus the auth handshake, which
     // happened earlier when the session was opened).
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::No,
-            reporter.as_ref(),
-            &|http| {
-                let body = body
-                    .try_lock()
-                    .ok()
-                    .and_then(|mut b| b.take())
-                    .unwrap_or_else(|| Body::from(Vec::new()));
-                http.put(&url)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body)
-            },
-        )
-        .await?;
-    Ok(response)
+    send_watched(client, &what, repository, reporter, &progress, &|http| {
+        let body = body
+            .try_lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .unwrap_or_else(|| Body::from(Vec::new()));
+        http.put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body)
+    })
+    .await
 }
 
 async fn confirm_upload(
@@ -609,21 +681,22 @@ async fn upload_chunked(
         let chunk = read_range(&path, offset, len).await?;
         let range = format!("{offset}-{}", offset + len - 1);
         let url = location.clone();
-        let response = client
-            .send(
-                &what,
-                &[Scope::PullPush(repository.to_owned())],
-                Idempotent::No,
-                reporter.as_ref(),
-                &|http| {
-                    http.patch(&url)
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_RANGE, &range)
-                        .header(CONTENT_LENGTH, len)
-                        .body(chunk.clone())
-                },
-            )
-            .await?;
+        let progress = Progress::new();
+        let response = send_watched(client, &what, repository, reporter, &progress, &|http| {
+            // In 256 KiB pieces, so the stall watch sees the chunk move.
+            let pieces: Vec<Result<Bytes, std::io::Error>> = (0..chunk.len())
+                .step_by(256 * 1024)
+                .map(|at| Ok(chunk.slice(at..chunk.len().min(at + 256 * 1024))))
+                .collect();
+            let progress = Arc::clone(&progress);
+            let body = futures::stream::iter(pieces).inspect_ok(move |_| progress.moved());
+            http.patch(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, &range)
+                .header(CONTENT_LENGTH, len)
+                .body(Body::wrap_stream(body))
+        })
+        .await?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(client.unexpected(&what, response).await);
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use broker_oci::{Digest, Store};
 use broker_registry::{
     ClientOptions, PushedImage, Reference, RegistryClient, RegistryError, Reporter, RetryPolicy,
-    Silent, push_from_store,
+    push_from_store,
 };
 use broker_test_support::{Fault, FaultPolicy, FaultProxy, TestRegistry, require_tool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,10 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn silent() -> Arc<dyn Reporter> {
-    Arc::new(Silent)
 }
 
 /// Fast retries, so faulty pushes finish in seconds.
@@ -125,18 +121,36 @@ fn assert_registry_serves(registry: &TestRegistry, repo: &str, digest: &Digest) 
 struct Pushed {
     result: Result<PushedImage, RegistryError>,
     elapsed: Duration,
+    /// What the client retried, and why.
+    retries: Vec<String>,
+}
+
+/// Keeps every retry the client reports, for failure messages.
+#[derive(Default)]
+struct Retries(std::sync::Mutex<Vec<String>>);
+
+impl Reporter for Retries {
+    fn retrying(&self, what: &str, attempt: u32, _delay: Duration, why: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{what} (attempt {attempt}): {why}"));
+    }
 }
 
 fn push(store: &Store, tag: &str, host: &str, repo: &str, options: &ClientOptions) -> Pushed {
     let target: Reference = format!("{host}/{repo}:v1").parse().unwrap();
     let start = Instant::now();
+    let retries = Arc::new(Retries::default());
+    let reporter: Arc<dyn Reporter> = retries.clone();
     let result = runtime().block_on(async {
         let client = RegistryClient::for_reference(&target, options)?;
-        push_from_store(&client, store, tag, &target, &silent()).await
+        push_from_store(&client, store, tag, &target, &reporter).await
     });
     Pushed {
         result,
         elapsed: start.elapsed(),
+        retries: retries.0.lock().unwrap().clone(),
     }
 }
 
@@ -151,10 +165,11 @@ fn push_survives(policy: FaultPolicy, layers: usize, size: usize, options: Clien
     let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
     let result = pushed.result.unwrap_or_else(|e| {
         panic!(
-            "push through {policy:?} failed after {:?} ({} requests, {} faults): {e}\n{}",
+            "push through {policy:?} failed after {:?} ({} requests, {} faults): {e}\nretries: {:#?}\n{}",
             pushed.elapsed,
             proxy.requests_seen(),
             proxy.faults_injected(),
+            pushed.retries,
             registry.log()
         )
     });
@@ -463,6 +478,99 @@ fn body_limit_413_falls_back_to_chunked_upload() {
     // Two layers of 5 MiB + 123 bytes in 1 MiB chunks: 6 PATCHes each.
     assert_eq!(patches.len(), 12, "{patches:?}");
     assert!(patches.iter().all(|r| r.status == 202), "{patches:?}");
+    assert!(registry.has_tag("broker/app", "v1"));
+    assert_registry_serves(&registry, "broker/app", &digest);
+}
+
+/// A TCP forwarder that lets client bytes through at `bytes_per_sec` (a
+/// slow uplink) and answers at full speed.
+///
+/// Its receive buffer is small, as on a real slow link, where the window
+/// (bandwidth × delay) keeps little data in flight. On loopback the kernel
+/// would otherwise buffer megabytes, taking the whole body from the client
+/// at once and delivering it long after.
+struct SlowUplink {
+    host: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl SlowUplink {
+    fn start(upstream: String, bytes_per_sec: u64) -> Self {
+        let runtime = runtime();
+        let listener = runtime
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.set_recv_buffer_size(32 * 1024)?;
+                socket.bind("127.0.0.1:0".parse().unwrap())?;
+                socket.listen(16)
+            })
+            .unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = client_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return server_write.shutdown().await;
+                            }
+                            server_write.write_all(&buf[..n]).await?;
+                            let pause = n as f64 / bytes_per_sec as f64;
+                            tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                        }
+                    };
+                    let down = tokio::io::copy(&mut server_read, &mut client_write);
+                    let _: (std::io::Result<()>, std::io::Result<u64>) = tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            host,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn slow_but_moving_upload_is_not_a_stall() {
+    // A 24 MiB layer at 4 MiB/s takes 6 s; the stall timeout is 3 s. The
+    // upload never stops moving, so it must not be cut off: a stall timeout
+    // is about silence, not about how long a transfer takes. (The client's
+    // socket buffer, up to 4 MiB here, drains within 1 s after the last
+    // byte left the client.)
+    let registry = TestRegistry::start();
+    let uplink = SlowUplink::start(registry.host(), 4 * 1024 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (digest, _) = synthetic_image(&store, "app", 11, 1, 24 * 1024 * 1024);
+    let pushed = push(
+        &store,
+        "app",
+        &uplink.host,
+        "broker/app",
+        &fast_options(2, Duration::from_secs(3)),
+    );
+    let result = pushed.result.unwrap_or_else(|e| {
+        panic!(
+            "a slow upload was treated as stalled after {:?}: {e}\nretries: {:#?}",
+            pushed.elapsed, pushed.retries
+        )
+    });
+    assert_eq!(result.digest, digest);
+    assert!(
+        pushed.elapsed > Duration::from_secs(4),
+        "the uplink was not slow: {:?}",
+        pushed.elapsed
+    );
+    assert!(pushed.retries.is_empty(), "{:#?}", pushed.retries);
     assert!(registry.has_tag("broker/app", "v1"));
     assert_registry_serves(&registry, "broker/app", &digest);
 }
