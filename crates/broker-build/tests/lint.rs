@@ -3,17 +3,10 @@
 //! planted mistake, so a broken harness cannot pass silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use broker_test_support::require_tool;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use broker_test_support::{repo_root, require_tool};
 
 fn text(out: &Output) -> String {
     format!(

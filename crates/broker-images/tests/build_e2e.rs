@@ -7,29 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use broker_test_support::{TestRegistry, debian_minbase, docker_cli, require_tool, unique_suffix};
+use broker_test_support::{
+    TestRegistry, copy_dir, debian_minbase, docker_cli, repo_root, require_tool, unique_suffix,
+};
 
 const IMAGES: [&str; 3] = ["mgmt-app", "python-base", "ttn_decoder"];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     require_tool("git", "apt-get install -y git");

@@ -3,17 +3,9 @@
 //! config names are the ones the Deployment mounts.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use broker_test_support::require_tool;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use broker_test_support::{repo_root, require_tool};
 
 fn rendered() -> String {
     let kubectl = require_tool(

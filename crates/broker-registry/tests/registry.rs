@@ -12,7 +12,7 @@ use broker_registry::{
     ClientOptions, CredentialSource, Credentials, Reference, RegistryClient, RegistryError,
     Reporter, Silent, mirror, pull_into_store, push_from_store, resolve,
 };
-use broker_test_support::{TestRegistry, docker_cli, require_tool, unique_suffix};
+use broker_test_support::{TestRegistry, copy_dir, docker_cli, require_tool, unique_suffix};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -448,17 +448,4 @@ fn mirror_copies_every_platform_with_the_same_digest() {
             }
         );
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
