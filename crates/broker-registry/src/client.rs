@@ -178,8 +178,12 @@ pub struct RegistryClient {
     http: reqwest::Client,
     /// For request bodies that stream a blob: no reqwest read timeout,
     /// which would be a deadline for the whole upload; the caller watches
-    /// the body's progress instead (see `transfer::Progress`).
-    upload_http: reqwest::Client,
+    /// the body's progress instead (see `transfer::Progress`). Made on
+    /// first upload: loading the system roots again costs a no-op push
+    /// more than its requests do.
+    upload_http: tokio::sync::OnceCell<reqwest::Client>,
+    /// The CA certificates of `options.ca_files`, read once.
+    extra_roots: Vec<reqwest::Certificate>,
     credentials: ResolvedCredentials,
     auth: Mutex<AuthState>,
     options: ClientOptions,
@@ -214,15 +218,6 @@ impl RegistryClient {
         } else {
             Transport::Https
         };
-        let builder = || {
-            reqwest::Client::builder()
-                .connect_timeout(options.connect_timeout)
-                .user_agent(concat!("broker-images/", env!("CARGO_PKG_VERSION")))
-                // Redirects to blob storage (S3, CDN) must not carry our
-                // registry credentials; reqwest drops Authorization on
-                // cross-host redirects.
-                .redirect(reqwest::redirect::Policy::limited(10))
-        };
         let mut certs = Vec::new();
         for path in &options.ca_files {
             let pem = std::fs::read(path).map_err(|source| RegistryError::Io {
@@ -244,22 +239,10 @@ impl RegistryClient {
             }
             certs.extend(found);
         }
-        let build = |mut builder: reqwest::ClientBuilder| {
-            if !certs.is_empty() {
-                builder = builder.tls_certs_merge(certs.clone());
-            }
-            if options.skip_tls_verify {
-                builder = builder.danger_accept_invalid_certs(true);
-            }
-            builder.build().map_err(|e| {
-                RegistryError::Config(format!("cannot set up HTTP client: {}", error_chain(&e)))
-            })
-        };
         // reqwest's read timeout runs from sending a request to its answer,
         // then per read of the answer's body: right for everything but
         // uploads, where it would cut off any upload taking longer.
-        let http = build(builder().read_timeout(options.read_timeout))?;
-        let upload_http = build(builder())?;
+        let http = http_client(options, &certs, Some(options.read_timeout))?;
         let credentials = options.credentials.resolve(reference.credential_key())?;
         Ok(Self {
             registry: reference.registry().to_owned(),
@@ -267,7 +250,8 @@ impl RegistryClient {
             transport,
             base_url: tokio::sync::OnceCell::new(),
             http,
-            upload_http,
+            upload_http: tokio::sync::OnceCell::new(),
+            extra_roots: certs,
             credentials,
             auth: Mutex::new(AuthState::default()),
             options: options.clone(),
@@ -281,8 +265,10 @@ impl RegistryClient {
     }
 
     /// The HTTP client for requests whose body streams a blob.
-    pub(crate) fn upload_http(&self) -> &reqwest::Client {
-        &self.upload_http
+    pub(crate) async fn upload_http(&self) -> Result<&reqwest::Client, RegistryError> {
+        self.upload_http
+            .get_or_try_init(|| async { http_client(&self.options, &self.extra_roots, None) })
+            .await
     }
 
     /// The options this client was made with.
@@ -642,6 +628,34 @@ impl RegistryClient {
             detail,
         }
     }
+}
+
+/// A reqwest client for `options`, trusting `extra_roots` besides the
+/// system roots, with reqwest's read timeout when given.
+fn http_client(
+    options: &ClientOptions,
+    extra_roots: &[reqwest::Certificate],
+    read_timeout: Option<Duration>,
+) -> Result<reqwest::Client, RegistryError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .user_agent(concat!("broker-images/", env!("CARGO_PKG_VERSION")))
+        // Redirects to blob storage (S3, CDN) must not carry our
+        // registry credentials; reqwest drops Authorization on
+        // cross-host redirects.
+        .redirect(reqwest::redirect::Policy::limited(10));
+    if let Some(timeout) = read_timeout {
+        builder = builder.read_timeout(timeout);
+    }
+    if !extra_roots.is_empty() {
+        builder = builder.tls_certs_merge(extra_roots.to_vec());
+    }
+    if options.skip_tls_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| {
+        RegistryError::Config(format!("cannot set up HTTP client: {}", error_chain(&e)))
+    })
 }
 
 fn scope_list(scopes: &[Scope]) -> String {

@@ -530,7 +530,7 @@ async fn send_watched(
     make: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
 ) -> Result<Response, RegistryError> {
     let limit = client.options().read_timeout;
-    let upload_http = client.upload_http();
+    let upload_http = client.upload_http().await?;
     let scopes = [Scope::PullPush(repository.to_owned())];
     let on_upload_client = |_: &reqwest::Client| make(upload_http);
     let send = client.send(
