@@ -175,7 +175,8 @@ pub struct RegistryClient {
     transport: Transport,
     /// `scheme://host`, decided on first use (see [`Transport`]).
     base_url: tokio::sync::OnceCell<String>,
-    http: reqwest::Client,
+    /// Made once the scheme is known (see [`RegistryClient::http`]).
+    http: tokio::sync::OnceCell<reqwest::Client>,
     /// For request bodies that stream a blob: no reqwest read timeout,
     /// which would be a deadline for the whole upload; the caller watches
     /// the body's progress instead (see `transfer::Progress`). Made on
@@ -242,14 +243,13 @@ impl RegistryClient {
         // reqwest's read timeout runs from sending a request to its answer,
         // then per read of the answer's body: right for everything but
         // uploads, where it would cut off any upload taking longer.
-        let http = http_client(options, &certs, Some(options.read_timeout))?;
         let credentials = options.credentials.resolve(reference.credential_key())?;
         Ok(Self {
             registry: reference.registry().to_owned(),
             api_host: reference.api_host().to_owned(),
             transport,
             base_url: tokio::sync::OnceCell::new(),
-            http,
+            http: tokio::sync::OnceCell::new(),
             upload_http: tokio::sync::OnceCell::new(),
             extra_roots: certs,
             credentials,
@@ -266,9 +266,36 @@ impl RegistryClient {
 
     /// The HTTP client for requests whose body streams a blob.
     pub(crate) async fn upload_http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let system_roots = self.needs_system_roots().await?;
         self.upload_http
-            .get_or_try_init(|| async { http_client(&self.options, &self.extra_roots, None) })
+            .get_or_try_init(|| async {
+                http_client(&self.options, &self.extra_roots, None, system_roots)
+            })
             .await
+    }
+
+    /// The HTTP client for every other request.
+    pub(crate) async fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let system_roots = self.needs_system_roots().await?;
+        self.http
+            .get_or_try_init(|| async {
+                http_client(
+                    &self.options,
+                    &self.extra_roots,
+                    Some(self.options.read_timeout),
+                    system_roots,
+                )
+            })
+            .await
+    }
+
+    /// Whether TLS connections may need the system's roots: always, except
+    /// for a loopback registry that speaks plain HTTP — a local registry
+    /// does not redirect to public HTTPS storage, and loading the roots
+    /// (one file per CA) costs a no-op push more than all its requests.
+    async fn needs_system_roots(&self) -> Result<bool, RegistryError> {
+        let base = self.base_url().await?;
+        Ok(!(self.transport == Transport::HttpsOrHttp && base.starts_with("http://")))
     }
 
     /// The options this client was made with.
@@ -320,23 +347,61 @@ impl RegistryClient {
             .map(String::as_str)
     }
 
-    /// For loopback registries: HTTPS when the server speaks TLS (its
-    /// certificate is then checked like any other), else plain HTTP.
+    /// For loopback registries: plain HTTP when the server speaks it, else
+    /// HTTPS with its certificate checked like any other. Plain HTTP is
+    /// asked first because a TLS server answers it at once, while a TLS
+    /// handshake costs a loopback push more than all its requests.
     async fn probe_scheme(&self) -> Result<&'static str, RegistryError> {
-        match self
-            .http
-            .get(format!("https://{}/v2/", self.api_host))
+        let bare = http_client(
+            &self.options,
+            &self.extra_roots,
+            Some(self.options.read_timeout),
+            false,
+        )?;
+        match bare
+            .get(format!("http://{}/v2/", self.api_host))
             .send()
             .await
         {
-            Ok(_) => Ok("https"),
-            Err(err) => match tls_problem(&err) {
-                Some(why) => Err(RegistryError::Tls {
-                    registry: self.registry.clone(),
-                    why,
-                }),
-                None => Ok("http"),
-            },
+            // Go's TLS servers answer a plain request with this 400.
+            Ok(response) => {
+                let tls_server = response.status() == StatusCode::BAD_REQUEST
+                    && response
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .contains("HTTPS server");
+                if tls_server {
+                    return Ok("https");
+                }
+                // Exactly the client `http()` would make for this registry:
+                // keep it, and its open connection.
+                let _ = self.http.set(bare);
+                Ok("http")
+            }
+            Err(_) => {
+                let full = http_client(
+                    &self.options,
+                    &self.extra_roots,
+                    Some(self.options.read_timeout),
+                    true,
+                )?;
+                match full
+                    .get(format!("https://{}/v2/", self.api_host))
+                    .send()
+                    .await
+                {
+                    Err(err) => match tls_problem(&err) {
+                        Some(why) => Err(RegistryError::Tls {
+                            registry: self.registry.clone(),
+                            why,
+                        }),
+                        // Unreachable either way: requests will retry and report.
+                        None => Ok("http"),
+                    },
+                    Ok(_) => Ok("https"),
+                }
+            }
         }
     }
 
@@ -371,7 +436,7 @@ impl RegistryClient {
         loop {
             attempt += 1;
             let header = self.authorization(&scopes).await?;
-            let mut request = make(&self.http);
+            let mut request = make(self.http().await?);
             if let Some(header) = header {
                 request = request.header(AUTHORIZATION, header);
             }
@@ -554,14 +619,15 @@ impl RegistryClient {
                 form.push(("grant_type", "refresh_token".to_owned()));
                 form.push(("refresh_token", token.clone()));
                 form.push(("client_id", "broker-images".to_owned()));
-                self.http.post(realm).form(&form)
+                self.http().await?.post(realm).form(&form)
             }
             Some(Credentials::Basic { username, password }) => self
-                .http
+                .http()
+                .await?
                 .get(realm)
                 .query(&query)
                 .basic_auth(username, Some(password)),
-            None => self.http.get(realm).query(&query),
+            None => self.http().await?.get(realm).query(&query),
         };
         let response = request.send().await.map_err(|e| match tls_problem(&e) {
             Some(why) => RegistryError::Tls {
@@ -636,6 +702,7 @@ fn http_client(
     options: &ClientOptions,
     extra_roots: &[reqwest::Certificate],
     read_timeout: Option<Duration>,
+    system_roots: bool,
 ) -> Result<reqwest::Client, RegistryError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
@@ -647,7 +714,9 @@ fn http_client(
     if let Some(timeout) = read_timeout {
         builder = builder.read_timeout(timeout);
     }
-    if !extra_roots.is_empty() {
+    if !system_roots {
+        builder = builder.tls_certs_only(extra_roots.to_vec());
+    } else if !extra_roots.is_empty() {
         builder = builder.tls_certs_merge(extra_roots.to_vec());
     }
     if options.skip_tls_verify {

@@ -101,12 +101,23 @@ pub(crate) async fn put_graph<'s>(
             why: "no manifest to push".to_owned(),
         });
     };
-    // A manifest the registry already holds by digest had all its blobs
-    // checked when it was stored: nothing to send but the tag.
-    if manifest_exists(client, repository, &root.digest.to_string(), reporter)
-        .await?
-        .is_none_or(|d| d != root.digest)
-    {
+    // A tag already on the root, or a manifest the registry already holds
+    // by digest, had all its blobs checked when it was stored: nothing to
+    // send (but the tag, in the second case). The tag is asked first, so a
+    // no-op re-push costs one request.
+    let tag_current = match tag {
+        Some(tag) => manifest_exists(client, repository, tag, reporter).await? == Some(root.digest),
+        None => false,
+    };
+    let stored = tag_current
+        || manifest_exists(client, repository, &root.digest.to_string(), reporter).await?
+            == Some(root.digest);
+    if stored {
+        for blob in blobs {
+            stats.count(BlobOutcome::Existed, blob.size);
+            client.remember_blob(blob.digest, repository);
+        }
+    } else {
         let mut unique: Vec<&Descriptor> = Vec::new();
         for blob in blobs {
             if !unique.iter().any(|b| b.digest == blob.digest) {
@@ -135,17 +146,11 @@ pub(crate) async fn put_graph<'s>(
             )
             .await?;
         }
-    } else {
-        for blob in blobs {
-            stats.count(BlobOutcome::Existed, blob.size);
-            client.remember_blob(blob.digest, repository);
-        }
     }
-    if let Some(tag) = tag {
-        let current = manifest_exists(client, repository, tag, reporter).await?;
-        if current != Some(root.digest) {
-            put_manifest(client, repository, tag, root, reporter).await?;
-        }
+    if let Some(tag) = tag
+        && !tag_current
+    {
+        put_manifest(client, repository, tag, root, reporter).await?;
     }
     Ok(stats)
 }

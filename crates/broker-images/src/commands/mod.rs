@@ -18,7 +18,7 @@ use crate::reporter::{Mode, Progress};
 /// Runs one subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = Arc::new(Progress::new(Mode::detect(cli.json), cli.verbose));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
