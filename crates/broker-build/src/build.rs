@@ -18,6 +18,10 @@ use crate::lock::{Lock, LockedImage, SourceRecord};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
 
+/// Where, relative to the store, pushes record which registry repositories
+/// hold which blobs, so later runs mount instead of uploading.
+pub const BLOB_LOCATIONS: &str = "cache/registry-blobs.json";
+
 /// Where and how to push.
 #[derive(Clone, Debug)]
 pub struct PushTarget {
@@ -335,6 +339,10 @@ pub async fn build(
         }
         None => None,
     };
+    let blob_record = store.dir().join(BLOB_LOCATIONS);
+    if let Some(client) = &client {
+        client.load_known_blobs(&blob_record);
+    }
     let run = Arc::new(Run {
         options,
         store,
@@ -352,7 +360,13 @@ pub async fn build(
                 .map(|(built, locked)| (spec.name.clone(), built, locked))
         }
     });
-    let results = futures::future::try_join_all(builds).await?;
+    let results = futures::future::try_join_all(builds).await;
+    if let Some(client) = &run.client {
+        // Also after a failure: what did get pushed can be mounted next time.
+        // Failing to record costs only uploads, never correctness.
+        let _ = client.save_known_blobs(&blob_record);
+    }
+    let results = results?;
     let mut built = Vec::new();
     let mut lock = Lock::new();
     for (name, image, locked) in results {
@@ -378,7 +392,7 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         source,
     })?;
 
-    let layers = build_layers(run, spec, &deps_image, &deps_digest).await?;
+    let layers = build_layers(run, spec, &deps_image).await?;
 
     // Registry-independent on purpose: the same sources give the same
     // digest whether pushed to Docker Hub, an internal registry or nowhere.
@@ -583,7 +597,6 @@ async fn build_layers(
     run: &Run,
     spec: &ImageSpec,
     base: &StoredImage,
-    base_digest: &Digest,
 ) -> Result<Vec<SourceLayer>, BuildError> {
     let name = spec.name.clone();
     let mut mappings = Vec::new();
@@ -596,16 +609,10 @@ async fn build_layers(
         mapping.excludes = layer.exclude.clone();
         mapping.includes = layer.include.clone();
         mapping.epoch = run.epoch;
-        mapping.parents =
-            base_parents(&run.store, base, base_digest, &layer.to).map_err(|source| {
-                BuildError::Base {
-                    image: name.clone(),
-                    source,
-                }
-            })?;
         mappings.push((layer.name.clone(), mapping));
     }
     let store = run.store.clone();
+    let base = base.clone();
     let options = LayerOptions {
         threads: run.options.layer_threads.max(1),
         use_cache: !run.options.verify,
@@ -613,7 +620,15 @@ async fn build_layers(
     let reporter = Arc::clone(&run.reporter);
     tokio::task::spawn_blocking(move || {
         let mut layers = Vec::new();
-        for (layer_name, mapping) in mappings {
+        for (layer_name, mut mapping) in mappings {
+            // Reading a base's layers is CPU work too (once per layer, then
+            // cached): keep it off the async runtime.
+            mapping.parents = base_parents(&store, &base, &mapping.target).map_err(|source| {
+                BuildError::Base {
+                    image: name.clone(),
+                    source,
+                }
+            })?;
             let layer = broker_oci::build_layer(&store, &mapping, &options).map_err(|source| {
                 BuildError::Layer {
                     image: name.clone(),
@@ -641,39 +656,19 @@ async fn build_layers(
     .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
-/// The metadata of every directory above `target` that the base image has,
-/// cached per base digest: reading a large base's layers takes a second.
+/// The metadata of every directory at or above `target` that the base image
+/// has (broker-oci caches what each base layer holds).
 fn base_parents(
     store: &Store,
     base: &StoredImage,
-    base_digest: &Digest,
     target: &str,
 ) -> Result<Vec<broker_oci::ParentDir>, broker_oci::base::InspectBaseError> {
-    let mut paths = Vec::new();
-    let mut current = Path::new(target);
-    while let Some(parent) = current.parent() {
-        paths.push(current.to_string_lossy().into_owned());
-        current = parent;
-    }
-    paths.reverse();
-    let key = Digest::of(format!("{base_digest}\n{}", paths.join("\n")).as_bytes()).hex();
-    let cache_file = store
-        .dir()
-        .join("cache")
-        .join("base-dirs")
-        .join(format!("{key}.json"));
-    if let Ok(bytes) = std::fs::read(&cache_file)
-        && let Ok(parents) = serde_json::from_slice(&bytes)
-    {
-        return Ok(parents);
-    }
-    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-    let parents = broker_oci::base::dir_metadata(store, base, &refs)?;
-    if let Ok(bytes) = serde_json::to_vec(&parents) {
-        // A cache that cannot be written only costs time next run.
-        let _ = crate::lock::write_atomic(&cache_file, &bytes);
-    }
-    Ok(parents)
+    let paths: Vec<&str> = Path::new(target)
+        .ancestors()
+        .filter_map(Path::to_str)
+        .filter(|p| *p != "/")
+        .collect();
+    broker_oci::base::dir_metadata(store, base, &paths)
 }
 
 fn runtime_config(spec: &ImageSpec) -> RuntimeConfig {

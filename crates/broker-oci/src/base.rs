@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::layer::ParentDir;
@@ -30,6 +31,26 @@ pub enum InspectBaseError {
     Store(#[from] StoreError),
 }
 
+/// What one layer does to the directory tree, in tar order: all that
+/// [`dir_metadata`] needs, small enough to cache per layer digest so a base
+/// shared by several images (or builds) is decompressed once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Event {
+    /// A directory entry with its owner and permission bits.
+    Dir {
+        path: String,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+    /// Anything else at `path` (it hides a directory of a lower layer).
+    Other { path: String },
+    /// `.wh..wh..opq` in `dir`: lower layers' contents of `dir` are gone.
+    Opaque { dir: String },
+    /// `.wh.<name>`: `path` and everything below it are gone.
+    Whiteout { path: String },
+}
+
 /// The owner and mode of each of `paths` (absolute, e.g. `/home/broker`)
 /// that is a directory in `image`, as the last layer touching it left it.
 /// Paths the image does not have (or has as something else) are left out.
@@ -48,63 +69,120 @@ pub fn dir_metadata(
     let mut found: BTreeMap<String, ParentDir> = BTreeMap::new();
     for layer in image.manifest.layers() {
         let digest = descriptor_digest(layer, "base layer descriptor")?;
-        let path = store.blob_path(&digest);
-        let fail = |source| InspectBaseError::Layer {
-            digest,
-            path: path.clone(),
-            source,
-        };
-        let file = store.open_blob(&digest)?;
-        let mut reader = BufReader::new(file);
-        let gzip = reader.fill_buf().map_err(fail)?.starts_with(&[0x1f, 0x8b]);
-        let reader: Box<dyn Read> = if gzip {
-            Box::new(flate2::read::GzDecoder::new(reader))
-        } else {
-            Box::new(reader)
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(fail)? {
-            let entry = entry.map_err(fail)?;
-            let rel = normalise(&entry.path_bytes());
-            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-            if name == ".wh..wh..opq" {
-                // Opaque directory: what lower layers had inside it is gone.
-                found.retain(|p, _| !is_below(p, dir));
-                continue;
-            }
-            if let Some(removed) = name.strip_prefix(".wh.") {
-                let removed = join(dir, removed);
-                found.retain(|p, _| p != &removed && !is_below(p, &removed));
-                continue;
-            }
-            let Some(original) = wanted.get(&rel) else {
-                continue;
-            };
-            let h = entry.header();
-            if h.entry_type().is_dir() {
-                found.insert(
-                    rel,
-                    ParentDir {
-                        path: (*original).to_owned(),
-                        uid: h
-                            .uid()
-                            .ok()
-                            .and_then(|u| u32::try_from(u).ok())
-                            .unwrap_or(0),
-                        gid: h
-                            .gid()
-                            .ok()
-                            .and_then(|g| u32::try_from(g).ok())
-                            .unwrap_or(0),
-                        mode: h.mode().map_or(0o755, |m| m & 0o7777),
-                    },
-                );
-            } else {
-                found.remove(&rel);
+        for event in layer_events(store, &digest)? {
+            match event {
+                Event::Opaque { dir } => found.retain(|p, _| !is_below(p, &dir)),
+                Event::Whiteout { path } => found.retain(|p, _| p != &path && !is_below(p, &path)),
+                Event::Other { path } => {
+                    found.remove(&path);
+                }
+                Event::Dir {
+                    path,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    if let Some(original) = wanted.get(&path) {
+                        let original = (*original).to_owned();
+                        found.insert(
+                            path,
+                            ParentDir {
+                                path: original,
+                                uid,
+                                gid,
+                                mode,
+                            },
+                        );
+                    }
+                }
             }
         }
     }
     Ok(found.into_values().collect())
+}
+
+/// The events of layer `digest`, from the store's cache or by reading the
+/// layer once. Concurrent callers in this process wait for one reading.
+fn layer_events(store: &Store, digest: &Digest) -> Result<Vec<Event>, InspectBaseError> {
+    static READING: Mutex<BTreeMap<Digest, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    let cache = store
+        .cache_dir()
+        .join("layer-dirs")
+        .join(format!("{}.json", digest.hex()));
+    let read_cache = || {
+        std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    };
+    if let Some(events) = read_cache() {
+        return Ok(events);
+    }
+    let one = {
+        let mut reading = READING.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(reading.entry(*digest).or_default())
+    };
+    let _guard = one.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(events) = read_cache() {
+        return Ok(events);
+    }
+    let events = read_layer_events(store, digest)?;
+    if let Ok(bytes) = serde_json::to_vec(&events) {
+        // A cache that cannot be written only costs time next run.
+        let _ = store.write_file_atomically(&cache, &bytes);
+    }
+    Ok(events)
+}
+
+fn read_layer_events(store: &Store, digest: &Digest) -> Result<Vec<Event>, InspectBaseError> {
+    let path = store.blob_path(digest);
+    let fail = |source| InspectBaseError::Layer {
+        digest: *digest,
+        path: path.clone(),
+        source,
+    };
+    let file = store.open_blob(digest)?;
+    let mut reader = BufReader::new(file);
+    let gzip = reader.fill_buf().map_err(fail)?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut events = Vec::new();
+    for entry in archive.entries().map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        let rel = normalise(&entry.path_bytes());
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+        if name == ".wh..wh..opq" {
+            events.push(Event::Opaque {
+                dir: dir.to_owned(),
+            });
+        } else if let Some(removed) = name.strip_prefix(".wh.") {
+            events.push(Event::Whiteout {
+                path: join(dir, removed),
+            });
+        } else if entry.header().entry_type().is_dir() {
+            let h = entry.header();
+            events.push(Event::Dir {
+                uid: h
+                    .uid()
+                    .ok()
+                    .and_then(|u| u32::try_from(u).ok())
+                    .unwrap_or(0),
+                gid: h
+                    .gid()
+                    .ok()
+                    .and_then(|g| u32::try_from(g).ok())
+                    .unwrap_or(0),
+                mode: h.mode().map_or(0o755, |m| m & 0o7777),
+                path: rel,
+            });
+        } else {
+            events.push(Event::Other { path: rel });
+        }
+    }
+    Ok(events)
 }
 
 /// A tar or image path as `a/b/c`: no leading `./` or `/`, no trailing `/`.

@@ -2,10 +2,10 @@
 //! registries the user marked insecure and for loopback), the auth handshake
 //! (anonymous, basic, bearer tokens), and retries with backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -45,7 +45,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn delays(&self) -> impl Iterator<Item = Duration> {
+    /// The backoff delays between attempts, with jitter.
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
         ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
@@ -191,6 +192,8 @@ pub struct RegistryClient {
     /// Repositories of this registry known to hold a blob: candidates for a
     /// cross-repository mount instead of an upload.
     known_blobs: Mutex<HashMap<Digest, BTreeSet<String>>>,
+    /// One lock per blob digest being transferred by this client.
+    blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -256,6 +259,7 @@ impl RegistryClient {
             auth: Mutex::new(AuthState::default()),
             options: options.clone(),
             known_blobs: Mutex::new(HashMap::new()),
+            blob_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -314,6 +318,74 @@ impl RegistryClient {
             .entry(digest)
             .or_default()
             .insert(repository.to_owned());
+    }
+
+    /// The lock serialising transfers of `digest` within this client.
+    pub(crate) fn blob_lock(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .blob_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(*digest).or_default())
+    }
+
+    /// Adds the blob locations recorded in `path` by an earlier run (see
+    /// [`RegistryClient::save_known_blobs`]), so this run mounts what earlier
+    /// runs pushed, as Docker does. A missing or unreadable file is an
+    /// empty record: it only costs uploads.
+    pub fn load_known_blobs(&self, path: &Path) {
+        let Ok(bytes) = std::fs::read(path) else {
+            return;
+        };
+        let Ok(record) =
+            serde_json::from_slice::<BTreeMap<String, BTreeMap<Digest, BTreeSet<String>>>>(&bytes)
+        else {
+            return;
+        };
+        if let Some(blobs) = record.get(&self.registry) {
+            for (digest, repositories) in blobs {
+                for repository in repositories {
+                    self.remember_blob(*digest, repository);
+                }
+            }
+        }
+    }
+
+    /// Records which repositories of this registry hold which blobs in
+    /// `path` (merged with what is there for other registries), written
+    /// atomically.
+    pub fn save_known_blobs(&self, path: &Path) -> Result<(), RegistryError> {
+        let io = |source| RegistryError::Io {
+            what: "cannot write",
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut record: BTreeMap<String, BTreeMap<Digest, BTreeSet<String>>> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let known = self
+            .known_blobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = record.entry(self.registry.clone()).or_default();
+        for (digest, repositories) in known.iter() {
+            entry
+                .entry(*digest)
+                .or_default()
+                .extend(repositories.iter().cloned());
+        }
+        drop(known);
+        let bytes = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        std::io::Write::write_all(&mut temp, &bytes).map_err(io)?;
+        temp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
     }
 
     /// Repositories other than `except` known to hold `digest`.

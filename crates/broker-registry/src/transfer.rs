@@ -249,16 +249,10 @@ async fn ensure_blob(
     source: BlobSource<'_>,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BlobOutcome, RegistryError> {
-    let policy = &client.options().retry;
-    let mut delays = {
-        use backon::BackoffBuilder;
-        backon::ExponentialBuilder::default()
-            .with_min_delay(policy.min_delay)
-            .with_max_delay(policy.max_delay)
-            .with_max_times(policy.max_attempts.saturating_sub(1) as usize)
-            .with_jitter()
-            .build()
-    };
+    // Images pushed at once often share blobs (a base layer): the first
+    // push of a digest goes alone, the others then find it and mount it.
+    let _one_at_a_time = client.blob_lock(&blob.digest).lock_owned().await;
+    let mut delays = client.options().retry.delays();
     let mut attempt = 0;
     loop {
         attempt += 1;

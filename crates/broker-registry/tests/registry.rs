@@ -449,3 +449,48 @@ fn mirror_copies_every_platform_with_the_same_digest() {
         );
     });
 }
+
+#[test]
+fn concurrent_pushes_upload_a_shared_blob_once_and_later_runs_mount_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic_image(&store, "app", 7, 2, 256 * 1024);
+    let registry = TestRegistry::start();
+    let a = reference(&registry, "broker/a", "v1");
+    let b = reference(&registry, "broker/b", "v1");
+    let rt = runtime();
+    let record = dir.path().join("blobs.json");
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&a, &ClientOptions::default()).unwrap();
+        let reporter = silent();
+        let (ra, rb) = tokio::join!(
+            push_from_store(&client, &store, "app", &a, &reporter),
+            push_from_store(&client, &store, "app", &b, &reporter)
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(
+            ra.stats.uploaded + rb.stats.uploaded,
+            3,
+            "each of the 3 blobs uploaded once"
+        );
+        assert_eq!(
+            ra.stats.mounted + rb.stats.mounted,
+            3,
+            "and mounted into the other repository"
+        );
+        client.save_known_blobs(&record).unwrap();
+    });
+    assert_eq!(registry.blob_upload_count(), 3);
+
+    // A later run (a new client) mounts from where the first one pushed.
+    let c = reference(&registry, "broker/c", "v1");
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&c, &ClientOptions::default()).unwrap();
+        client.load_known_blobs(&record);
+        let pushed = push_from_store(&client, &store, "app", &c, &silent())
+            .await
+            .unwrap();
+        assert_eq!((pushed.stats.uploaded, pushed.stats.mounted), (0, 3));
+    });
+    assert_eq!(registry.blob_upload_count(), 3);
+}

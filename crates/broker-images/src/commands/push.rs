@@ -21,6 +21,7 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot open the image store {}", store_dir.display()))?;
     let reporter: Arc<dyn Reporter> = progress.clone();
     let mut client: Option<RegistryClient> = None;
+    let blob_record = store.dir().join(broker_build::build::BLOB_LOCATIONS);
     let mut pushed = Vec::new();
     for name in &args.images {
         let target: Reference = format!(
@@ -39,11 +40,16 @@ pub(crate) async fn run(
         // which blobs, so shared layers are mounted instead of uploaded.
         let client = match &mut client {
             Some(c) => c,
-            None => client.insert(RegistryClient::for_reference(&target, &options)?),
+            None => {
+                let c = RegistryClient::for_reference(&target, &options)?;
+                c.load_known_blobs(&blob_record);
+                client.insert(c)
+            }
         };
-        let result = push_from_store(client, &store, name, &target, &reporter)
-            .await
-            .with_context(|| format!("cannot push {name} to {target}"))?;
+        let result = push_from_store(client, &store, name, &target, &reporter).await;
+        // Recorded even after a failure: what got pushed can be mounted later.
+        let _ = client.save_known_blobs(&blob_record);
+        let result = result.with_context(|| format!("cannot push {name} to {target}"))?;
         progress.line(&format!(
             "   pushed {name}: {} uploaded ({}), {} mounted, {} already there",
             result.stats.uploaded,
