@@ -21,6 +21,8 @@ pub struct SourceTree {
     pub root: PathBuf,
     /// The git commit, with `-dirty` when the checkout has local changes.
     pub revision: Option<String>,
+    /// That commit's time (seconds since the epoch).
+    pub commit_time: Option<u64>,
     /// Where it came from, for the `org.opencontainers.image.source` label:
     /// the git URL when cloned, else the remote `origin` if any.
     pub origin: Option<String>,
@@ -97,17 +99,27 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
 }
 
 /// The last commit of the git checkout holding `dir` that touched `dir`
-/// (with `-dirty` when files under it changed), or `None` outside git.
-fn checkout_revision(dir: &Path) -> Option<String> {
+/// (with `-dirty` when files under it changed) and that commit's time, or
+/// `None` outside git.
+fn checkout_revision(dir: &Path) -> Option<(String, u64)> {
+    // Asking git costs a process each time: first see whether there is a
+    // checkout at all (a copy of a tree usually is not one).
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute.ancestors().find(|a| a.join(".git").exists())?;
     // The last commit that touched this tree, not HEAD: commits elsewhere in
     // a larger repository must not change the image's revision label.
-    let head = git(Some(dir), &["log", "-1", "--format=%H", "--", "."])
-        .ok()
-        .filter(|h| !h.is_empty())?;
+    let log = git(Some(dir), &["log", "-1", "--format=%H %ct", "--", "."]).ok()?;
+    let (head, time) = log.split_once(' ')?;
+    let time = time.parse().ok()?;
     let dirty = git(Some(dir), &["status", "--porcelain", "--", "."])
         .map(|s| !s.is_empty())
         .unwrap_or(false);
-    Some(if dirty { format!("{head}-dirty") } else { head })
+    let revision = if dirty {
+        format!("{head}-dirty")
+    } else {
+        head.to_owned()
+    };
+    Some((revision, time))
 }
 
 /// Opens a tree given as a local directory.
@@ -119,14 +131,16 @@ pub fn local_tree(name: &str, path: &Path, flag: &'static str) -> Result<SourceT
             flag,
         });
     }
-    let revision = checkout_revision(path);
-    let origin = revision
+    let checkout = checkout_revision(path);
+    let origin = checkout
         .as_ref()
         .and_then(|_| git(Some(path), &["remote", "get-url", "origin"]).ok());
+    let (revision, commit_time) = checkout.unzip();
     Ok(SourceTree {
         name: name.to_owned(),
         root: path.to_path_buf(),
         revision,
+        commit_time,
         origin,
     })
 }
@@ -249,6 +263,9 @@ fn clone_at(
     git(Some(&dir), &args).map_err(|why| git_err(&args, why))?;
     Ok(SourceTree {
         name: name.to_owned(),
+        commit_time: git(Some(&dir), &["log", "-1", "--format=%ct", &commit])
+            .ok()
+            .and_then(|t| t.parse().ok()),
         root: dir,
         revision: Some(commit),
         origin: Some(url.to_owned()),
@@ -263,16 +280,9 @@ pub fn source_date_epoch(broker: &SourceTree) -> Result<SourceDateEpoch, String>
     if std::env::var_os(SourceDateEpoch::ENV).is_some() {
         return SourceDateEpoch::from_env().map_err(|e| e.to_string());
     }
-    if broker.revision.is_some()
-        && let Ok(seconds) = git(
-            Some(&broker.root),
-            &["log", "-1", "--format=%ct", "--", "."],
-        )
-        && let Ok(seconds) = seconds.parse::<u64>()
-    {
-        return Ok(SourceDateEpoch::new(seconds));
-    }
-    Ok(SourceDateEpoch::DEFAULT)
+    Ok(broker
+        .commit_time
+        .map_or(SourceDateEpoch::DEFAULT, SourceDateEpoch::new))
 }
 
 #[cfg(test)]

@@ -62,6 +62,20 @@ pub fn dir_metadata(
     image: &StoredImage,
     paths: &[&str],
 ) -> Result<Vec<ParentDir>, InspectBaseError> {
+    // The answer for this image and these paths is tiny: cache it too, so a
+    // rebuild does not even parse the layers' event lists.
+    let image_digest = image.digest()?;
+    let key = Digest::of(format!("{image_digest}\n{}", paths.join("\n")).as_bytes());
+    let answer = store
+        .cache_dir()
+        .join("dir-metadata")
+        .join(format!("{}.json", key.hex()));
+    if let Some(found) = std::fs::read(&answer)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return Ok(found);
+    }
     let wanted: BTreeMap<String, &str> = paths
         .iter()
         .map(|p| (normalise(p.as_bytes()), *p))
@@ -98,7 +112,12 @@ pub fn dir_metadata(
             }
         }
     }
-    Ok(found.into_values().collect())
+    let found: Vec<ParentDir> = found.into_values().collect();
+    if let Ok(bytes) = serde_json::to_vec(&found) {
+        // A cache that cannot be written only costs time next run.
+        let _ = store.write_file_atomically(&answer, &bytes);
+    }
+    Ok(found)
 }
 
 /// The events of layer `digest`, from the store's cache or by reading the
