@@ -159,7 +159,13 @@ impl Lock {
     /// Writes the lock to `path` atomically: readers see the old file or
     /// the new one, never a half-written one.
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
-        write_atomic(path, &self.to_bytes()).map_err(|source| LockError::Io {
+        let bytes = self.to_bytes();
+        // An unchanged lock keeps its file (and its mtime, for make-style
+        // tools watching it).
+        if std::fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        write_atomic(path, &bytes).map_err(|source| LockError::Io {
             what: "cannot write",
             path: path.to_path_buf(),
             source,

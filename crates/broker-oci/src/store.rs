@@ -326,6 +326,10 @@ impl Store {
 
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
+        if index.manifests().contains(&desc) {
+            // Already so: no rewrite, no fsync.
+            return Ok(());
+        }
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
