@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_oci::{Digest, Store};
-use broker_test_support::{TestRegistry, require_tool};
+use broker_test_support::{TestRegistry, require_tool, synthetic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_broker-images");
 
@@ -98,63 +98,6 @@ fn describe(out: &Output) -> String {
     )
 }
 
-/// Fills `len` bytes with xorshift noise: incompressible, like real
-/// compressed layers, and different for every seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// A synthetic image tagged `name` in `store`: config + `layers` noise
-/// layers of `size` bytes. Returns the manifest digest and the layer digests
-/// (the config is one more blob).
-fn synthetic_image(
-    store: &Store,
-    name: &str,
-    seed: u64,
-    layers: usize,
-    size: usize,
-) -> (Digest, Vec<Digest>) {
-    let mut digests = Vec::new();
-    let mut layer_json = Vec::new();
-    for i in 0..layers {
-        let d = store
-            .write_blob(&noise(seed * 1000 + i as u64, size))
-            .unwrap();
-        digests.push(d);
-        layer_json.push(format!(
-            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
-        ));
-    }
-    let diff_ids: Vec<String> = digests.iter().map(|d| format!("\"{d}\"")).collect();
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
-        diff_ids.join(",")
-    );
-    let config_digest = store.write_blob(config.as_bytes()).unwrap();
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        layer_json.join(",")
-    );
-    let digest = store.write_blob(manifest.as_bytes()).unwrap();
-    let descriptor = oci_spec::image::Descriptor::new(
-        oci_spec::image::MediaType::ImageManifest,
-        manifest.len() as u64,
-        oci_spec::image::Digest::from(&digest),
-    );
-    store.tag(name, &descriptor).unwrap();
-    (digest, digests)
-}
-
 /// The digest of the manifest skopeo reads from `docker://<pinned>`.
 fn skopeo_digest(registry: &TestRegistry, pinned: &str) -> Digest {
     require_tool("skopeo", "apt-get install -y skopeo");
@@ -207,8 +150,8 @@ fi
 fn push_with_credentials_from_a_credential_helper() {
     let registry = TestRegistry::start_with_auth("ci", "helper-s3cret");
     let ws = Workspace::new();
-    let (digest, _) = synthetic_image(&ws.store(), "app", 1, 2, 64 * 1024);
-    let (other, _) = synthetic_image(&ws.store(), "worker", 2, 1, 32 * 1024);
+    let digest = synthetic::image(&ws.store(), "app", 1, 2, 64 * 1024).digest;
+    let other = synthetic::image(&ws.store(), "worker", 2, 1, 32 * 1024).digest;
     install_credential_helper(&ws, "brokertest", &registry.host(), "ci", "helper-s3cret");
     let prefix = format!("{}/broker", registry.host());
 
@@ -283,7 +226,7 @@ fn wrong_password_is_one_clear_error_and_never_printed() {
     let wrong = "Tr0ub4dor-and-3";
     let registry = TestRegistry::start_with_auth("ci", password);
     let ws = Workspace::new();
-    synthetic_image(&ws.store(), "app", 3, 1, 16 * 1024);
+    synthetic::image(&ws.store(), "app", 3, 1, 16 * 1024);
     let prefix = format!("{}/broker", registry.host());
     let base = [
         "push",
@@ -336,7 +279,7 @@ fn wrong_password_is_one_clear_error_and_never_printed() {
 fn tls_registry_needs_ca_file() {
     let registry = TestRegistry::start_tls();
     let ws = Workspace::new();
-    let (digest, _) = synthetic_image(&ws.store(), "app", 4, 1, 16 * 1024);
+    let digest = synthetic::image(&ws.store(), "app", 4, 1, 16 * 1024).digest;
     let prefix = format!("{}/broker", registry.host());
 
     let out = ws.run(&["push", "app", "--registry", &prefix]);
@@ -362,7 +305,8 @@ fn killed_push_leaves_no_tag_and_the_next_run_sends_only_what_is_missing() {
     let registry = TestRegistry::start();
     let ws = Workspace::new();
     let layers = 6;
-    let (digest, layer_digests) = synthetic_image(&ws.store(), "big", 5, layers, 25 * 1024 * 1024);
+    let image = synthetic::image(&ws.store(), "big", 5, layers, 25 * 1024 * 1024);
+    let (digest, layer_digests) = (image.digest, image.layers);
     let total_blobs = layers + 1;
     let layer_set: BTreeSet<String> = layer_digests.iter().map(Digest::to_string).collect();
     let prefix = format!("{}/broker", registry.host());
@@ -439,7 +383,7 @@ fn mirror_copies_by_digest_and_records_the_lock() {
     let hub = TestRegistry::start();
     let internal = TestRegistry::start();
     let ws = Workspace::new();
-    let (digest, _) = synthetic_image(&ws.store(), "postgres", 6, 2, 128 * 1024);
+    let digest = synthetic::image(&ws.store(), "postgres", 6, 2, 128 * 1024).digest;
     let out = ws.run(&[
         "push",
         "postgres",

@@ -16,7 +16,7 @@ use broker_registry::{
     ClientOptions, PushedImage, Reference, RegistryClient, RegistryError, Reporter, RetryPolicy,
     push_from_store,
 };
-use broker_test_support::{Fault, FaultPolicy, FaultProxy, TestRegistry, require_tool};
+use broker_test_support::{Fault, FaultPolicy, FaultProxy, TestRegistry, require_tool, synthetic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -39,61 +39,6 @@ fn fast_options(max_attempts: u32, read_timeout: Duration) -> ClientOptions {
         connect_timeout: Duration::from_secs(2),
         ..ClientOptions::default()
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A synthetic image (config + `layers` noise blobs of `size` bytes) tagged
-/// `tag` in `store`; returns the manifest digest and every blob digest.
-fn synthetic_image(
-    store: &Store,
-    tag: &str,
-    seed: u64,
-    layers: usize,
-    size: usize,
-) -> (Digest, Vec<Digest>) {
-    let mut blobs = Vec::new();
-    let mut layer_json = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..layers {
-        let bytes = noise(seed * 1000 + i as u64, size);
-        let d = store.write_blob(&bytes).unwrap();
-        blobs.push(d);
-        diff_ids.push(format!("\"{d}\""));
-        layer_json.push(format!(
-            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#
-        ));
-    }
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
-        diff_ids.join(",")
-    );
-    let config_digest = store.write_blob(config.as_bytes()).unwrap();
-    blobs.push(config_digest);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        layer_json.join(",")
-    );
-    let digest = store.write_blob(manifest.as_bytes()).unwrap();
-    let descriptor = oci_spec::image::Descriptor::new(
-        oci_spec::image::MediaType::ImageManifest,
-        manifest.len() as u64,
-        oci_spec::image::Digest::from(&digest),
-    );
-    store.tag(tag, &descriptor).unwrap();
-    (digest, blobs)
 }
 
 /// Asks skopeo, straight from the registry (not through the proxy), for
@@ -161,7 +106,8 @@ fn push_survives(policy: FaultPolicy, layers: usize, size: usize, options: Clien
     let proxy = FaultProxy::start(&registry, policy.clone());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (digest, blobs) = synthetic_image(&store, "app", 7, layers, size);
+    let image = synthetic::image(&store, "app", 7, layers, size);
+    let (digest, blobs) = (image.digest, image.blobs());
     let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
     let result = pushed.result.unwrap_or_else(|e| {
         panic!(
@@ -242,7 +188,7 @@ fn assert_fails_cleanly(fault: Fault) {
     let proxy = FaultProxy::start(&registry, FaultPolicy::FailAll(fault.clone()));
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    synthetic_image(&store, "app", 8, 2, 64 * 1024);
+    synthetic::image(&store, "app", 8, 2, 64 * 1024);
     let pushed = push(
         &store,
         "app",
@@ -288,7 +234,8 @@ fn interrupted_push_leaves_no_tag_and_the_retry_sends_only_what_is_missing() {
     let proxy = FaultProxy::start(&registry, FaultPolicy::None);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (digest, blobs) = synthetic_image(&store, "app", 9, 6, 4 * 1024 * 1024);
+    let image = synthetic::image(&store, "app", 9, 6, 4 * 1024 * 1024);
+    let (digest, blobs) = (image.digest, image.blobs());
     let options = ClientOptions {
         concurrency: 2,
         ..fast_options(3, Duration::from_secs(5))
@@ -456,7 +403,8 @@ fn body_limit_413_falls_back_to_chunked_upload() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let size = 5 * 1024 * 1024 + 123;
-    let (digest, blobs) = synthetic_image(&store, "app", 10, 2, size);
+    let image = synthetic::image(&store, "app", 10, 2, size);
+    let (digest, blobs) = (image.digest, image.blobs());
     let options = ClientOptions {
         chunk_size: 1024 * 1024,
         ..fast_options(3, Duration::from_secs(10))
@@ -550,7 +498,8 @@ fn slow_but_moving_upload_is_not_a_stall() {
     let uplink = SlowUplink::start(registry.host(), 4 * 1024 * 1024);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let (digest, _) = synthetic_image(&store, "app", 11, 1, 24 * 1024 * 1024);
+    let image = synthetic::image(&store, "app", 11, 1, 24 * 1024 * 1024);
+    let digest = image.digest;
     let pushed = push(
         &store,
         "app",

@@ -12,7 +12,9 @@ use broker_registry::{
     ClientOptions, CredentialSource, Credentials, Reference, RegistryClient, RegistryError,
     Reporter, Silent, mirror, pull_into_store, push_from_store, resolve,
 };
-use broker_test_support::{TestRegistry, copy_dir, docker_cli, require_tool, unique_suffix};
+use broker_test_support::{
+    TestRegistry, copy_dir, docker_cli, require_tool, synthetic, unique_suffix,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -23,65 +25,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn silent() -> Arc<dyn Reporter> {
     Arc::new(Silent)
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Writes a synthetic single-platform image (config + `layers` blobs of
-/// `size` bytes each) into `store` and tags it `tag`. Registries do not
-/// look inside layers, so noise is enough for transfer tests.
-fn synthetic_image(store: &Store, tag: &str, seed: u64, layers: usize, size: usize) -> Digest {
-    let manifest = synthetic_manifest(store, seed, layers, size, "amd64");
-    let digest = store.write_blob(manifest.as_bytes()).unwrap();
-    tag_manifest(
-        store,
-        tag,
-        digest,
-        manifest.len(),
-        "application/vnd.oci.image.manifest.v1+json",
-    );
-    digest
-}
-
-fn synthetic_manifest(store: &Store, seed: u64, layers: usize, size: usize, arch: &str) -> String {
-    let mut layer_json = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..layers {
-        let bytes = noise(seed * 1000 + i as u64, size);
-        let d = store.write_blob(&bytes).unwrap();
-        diff_ids.push(format!("\"{d}\""));
-        layer_json.push(format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#));
-    }
-    let config = format!(
-        r#"{{"architecture":"{arch}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}},"history":[]}}"#,
-        diff_ids.join(",")
-    );
-    let config_digest = store.write_blob(config.as_bytes()).unwrap();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        layer_json.join(",")
-    )
-}
-
-fn tag_manifest(store: &Store, tag: &str, digest: Digest, size: usize, media_type: &str) {
-    let descriptor = oci_spec::image::Descriptor::new(
-        oci_spec::image::MediaType::from(media_type),
-        size as u64,
-        oci_spec::image::Digest::from(&digest),
-    );
-    store.tag(tag, &descriptor).unwrap();
 }
 
 fn reference(registry: &TestRegistry, repo: &str, tag: &str) -> Reference {
@@ -166,7 +109,7 @@ fn pushed_busybox_is_pulled_and_run_by_docker() {
 fn repush_uploads_nothing_and_another_repository_mounts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let digest = synthetic_image(&store, "app", 1, 3, 512 * 1024);
+    let digest = synthetic::image(&store, "app", 1, 3, 512 * 1024).digest;
     let registry = TestRegistry::start();
     let first = reference(&registry, "broker/app", "v1");
     let rt = runtime();
@@ -218,7 +161,7 @@ fn repush_uploads_nothing_and_another_repository_mounts() {
 fn declined_mount_falls_back_to_upload() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    synthetic_image(&store, "app", 2, 1, 1024);
+    synthetic::image(&store, "app", 2, 1, 1024);
     let registry = TestRegistry::start();
     let target = reference(&registry, "broker/app", "v1");
     let rt = runtime();
@@ -263,7 +206,7 @@ fn htpasswd_registry_takes_config_json_and_helpers_and_refuses_wrong_passwords()
     let registry = TestRegistry::start_with_auth("ci", "s3cret-pass");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    synthetic_image(&store, "app", 3, 1, 2048);
+    synthetic::image(&store, "app", 3, 1, 2048);
     let target = reference(&registry, "broker/app", "v1");
     let rt = runtime();
 
@@ -333,7 +276,7 @@ fn tls_registry_needs_the_ca() {
     let registry = TestRegistry::start_tls();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    synthetic_image(&store, "app", 4, 1, 2048);
+    synthetic::image(&store, "app", 4, 1, 2048);
     let target = reference(&registry, "broker/app", "v1");
     let rt = runtime();
     let err = rt.block_on(async {
@@ -377,8 +320,8 @@ fn tls_registry_needs_the_ca() {
 fn mirror_copies_every_platform_with_the_same_digest() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let amd = synthetic_manifest(&store, 5, 2, 4096, "amd64");
-    let arm = synthetic_manifest(&store, 6, 2, 4096, "arm64");
+    let amd = synthetic::manifest(&store, 5, 2, 4096, "amd64").manifest;
+    let arm = synthetic::manifest(&store, 6, 2, 4096, "arm64").manifest;
     let amd_d = store.write_blob(amd.as_bytes()).unwrap();
     let arm_d = store.write_blob(arm.as_bytes()).unwrap();
     let index = format!(
@@ -387,7 +330,7 @@ fn mirror_copies_every_platform_with_the_same_digest() {
         arm.len()
     );
     let index_d = store.write_blob(index.as_bytes()).unwrap();
-    tag_manifest(
+    synthetic::tag(
         &store,
         "postgres",
         index_d,
@@ -454,7 +397,7 @@ fn mirror_copies_every_platform_with_the_same_digest() {
 fn concurrent_pushes_upload_a_shared_blob_once_and_later_runs_mount_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    synthetic_image(&store, "app", 7, 2, 256 * 1024);
+    synthetic::image(&store, "app", 7, 2, 256 * 1024);
     let registry = TestRegistry::start();
     let a = reference(&registry, "broker/a", "v1");
     let b = reference(&registry, "broker/b", "v1");

@@ -10,6 +10,7 @@ pub mod base_images;
 pub mod docker;
 pub mod fault_proxy;
 pub mod registry;
+pub mod synthetic;
 
 pub use base_images::{BaseImage, busybox, debian_minbase};
 pub use docker::{docker_cli, engine, require_tool};
