@@ -86,39 +86,57 @@ impl Workspace {
         self.path("images.lock")
     }
 
-    /// `broker-images build` with the offline base and this workspace's
-    /// paths; `extra` is appended.
-    fn build(&self, extra: &[&str], envs: &[(&str, &str)]) -> Output {
-        let base = debian_minbase();
+    /// `broker-images --store … <subcommand> --images … --source … --cache …
+    /// --lock …` for this workspace.
+    fn command(&self, subcommand: &str, images: &Path, source: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker-images"));
         cmd.current_dir(self.dir.path())
             .arg("--store")
             .arg(self.path("store"))
-            .arg("build")
+            .arg(subcommand)
             .arg("--images")
-            .arg(repo_root().join("images"))
+            .arg(images)
             .arg("--source")
-            .arg(self.path("broker"))
-            .args([
-                "--formatters",
-                &self.formatters_url,
-                "--formatters-rev",
-                &self.formatters_commit,
-            ])
+            .arg(source)
             .arg("--cache")
             .arg(self.path("cache"))
             .arg("--lock")
-            .arg(self.lock());
+            .arg(self.lock())
+            .env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    }
+
+    /// `command(subcommand)` on the example tree, its formatters, and the
+    /// offline base for every image.
+    fn offline(&self, subcommand: &str) -> Command {
+        let base = debian_minbase();
+        let mut cmd = self.command(
+            subcommand,
+            &repo_root().join("images"),
+            &self.path("broker"),
+        );
+        cmd.args([
+            "--formatters",
+            &self.formatters_url,
+            "--formatters-rev",
+            &self.formatters_commit,
+        ]);
         for image in IMAGES {
             cmd.arg("--base")
                 .arg(format!("{image}={}", base.docker_ref));
         }
-        cmd.args(["--build-arg", "ttn_decoder:NPM_PACKAGES="])
-            .args(extra);
+        cmd.args(["--build-arg", "ttn_decoder:NPM_PACKAGES="]);
+        cmd
+    }
+
+    /// `broker-images build` with the offline base and this workspace's
+    /// paths; `extra` is appended.
+    fn build(&self, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = self.offline("build");
+        cmd.args(extra);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.env_remove("SOURCE_DATE_EPOCH");
         cmd.output().unwrap()
     }
 }
@@ -345,34 +363,7 @@ fn build_push_run_rebuild_and_reproduce() {
     assert!(new_blobs.contains(&new_layer), "{new_blobs:?}");
 
     // 5. verify reproduces the lock from the same inputs.
-    let verify = Command::new(env!("CARGO_BIN_EXE_broker-images"))
-        .current_dir(ws.dir.path())
-        .arg("--store")
-        .arg(ws.path("store"))
-        .arg("verify")
-        .arg("--images")
-        .arg(repo_root().join("images"))
-        .arg("--source")
-        .arg(ws.path("broker"))
-        .args([
-            "--formatters",
-            &ws.formatters_url,
-            "--formatters-rev",
-            &ws.formatters_commit,
-        ])
-        .arg("--cache")
-        .arg(ws.path("cache"))
-        .arg("--lock")
-        .arg(ws.lock())
-        .args(IMAGES.iter().flat_map(|i| {
-            [
-                "--base".to_owned(),
-                format!("{i}={}", debian_minbase().docker_ref),
-            ]
-        }))
-        .args(["--build-arg", "ttn_decoder:NPM_PACKAGES="])
-        .output()
-        .unwrap();
+    let verify = ws.offline("verify").output().unwrap();
     let out = ok(&verify);
     assert_eq!(
         out.lines().filter(|l| l.ends_with("reproduced")).count(),
@@ -399,42 +390,21 @@ fn bad_input_fails_cleanly_and_leaves_the_lock_alone() {
     std::fs::write(&lock, "{\"version\":1,\"images\":{},\"mirrors\":{}}\n").unwrap();
     let untouched = std::fs::read(&lock).unwrap();
 
-    let mut missing_source = Command::new(env!("CARGO_BIN_EXE_broker-images"));
-    missing_source
-        .arg("--store")
-        .arg(ws.path("store"))
-        .arg("build")
-        .arg("--images")
-        .arg(repo_root().join("images"))
-        .arg("--source")
-        .arg(ws.path("no-such-tree"))
-        .arg("--lock")
-        .arg(&lock);
+    let images = repo_root().join("images");
+    let mut missing_source = ws.command("build", &images, &ws.path("no-such-tree"));
     let err = failed(&missing_source.output().unwrap());
     assert!(
         err.contains("no-such-tree") && err.contains("--source"),
         "{err}"
     );
 
-    let mut bad_commit = Command::new(env!("CARGO_BIN_EXE_broker-images"));
-    bad_commit
-        .arg("--store")
-        .arg(ws.path("store"))
-        .arg("build")
-        .arg("--images")
-        .arg(repo_root().join("images"))
-        .arg("--source")
-        .arg(ws.path("broker"))
-        .args([
-            "--formatters",
-            &ws.formatters_url,
-            "--formatters-rev",
-            "0000000000000000000000000000000000000bad",
-        ])
-        .arg("--cache")
-        .arg(ws.path("cache"))
-        .arg("--lock")
-        .arg(&lock);
+    let mut bad_commit = ws.command("build", &images, &ws.path("broker"));
+    bad_commit.args([
+        "--formatters",
+        &ws.formatters_url,
+        "--formatters-rev",
+        "0000000000000000000000000000000000000bad",
+    ]);
     let err = failed(&bad_commit.output().unwrap());
     assert!(
         err.contains("commit `0000000000000000000000000000000000000bad` not found"),
@@ -445,17 +415,7 @@ fn bad_input_fails_cleanly_and_leaves_the_lock_alone() {
     let images = ws.path("images");
     copy_dir(&repo_root().join("images"), &images);
     std::fs::write(images.join("mgmt-app/image.yaml"), "deps:\n  base: x\nlayers:\n  - name: www\n    from: src/www\n    to: /app\n    owner: [1, 2\n").unwrap();
-    let mut bad_spec = Command::new(env!("CARGO_BIN_EXE_broker-images"));
-    bad_spec
-        .arg("--store")
-        .arg(ws.path("store"))
-        .arg("build")
-        .arg("--images")
-        .arg(&images)
-        .arg("--source")
-        .arg(ws.path("broker"))
-        .arg("--lock")
-        .arg(&lock);
+    let mut bad_spec = ws.command("build", &images, &ws.path("broker"));
     let err = failed(&bad_spec.output().unwrap());
     let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(error_lines.len(), 1, "{err}");
@@ -476,19 +436,10 @@ fn bad_input_fails_cleanly_and_leaves_the_lock_alone() {
     )
     .unwrap();
     let busybox = broker_test_support::busybox();
-    let mut bad_run = Command::new(env!("CARGO_BIN_EXE_broker-images"));
+    let mut bad_run = ws.command("build", &images, &ws.path("broker"));
     bad_run
-        .arg("--store")
-        .arg(ws.path("store"))
-        .arg("build")
-        .arg("--images")
-        .arg(&images)
-        .arg("--source")
-        .arg(ws.path("broker"))
         .arg("--base")
-        .arg(format!("failing={}", busybox.docker_ref))
-        .arg("--lock")
-        .arg(&lock);
+        .arg(format!("failing={}", busybox.docker_ref));
     let err = failed(&bad_run.output().unwrap());
     assert!(
         err.contains("RUN echo preparing-the-failure && exit 3"),
