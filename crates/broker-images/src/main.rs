@@ -18,12 +18,8 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line per cause, outermost first: the user reads what failed,
-            // then why.
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            // One line: what failed, then why, outermost first.
+            eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
