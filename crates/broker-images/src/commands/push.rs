@@ -17,6 +17,13 @@ pub(crate) async fn run(
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
     let options = super::client_options(&args.access)?;
+    // Opening would create an empty store: say what is wrong instead.
+    if !store_dir.join("index.json").is_file() {
+        anyhow::bail!(
+            "no image store at {}: run `broker-images build` first, or pass --store",
+            store_dir.display()
+        );
+    }
     let store = Store::open(store_dir)
         .with_context(|| format!("cannot open the image store {}", store_dir.display()))?;
     let reporter: Arc<dyn Reporter> = progress.clone();
