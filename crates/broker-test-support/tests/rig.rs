@@ -157,27 +157,15 @@ fn auth_registry_refuses_wrong_password_and_serves_the_right_one() {
     assert_eq!(registry.credentials(), Some(("rig-user", "rig-secret-pw")));
     let config = tempfile::tempdir().unwrap();
     let login = |password: &str| {
-        let mut child = docker(Some(config.path()))
-            .args([
-                "login",
-                "-u",
-                "rig-user",
-                "--password-stdin",
-                &registry.host(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut login = docker(Some(config.path()));
+        login.args([
+            "login",
+            "-u",
+            "rig-user",
+            "--password-stdin",
+            &registry.host(),
+        ]);
+        broker_test_support::output_with_stdin(&mut login, password)
     };
     let refused = login("wrong-password");
     assert!(
