@@ -14,9 +14,9 @@ use broker_registry::{ClientOptions, PushedImage, Reference, RegistryClient, Rep
 use tokio::sync::OnceCell;
 
 use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
-use crate::lock::{Lock, LockedImage, SourceRecord};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
+use broker_pins::{Lock, LockedImage, SourceRecord};
 
 /// Where, relative to the store, pushes record which registry repositories
 /// hold which blobs, so later runs mount instead of uploading.

@@ -3,9 +3,8 @@
 
 pub mod build;
 pub mod deps;
-pub mod lock;
 pub mod sources;
 pub mod spec;
 
-pub use lock::{Lock, LockError, LockedImage, MirroredImage, SourceRecord};
+pub use broker_pins::{Lock, LockError, LockedImage, MirroredImage, SourceRecord};
 pub use spec::{ImageSpec, SpecError};

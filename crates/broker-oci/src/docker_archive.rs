@@ -147,7 +147,7 @@ impl Store {
                 layers.push(Descriptor::new(
                     MediaType::ImageLayerGzip,
                     done.size,
-                    &done.digest,
+                    crate::oci_digest::to_oci(&done.digest),
                 ));
                 continue;
             }
@@ -171,14 +171,18 @@ impl Store {
             }
             let (digest, size) = blob.finish()?;
             self.remember_compressed_layer(expected, &CompressedLayer { digest, size })?;
-            layers.push(Descriptor::new(MediaType::ImageLayerGzip, size, &digest));
+            layers.push(Descriptor::new(
+                MediaType::ImageLayerGzip,
+                size,
+                crate::oci_digest::to_oci(&digest),
+            ));
         }
 
         let config_digest = self.write_blob(&config_bytes)?;
         let config_descriptor = Descriptor::new(
             MediaType::ImageConfig,
             config_bytes.len() as u64,
-            &config_digest,
+            crate::oci_digest::to_oci(&config_digest),
         );
         let oci_manifest = ImageManifestBuilder::default()
             .schema_version(2u32)

@@ -362,8 +362,16 @@ mod tests {
     }
 
     fn docker_base() -> StoredImage {
-        let layer = Descriptor::new(MediaType::from(DOCKER_LAYER_GZIP), 10, &Digest::of(b"l"));
-        let config_desc = Descriptor::new(MediaType::from(DOCKER_CONFIG), 5, &Digest::of(b"c"));
+        let layer = Descriptor::new(
+            MediaType::from(DOCKER_LAYER_GZIP),
+            10,
+            crate::oci_digest::to_oci(&Digest::of(b"l")),
+        );
+        let config_desc = Descriptor::new(
+            MediaType::from(DOCKER_CONFIG),
+            5,
+            crate::oci_digest::to_oci(&Digest::of(b"c")),
+        );
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::from(DOCKER_MANIFEST))
@@ -383,7 +391,7 @@ mod tests {
             manifest_descriptor: Descriptor::new(
                 MediaType::from(DOCKER_MANIFEST),
                 100,
-                &Digest::of(b"m"),
+                crate::oci_digest::to_oci(&Digest::of(b"m")),
             ),
             manifest,
             config,
@@ -447,7 +455,7 @@ mod tests {
             .manifest(Descriptor::new(
                 MediaType::ImageConfig,
                 1,
-                &Digest::of(b"x"),
+                crate::oci_digest::to_oci(&Digest::of(b"x")),
             ))
             .unwrap();
         assert_eq!(m.media_type().as_ref(), Some(&MediaType::ImageManifest));

@@ -136,7 +136,11 @@ impl SourceLayer {
     /// The layer's descriptor (OCI gzip layer media type).
     #[must_use]
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(MediaType::ImageLayerGzip, self.size, &self.digest)
+        Descriptor::new(
+            MediaType::ImageLayerGzip,
+            self.size,
+            crate::oci_digest::to_oci(&self.digest),
+        )
     }
 }
 

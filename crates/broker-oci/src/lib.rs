@@ -35,7 +35,9 @@
 mod archive;
 pub mod base;
 mod cache;
-pub mod digest;
+/// Digests live in the shared types crate; re-exported so layer code reads
+/// as before.
+pub use broker_pins::digest;
 pub mod docker_archive;
 pub mod epoch;
 pub mod exclude;
@@ -43,6 +45,7 @@ pub mod gzip;
 pub mod image;
 pub mod json;
 pub mod layer;
+pub mod oci_digest;
 pub mod store;
 
 pub use digest::Digest;

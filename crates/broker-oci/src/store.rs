@@ -300,7 +300,11 @@ impl Store {
     /// Serialisation or write failure.
     pub fn put_config(&self, config: &ImageConfiguration) -> Result<Descriptor, StoreError> {
         let (digest, size) = self.put_json(config)?;
-        Ok(Descriptor::new(MediaType::ImageConfig, size, &digest))
+        Ok(Descriptor::new(
+            MediaType::ImageConfig,
+            size,
+            crate::oci_digest::to_oci(&digest),
+        ))
     }
 
     /// Store a manifest as canonical JSON; returns its descriptor (OCI
@@ -310,7 +314,11 @@ impl Store {
     /// Serialisation or write failure.
     pub fn put_manifest(&self, m: &ImageManifest) -> Result<Descriptor, StoreError> {
         let (digest, size) = self.put_json(m)?;
-        Ok(Descriptor::new(MediaType::ImageManifest, size, &digest))
+        Ok(Descriptor::new(
+            MediaType::ImageManifest,
+            size,
+            crate::oci_digest::to_oci(&digest),
+        ))
     }
 
     /// Point the tag `name` at `manifest` (replacing any previous target).
@@ -391,7 +399,10 @@ impl Store {
                         .map(MediaType::from)
                 })
                 .unwrap_or(MediaType::ImageManifest);
-            (Descriptor::new(media_type, raw.len() as u64, &d), raw)
+            (
+                Descriptor::new(media_type, raw.len() as u64, crate::oci_digest::to_oci(&d)),
+                raw,
+            )
         } else {
             let desc = self.resolve(name_or_digest)?;
             let d = descriptor_digest(&desc, &format!("tag `{name_or_digest}`"))?;
@@ -549,7 +560,7 @@ impl Write for BlobWriter {
 /// # Errors
 /// Another algorithm or a malformed digest.
 pub fn descriptor_digest(d: &Descriptor, context: &str) -> Result<Digest, StoreError> {
-    Digest::try_from(d.digest()).map_err(|source| StoreError::BadDigest {
+    crate::oci_digest::from_oci(d.digest()).map_err(|source| StoreError::BadDigest {
         context: context.to_owned(),
         source,
     })
@@ -663,8 +674,16 @@ mod tests {
     #[test]
     fn tags_replace_and_resolve() {
         let (_t, s) = store();
-        let a = Descriptor::new(MediaType::ImageManifest, 1, &Digest::of(b"a"));
-        let b = Descriptor::new(MediaType::ImageManifest, 1, &Digest::of(b"b"));
+        let a = Descriptor::new(
+            MediaType::ImageManifest,
+            1,
+            crate::oci_digest::to_oci(&Digest::of(b"a")),
+        );
+        let b = Descriptor::new(
+            MediaType::ImageManifest,
+            1,
+            crate::oci_digest::to_oci(&Digest::of(b"b")),
+        );
         s.tag("app:1", &a).unwrap();
         s.tag("app:2", &a).unwrap();
         s.tag("app:1", &b).unwrap();
@@ -695,7 +714,11 @@ mod tests {
                         let d = s
                             .write_blob(format!("shared blob {}", i % 3).as_bytes())
                             .unwrap();
-                        let desc = Descriptor::new(MediaType::ImageManifest, 1, &d);
+                        let desc = Descriptor::new(
+                            MediaType::ImageManifest,
+                            1,
+                            crate::oci_digest::to_oci(&d),
+                        );
                         s.tag(&format!("w{worker}:{i}"), &desc).unwrap();
                     }
                 });

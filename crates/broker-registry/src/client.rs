@@ -16,7 +16,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::credentials::{CredentialSource, Credentials, ResolvedCredentials};
 use crate::error::RegistryError;
 use crate::progress::Reporter;
-use crate::reference::Reference;
+use broker_pins::Reference;
 
 /// How hard to retry a request that failed for a reason that may pass:
 /// connection errors, timeouts, 408, 429 and 5xx.

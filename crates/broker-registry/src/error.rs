@@ -3,15 +3,7 @@
 
 use std::path::PathBuf;
 
-/// An image reference that cannot be parsed.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid image reference `{reference}`: {why}")]
-pub struct ReferenceError {
-    /// The text as given.
-    pub reference: String,
-    /// What is wrong with it.
-    pub why: String,
-}
+pub use broker_pins::ReferenceError;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -27,9 +27,9 @@ pub mod manifest;
 mod progress;
 mod pull;
 mod push;
-mod reference;
 mod transfer;
 
+pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference};
 pub use client::{ClientOptions, RegistryClient, RetryPolicy, is_loopback};
 pub use credentials::{
     CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
@@ -40,5 +40,4 @@ pub use pull::{
     FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
-pub use reference::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference};
 pub use transfer::TransferStats;

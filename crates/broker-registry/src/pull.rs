@@ -15,8 +15,8 @@ use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
 use crate::error::RegistryError;
 use crate::manifest::{ACCEPT_MANIFESTS, Descriptor, Manifest, select_platform};
 use crate::progress::Reporter;
-use crate::reference::Reference;
 use crate::transfer::DOCKER_CONTENT_DIGEST;
+use broker_pins::Reference;
 
 /// A manifest as the registry sent it, verified against its digest.
 #[derive(Clone, Debug)]
@@ -278,7 +278,7 @@ pub async fn pull_into_store(
     let descriptor = oci_spec::image::Descriptor::new(
         oci_spec::image::MediaType::from(fetched.media_type.as_str()),
         fetched.bytes.len() as u64,
-        oci_spec::image::Digest::from(&fetched.digest),
+        broker_oci::oci_digest::to_oci(&fetched.digest),
     );
     store.tag(tag, &descriptor)?;
     Ok(fetched.digest)

@@ -10,8 +10,8 @@ use crate::error::RegistryError;
 use crate::manifest::{Descriptor, Manifest};
 use crate::progress::Reporter;
 use crate::pull::fetch_manifest;
-use crate::reference::Reference;
 use crate::transfer::{BlobSource, Graph, ManifestBlob, TransferStats, put_graph};
+use broker_pins::Reference;
 
 /// An image now held by a registry.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -85,9 +85,11 @@ pub async fn push_from_store(
         Ok(digest) => digest,
         Err(_) => {
             let descriptor = store.resolve(source)?;
-            Digest::try_from(descriptor.digest()).map_err(|e| RegistryError::BadManifest {
-                what: source.to_owned(),
-                why: e.to_string(),
+            broker_oci::oci_digest::from_oci(descriptor.digest()).map_err(|e| {
+                RegistryError::BadManifest {
+                    what: source.to_owned(),
+                    why: e.to_string(),
+                }
             })?
         }
     };

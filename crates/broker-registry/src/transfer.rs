@@ -19,7 +19,7 @@ use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
 use crate::error::RegistryError;
 use crate::manifest::Descriptor;
 use crate::progress::{BlobOutcome, Reporter};
-use crate::reference::Reference;
+use broker_pins::Reference;
 
 /// The header registries use to report a content digest.
 pub(crate) const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";

@@ -171,7 +171,7 @@ fn declined_mount_falls_back_to_upload() {
         // registry declines the mount (202 + an upload session).
         let manifest = store.resolve("app").unwrap();
         let raw = store
-            .read_blob(&Digest::try_from(manifest.digest()).unwrap())
+            .read_blob(&broker_oci::oci_digest::from_oci(manifest.digest()).unwrap())
             .unwrap();
         let parsed = broker_registry::manifest::Manifest::parse(&raw, "app").unwrap();
         for blob in parsed.blobs() {

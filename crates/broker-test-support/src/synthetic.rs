@@ -86,7 +86,7 @@ pub fn tag(store: &Store, tag: &str, digest: Digest, size: usize, media_type: &s
     let descriptor = oci_spec::image::Descriptor::new(
         oci_spec::image::MediaType::from(media_type),
         size as u64,
-        oci_spec::image::Digest::from(&digest),
+        broker_oci::oci_digest::to_oci(&digest),
     );
     store.tag(tag, &descriptor).unwrap();
 }

@@ -84,24 +84,6 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-impl From<&Digest> for oci_spec::image::Digest {
-    fn from(d: &Digest) -> Self {
-        match oci_spec::image::Sha256Digest::from_str(&d.hex()) {
-            Ok(sha) => sha.into(),
-            // 64 lowercase hex digits are exactly what oci-spec accepts.
-            Err(e) => unreachable!("oci-spec refused a valid sha256 digest: {e}"),
-        }
-    }
-}
-
-impl TryFrom<&oci_spec::image::Digest> for Digest {
-    type Error = ParseDigestError;
-
-    fn try_from(d: &oci_spec::image::Digest) -> Result<Self, Self::Error> {
-        d.to_string().parse()
-    }
-}
-
 /// A sha256 hasher that counts bytes, usable as an [`io::Write`] sink.
 #[derive(Clone, Default)]
 pub struct DigestWriter {
@@ -194,13 +176,5 @@ mod tests {
         assert_eq!(json, format!("\"{d}\""));
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
         assert!(serde_json::from_str::<Digest>("\"sha256:zz\"").is_err());
-    }
-
-    #[test]
-    fn converts_to_and_from_oci_spec() {
-        let d = Digest::of(b"x");
-        let o: oci_spec::image::Digest = (&d).into();
-        assert_eq!(o.to_string(), d.to_string());
-        assert_eq!(Digest::try_from(&o).unwrap(), d);
     }
 }

@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use broker_oci::Digest;
 use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::reference::{PinnedRef, ReferenceError};
 
 /// The lock file format version this tool writes and reads.
 pub const LOCK_VERSION: u32 = 1;
@@ -75,12 +77,94 @@ pub struct MirroredImage {
     pub digest: Digest,
 }
 
+/// One reason a rebuilt image differs from the one in the lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageDifference {
+    /// The lock has no image of that name.
+    NotLocked,
+    /// The deps inputs changed (Dockerfile, args, base, copied files).
+    DepsKey {
+        /// The key in the lock.
+        locked: String,
+        /// The key now.
+        rebuilt: String,
+    },
+    /// A source layer has other bytes (or is new).
+    Layer {
+        /// The layer's name in `image.yaml`.
+        layer: String,
+        /// Its digest in the lock, if it was there.
+        locked: Option<Digest>,
+        /// Its digest now.
+        rebuilt: Digest,
+    },
+    /// Deps and layers match; the image config or manifest differs.
+    Config,
+}
+
+impl std::fmt::Display for ImageDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotLocked => f.write_str("not in the lock"),
+            Self::DepsKey { locked, rebuilt } => write!(
+                f,
+                "deps inputs changed (key {} in the lock, {} now)",
+                short(locked),
+                short(rebuilt)
+            ),
+            Self::Layer {
+                layer,
+                locked: Some(locked),
+                rebuilt,
+            } => write!(
+                f,
+                "layer `{layer}` differs ({locked} in the lock, {rebuilt} now)"
+            ),
+            Self::Layer {
+                layer,
+                locked: None,
+                ..
+            } => write!(f, "layer `{layer}` is new"),
+            Self::Config => f.write_str("the image config differs"),
+        }
+    }
+}
+
+/// The first 12 characters of a key, as people compare them.
+fn short(key: &str) -> &str {
+    key.get(..12).unwrap_or(key)
+}
+
+impl LockedImage {
+    /// The pushed reference pinned by digest; an error naming the image
+    /// when it was built but never pushed (the reference is then only a
+    /// store name).
+    pub fn pinned(&self) -> Result<PinnedRef, ReferenceError> {
+        let pinned: PinnedRef = self.reference.parse()?;
+        if pinned.digest() != &self.digest {
+            return Err(ReferenceError {
+                reference: self.reference.clone(),
+                why: format!("its digest is not the recorded {}", self.digest),
+            });
+        }
+        Ok(pinned)
+    }
+}
+
+impl MirroredImage {
+    /// The mirror's reference pinned by digest.
+    pub fn pinned(&self) -> Result<PinnedRef, ReferenceError> {
+        self.reference.parse()
+    }
+}
+
 /// Reading or writing the lock file failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
     /// The file could not be read or written.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// The operation.
         what: &'static str,
@@ -146,6 +230,50 @@ impl Lock {
     /// Reads `path`, or an empty lock when it does not exist.
     pub fn read_or_new(path: &Path) -> Result<Self, LockError> {
         Ok(Self::read(path)?.unwrap_or_else(Self::new))
+    }
+
+    /// Takes every image and mirror of `newer`, replacing entries of the
+    /// same name and keeping the others: a build of some images, or a
+    /// mirror run, never forgets what earlier runs recorded.
+    pub fn merge(&mut self, newer: Lock) {
+        self.version = newer.version;
+        self.images.extend(newer.images);
+        self.mirrors.extend(newer.mirrors);
+    }
+
+    /// What differs between the image `name` recorded here and `rebuilt`:
+    /// empty when the digests match. Used by `verify` to say which input
+    /// changed.
+    pub fn diff_image(&self, name: &str, rebuilt: &LockedImage) -> Vec<ImageDifference> {
+        let Some(locked) = self.images.get(name) else {
+            return vec![ImageDifference::NotLocked];
+        };
+        if locked.digest == rebuilt.digest {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if locked.deps_key != rebuilt.deps_key {
+            out.push(ImageDifference::DepsKey {
+                locked: locked.deps_key.clone(),
+                rebuilt: rebuilt.deps_key.clone(),
+            });
+        }
+        for (layer, record) in &rebuilt.sources {
+            match locked.sources.get(layer) {
+                Some(old) if old.layer == record.layer => {}
+                old => out.push(ImageDifference::Layer {
+                    layer: layer.clone(),
+                    locked: old.map(|o| o.layer),
+                    rebuilt: record.layer,
+                }),
+            }
+        }
+        if out.is_empty() {
+            // Same deps and layers but another manifest: labels, config or
+            // the base below the deps stage changed.
+            out.push(ImageDifference::Config);
+        }
+        out
     }
 
     /// The exact bytes [`Lock::write`] puts on disk.
@@ -222,5 +350,74 @@ mod tests {
         std::fs::write(&path, "{\n  \"version\": 1,\n  \"images\": [}\n").unwrap();
         let err = Lock::read(&path).unwrap_err().to_string();
         assert!(err.contains("images.lock:3:"), "{err}");
+    }
+
+    fn image(digest: Digest, key: &str, layer: Digest) -> LockedImage {
+        let mut sources = BTreeMap::new();
+        sources.insert(
+            "python".to_owned(),
+            SourceRecord {
+                target: "/home/broker/python".into(),
+                revision: None,
+                layer,
+            },
+        );
+        LockedImage {
+            reference: format!("127.0.0.1:5000/broker/python-base@{digest}"),
+            tag: Some("v1".into()),
+            digest,
+            deps_key: key.into(),
+            base: "python:3.10".into(),
+            deps_digest: Digest::of(b"deps"),
+            sources,
+        }
+    }
+
+    #[test]
+    fn merge_keeps_what_the_newer_lock_does_not_mention() {
+        let mut old = Lock::new();
+        old.images
+            .insert("a".into(), image(Digest::of(b"a1"), "k", Digest::of(b"l")));
+        old.images
+            .insert("b".into(), image(Digest::of(b"b1"), "k", Digest::of(b"l")));
+        let mut newer = Lock::new();
+        newer
+            .images
+            .insert("a".into(), image(Digest::of(b"a2"), "k", Digest::of(b"l")));
+        old.merge(newer);
+        assert_eq!(old.images["a"].digest, Digest::of(b"a2"));
+        assert_eq!(old.images["b"].digest, Digest::of(b"b1"));
+    }
+
+    #[test]
+    fn diff_names_the_changed_input() {
+        let mut lock = Lock::new();
+        lock.images.insert(
+            "a".into(),
+            image(Digest::of(b"a1"), "key-one-0000000", Digest::of(b"l1")),
+        );
+        let same = image(Digest::of(b"a1"), "key-one-0000000", Digest::of(b"l1"));
+        assert!(lock.diff_image("a", &same).is_empty());
+        let layer = image(Digest::of(b"a2"), "key-one-0000000", Digest::of(b"l2"));
+        let diff = lock.diff_image("a", &layer);
+        assert_eq!(diff.len(), 1);
+        assert!(
+            diff[0].to_string().starts_with("layer `python` differs"),
+            "{}",
+            diff[0]
+        );
+        let deps = image(Digest::of(b"a3"), "key-two-0000000", Digest::of(b"l1"));
+        assert_eq!(
+            lock.diff_image("a", &deps)[0].to_string(),
+            "deps inputs changed (key key-one-0000 in the lock, key-two-0000 now)"
+        );
+        assert_eq!(
+            lock.diff_image("zz", &same),
+            vec![ImageDifference::NotLocked]
+        );
+        assert_eq!(
+            lock.images["a"].pinned().unwrap().digest(),
+            &Digest::of(b"a1")
+        );
     }
 }
