@@ -1,0 +1,51 @@
+//! The broker on a Kubernetes cluster: `start`, `stop`, `restart` and
+//! `status` over what `render` wrote, through the Kubernetes API (kube-rs),
+//! never through kubectl.
+//!
+//! - [`objects`]: a rendered directory → checked dynamic objects
+//!   ([`RenderedSet`]); objects without our labels are refused.
+//! - [`applyset`]: the KEP-3659 ApplySet (parent Secret, member label) that
+//!   kubectl understands.
+//! - [`plan`]: what start and stop will do, as data ([`StartPlan`],
+//!   [`stop_plan`]), including pruning and old-config collection.
+//! - [`compare`]: "unchanged" without a write; diffs with Secret values
+//!   masked.
+//! - [`wait`]: rollout classification into messages a person can act on.
+//! - [`status`]: the status report.
+//! - [`cluster`]: the I/O — server-side apply with field manager
+//!   `broker-images`, lists, waits, deletes.
+//!
+//! ```
+//! use broker_cluster::{ApplySet, RenderedSet, StartOptions, StartPlan};
+//! use std::collections::BTreeMap;
+//!
+//! let objects = serde_json::from_value(serde_json::json!([{
+//!     "apiVersion": "v1", "kind": "Namespace",
+//!     "metadata": {"name": "broker", "labels": {
+//!         "app.kubernetes.io/part-of": "broker",
+//!         "app.kubernetes.io/managed-by": "broker-images"}}
+//! }]))?;
+//! let rendered = RenderedSet::new("broker", objects)?;
+//! let prepared = broker_cluster::plan::prepare(&rendered, &ApplySet::new("broker"));
+//! let plan = StartPlan::new(&prepared, &BTreeMap::new(), None, StartOptions::default());
+//! assert!(plan.writes());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod applyset;
+pub mod cluster;
+pub mod compare;
+mod error;
+pub mod labels;
+pub mod objects;
+pub mod plan;
+pub mod status;
+pub mod wait;
+
+pub use applyset::{ApplySet, applyset_id};
+pub use cluster::{Cluster, ConnectOptions, Quiet, Reporter, StartOutcome, StartRun};
+pub use compare::FIELD_MANAGER;
+pub use error::ClusterError;
+pub use objects::{Kind, ObjectKey, RenderedSet};
+pub use plan::{StartOptions, StartPlan, StartStep, StopOptions, StopStep, stop_plan};
+pub use status::StatusReport;

@@ -1,0 +1,349 @@
+//! What `start` and `stop` will do, as data: computed from the rendered
+//! set and what the cluster holds, before any write. The executor in
+//! [`crate::cluster`] only walks these steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use crate::applyset::ApplySet;
+use crate::compare;
+use crate::labels;
+use crate::objects::{Kind, ObjectKey, RenderedSet};
+
+/// Workloads everything else talks to: applied and waited for first.
+pub const FIRST_WORKLOADS: &[&str] = &["db", "mq"];
+
+/// One step of a start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartStep {
+    /// Server-side apply the ApplySet parent naming these group kinds
+    /// (before the members, with old and new kinds, so an interrupted
+    /// start still leaves every member findable; after pruning, the new).
+    ApplyParent(String),
+    /// Server-side apply (create or update).
+    Apply(ObjectKey),
+    /// Already as rendered: no request.
+    Unchanged(ObjectKey),
+    /// Wait until these workloads have rolled out.
+    Wait(Vec<ObjectKey>),
+    /// Delete a member that left the rendered set.
+    Prune(ObjectKey),
+    /// A member that left the set but is kept: a PVC without
+    /// `--delete-data`, or the namespace.
+    Keep(ObjectKey, &'static str),
+    /// After the rollout, delete ConfigMaps/Secrets of ours that left the
+    /// set and that no current or previous ReplicaSet or Pod refers to.
+    CollectOldConfig(Vec<ObjectKey>),
+}
+
+impl std::fmt::Display for StartStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |keys: &[ObjectKey]| {
+            keys.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            StartStep::ApplyParent(kinds) => write!(f, "apply   ApplySet parent ({kinds})"),
+            StartStep::Apply(key) => write!(f, "apply   {key}"),
+            StartStep::Unchanged(key) => write!(f, "same    {key}"),
+            StartStep::Wait(keys) => write!(f, "wait    {}", list(keys)),
+            StartStep::Prune(key) => write!(f, "prune   {key}"),
+            StartStep::Keep(key, why) => write!(f, "keep    {key} ({why})"),
+            StartStep::CollectOldConfig(keys) => {
+                write!(f, "collect old config among {}", list(keys))
+            }
+        }
+    }
+}
+
+/// Options that change a start's plan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Prune PVCs that left the set (their data goes with them).
+    pub delete_data: bool,
+}
+
+/// The ordered steps of a start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartPlan {
+    /// In execution order.
+    pub steps: Vec<StartStep>,
+}
+
+impl StartPlan {
+    /// Plans a start of `desired` (objects already labelled and stamped by
+    /// [`prepare`]) over `live` (the set's members as listed, plus the
+    /// namespace), where the parent currently names `parent_kinds` (`None`
+    /// when there is no parent yet).
+    pub fn new(
+        desired: &RenderedSet,
+        live: &BTreeMap<ObjectKey, DynamicObject>,
+        parent_kinds: Option<&str>,
+        options: StartOptions,
+    ) -> Self {
+        let mut steps = Vec::new();
+        let step = |key: &ObjectKey| match live.get(key) {
+            Some(l) if compare::unchanged(&desired.objects[key], l) => {
+                StartStep::Unchanged(key.clone())
+            }
+            _ => StartStep::Apply(key.clone()),
+        };
+        let new_kinds = desired.kinds();
+        let old_kinds = parent_kinds
+            .map(ApplySet::parse_group_kinds)
+            .unwrap_or_default();
+        let union: BTreeSet<Kind> = new_kinds.union(&old_kinds).copied().collect();
+        let union_text = ApplySet::group_kinds(&union);
+
+        let is_first = |key: &ObjectKey| FIRST_WORKLOADS.contains(&key.name.as_str());
+        let (workloads, others): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
+            desired.objects.keys().partition(|k| k.kind.is_workload());
+        let (namespace, config): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
+            others.into_iter().partition(|k| k.kind == Kind::Namespace);
+
+        steps.extend(namespace.into_iter().map(step));
+        if parent_kinds != Some(union_text.as_str()) {
+            steps.push(StartStep::ApplyParent(union_text.clone()));
+        }
+        steps.extend(config.into_iter().map(step));
+        let (first, rest): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
+            workloads.into_iter().partition(|k| is_first(k));
+        for group in [first, rest] {
+            if group.is_empty() {
+                continue;
+            }
+            steps.extend(group.iter().map(|k| step(k)));
+            steps.push(StartStep::Wait(group.into_iter().cloned().collect()));
+        }
+
+        let mut old_config = Vec::new();
+        for (key, object) in live {
+            if desired.objects.contains_key(key) || !is_ours(object) {
+                continue;
+            }
+            match key.kind {
+                Kind::Namespace => steps.push(StartStep::Keep(key.clone(), "never pruned")),
+                Kind::PersistentVolumeClaim if !options.delete_data => steps.push(StartStep::Keep(
+                    key.clone(),
+                    "holds data; --delete-data prunes it",
+                )),
+                Kind::ConfigMap | Kind::Secret => old_config.push(key.clone()),
+                _ => steps.push(StartStep::Prune(key.clone())),
+            }
+        }
+        if !old_config.is_empty() {
+            steps.push(StartStep::CollectOldConfig(old_config));
+        }
+        let new_text = ApplySet::group_kinds(&new_kinds);
+        if new_text != union_text {
+            steps.push(StartStep::ApplyParent(new_text));
+        }
+        Self { steps }
+    }
+
+    /// Whether the plan writes anything.
+    pub fn writes(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s,
+                StartStep::Apply(_) | StartStep::ApplyParent(_) | StartStep::Prune(_)
+            )
+        })
+    }
+}
+
+/// Labels every object as a member of `set` and stamps its applied hash,
+/// so what is compared is exactly what would be applied.
+pub fn prepare(rendered: &RenderedSet, set: &ApplySet) -> RenderedSet {
+    let mut prepared = rendered.clone();
+    for object in prepared.objects.values_mut() {
+        set.label_member(object);
+        compare::stamp(object);
+    }
+    prepared
+}
+
+/// Whether a live object carries our labels (checked again before any
+/// delete, whatever the list selector said).
+pub fn is_ours(object: &DynamicObject) -> bool {
+    let object_labels = object.metadata.labels.clone().unwrap_or_default();
+    labels::OURS
+        .iter()
+        .all(|(k, v)| object_labels.get(*k).map(String::as_str) == Some(*v))
+        && object_labels.contains_key(labels::APPLYSET_PART_OF)
+}
+
+/// How far `stop` goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StopOptions {
+    /// Delete workloads and Services instead of scaling to zero.
+    pub remove: bool,
+    /// Also delete PersistentVolumeClaims (implies `remove`).
+    pub delete_data: bool,
+}
+
+/// One step of a stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopStep {
+    /// Scale a workload to zero replicas.
+    Scale(ObjectKey),
+    /// Delete an object.
+    Delete(ObjectKey),
+    /// Wait until the pods of the set's workloads are gone.
+    WaitPodsGone,
+}
+
+impl std::fmt::Display for StopStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopStep::Scale(key) => write!(f, "scale   {key} to 0"),
+            StopStep::Delete(key) => write!(f, "delete  {key}"),
+            StopStep::WaitPodsGone => write!(f, "wait    until their pods are gone"),
+        }
+    }
+}
+
+/// Plans a stop over the set's live members. Secrets, ConfigMaps and the
+/// namespace are never in it; PVCs only with `delete_data`; nothing
+/// without our labels.
+pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions) -> Vec<StopStep> {
+    let remove = options.remove || options.delete_data;
+    let mut steps = Vec::new();
+    for (key, object) in live {
+        if !is_ours(object) {
+            continue;
+        }
+        let step = match key.kind {
+            Kind::Deployment | Kind::StatefulSet if remove => StopStep::Delete(key.clone()),
+            Kind::Deployment | Kind::StatefulSet => StopStep::Scale(key.clone()),
+            Kind::Service if remove => StopStep::Delete(key.clone()),
+            Kind::PersistentVolumeClaim if options.delete_data => StopStep::Delete(key.clone()),
+            _ => continue,
+        };
+        steps.push(step);
+    }
+    // PVCs last: their protection finalizer holds them while pods use them.
+    steps.sort_by_key(|s| match s {
+        StopStep::Delete(k) if k.kind == Kind::PersistentVolumeClaim => 1,
+        _ => 0,
+    });
+    let first_pvc = steps
+        .iter()
+        .position(|s| matches!(s, StopStep::Delete(k) if k.kind == Kind::PersistentVolumeClaim))
+        .unwrap_or(steps.len());
+    if steps.iter().any(|s| match s {
+        StopStep::Scale(k) | StopStep::Delete(k) => k.kind.is_workload(),
+        StopStep::WaitPodsGone => false,
+    }) {
+        steps.insert(first_pvc, StopStep::WaitPodsGone);
+    }
+    steps
+}
+
+/// The ConfigMaps and Secrets a pod spec refers to: volumes (also
+/// projected), `envFrom`, `env[].valueFrom`, image pull secrets.
+pub fn config_references(pod_spec: &Value) -> BTreeSet<(Kind, String)> {
+    let mut found = BTreeSet::new();
+    collect_refs(pod_spec, &mut found);
+    if let Some(secrets) = pod_spec.get("imagePullSecrets").and_then(Value::as_array) {
+        for s in secrets {
+            if let Some(name) = s.get("name").and_then(Value::as_str) {
+                found.insert((Kind::Secret, name.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+fn collect_refs(value: &Value, found: &mut BTreeSet<(Kind, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let name =
+                    |field: &str| inner.get(field).and_then(Value::as_str).map(str::to_owned);
+                match key.as_str() {
+                    "configMap" | "configMapRef" | "configMapKeyRef" => {
+                        if let Some(n) = name("name") {
+                            found.insert((Kind::ConfigMap, n));
+                        }
+                    }
+                    "secret" => {
+                        if let Some(n) = name("secretName").or_else(|| name("name")) {
+                            found.insert((Kind::Secret, n));
+                        }
+                    }
+                    "secretRef" | "secretKeyRef" => {
+                        if let Some(n) = name("name") {
+                            found.insert((Kind::Secret, n));
+                        }
+                    }
+                    _ => {}
+                }
+                collect_refs(inner, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_refs(i, found)),
+        _ => {}
+    }
+}
+
+/// Which of `candidates` (ConfigMaps/Secrets of ours that left the set)
+/// can go: those no ReplicaSet still needs — the current and the previous
+/// revision of each Deployment, for `kubectl rollout undo` — and no Pod
+/// uses. `replica_sets` and `pods` are the namespace's, as listed.
+pub fn stale_config(
+    candidates: &[ObjectKey],
+    replica_sets: &[Value],
+    pods: &[Value],
+) -> Vec<ObjectKey> {
+    let mut needed = BTreeSet::new();
+    // The two newest revisions per owning Deployment.
+    let mut by_owner: BTreeMap<String, Vec<(u64, &Value)>> = BTreeMap::new();
+    for rs in replica_sets {
+        let owner = rs
+            .pointer("/metadata/ownerReferences/0/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let revision = rs
+            .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        by_owner.entry(owner).or_default().push((revision, rs));
+    }
+    for revisions in by_owner.values_mut() {
+        revisions.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (_, rs) in revisions.iter().take(2) {
+            if let Some(spec) = rs.pointer("/spec/template/spec") {
+                needed.extend(config_references(spec));
+            }
+        }
+        // Any revision still running pods is needed too.
+        for (_, rs) in revisions.iter().skip(2) {
+            let running = rs
+                .pointer("/status/replicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if running > 0
+                && let Some(spec) = rs.pointer("/spec/template/spec")
+            {
+                needed.extend(config_references(spec));
+            }
+        }
+    }
+    for pod in pods {
+        if let Some(spec) = pod.get("spec") {
+            needed.extend(config_references(spec));
+        }
+    }
+    candidates
+        .iter()
+        .filter(|k| !needed.contains(&(k.kind, k.name.clone())))
+        .cloned()
+        .collect()
+}

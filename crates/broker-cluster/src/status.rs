@@ -1,0 +1,362 @@
+//! `status` as data: built from a handful of lists (Deployments, Pods,
+//! Services, claims) and, optionally, the lock the images should match.
+
+use std::collections::BTreeMap;
+
+use broker_pins::{Lock, PinnedRef};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::wait::{self, Readiness};
+
+/// The whole report; `--json` prints it as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    /// The namespace shown.
+    pub namespace: String,
+    /// One entry per workload of the set.
+    pub workloads: Vec<WorkloadStatus>,
+    /// One entry per claim of the set.
+    pub claims: Vec<ClaimStatus>,
+    /// Whether every workload is ready and every image matches the lock
+    /// (when one was given) and every claim is bound: the exit status.
+    pub healthy: bool,
+}
+
+/// One workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadStatus {
+    /// `metadata.name`.
+    pub name: String,
+    /// Available replicas.
+    pub ready: i32,
+    /// Desired replicas.
+    pub desired: i32,
+    /// Rolled out and available.
+    pub is_ready: bool,
+    /// Why not, when a failure is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Container restarts summed over its pods.
+    pub restarts: i32,
+    /// Seconds since the Deployment was created.
+    pub age_seconds: Option<i64>,
+    /// Per container image.
+    pub images: Vec<ImageStatus>,
+    /// How it is reachable: Services selecting its pods.
+    pub exposure: Vec<Exposure>,
+}
+
+/// One container's image.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageStatus {
+    /// The container.
+    pub container: String,
+    /// The reference in the pod template.
+    pub image: String,
+    /// The digest the running pods report (`imageID`), if any pod runs.
+    pub running: Option<String>,
+    /// The digest the lock records for this repository, when a lock was
+    /// given and names it.
+    pub locked: Option<String>,
+    /// The running (or, with no pod, the specified) digest differs from
+    /// the lock.
+    pub drift: bool,
+}
+
+/// One Service in front of a workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct Exposure {
+    /// The Service.
+    pub service: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer`.
+    pub kind: String,
+    /// `port[/nodePort]` entries.
+    pub ports: Vec<String>,
+    /// Load-balancer ingress addresses.
+    pub addresses: Vec<String>,
+}
+
+/// One PersistentVolumeClaim.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClaimStatus {
+    /// The claim.
+    pub name: String,
+    /// `Bound`, `Pending`, `Lost`.
+    pub phase: String,
+    /// Its storage class.
+    pub storage_class: Option<String>,
+}
+
+/// The digest part of a kubelet `imageID` (`…@sha256:…`).
+pub fn digest_of_image_id(image_id: &str) -> Option<String> {
+    image_id
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .or_else(|| image_id.starts_with("sha256:").then(|| image_id.to_owned()))
+}
+
+/// The locked digest for an image reference: the lock entry (built or
+/// mirrored) with the same registry and repository.
+pub fn locked_digest(lock: &Lock, image: &str) -> Option<String> {
+    let wanted: PinnedRef = image.parse().ok()?;
+    let same =
+        |r: &PinnedRef| r.registry() == wanted.registry() && r.repository() == wanted.repository();
+    lock.images
+        .values()
+        .filter_map(|i| i.pinned().ok())
+        .chain(lock.mirrors.values().filter_map(|m| m.pinned().ok()))
+        .find(same)
+        .map(|r| r.digest().to_string())
+}
+
+impl StatusReport {
+    /// Builds the report from the namespace's lists.
+    pub fn build(
+        namespace: &str,
+        deployments: &[Deployment],
+        pods: &[Pod],
+        services: &[Service],
+        claims: &[PersistentVolumeClaim],
+        lock: Option<&Lock>,
+        now: Timestamp,
+    ) -> Self {
+        let mut workloads = Vec::new();
+        for deployment in deployments {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let own_pods: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| wait::selects(deployment, p))
+                .collect();
+            let owned: Vec<Pod> = own_pods.iter().map(|p| (*p).clone()).collect();
+            let readiness = wait::classify(deployment, &owned, claims);
+            let status = deployment.status.clone().unwrap_or_default();
+            let desired = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            let restarts = own_pods
+                .iter()
+                .flat_map(|p| {
+                    p.status
+                        .iter()
+                        .flat_map(|s| s.container_statuses.iter().flatten())
+                })
+                .map(|c| c.restart_count)
+                .sum();
+            let mut running: BTreeMap<String, String> = BTreeMap::new();
+            for pod in &own_pods {
+                for c in pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                {
+                    if let Some(d) = digest_of_image_id(&c.image_id) {
+                        running.insert(c.name.clone(), d);
+                    }
+                }
+            }
+            let containers = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|s| s.containers.clone())
+                .unwrap_or_default();
+            let images = containers
+                .iter()
+                .map(|c| {
+                    let image = c.image.clone().unwrap_or_default();
+                    let locked = lock.and_then(|l| locked_digest(l, &image));
+                    let running = running.get(&c.name).cloned();
+                    let specified = image.rsplit_once('@').map(|(_, d)| d.to_owned());
+                    let compare = running.clone().or(specified);
+                    let drift = match (&locked, lock) {
+                        (Some(l), _) => compare.as_deref() != Some(l.as_str()),
+                        // A lock that does not know the image: drift too.
+                        (None, Some(_)) => true,
+                        (None, None) => false,
+                    };
+                    ImageStatus {
+                        container: c.name.clone(),
+                        image,
+                        running,
+                        locked,
+                        drift,
+                    }
+                })
+                .collect();
+            let template_labels = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            let exposure = services
+                .iter()
+                .filter(|s| {
+                    let selector = s
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.clone())
+                        .unwrap_or_default();
+                    !selector.is_empty()
+                        && selector
+                            .iter()
+                            .all(|(k, v)| template_labels.get(k) == Some(v))
+                })
+                .map(exposure_of)
+                .collect();
+            let (is_ready, problem) = match &readiness {
+                Readiness::Ready => (true, None),
+                Readiness::Progressing { .. } => (false, None),
+                Readiness::Failed(f) => (false, Some(f.to_string())),
+            };
+            workloads.push(WorkloadStatus {
+                name,
+                ready: status.available_replicas.unwrap_or(0),
+                desired,
+                is_ready: is_ready && desired > 0,
+                problem,
+                restarts,
+                age_seconds: deployment
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| now.as_second() - t.0.as_second()),
+                images,
+                exposure,
+            });
+        }
+        let claims: Vec<ClaimStatus> = claims
+            .iter()
+            .map(|c| ClaimStatus {
+                name: c.metadata.name.clone().unwrap_or_default(),
+                phase: c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| "Unknown".into()),
+                storage_class: c.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
+            })
+            .collect();
+        let healthy = !workloads.is_empty()
+            && workloads
+                .iter()
+                .all(|w| w.is_ready && w.images.iter().all(|i| !i.drift))
+            && claims.iter().all(|c| c.phase == "Bound");
+        Self {
+            namespace: namespace.to_owned(),
+            workloads,
+            claims,
+            healthy,
+        }
+    }
+
+    /// The report as lines for a terminal.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{:<14} {:>5} {:>8} {:>6}  {:<40} {}",
+            "WORKLOAD", "READY", "RESTARTS", "AGE", "IMAGE", "EXPOSURE"
+        )];
+        for w in &self.workloads {
+            let image = w
+                .images
+                .iter()
+                .map(|i| {
+                    let digest = i.running.clone().unwrap_or_else(|| "not running".into());
+                    let short = digest.get(..19).unwrap_or(&digest).to_owned();
+                    if i.drift {
+                        format!(
+                            "{short} DRIFT (lock {})",
+                            i.locked
+                                .as_deref()
+                                .map_or("has no entry", |l| l.get(..19).unwrap_or(l))
+                        )
+                    } else {
+                        short
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let exposure = w
+                .exposure
+                .iter()
+                .map(|e| {
+                    let mut s = format!("{} {} {}", e.service, e.kind, e.ports.join(","));
+                    if !e.addresses.is_empty() {
+                        s.push_str(&format!(" at {}", e.addresses.join(",")));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let age = w.age_seconds.map_or("-".into(), human_age);
+            lines.push(format!(
+                "{:<14} {:>5} {:>8} {:>6}  {:<40} {}",
+                w.name,
+                format!("{}/{}", w.ready, w.desired),
+                w.restarts,
+                age,
+                image,
+                exposure
+            ));
+            if let Some(problem) = &w.problem {
+                lines.push(format!("  ! {problem}"));
+            }
+        }
+        for c in &self.claims {
+            lines.push(format!(
+                "claim {} {} (storage class {})",
+                c.name,
+                c.phase,
+                c.storage_class.as_deref().unwrap_or("default")
+            ));
+        }
+        lines.push(if self.healthy {
+            "all workloads ready, images as locked".into()
+        } else {
+            "NOT healthy: see above".into()
+        });
+        lines
+    }
+}
+
+fn human_age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn exposure_of(service: &Service) -> Exposure {
+    let spec = service.spec.clone().unwrap_or_default();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| match p.node_port {
+            Some(node) => format!("{}/{node}", p.port),
+            None => p.port.to_string(),
+        })
+        .collect();
+    let addresses = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    Exposure {
+        service: service.metadata.name.clone().unwrap_or_default(),
+        kind: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+        ports,
+        addresses,
+    }
+}

@@ -1,0 +1,323 @@
+//! Whether a workload has rolled out, and if it cannot, why — in words a
+//! person can act on. Pure functions over recorded objects; the polling
+//! loop is in [`crate::cluster`].
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+
+/// Where a workload stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Every desired replica is updated and available, no old ones left.
+    Ready,
+    /// Still rolling out.
+    Progressing {
+        /// Available replicas.
+        ready: i32,
+        /// Desired replicas.
+        desired: i32,
+        /// Replicas on the newest template.
+        updated: i32,
+    },
+    /// It will not get there by waiting.
+    Failed(Failure),
+}
+
+/// Why a workload cannot become ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The image cannot be pulled.
+    ImagePull {
+        /// The pod.
+        pod: String,
+        /// The image reference in the pod spec.
+        image: String,
+        /// The registry host the node pulls from.
+        registry: String,
+        /// Whether the pod has an image pull secret.
+        pull_secret: bool,
+        /// The kubelet's reason and message.
+        message: String,
+    },
+    /// A container keeps exiting.
+    CrashLoop {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Its last exit code.
+        exit_code: Option<i32>,
+        /// Its last log lines, filled in by the waiter.
+        logs: Vec<String>,
+    },
+    /// The container cannot be created (a missing ConfigMap or Secret key).
+    Config {
+        /// The pod.
+        pod: String,
+        /// The kubelet's message.
+        message: String,
+    },
+    /// No node can take the pod.
+    Unschedulable {
+        /// The pod.
+        pod: String,
+        /// The scheduler's message.
+        message: String,
+    },
+    /// A claim the pod needs has no volume.
+    PvcPending {
+        /// The claim.
+        claim: String,
+        /// Its storage class, if any.
+        storage_class: Option<String>,
+    },
+    /// The Deployment gave up (`progressDeadlineSeconds` passed) or its
+    /// ReplicaSet cannot create pods (quota, admission).
+    Stalled {
+        /// The condition's reason.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+}
+
+impl Failure {
+    /// Failures that can clear up by themselves within seconds (a volume
+    /// being provisioned, a node joining): reported only when they last.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            Failure::Unschedulable { .. } | Failure::PvcPending { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::ImagePull {
+                pod,
+                image,
+                registry,
+                pull_secret,
+                message,
+            } => {
+                let secret = if *pull_secret {
+                    "the pod has an image pull secret; check its credentials"
+                } else {
+                    "no image pull secret is set; a private registry needs one"
+                };
+                write!(
+                    f,
+                    "pod {pod} cannot pull {image} from {registry} ({message}); {secret}"
+                )
+            }
+            Failure::CrashLoop {
+                pod,
+                container,
+                exit_code,
+                logs,
+            } => {
+                let code = exit_code.map_or("unknown".to_owned(), |c| c.to_string());
+                write!(
+                    f,
+                    "pod {pod} container {container} keeps crashing (exit code {code})"
+                )?;
+                if !logs.is_empty() {
+                    write!(f, "; last log lines: {}", logs.join(" | "))?;
+                }
+                Ok(())
+            }
+            Failure::Config { pod, message } => {
+                write!(f, "pod {pod} cannot create its container: {message}")
+            }
+            Failure::Unschedulable { pod, message } => {
+                write!(f, "pod {pod} cannot be scheduled: {message}")
+            }
+            Failure::PvcPending {
+                claim,
+                storage_class,
+            } => write!(
+                f,
+                "PersistentVolumeClaim {claim} is Pending (storage class {}): no volume provisioned; check the class exists and has a provisioner",
+                storage_class.as_deref().unwrap_or("none, cluster default")
+            ),
+            Failure::Stalled { reason, message } => write!(f, "{reason}: {message}"),
+        }
+    }
+}
+
+/// The registry host of an image reference, as a node resolves it.
+pub fn registry_of(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_owned()
+        }
+        _ => "docker.io".to_owned(),
+    }
+}
+
+/// Whether `pod` belongs to `deployment` (its selector's labels match).
+pub fn selects(deployment: &Deployment, pod: &Pod) -> bool {
+    let Some(wanted) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+    else {
+        return false;
+    };
+    let have = pod.metadata.labels.as_ref();
+    !wanted.is_empty()
+        && wanted
+            .iter()
+            .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// Classifies a Deployment from its status, its pods and the namespace's
+/// claims.
+pub fn classify(
+    deployment: &Deployment,
+    pods: &[Pod],
+    claims: &[PersistentVolumeClaim],
+) -> Readiness {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let status = deployment.status.clone().unwrap_or_default();
+    for condition in status.conditions.iter().flatten() {
+        let stalled = (condition.type_ == "Progressing"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            || (condition.type_ == "ReplicaFailure" && condition.status == "True");
+        if stalled {
+            return Readiness::Failed(Failure::Stalled {
+                reason: condition
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| condition.type_.clone()),
+                message: condition.message.clone().unwrap_or_default(),
+            });
+        }
+    }
+    for pod in pods.iter().filter(|p| selects(deployment, p)) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Some(failure) = pod_failure(pod, claims) {
+            return Readiness::Failed(failure);
+        }
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let observed = status.observed_generation.unwrap_or(0) >= generation;
+    if observed && updated == desired && available == desired && total == desired {
+        Readiness::Ready
+    } else {
+        Readiness::Progressing {
+            ready: available,
+            desired,
+            updated,
+        }
+    }
+}
+
+/// What keeps one pod from running, if anything final.
+pub fn pod_failure(pod: &Pod, claims: &[PersistentVolumeClaim]) -> Option<Failure> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref()?;
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for container in statuses {
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or("");
+        let message = waiting.message.clone().unwrap_or_default();
+        match reason {
+            "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" => {
+                let image = spec
+                    .and_then(|s| {
+                        s.containers
+                            .iter()
+                            .chain(s.init_containers.iter().flatten())
+                            .find(|c| c.name == container.name)
+                            .and_then(|c| c.image.clone())
+                    })
+                    .unwrap_or_else(|| container.image.clone());
+                return Some(Failure::ImagePull {
+                    pod: name,
+                    registry: registry_of(&image),
+                    image,
+                    pull_secret: spec
+                        .and_then(|s| s.image_pull_secrets.as_ref())
+                        .is_some_and(|s| !s.is_empty()),
+                    message: if message.is_empty() {
+                        reason.to_owned()
+                    } else {
+                        format!("{reason}: {message}")
+                    },
+                });
+            }
+            "CrashLoopBackOff" => {
+                return Some(Failure::CrashLoop {
+                    pod: name,
+                    container: container.name.clone(),
+                    exit_code: container
+                        .last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .map(|t| t.exit_code),
+                    logs: Vec::new(),
+                });
+            }
+            "CreateContainerConfigError" | "CreateContainerError" => {
+                return Some(Failure::Config { pod: name, message });
+            }
+            _ => {}
+        }
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    })?;
+    // A pod waiting for a claim: name the claim, not the scheduler's words.
+    let wanted_claims = spec
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        });
+    for claim_name in wanted_claims {
+        if let Some(claim) = claims
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(claim_name.as_str()))
+        {
+            let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+            if phase == Some("Pending") {
+                return Some(Failure::PvcPending {
+                    claim: claim_name,
+                    storage_class: claim
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.storage_class_name.clone()),
+                });
+            }
+        }
+    }
+    Some(Failure::Unschedulable {
+        pod: name,
+        message: unschedulable.message.clone().unwrap_or_default(),
+    })
+}
