@@ -121,7 +121,9 @@ impl StartPlan {
         }
 
         let mut old_config = Vec::new();
-        for (key, object) in live {
+        // Reverse apply order: workloads go before the Services and claims
+        // they use.
+        for (key, object) in live.iter().rev() {
             if desired.objects.contains_key(key) || !is_ours(object) {
                 continue;
             }
@@ -131,7 +133,7 @@ impl StartPlan {
                     key.clone(),
                     "holds data; --delete-data prunes it",
                 )),
-                Kind::ConfigMap | Kind::Secret => old_config.push(key.clone()),
+                Kind::ConfigMap | Kind::Secret => old_config.insert(0, key.clone()),
                 _ => steps.push(StartStep::Prune(key.clone())),
             }
         }
@@ -213,7 +215,8 @@ impl std::fmt::Display for StopStep {
 pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions) -> Vec<StopStep> {
     let remove = options.remove || options.delete_data;
     let mut steps = Vec::new();
-    for (key, object) in live {
+    // Workloads before their Services: reverse apply order.
+    for (key, object) in live.iter().rev() {
         if !is_ours(object) {
             continue;
         }

@@ -29,21 +29,49 @@ async fn first_start_applies_server_side_in_dependency_order() {
     let cluster = server.cluster("broker");
     let outcome = cluster.start(&fixture(), run(), &Quiet).await.unwrap();
     assert!(outcome.wrote);
-    let patches: Vec<Recorded> = server.requests().into_iter().filter(|r| r.method == "PATCH").collect();
+    let patches: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
     for patch in &patches {
-        assert_eq!(patch.content_type, "application/apply-patch+yaml", "{patch:?}");
+        assert_eq!(
+            patch.content_type, "application/apply-patch+yaml",
+            "{patch:?}"
+        );
         let params = url_params(&patch.query);
-        assert_eq!(params.get("fieldManager").map(String::as_str), Some("broker-images"), "{patch:?}");
+        assert_eq!(
+            params.get("fieldManager").map(String::as_str),
+            Some("broker-images"),
+            "{patch:?}"
+        );
         assert!(!params.contains_key("force"), "{patch:?}");
         assert!(!params.contains_key("dryRun"), "{patch:?}");
         let body: serde_json::Value = serde_json::from_str(&patch.body).unwrap();
-        assert!(body["apiVersion"].is_string() && body["kind"].is_string(), "{body}");
+        assert!(
+            body["apiVersion"].is_string() && body["kind"].is_string(),
+            "{body}"
+        );
     }
     let order: Vec<String> = patches
         .iter()
-        .map(|p| p.path.rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/"))
+        .map(|p| {
+            p.path
+                .rsplit('/')
+                .take(2)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("/")
+        })
         .collect();
-    let position = |needle: &str| order.iter().position(|o| o == needle).unwrap_or_else(|| panic!("{needle} not in {order:?}"));
+    let position = |needle: &str| {
+        order
+            .iter()
+            .position(|o| o == needle)
+            .unwrap_or_else(|| panic!("{needle} not in {order:?}"))
+    };
     assert_eq!(position("namespaces/broker"), 0, "{order:?}");
     assert!(position("secrets/broker") < position("configmaps/env-configmap-7f9k2m8b6c"));
     assert!(position("persistentvolumeclaims/db-data") < position("deployments/db"));
@@ -51,25 +79,52 @@ async fn first_start_applies_server_side_in_dependency_order() {
     assert!(position("deployments/mq") < position("deployments/restapi"));
     // db and mq waited for before the rest is applied: lists in between.
     let all = server.requests();
-    let db_patch = all.iter().position(|r| r.method == "PATCH" && r.path.ends_with("deployments/mq")).unwrap();
-    let rest_patch = all.iter().position(|r| r.method == "PATCH" && r.path.ends_with("deployments/restapi")).unwrap();
+    let db_patch = all
+        .iter()
+        .position(|r| r.method == "PATCH" && r.path.ends_with("deployments/mq"))
+        .unwrap();
+    let rest_patch = all
+        .iter()
+        .position(|r| r.method == "PATCH" && r.path.ends_with("deployments/restapi"))
+        .unwrap();
     assert!(
-        all[db_patch..rest_patch].iter().any(|r| r.method == "GET" && r.path.ends_with("/deployments")),
+        all[db_patch..rest_patch]
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/deployments")),
         "no wait between db/mq and the rest"
     );
     // Members carry the ApplySet label; the parent its id and kinds.
-    let parent = all.iter().find(|r| r.method == "PATCH" && r.path.ends_with("secrets/broker")).unwrap();
+    let parent = all
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path.ends_with("secrets/broker"))
+        .unwrap();
     let parent: serde_json::Value = serde_json::from_str(&parent.body).unwrap();
     let id = cluster.applyset().id.clone();
-    assert_eq!(parent["metadata"]["labels"]["applyset.kubernetes.io/id"], json!(id));
+    assert_eq!(
+        parent["metadata"]["labels"]["applyset.kubernetes.io/id"],
+        json!(id)
+    );
     assert_eq!(
         parent["metadata"]["annotations"]["applyset.kubernetes.io/contains-group-kinds"],
         json!("ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service")
     );
-    assert!(parent["metadata"]["annotations"]["applyset.kubernetes.io/tooling"].as_str().unwrap().starts_with("broker-images/v"));
-    for patch in patches.iter().filter(|p| !p.path.ends_with("secrets/broker")) {
+    assert!(
+        parent["metadata"]["annotations"]["applyset.kubernetes.io/tooling"]
+            .as_str()
+            .unwrap()
+            .starts_with("broker-images/v")
+    );
+    for patch in patches
+        .iter()
+        .filter(|p| !p.path.ends_with("secrets/broker"))
+    {
         let body: serde_json::Value = serde_json::from_str(&patch.body).unwrap();
-        assert_eq!(body["metadata"]["labels"]["applyset.kubernetes.io/part-of"], json!(id), "{}", patch.path);
+        assert_eq!(
+            body["metadata"]["labels"]["applyset.kubernetes.io/part-of"],
+            json!(id),
+            "{}",
+            patch.path
+        );
     }
 }
 
@@ -87,7 +142,11 @@ async fn second_start_writes_nothing_and_status_lists_a_handful() {
     assert!(writes.is_empty(), "a no-change start wrote: {writes:?}");
     // Namespace, parent, one list per member kind (5 namespaced kinds).
     assert_eq!(requests.len(), 7, "{requests:#?}");
-    println!("no-change start: {} requests, {} writes", requests.len(), writes.len());
+    println!(
+        "no-change start: {} requests, {} writes",
+        requests.len(),
+        writes.len()
+    );
 
     server.clear();
     let report = cluster.status(None).await.unwrap();
@@ -105,21 +164,49 @@ async fn dry_run_asks_the_server_with_dry_run_all_and_writes_nothing() {
     // The namespace exists (so the server can dry-run namespaced objects).
     server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
     let outcome = cluster
-        .start(&fixture(), StartRun { dry_run: true, force_conflicts: true, ..run() }, &Quiet)
+        .start(
+            &fixture(),
+            StartRun {
+                dry_run: true,
+                force_conflicts: true,
+                ..run()
+            },
+            &Quiet,
+        )
         .await
         .unwrap();
-    let patches: Vec<Recorded> = server.requests().into_iter().filter(|r| r.is_write()).collect();
+    let patches: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
     assert!(!patches.is_empty());
     for patch in &patches {
         let params = url_params(&patch.query);
         assert_eq!(patch.method, "PATCH");
-        assert_eq!(params.get("dryRun").map(String::as_str), Some("All"), "{patch:?}");
-        assert_eq!(params.get("force").map(String::as_str), Some("true"), "{patch:?}");
+        assert_eq!(
+            params.get("dryRun").map(String::as_str),
+            Some("All"),
+            "{patch:?}"
+        );
+        assert_eq!(
+            params.get("force").map(String::as_str),
+            Some("true"),
+            "{patch:?}"
+        );
     }
     let secret = &outcome.diffs["Secret/credentials-g6tb48ckm2"];
     let text = secret.join("\n");
-    assert!(text.contains("(secret values for keys PGPASSWORD, POSTGRES_PASSWORD, RABBITMQ_DEFAULT_PASS)"), "{text}");
-    assert!(!text.contains("Q0hBTkdFTUU"), "a Secret value leaked: {text}");
+    assert!(
+        text.contains(
+            "(secret values for keys PGPASSWORD, POSTGRES_PASSWORD, RABBITMQ_DEFAULT_PASS)"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Q0hBTkdFTUU"),
+        "a Secret value leaked: {text}"
+    );
     // Nothing was stored.
     assert_eq!(server.state.lock().unwrap().objects.len(), 1);
 }
@@ -137,7 +224,11 @@ async fn a_conflict_is_one_line_naming_manager_and_field() {
         })
     });
     let server = serve(Some(conflict)).await;
-    let error = server.cluster("broker").start(&fixture(), run(), &Quiet).await.unwrap_err();
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
     assert!(matches!(error, ClusterError::Conflict { .. }), "{error:?}");
     let text = error.to_string();
     assert_eq!(
@@ -150,13 +241,17 @@ async fn a_conflict_is_one_line_naming_manager_and_field() {
 #[tokio::test]
 async fn forbidden_names_verb_and_resource() {
     let deny: support::Override = Arc::new(|r: &Recorded| {
-        (r.method == "GET" && r.path.ends_with("/deployments")).then(|| (403, forbidden("list", "deployments", "apps")))
+        (r.method == "GET" && r.path.ends_with("/deployments"))
+            .then(|| (403, forbidden("list", "deployments", "apps")))
     });
     let server = serve(Some(deny)).await;
     server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
     let error = server.cluster("broker").status(None).await.unwrap_err();
     let text = error.to_string();
-    assert!(text.starts_with("forbidden: cannot list deployments.apps in namespace broker;"), "{text}");
+    assert!(
+        text.starts_with("forbidden: cannot list deployments.apps in namespace broker;"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -165,38 +260,73 @@ async fn a_terminating_namespace_is_refused_before_any_write() {
     server.put(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "broker", "deletionTimestamp": "2026-01-01T00:00:00Z"},
         "status": {"phase": "Terminating"}}));
-    let error = server.cluster("broker").start(&fixture(), run(), &Quiet).await.unwrap_err();
-    assert!(matches!(error, ClusterError::NamespaceTerminating(_)), "{error:?}");
-    assert!(error.to_string().contains("namespace broker is terminating"));
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClusterError::NamespaceTerminating(_)),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("namespace broker is terminating")
+    );
     assert!(server.requests().iter().all(|r| !r.is_write()));
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_reported_within_ten_seconds() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
-    std::fs::write(&kubeconfig, kubeconfig_text(&format!("http://127.0.0.1:{port}"), "test")).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_text(&format!("http://127.0.0.1:{port}"), "test"),
+    )
+    .unwrap();
     let mut options = ConnectOptions::new("broker");
     options.kubeconfig = Some(kubeconfig);
     let started = Instant::now();
     let cluster = broker_cluster::Cluster::connect(&options).await.unwrap();
     let error = cluster.status(None).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    assert!(matches!(error, ClusterError::Unreachable { .. }), "{error:?}");
-    assert!(error.to_string().contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(error, ClusterError::Unreachable { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_context_names_the_ones_there_are() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
-    std::fs::write(&kubeconfig, kubeconfig_text("http://127.0.0.1:1", "kind-broker")).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_text("http://127.0.0.1:1", "kind-broker"),
+    )
+    .unwrap();
     let mut options = ConnectOptions::new("broker");
     options.kubeconfig = Some(kubeconfig);
     options.context = Some("prod".into());
-    let error = broker_cluster::Cluster::connect(&options).await.unwrap_err();
+    let error = broker_cluster::Cluster::connect(&options)
+        .await
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "kubeconfig: context prod is not in the kubeconfig (have: kind-broker); pass --context with one of them"
@@ -210,16 +340,34 @@ async fn stop_scales_with_its_own_manager_and_start_takes_the_count_back() {
     cluster.start(&fixture(), run(), &Quiet).await.unwrap();
     server.clear();
     let steps = cluster
-        .stop(StopOptions::default(), false, Duration::from_secs(5), &Quiet)
+        .stop(
+            StopOptions::default(),
+            false,
+            Duration::from_secs(5),
+            &Quiet,
+        )
         .await
         .unwrap();
-    assert_eq!(steps.iter().filter(|s| matches!(s, broker_cluster::StopStep::Scale(_))).count(), 5);
-    let writes: Vec<Recorded> = server.requests().into_iter().filter(|r| r.is_write()).collect();
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, broker_cluster::StopStep::Scale(_)))
+            .count(),
+        5
+    );
+    let writes: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
     assert_eq!(writes.len(), 5, "{writes:#?}");
     for w in &writes {
         assert!(w.path.contains("/deployments/"), "stop touched {}", w.path);
         let params = url_params(&w.query);
-        assert_eq!(params.get("fieldManager").map(String::as_str), Some("broker-images-stop"));
+        assert_eq!(
+            params.get("fieldManager").map(String::as_str),
+            Some("broker-images-stop")
+        );
         assert_eq!(params.get("force").map(String::as_str), Some("true"));
         let body: serde_json::Value = serde_json::from_str(&w.body).unwrap();
         assert_eq!(body["spec"], json!({"replicas": 0}));
@@ -227,7 +375,15 @@ async fn stop_scales_with_its_own_manager_and_start_takes_the_count_back() {
     // --delete-data without confirmation: refused before any request.
     server.clear();
     let refused = cluster
-        .stop(StopOptions { remove: false, delete_data: true }, false, Duration::from_secs(5), &Quiet)
+        .stop(
+            StopOptions {
+                remove: false,
+                delete_data: true,
+            },
+            false,
+            Duration::from_secs(5),
+            &Quiet,
+        )
         .await
         .unwrap_err();
     assert!(matches!(refused, ClusterError::Refused(_)));

@@ -113,8 +113,8 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
             }
             // A list: the path is a collection prefix.
             let prefix = format!("{}/", request.path);
-            let is_collection = request.path.ends_with('s')
-                && state.objects.keys().all(|k| k != &request.path);
+            let is_collection =
+                request.path.ends_with('s') && state.objects.keys().all(|k| k != &request.path);
             let selector = params.get("labelSelector").cloned().unwrap_or_default();
             let items: Vec<Value> = state
                 .objects
@@ -125,13 +125,26 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
                 .collect();
             let last = request.path.rsplit('/').next().unwrap_or("");
             let known_collections = [
-                "configmaps", "secrets", "persistentvolumeclaims", "services", "deployments",
-                "statefulsets", "pods", "replicasets", "serviceaccounts",
+                "configmaps",
+                "secrets",
+                "persistentvolumeclaims",
+                "services",
+                "deployments",
+                "statefulsets",
+                "pods",
+                "replicasets",
+                "serviceaccounts",
             ];
             if is_collection && known_collections.contains(&last) {
-                (200, json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}))
+                (
+                    200,
+                    json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
             } else {
-                (404, status(404, "NotFound", &format!("{} not found", request.path)))
+                (
+                    404,
+                    status(404, "NotFound", &format!("{} not found", request.path)),
+                )
             }
         }
         "PATCH" => {
@@ -143,12 +156,17 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
                 merge(&mut live, &body);
                 body = live;
             }
-            let fields = body["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+            let fields = body["metadata"]["managedFields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let mut fields: Vec<Value> = fields
                 .into_iter()
                 .filter(|f| f["manager"].as_str() != Some(manager.as_str()))
                 .collect();
-            fields.push(json!({"manager": manager, "operation": "Apply", "apiVersion": body["apiVersion"]}));
+            fields.push(
+                json!({"manager": manager, "operation": "Apply", "apiVersion": body["apiVersion"]}),
+            );
             body["metadata"]["managedFields"] = Value::Array(fields);
             if body["kind"] == "Deployment" {
                 let replicas = body["spec"]["replicas"].as_i64().unwrap_or(1);
@@ -220,47 +238,55 @@ pub async fn serve(overrides: Option<Override>) -> Scripted {
     let shared = state.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let state = shared.clone();
             let overrides = overrides.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let state = state.clone();
-                    let overrides = overrides.clone();
-                    async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_owned();
-                        let query = req.uri().query().unwrap_or("").to_owned();
-                        let content_type = req
-                            .headers()
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let recorded = Recorded {
-                            method,
-                            path,
-                            query,
-                            content_type,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        };
-                        let (code, value) = {
-                            let mut state = state.lock().unwrap();
-                            state.requests.push(recorded.clone());
-                            match overrides.as_ref().and_then(|o| o(&recorded)) {
-                                Some(answer) => answer,
-                                None => answer(&mut state, &recorded),
-                            }
-                        };
-                        let response = Response::builder()
-                            .status(code)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(value.to_string())))
-                            .unwrap();
-                        Ok::<_, Infallible>(response)
-                    }
-                });
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        let overrides = overrides.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_owned();
+                            let query = req.uri().query().unwrap_or("").to_owned();
+                            let content_type = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let recorded = Recorded {
+                                method,
+                                path,
+                                query,
+                                content_type,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            };
+                            let (code, value) = {
+                                let mut state = state.lock().unwrap();
+                                state.requests.push(recorded.clone());
+                                match overrides.as_ref().and_then(|o| o(&recorded)) {
+                                    Some(answer) => answer,
+                                    None => answer(&mut state, &recorded),
+                                }
+                            };
+                            let response = Response::builder()
+                                .status(code)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(value.to_string())))
+                                .unwrap();
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)

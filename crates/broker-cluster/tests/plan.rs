@@ -1,0 +1,344 @@
+//! The apply and stop plans as data, for the example rendered directory:
+//! no cluster, no HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use broker_cluster::objects::read_objects;
+use broker_cluster::plan::{self, prepare, stale_config};
+use broker_cluster::{
+    ApplySet, ClusterError, Kind, ObjectKey, RenderedSet, StartOptions, StartPlan, StartStep,
+    StopOptions, StopStep, stop_plan,
+};
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+use support::{fixture, fixture_dir};
+
+fn text(plan: &StartPlan) -> String {
+    plan.steps.iter().map(|s| format!("{s}\n")).collect()
+}
+
+fn key(kind: Kind, name: &str) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: kind.namespaced().then(|| "broker".to_owned()),
+        name: name.to_owned(),
+    }
+}
+
+/// What the cluster would hold after applying `prepared`: the same
+/// objects with our field manager recorded.
+fn as_live(prepared: &RenderedSet) -> BTreeMap<ObjectKey, DynamicObject> {
+    prepared
+        .objects
+        .iter()
+        .map(|(k, o)| {
+            let mut value = serde_json::to_value(o).unwrap();
+            value["metadata"]["managedFields"] =
+                json!([{"manager": "broker-images", "operation": "Apply", "apiVersion": "v1"}]);
+            value["metadata"]["resourceVersion"] = json!("7");
+            (k.clone(), serde_json::from_value(value).unwrap())
+        })
+        .collect()
+}
+
+fn member(set: &ApplySet, kind: Kind, name: &str) -> (ObjectKey, DynamicObject) {
+    let value = json!({
+        "apiVersion": kind.api_version(), "kind": kind.name(),
+        "metadata": {"name": name, "namespace": "broker", "labels": {
+            "app.kubernetes.io/part-of": "broker",
+            "app.kubernetes.io/managed-by": "broker-images",
+            "applyset.kubernetes.io/part-of": set.id}}
+    });
+    (key(kind, name), serde_json::from_value(value).unwrap())
+}
+
+#[test]
+fn first_start_of_the_example() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let plan = StartPlan::new(&prepared, &BTreeMap::new(), None, StartOptions::default());
+    insta::assert_snapshot!(text(&plan));
+}
+
+#[test]
+fn unchanged_start_plans_no_write() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let live = as_live(&prepared);
+    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let plan = StartPlan::new(&prepared, &live, Some(&kinds), StartOptions::default());
+    assert!(!plan.writes(), "{}", text(&plan));
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| matches!(s, StartStep::Unchanged(_) | StartStep::Wait(_)))
+    );
+}
+
+#[test]
+fn an_edited_or_rerendered_object_is_applied_again() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    // Someone scaled db by hand.
+    let db = live.get_mut(&key(Kind::Deployment, "db")).unwrap();
+    db.data["spec"]["replicas"] = json!(3);
+    // And render dropped a field from mq (its hash changes).
+    let mut rendered = fixture();
+    let mq = rendered
+        .objects
+        .get_mut(&key(Kind::Deployment, "mq"))
+        .unwrap();
+    mq.data["spec"].as_object_mut().unwrap().remove("strategy");
+    let prepared_again = prepare(&rendered, &set);
+    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let plan = StartPlan::new(
+        &prepared_again,
+        &live,
+        Some(&kinds),
+        StartOptions::default(),
+    );
+    let applied: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            StartStep::Apply(k) => Some(k.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, ["Deployment/db", "Deployment/mq"]);
+}
+
+#[test]
+fn prune_selection_spares_data_config_and_foreign_objects() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    live.extend([
+        member(&set, Kind::Deployment, "old-worker"),
+        member(&set, Kind::Service, "old-worker"),
+        member(&set, Kind::PersistentVolumeClaim, "old-data"),
+        member(&set, Kind::ConfigMap, "env-configmap-oldhash12"),
+        member(&set, Kind::Secret, "credentials-oldhash12"),
+    ]);
+    // Listed by mistake (a selector bug must not delete it): no our labels.
+    let (foreign_key, mut foreign) = member(&set, Kind::Deployment, "someone-elses");
+    foreign
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("app.kubernetes.io/managed-by");
+    live.insert(foreign_key, foreign);
+
+    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let plan = StartPlan::new(&prepared, &live, Some(&kinds), StartOptions::default());
+    insta::assert_snapshot!("prune_without_delete_data", text(&plan));
+    let with_data = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&kinds),
+        StartOptions { delete_data: true },
+    );
+    assert!(with_data.steps.contains(&StartStep::Prune(key(
+        Kind::PersistentVolumeClaim,
+        "old-data"
+    ))));
+    for plan in [&plan, &with_data] {
+        assert!(
+            !plan
+                .steps
+                .contains(&StartStep::Prune(key(Kind::Deployment, "someone-elses")))
+        );
+        assert!(!plan.steps.iter().any(|s| matches!(s, StartStep::Prune(k) if k.kind == Kind::ConfigMap || k.kind == Kind::Secret)));
+    }
+}
+
+#[test]
+fn a_kind_that_left_the_set_keeps_the_parent_wide_until_pruned() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let live = as_live(&prepared);
+    let old =
+        "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service,StatefulSet.apps";
+    let plan = StartPlan::new(&prepared, &live, Some(old), StartOptions::default());
+    let parents: Vec<&StartStep> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, StartStep::ApplyParent(_)))
+        .collect();
+    // Unchanged union: no first parent write; the narrowing comes last.
+    assert_eq!(parents.len(), 1);
+    assert_eq!(
+        plan.steps.last(),
+        Some(&StartStep::ApplyParent(
+            "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service".into()
+        ))
+    );
+}
+
+fn live_members() -> BTreeMap<ObjectKey, DynamicObject> {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    as_live(&prepared)
+}
+
+#[test]
+fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
+    let live = live_members();
+    let touched = |steps: &[StopStep]| -> Vec<ObjectKey> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                StopStep::Scale(k) | StopStep::Delete(k) => Some(k.clone()),
+                StopStep::WaitPodsGone => None,
+            })
+            .collect()
+    };
+    let plain = stop_plan(&live, StopOptions::default());
+    assert!(
+        plain.iter().all(|s| !matches!(s, StopStep::Delete(_))),
+        "{plain:?}"
+    );
+    assert!(touched(&plain).iter().all(|k| k.kind == Kind::Deployment));
+    assert_eq!(plain.last(), Some(&StopStep::WaitPodsGone));
+
+    let remove = stop_plan(
+        &live,
+        StopOptions {
+            remove: true,
+            delete_data: false,
+        },
+    );
+    for k in touched(&remove) {
+        assert!(
+            matches!(k.kind, Kind::Deployment | Kind::Service),
+            "--remove touched {k}"
+        );
+    }
+    let data = stop_plan(
+        &live,
+        StopOptions {
+            remove: false,
+            delete_data: true,
+        },
+    );
+    let lines: String = data.iter().map(|s| format!("{s}\n")).collect();
+    insta::assert_snapshot!("stop_delete_data", lines);
+    for plan in [&plain, &remove, &data] {
+        assert!(
+            touched(plan)
+                .iter()
+                .all(|k| !matches!(k.kind, Kind::Secret | Kind::Namespace | Kind::ConfigMap))
+        );
+    }
+}
+
+#[test]
+fn old_config_kept_while_the_previous_replicaset_needs_it() {
+    let candidates = vec![
+        key(Kind::ConfigMap, "env-configmap-aaaa"),
+        key(Kind::ConfigMap, "env-configmap-bbbb"),
+        key(Kind::ConfigMap, "env-configmap-cccc"),
+        key(Kind::Secret, "credentials-aaaa"),
+    ];
+    let rs = |revision: &str, cm: &str, replicas: u64| -> Value {
+        json!({"metadata": {"name": format!("db-{revision}"),
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"name": "db", "kind": "Deployment"}]},
+               "spec": {"template": {"spec": {"containers": [{"name": "db",
+                   "envFrom": [{"configMapRef": {"name": cm}}]}]}}},
+               "status": {"replicas": replicas}})
+    };
+    // Revision 3 current, 2 previous (kept for rollout undo), 1 old.
+    let replica_sets = vec![
+        rs("1", "env-configmap-aaaa", 0),
+        rs("3", "env-configmap-cccc", 1),
+        rs("2", "env-configmap-bbbb", 0),
+    ];
+    let pods = vec![
+        json!({"spec": {"volumes": [{"name": "s", "secret": {"secretName": "credentials-aaaa"}}], "containers": []}}),
+    ];
+    let stale = stale_config(&candidates, &replica_sets, &pods);
+    assert_eq!(stale, vec![key(Kind::ConfigMap, "env-configmap-aaaa")]);
+}
+
+#[test]
+fn references_cover_every_way_a_pod_uses_config() {
+    let spec = json!({
+        "imagePullSecrets": [{"name": "pull"}],
+        "volumes": [{"name": "a", "configMap": {"name": "cm-vol"}},
+                    {"name": "b", "projected": {"sources": [{"secret": {"name": "sec-proj"}}, {"configMap": {"name": "cm-proj"}}]}}],
+        "containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "sec-env"}}],
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm-key", "key": "k"}}},
+                    {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "sec-key", "key": "k"}}}]}]
+    });
+    let refs: Vec<String> = plan::config_references(&spec)
+        .into_iter()
+        .map(|(k, n)| format!("{}/{n}", k.name()))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            "ConfigMap/cm-key",
+            "ConfigMap/cm-proj",
+            "ConfigMap/cm-vol",
+            "Secret/pull",
+            "Secret/sec-env",
+            "Secret/sec-key",
+            "Secret/sec-proj"
+        ]
+    );
+}
+
+#[test]
+fn manifests_without_our_labels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stray\n  namespace: broker\n  labels:\n    app.kubernetes.io/part-of: broker\ndata: {}\n",
+    )
+    .unwrap();
+    let error = RenderedSet::read_dir(dir.path(), "broker").unwrap_err();
+    assert!(matches!(error, ClusterError::Object { .. }));
+    assert_eq!(
+        error.to_string(),
+        "ConfigMap/stray: lacks label app.kubernetes.io/managed-by=broker-images: not rendered by broker-images render, refusing to apply it"
+    );
+}
+
+#[test]
+fn manifests_for_another_namespace_are_refused() {
+    let error = RenderedSet::read_dir(&fixture_dir(), "staging").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is in namespace broker, not staging"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_empty_or_kustomization_only_dir_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kustomization.yaml"), "resources: []\n").unwrap();
+    let error = read_objects(dir.path()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("run broker-images render --out DIR first"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_example_reads_multi_document_files() {
+    let objects = read_objects(&fixture_dir()).unwrap();
+    // services.yaml holds three documents, pvc.yaml two.
+    assert_eq!(objects.len(), 14);
+    assert_eq!(fixture().objects.len(), 14);
+}

@@ -1,0 +1,182 @@
+//! Wait classification from recorded Deployment and Pod statuses
+//! (`tests/fixtures/status/*.json`, shaped as the API server returns them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use broker_cluster::wait::{Failure, Readiness, classify, registry_of};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+
+fn load<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/status")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn case(deployment: &str, pods: &[&str], claims: &[&str]) -> Readiness {
+    let deployment: Deployment = load(deployment);
+    let pods: Vec<Pod> = pods.iter().map(|p| load(p)).collect();
+    let claims: Vec<PersistentVolumeClaim> = claims.iter().map(|c| load(c)).collect();
+    classify(&deployment, &pods, &claims)
+}
+
+fn message(readiness: Readiness) -> String {
+    match readiness {
+        Readiness::Failed(f) => f.to_string(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn rolled_out() {
+    assert_eq!(
+        case("deployment-ready.json", &["pod-running.json"], &[]),
+        Readiness::Ready
+    );
+}
+
+#[test]
+fn progressing_counts_replicas() {
+    assert_eq!(
+        case(
+            "deployment-progressing.json",
+            &["pod-pending-scheduled.json"],
+            &[]
+        ),
+        Readiness::Progressing {
+            ready: 0,
+            desired: 1,
+            updated: 1
+        }
+    );
+}
+
+#[test]
+fn image_pull_backoff_names_image_registry_and_pull_secret() {
+    assert_eq!(
+        message(case(
+            "deployment-progressing.json",
+            &["pod-imagepullbackoff.json"],
+            &[]
+        )),
+        "pod restapi-7d4b9c-x2x9q cannot pull registry.internal:5000/broker/python-base@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc from registry.internal:5000 (ImagePullBackOff: Back-off pulling image \"registry.internal:5000/broker/python-base@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"); no image pull secret is set; a private registry needs one"
+    );
+}
+
+#[test]
+fn err_image_pull_with_a_pull_secret_says_check_it() {
+    let text = message(case(
+        "deployment-progressing.json",
+        &["pod-errimagepull-secret.json"],
+        &[],
+    ));
+    assert!(text.contains("(ErrImagePull: "), "{text}");
+    assert!(
+        text.ends_with("the pod has an image pull secret; check its credentials"),
+        "{text}"
+    );
+}
+
+#[test]
+fn crash_loop_gives_exit_code() {
+    let readiness = case("deployment-progressing.json", &["pod-crashloop.json"], &[]);
+    assert_eq!(
+        readiness,
+        Readiness::Failed(Failure::CrashLoop {
+            pod: "restapi-7d4b9c-x2x9q".into(),
+            container: "restapi".into(),
+            exit_code: Some(3),
+            logs: vec![],
+        })
+    );
+    let with_logs = Failure::CrashLoop {
+        pod: "p".into(),
+        container: "c".into(),
+        exit_code: Some(3),
+        logs: vec![
+            "Traceback".into(),
+            "ModuleNotFoundError: No module named 'Wombat'".into(),
+        ],
+    };
+    assert_eq!(
+        with_logs.to_string(),
+        "pod p container c keeps crashing (exit code 3); last log lines: Traceback | ModuleNotFoundError: No module named 'Wombat'"
+    );
+}
+
+#[test]
+fn unschedulable_quotes_the_scheduler() {
+    let readiness = case(
+        "deployment-progressing.json",
+        &["pod-unschedulable.json"],
+        &[],
+    );
+    let Readiness::Failed(failure) = readiness else {
+        panic!()
+    };
+    assert!(
+        failure.may_pass(),
+        "scheduling can clear up: waited for a grace period"
+    );
+    assert_eq!(
+        failure.to_string(),
+        "pod restapi-7d4b9c-x2x9q cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory."
+    );
+}
+
+#[test]
+fn pending_claim_names_its_storage_class() {
+    assert_eq!(
+        message(case(
+            "deployment-db-progressing.json",
+            &["pod-db-unschedulable-pvc.json"],
+            &["pvc-pending.json"]
+        )),
+        "PersistentVolumeClaim db-data is Pending (storage class fast-ssd): no volume provisioned; check the class exists and has a provisioner"
+    );
+}
+
+#[test]
+fn missing_config_is_reported() {
+    assert_eq!(
+        message(case(
+            "deployment-progressing.json",
+            &["pod-configerror.json"],
+            &[]
+        )),
+        "pod restapi-7d4b9c-x2x9q cannot create its container: secret \"credentials-g6tb48ckm2\" not found"
+    );
+}
+
+#[test]
+fn progress_deadline_exceeded_is_final() {
+    assert_eq!(
+        message(case("deployment-deadline.json", &[], &[])),
+        "ProgressDeadlineExceeded: ReplicaSet \"restapi-7d4b9c\" has timed out progressing."
+    );
+}
+
+#[test]
+fn pods_of_other_workloads_do_not_count() {
+    // A crashing pod with other labels must not fail this Deployment.
+    let readiness = case(
+        "deployment-ready.json",
+        &["pod-running.json", "pod-db-unschedulable-pvc.json"],
+        &["pvc-pending.json"],
+    );
+    assert_eq!(readiness, Readiness::Ready);
+}
+
+#[test]
+fn registries_as_a_node_resolves_them() {
+    assert_eq!(registry_of("postgres:14.2"), "docker.io");
+    assert_eq!(registry_of("library/postgres"), "docker.io");
+    assert_eq!(registry_of("localhost/x"), "localhost");
+    assert_eq!(
+        registry_of("127.0.0.1:5000/broker/x@sha256:aa"),
+        "127.0.0.1:5000"
+    );
+}
