@@ -84,14 +84,119 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
     Render,
-    /// Apply the rendered manifests to the cluster.
-    Start,
-    /// Stop the broker's workloads, keeping its data.
-    Stop,
-    /// Stop, then start.
-    Restart,
-    /// Show what runs in the cluster and whether it matches the rendered set.
-    Status,
+    /// Apply rendered manifests to the cluster (server-side apply, in
+    /// dependency order), wait until ready, prune what left the set.
+    Start(StartArgs),
+    /// Scale the broker's workloads to zero, keeping data, config and
+    /// Services (so addresses and node ports stay).
+    Stop(StopArgs),
+    /// Rolling restart of workloads (all, or the ones named).
+    Restart(RestartArgs),
+    /// Show workloads, images versus the lock, exposure and volumes.
+    /// Exits 0 only when every workload is ready, every image matches the
+    /// lock (with --lock) and every volume claim is bound; 1 otherwise.
+    Status(StatusArgs),
+}
+
+/// Which cluster and namespace (shared by the cluster commands).
+#[derive(Debug, Args, Clone)]
+pub struct KubeArgs {
+    /// The kubeconfig file. Without it: $KUBECONFIG, else ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use instead of the current one.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The broker's namespace.
+    #[arg(long, short = 'n', default_value = "broker", value_name = "NAME")]
+    pub namespace: String,
+
+    /// Seconds to wait for workloads to become ready (or for pods to go).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// Arguments of `start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The directory `render --out` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+
+    /// Ask the server what would change (server-side dry run) and print a
+    /// diff per object, Secret values masked. Writes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Take over fields another field manager owns instead of failing.
+    #[arg(long)]
+    pub force_conflicts: bool,
+
+    /// Also prune PersistentVolumeClaims that left the rendered set (their
+    /// data is deleted).
+    #[arg(long)]
+    pub delete_data: bool,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Delete the workloads and Services instead of scaling to zero
+    /// (PersistentVolumeClaims, Secrets, ConfigMaps and the namespace stay).
+    #[arg(long)]
+    pub remove: bool,
+
+    /// Also delete the broker's PersistentVolumeClaims and with them all
+    /// its data (implies --remove). Asks for confirmation on a terminal.
+    #[arg(long)]
+    pub delete_data: bool,
+
+    /// Confirm --delete-data without asking (scripts).
+    #[arg(long, requires = "delete_data")]
+    pub yes: bool,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Workloads to restart (e.g. `mq restapi`); all when none are named.
+    #[arg(value_name = "WORKLOAD")]
+    pub workloads: Vec<String>,
+
+    /// Stop, then start from --manifests, instead of a rolling restart.
+    #[arg(long, requires = "manifests")]
+    pub hard: bool,
+
+    /// The rendered directory `--hard` starts from.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Compare running image digests with this lock file; a difference is
+    /// drift and makes status exit 1.
+    #[arg(long, value_name = "PATH")]
+    pub lock: Option<PathBuf>,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Arguments of `push`.

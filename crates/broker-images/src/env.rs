@@ -8,3 +8,7 @@ pub const REGISTRY: &str = "BROKER_IMAGES_REGISTRY";
 /// (credentials); defaults to `~/.docker`.
 #[allow(dead_code)] // listed for completeness; broker-registry reads it
 pub const DOCKER_CONFIG: &str = broker_registry::DOCKER_CONFIG_ENV;
+/// The kubeconfig search path (`:`-separated) the cluster commands use
+/// when `--kubeconfig` is not given; kube-rs reads it as kubectl does.
+#[allow(dead_code)] // listed for completeness; kube-rs reads it
+pub const KUBECONFIG: &str = "KUBECONFIG";

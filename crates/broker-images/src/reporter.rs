@@ -178,3 +178,9 @@ impl broker_build::build::BuildReporter for Progress {
         }
     }
 }
+
+impl broker_cluster::Reporter for Progress {
+    fn line(&self, text: &str) {
+        Progress::line(self, text);
+    }
+}

@@ -2,6 +2,7 @@
 //! a module; this one holds what they share.
 
 mod build;
+mod cluster;
 mod mirror;
 mod push;
 
@@ -33,11 +34,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => {
             return runtime.block_on(build::verify(&cli.store, args, cli.json, progress));
         }
+        Command::Start(args) => return runtime.block_on(cluster::start(args, cli.json, progress)),
+        Command::Stop(args) => return runtime.block_on(cluster::stop(args, cli.json, progress)),
+        Command::Restart(args) => {
+            return runtime.block_on(cluster::restart(args, cli.json, progress));
+        }
+        Command::Status(args) => return runtime.block_on(cluster::status(args, cli.json)),
         Command::Render => "render",
-        Command::Start => "start",
-        Command::Stop => "stop",
-        Command::Restart => "restart",
-        Command::Status => "status",
     };
     bail!("`broker-images {name}` is not implemented yet")
 }

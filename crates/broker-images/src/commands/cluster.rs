@@ -1,0 +1,200 @@
+//! `start`, `stop`, `restart` and `status`: the command line in front of
+//! broker-cluster. Exit codes are decided here: any error, a wait that
+//! did not end ready, or an unhealthy status exits 1.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use broker_cluster::{
+    Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
+};
+
+use crate::cli::{KubeArgs, RestartArgs, StartArgs, StatusArgs, StopArgs};
+use crate::commands::print_result;
+use crate::reporter::Progress;
+
+async fn connect(kube: &KubeArgs) -> anyhow::Result<Cluster> {
+    let mut options = ConnectOptions::new(&kube.namespace);
+    options.kubeconfig = kube.kubeconfig.clone();
+    options.context = kube.context.clone();
+    Ok(Cluster::connect(&options).await?)
+}
+
+fn reporter(json: bool, progress: &Arc<Progress>) -> &dyn Reporter {
+    if json { &Quiet } else { progress.as_ref() }
+}
+
+/// `start --manifests DIR`.
+pub async fn start(args: StartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
+    let rendered = RenderedSet::read_dir(&args.manifests, &args.kube.namespace)
+        .with_context(|| format!("cannot start from {}", args.manifests.display()))?;
+    start_rendered(rendered, &args, json, progress).await
+}
+
+/// Starts an already parsed set of objects: the entry for `start --lock
+/// --environment`, which renders in memory first.
+pub async fn start_rendered(
+    rendered: RenderedSet,
+    args: &StartArgs,
+    json: bool,
+    progress: Arc<Progress>,
+) -> anyhow::Result<()> {
+    let cluster = connect(&args.kube).await?;
+    let run = StartRun {
+        dry_run: args.dry_run,
+        force_conflicts: args.force_conflicts,
+        delete_data: args.delete_data,
+        timeout: Duration::from_secs(args.kube.timeout),
+    };
+    let outcome = cluster
+        .start(&rendered, run, reporter(json, &progress))
+        .await
+        .context("start failed")?;
+    let summary = if args.dry_run {
+        format!(
+            "dry run: {} object(s) would change, {} unchanged, {} would be pruned; nothing written",
+            outcome.applied.len(),
+            outcome.unchanged.len(),
+            outcome.pruned.len()
+        )
+    } else if outcome.wrote {
+        format!(
+            "started: {} applied, {} unchanged, {} pruned, {} old config object(s) deleted",
+            outcome.applied.len(),
+            outcome.unchanged.len(),
+            outcome.pruned.len(),
+            outcome.collected.len()
+        )
+    } else {
+        "no changes: the cluster already runs the rendered set; nothing written".to_owned()
+    };
+    print_result(
+        json,
+        &serde_json::to_value(&outcome).unwrap_or_default(),
+        &[summary],
+    );
+    Ok(())
+}
+
+/// Asks on a terminal before data is deleted; off a terminal only `--yes`
+/// confirms.
+fn confirm_delete_data(namespace: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!(
+        "Delete the broker's PersistentVolumeClaims in namespace {namespace}, and all their data? Type yes: "
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    Ok(answer.trim() == "yes")
+}
+
+/// `stop`.
+pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
+    let options = StopOptions {
+        remove: args.remove,
+        delete_data: args.delete_data,
+    };
+    let confirmed = args.delete_data && (args.yes || confirm_delete_data(&args.kube.namespace)?);
+    let cluster = connect(&args.kube).await?;
+    let steps = cluster
+        .stop(
+            options,
+            confirmed,
+            Duration::from_secs(args.kube.timeout),
+            reporter(json, &progress),
+        )
+        .await
+        .context("stop failed")?;
+    let done: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    print_result(
+        json,
+        &serde_json::json!({ "steps": done }),
+        &[format!("stopped: {} step(s)", done.len())],
+    );
+    Ok(())
+}
+
+/// `restart [WORKLOAD…]` and `restart --hard`.
+pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
+    if args.hard {
+        let Some(manifests) = args.manifests.clone() else {
+            bail!("restart --hard needs --manifests DIR to start from");
+        };
+        if !args.workloads.is_empty() {
+            bail!("restart --hard stops and starts everything; name no workloads");
+        }
+        let rendered = RenderedSet::read_dir(&manifests, &args.kube.namespace)
+            .with_context(|| format!("cannot start from {}", manifests.display()))?;
+        stop(
+            StopArgs {
+                remove: false,
+                delete_data: false,
+                yes: false,
+                kube: args.kube.clone(),
+            },
+            json,
+            progress.clone(),
+        )
+        .await?;
+        let start_args = StartArgs {
+            manifests,
+            dry_run: false,
+            force_conflicts: false,
+            delete_data: false,
+            kube: args.kube.clone(),
+        };
+        return start_rendered(rendered, &start_args, json, progress).await;
+    }
+    let cluster = connect(&args.kube).await?;
+    let restarted = cluster
+        .restart(
+            &args.workloads,
+            Duration::from_secs(args.kube.timeout),
+            reporter(json, &progress),
+        )
+        .await
+        .context("restart failed")?;
+    print_result(
+        json,
+        &serde_json::json!({ "restarted": restarted }),
+        &[format!("restarted: {}", restarted.join(", "))],
+    );
+    Ok(())
+}
+
+/// `status`: exit 0 only when healthy.
+pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
+    let lock = match &args.lock {
+        Some(path) => Some(
+            broker_pins::Lock::read(path)
+                .with_context(|| format!("cannot read the lock {}", path.display()))?
+                .with_context(|| format!("lock file {} does not exist", path.display()))?,
+        ),
+        None => None,
+    };
+    let cluster = connect(&args.kube).await?;
+    let report = cluster
+        .status(lock.as_ref())
+        .await
+        .context("status failed")?;
+    print_result(
+        json,
+        &serde_json::to_value(&report).unwrap_or_default(),
+        &report.lines(),
+    );
+    if !report.healthy {
+        bail!(
+            "the broker in namespace {} is not healthy (not ready, drifted from the lock, or a claim unbound)",
+            args.kube.namespace
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The cluster commands' command line without a cluster: bad input is
+//! refused with one line and exit 1 before anything is written; an
+//! unreachable API server is reported within 10 s. Request shapes against
+//! a scripted endpoint are tested in broker-cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_broker-images");
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker-cluster/tests/fixtures/rendered")
+}
+
+/// A kubeconfig whose only context points at a port nothing listens on.
+fn kubeconfig(dir: &Path) -> (PathBuf, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: kind-broker\n  context:\n    cluster: c\n    user: u\ncurrent-context: kind-broker\nusers:\n- name: u\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    (path, port)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn unknown_context_is_one_line_naming_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = kubeconfig(dir.path());
+    let out = run(&[
+        "status",
+        "--kubeconfig",
+        config.to_str().unwrap(),
+        "--context",
+        "prod",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: kubeconfig: context prod is not in the kubeconfig (have: kind-broker); pass --context with one of them"
+    );
+}
+
+#[test]
+fn manifests_without_our_labels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = kubeconfig(dir.path());
+    let manifests = dir.path().join("out");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: stray\nspec:\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "start",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--kubeconfig",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("Service/stray: lacks label app.kubernetes.io/part-of=broker"),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+}
+
+#[test]
+fn unreachable_api_server_fails_within_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = kubeconfig(dir.path());
+    let started = Instant::now();
+    let out = run(&[
+        "start",
+        "--manifests",
+        fixture().to_str().unwrap(),
+        "--kubeconfig",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "cannot reach the Kubernetes API server at http://127.0.0.1:{port}"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn delete_data_off_a_terminal_needs_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = kubeconfig(dir.path());
+    let out = run(&[
+        "stop",
+        "--delete-data",
+        "--kubeconfig",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("confirm on a terminal or pass --yes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn kubeconfig_env_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = kubeconfig(dir.path());
+    let out = Command::new(BIN)
+        .args(["status", "--context", "other"])
+        .env("KUBECONFIG", &config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(have: kind-broker)"),
+        "{}",
+        stderr(&out)
+    );
+}
