@@ -180,10 +180,10 @@ pub fn classify_error(
         kube::Error::Api(status) if status.code == 403 => ClusterError::Forbidden {
             verb: verb.to_owned(),
             resource,
-            namespace: if kind.namespaced() {
-                namespace.to_owned()
+            scope: if kind.namespaced() {
+                format!("in namespace {namespace}")
             } else {
-                "(cluster)".to_owned()
+                "cluster-wide".to_owned()
             },
             message: status.message.clone(),
         },
@@ -311,9 +311,17 @@ impl Cluster {
 
     /// The namespace, `None` when absent; an error when it is terminating
     /// or the server cannot be reached (the first request of every run).
-    async fn namespace_state(&self) -> Result<Option<Namespace>, ClusterError> {
+    /// Credentials limited to the namespace may not read Namespace
+    /// objects: then it is taken as present, and left alone.
+    async fn namespace_state(&self) -> Result<NamespaceState, ClusterError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let found = api.get_opt(&self.namespace).await.map_err(|e| match e {
+        let found = match api.get_opt(&self.namespace).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(NamespaceState::Unreadable);
+            }
+            other => other,
+        };
+        let found = found.map_err(|e| match e {
             kube::Error::Api(_) => self.error(e, "get", Kind::Namespace, Some(&self.namespace)),
             other => ClusterError::Unreachable {
                 server: self.server.clone(),
@@ -326,7 +334,10 @@ impl Cluster {
                 return Err(ClusterError::NamespaceTerminating(self.namespace.clone()));
             }
         }
-        Ok(found)
+        Ok(match found {
+            Some(ns) => NamespaceState::Present(Box::new(ns)),
+            None => NamespaceState::Missing,
+        })
     }
 
     /// The parent's member kinds annotation, `None` without a parent; an
@@ -453,23 +464,29 @@ impl Cluster {
                 ),
             });
         }
-        let prepared = plan::prepare(rendered, &self.set);
-        let namespace = self.namespace_state().await?;
+        let mut prepared = plan::prepare(rendered, &self.set);
+        let state = self.namespace_state().await?;
         let mut live = BTreeMap::new();
         let mut parent = None;
-        if let Some(ns) = &namespace {
+        let namespace_key = ObjectKey {
+            kind: Kind::Namespace,
+            namespace: None,
+            name: self.namespace.clone(),
+        };
+        if matches!(state, NamespaceState::Unreadable) {
+            // Not ours to manage with these credentials.
+            prepared.objects.remove(&namespace_key);
+        }
+        if let NamespaceState::Present(ns) = &state {
             let object: DynamicObject = serde_json::to_value(ns)
                 .and_then(serde_json::from_value)
                 .map_err(|e| ClusterError::Object {
                 object: format!("Namespace/{}", self.namespace),
                 why: e.to_string(),
             })?;
-            let key = ObjectKey {
-                kind: Kind::Namespace,
-                namespace: None,
-                name: self.namespace.clone(),
-            };
-            live.insert(key, typed(Kind::Namespace, object));
+            live.insert(namespace_key, typed(Kind::Namespace, object));
+        }
+        if !matches!(state, NamespaceState::Missing) {
             parent = self.parent_kinds().await?;
             let mut kinds = prepared.kinds();
             if let Some(p) = &parent {
@@ -478,7 +495,8 @@ impl Cluster {
             live.extend(self.members(&kinds).await?);
         }
         let plan = StartPlan::new(&prepared, &live, parent.as_deref(), options);
-        Ok((prepared, live, plan, namespace.is_some()))
+        let exists = !matches!(state, NamespaceState::Missing);
+        Ok((prepared, live, plan, exists))
     }
 
     /// `start`: applies `rendered` in dependency order, waits, prunes,
@@ -564,9 +582,6 @@ impl Cluster {
                     }
                 }
             }
-        }
-        if !outcome.wrote {
-            reporter.line("no changes: every object is as rendered, nothing written");
         }
         Ok(outcome)
     }
@@ -692,13 +707,13 @@ impl Cluster {
             .map_err(|e| match e {
                 ClusterError::Forbidden {
                     verb,
-                    namespace,
+                    scope,
                     message,
                     ..
                 } => ClusterError::Forbidden {
                     verb,
                     resource: "pods".into(),
-                    namespace,
+                    scope,
                     message,
                 },
                 other => other,
@@ -832,7 +847,7 @@ impl Cluster {
     async fn live_members(
         &self,
     ) -> Result<Option<BTreeMap<ObjectKey, DynamicObject>>, ClusterError> {
-        if self.namespace_state().await?.is_none() {
+        if matches!(self.namespace_state().await?, NamespaceState::Missing) {
             return Ok(None);
         }
         let Some(kinds) = self.parent_kinds().await? else {
@@ -1006,6 +1021,16 @@ impl Cluster {
             Timestamp::now(),
         ))
     }
+}
+
+/// What the first request learned about the namespace.
+enum NamespaceState {
+    /// It exists and is not terminating.
+    Present(Box<Namespace>),
+    /// It does not exist yet.
+    Missing,
+    /// These credentials may not read it; taken as present.
+    Unreadable,
 }
 
 /// Whether a listed Deployment has rolled out (no request needed).

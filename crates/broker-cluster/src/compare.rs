@@ -111,10 +111,41 @@ const VOLATILE: &[&str] = &[
 /// a server-side dry run returned), by field path. Values under a
 /// Secret's `data`/`stringData` are never shown, only that they changed.
 pub fn diff(before: Option<&Value>, after: &Value) -> Vec<Change> {
+    // Our bookkeeping annotation changes with every change: not news.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(annotations) = v
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove(labels::APPLIED_HASH);
+            if annotations.is_empty()
+                && let Some(metadata) = v.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                metadata.remove("annotations");
+            }
+        }
+        v
+    };
+    let before = before.map(strip);
+    let after = &strip(after);
+    let before = before.as_ref();
     let secret = after.get("kind").and_then(Value::as_str) == Some("Secret");
     let mut changes = Vec::new();
-    let empty = Value::Object(Default::default());
-    walk("", before.unwrap_or(&empty), after, secret, &mut changes);
+    // A new object is shown field by field against an empty skeleton, so
+    // server-set metadata stays out and Secret data is masked per key.
+    let skeleton = Value::Object(
+        after
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.is_object())
+                    .map(|(k, _)| (k.clone(), Value::Object(Default::default())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    );
+    walk("", before.unwrap_or(&skeleton), after, secret, &mut changes);
     changes
 }
 
@@ -234,9 +265,10 @@ mod tests {
         assert!(
             created
                 .iter()
-                .any(|l| l == "+ data: (secret values for keys PGPASSWORD, TOKEN)"),
+                .any(|l| l == "+ data.PGPASSWORD: (secret value)"),
             "{created:?}"
         );
+        assert!(!created.join("\n").contains("bmV3"), "{created:?}");
     }
 
     #[test]

@@ -47,16 +47,14 @@ pub enum ClusterError {
         field: String,
     },
     /// The credentials in use may not do this.
-    #[error(
-        "forbidden: cannot {verb} {resource} in namespace {namespace}; ask for RBAC permission ({message})"
-    )]
+    #[error("forbidden: cannot {verb} {resource} {scope}; ask for RBAC permission ({message})")]
     Forbidden {
         /// The API verb (`get`, `list`, `patch`, `delete`).
         verb: String,
         /// The resource (plural), e.g. `deployments.apps`.
         resource: String,
-        /// The namespace, or `(cluster)`.
-        namespace: String,
+        /// `in namespace NAME`, or `cluster-wide`.
+        scope: String,
         /// The server's message.
         message: String,
     },

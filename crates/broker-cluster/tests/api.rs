@@ -198,9 +198,7 @@ async fn dry_run_asks_the_server_with_dry_run_all_and_writes_nothing() {
     let secret = &outcome.diffs["Secret/credentials-g6tb48ckm2"];
     let text = secret.join("\n");
     assert!(
-        text.contains(
-            "(secret values for keys PGPASSWORD, POSTGRES_PASSWORD, RABBITMQ_DEFAULT_PASS)"
-        ),
+        text.contains("+ data.POSTGRES_PASSWORD: (secret value)"),
         "{text}"
     );
     assert!(
@@ -404,4 +402,26 @@ fn kubeconfig_text(server: &str, context: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\ncontexts:\n- name: {context}\n  context:\n    cluster: c\n    user: u\ncurrent-context: {context}\nusers:\n- name: u\n  user:\n    token: t\n"
     )
+}
+
+#[tokio::test]
+async fn credentials_limited_to_the_namespace_leave_the_namespace_alone() {
+    let deny: support::Override = Arc::new(|r: &Recorded| {
+        r.path
+            .starts_with("/api/v1/namespaces/broker")
+            .then_some(())
+            .filter(|_| r.path == "/api/v1/namespaces/broker")
+            .map(|_| (403, forbidden("get", "namespaces", "")))
+    });
+    let server = serve(Some(deny)).await;
+    let outcome = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap();
+    assert!(
+        !outcome.applied.iter().any(|a| a.starts_with("Namespace/")),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.applied.len(), 13);
 }
