@@ -60,7 +60,7 @@ pub enum ClusterError {
     },
     /// The namespace is being deleted; nothing can be applied into it.
     #[error(
-        "namespace {0} is terminating; wait until it is gone (kubectl get namespace {0}) and start again"
+        "namespace {0} is terminating: nothing can be applied or run there until it is gone (kubectl get namespace {0})"
     )]
     NamespaceTerminating(String),
     /// The ApplySet parent belongs to another tool.
