@@ -473,6 +473,14 @@ impl Cluster {
             namespace: None,
             name: self.namespace.clone(),
         };
+        if matches!(state, NamespaceState::Missing)
+            && !prepared.objects.contains_key(&namespace_key)
+        {
+            return Err(ClusterError::Object {
+                object: format!("Namespace/{}", self.namespace),
+                why: "does not exist and the manifests do not create it; render with the namespace or create it first".into(),
+            });
+        }
         if matches!(state, NamespaceState::Unreadable) {
             // Not ours to manage with these credentials.
             prepared.objects.remove(&namespace_key);

@@ -425,3 +425,123 @@ async fn credentials_limited_to_the_namespace_leave_the_namespace_alone() {
     );
     assert_eq!(outcome.applied.len(), 13);
 }
+
+/// Answers the pods list with `pods`; everything else from the store.
+fn stuck(pods: serde_json::Value) -> support::Override {
+    Arc::new(move |r: &Recorded| {
+        if r.method != "GET" {
+            return None;
+        }
+        if r.path.ends_with("/pods") {
+            return Some((
+                200,
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods.clone()}),
+            ));
+        }
+        None
+    })
+}
+
+#[tokio::test]
+async fn a_crash_loop_fails_fast_with_exit_code_and_last_log_lines() {
+    let pod = json!({"metadata": {"name": "db-1", "labels": {"app.kubernetes.io/name": "db"}},
+        "spec": {"containers": [{"name": "db", "image": "x"}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "x", "imageID": "",
+            "ready": false, "restartCount": 5,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}}]}});
+    let base = stuck(json!([pod]));
+    let logs: support::Override = Arc::new(move |r: &Recorded| {
+        if r.method == "GET" && r.path.ends_with("/pods/db-1/log") {
+            return Some((
+                200,
+                json!("line one\nFATAL: data directory has wrong ownership"),
+            ));
+        }
+        base(r)
+    });
+    let server = serve(Some(logs)).await;
+    let started = Instant::now();
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with(
+            "Deployment/db: pod db-1 container db keeps crashing (exit code 1); last log lines: "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("FATAL: data directory has wrong ownership"),
+        "{text}"
+    );
+    let log_request = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/log"))
+        .unwrap();
+    let params = url_params(&log_request.query);
+    assert_eq!(params.get("container").map(String::as_str), Some("db"));
+    assert_eq!(params.get("previous").map(String::as_str), Some("true"));
+    assert_eq!(params.get("tailLines").map(String::as_str), Some("5"));
+}
+
+#[tokio::test]
+async fn not_ready_within_the_timeout_is_an_error_naming_the_laggards() {
+    let never_ready: support::Override = Arc::new(|r: &Recorded| {
+        (r.method == "GET" && r.path.ends_with("/deployments")).then(|| {
+            (200, json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}, "items": [
+                {"metadata": {"name": "db", "generation": 1},
+                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "db"}},
+                          "template": {"metadata": {}, "spec": {"containers": []}}},
+                 "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}}]}))
+        })
+    });
+    let server = serve(Some(never_ready)).await;
+    let error = server
+        .cluster("broker")
+        .start(
+            &fixture(),
+            StartRun {
+                timeout: Duration::from_secs(3),
+                ..run()
+            },
+            &Quiet,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClusterError::NotReady(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "timed out (--timeout) with workloads not ready: db 0/1 ready, 1 updated; mq (not created yet)"
+    );
+}
+
+#[tokio::test]
+async fn manifests_without_a_namespace_into_a_missing_one_are_refused() {
+    let server = serve(None).await;
+    let mut rendered = fixture();
+    rendered
+        .objects
+        .retain(|k, _| k.kind != broker_cluster::Kind::Namespace);
+    let error = server
+        .cluster("broker")
+        .start(&rendered, run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("Namespace/broker: does not exist"),
+        "{error}"
+    );
+    assert!(server.requests().iter().all(|r| !r.is_write()));
+}

@@ -282,7 +282,11 @@ pub async fn serve(overrides: Option<Override>) -> Scripted {
                             let response = Response::builder()
                                 .status(code)
                                 .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(value.to_string())))
+                                // A JSON string is sent as plain text (pod logs).
+                                .body(Full::new(Bytes::from(match value {
+                                    Value::String(text) => text,
+                                    other => other.to_string(),
+                                })))
                                 .unwrap();
                             Ok::<_, Infallible>(response)
                         }
