@@ -748,7 +748,9 @@ impl Cluster {
     }
 
     /// Polls until every Deployment in `keys` has rolled out; fails fast
-    /// on a failure that waiting cannot fix.
+    /// on a failure that waiting cannot fix. Other kinds in `keys` are not
+    /// waited for: render makes Deployments only (a StatefulSet would need
+    /// its own rollout test here).
     pub async fn wait_ready(
         &self,
         keys: &[ObjectKey],
@@ -954,6 +956,12 @@ impl Cluster {
         timeout: Duration,
         reporter: &dyn Reporter,
     ) -> Result<Vec<String>, ClusterError> {
+        if matches!(self.namespace_state().await?, NamespaceState::Missing) {
+            return Err(ClusterError::Object {
+                object: format!("Namespace/{}", self.namespace),
+                why: "does not exist: nothing to restart; run start first".into(),
+            });
+        }
         let deployments = self.deployments().await?;
         let names: Vec<String> = deployments
             .iter()

@@ -1,7 +1,10 @@
 //! One rustls crypto provider in the whole binary: a registry client
 //! (reqwest) and a kube client both make TLS connections in one process.
 //! With two providers compiled in, rustls cannot pick one and the kube
-//! client panics on its first HTTPS connection.
+//! client panics on its first HTTPS connection. Checked to fail: with
+//! kube's `ring` feature instead of `aws-lc-rs` (kube's default) this test
+//! panics with "Could not automatically determine the process-level
+//! CryptoProvider".
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
