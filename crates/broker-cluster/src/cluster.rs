@@ -160,31 +160,60 @@ pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterEr
     }
 }
 
-/// Maps a kube error of `verb` on `kind`/`name` to one of ours.
-pub fn classify_error(
-    error: kube::Error,
-    verb: &str,
-    kind: Kind,
-    name: Option<&str>,
-    namespace: &str,
-) -> ClusterError {
-    let object = match name {
-        Some(n) => format!("{}/{n}", kind.name()),
-        None => kind.plural().to_owned(),
-    };
-    let resource = match kind.group() {
-        "" => kind.plural().to_owned(),
-        g => format!("{}.{g}", kind.plural()),
-    };
+/// What a failed request was about, for its error message.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `plural[.group]`, as RBAC names it (`deployments.apps`).
+    pub resource: String,
+    /// `Kind/name`, or the plural for a list.
+    pub object: String,
+    /// `in namespace NAME` or `cluster-wide`.
+    pub scope: String,
+}
+
+impl Target {
+    /// A request on `kind` (an object when `name` is given, else a list).
+    pub fn of(kind: Kind, name: Option<&str>, namespace: &str) -> Self {
+        let resource = match kind.group() {
+            "" => kind.plural().to_owned(),
+            g => format!("{}.{g}", kind.plural()),
+        };
+        Self::new(
+            &resource,
+            &match name {
+                Some(n) => format!("{}/{n}", kind.name()),
+                None => kind.plural().to_owned(),
+            },
+            kind.namespaced().then_some(namespace),
+        )
+    }
+
+    /// A request on a resource that is not one of the applied kinds
+    /// (pods, replicasets).
+    pub fn new(resource: &str, object: &str, namespace: Option<&str>) -> Self {
+        Self {
+            resource: resource.to_owned(),
+            object: object.to_owned(),
+            scope: match namespace {
+                Some(ns) => format!("in namespace {ns}"),
+                None => "cluster-wide".to_owned(),
+            },
+        }
+    }
+}
+
+/// Maps a kube error of `verb` on `target` to one of ours.
+pub fn classify_error(error: kube::Error, verb: &str, target: Target) -> ClusterError {
+    let Target {
+        resource,
+        object,
+        scope,
+    } = target;
     match error {
         kube::Error::Api(status) if status.code == 403 => ClusterError::Forbidden {
             verb: verb.to_owned(),
             resource,
-            scope: if kind.namespaced() {
-                format!("in namespace {namespace}")
-            } else {
-                "cluster-wide".to_owned()
-            },
+            scope,
             message: status.message.clone(),
         },
         kube::Error::Api(status) if status.code == 409 => {
@@ -306,7 +335,7 @@ impl Cluster {
     }
 
     fn error(&self, e: kube::Error, verb: &str, kind: Kind, name: Option<&str>) -> ClusterError {
-        classify_error(e, verb, kind, name, &self.namespace)
+        classify_error(e, verb, Target::of(kind, name, &self.namespace))
     }
 
     /// The namespace, `None` when absent; an error when it is terminating
@@ -692,7 +721,10 @@ impl Cluster {
         let replica_sets: Vec<Value> = rs_api
             .list(&ListParams::default())
             .await
-            .map_err(|e| self.error(e, "list", Kind::Deployment, None))?
+            .map_err(|e| {
+                let target = Target::new("replicasets.apps", "replicasets", Some(&self.namespace));
+                classify_error(e, "list", target)
+            })?
             .items
             .into_iter()
             .filter_map(|o| serde_json::to_value(o).ok())
@@ -711,20 +743,12 @@ impl Cluster {
         Ok(api
             .list(&ListParams::default())
             .await
-            .map_err(|e| classify_error(e, "list", Kind::Deployment, None, &self.namespace))
-            .map_err(|e| match e {
-                ClusterError::Forbidden {
-                    verb,
-                    scope,
-                    message,
-                    ..
-                } => ClusterError::Forbidden {
-                    verb,
-                    resource: "pods".into(),
-                    scope,
-                    message,
-                },
-                other => other,
+            .map_err(|e| {
+                classify_error(
+                    e,
+                    "list",
+                    Target::new("pods", "pods", Some(&self.namespace)),
+                )
             })?
             .items)
     }
