@@ -4,6 +4,7 @@
 mod build;
 mod mirror;
 mod push;
+mod render;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -30,10 +31,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => {
             return runtime.block_on(build::run(&cli.store, args, cli.json, progress));
         }
+        Command::Render(args) => return render::run(&args, cli.json),
         Command::Verify(args) => {
             return runtime.block_on(build::verify(&cli.store, args, cli.json, progress));
         }
-        Command::Render => "render",
         Command::Start => "start",
         Command::Stop => "stop",
         Command::Restart => "restart",
