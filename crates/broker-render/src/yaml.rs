@@ -155,7 +155,12 @@ fn is_plain_safe(s: &str) -> bool {
         return false;
     };
     // Anything starting like a number, sign or indicator is quoted: that
-    // covers ints, floats, octals, sexagesimals and dates at once.
+    // covers ints, floats, octals, sexagesimals and dates at once. Only
+    // quantities (`200m`, `10Gi`) may start with a digit: a non-zero digit
+    // run, then letters only, none an exponent.
+    if first.is_ascii_digit() {
+        return is_quantity(s);
+    }
     if !(first.is_ascii_alphabetic() || first == '/' || first == '_') {
         return false;
     }
@@ -168,6 +173,14 @@ fn is_plain_safe(s: &str) -> bool {
     s.chars().all(|c| {
         c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-' | '@' | ':' | '=' | '+')
     })
+}
+
+fn is_quantity(s: &str) -> bool {
+    let unit = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    !s.starts_with('0')
+        && !unit.is_empty()
+        && !unit.starts_with(['e', 'E'])
+        && unit.chars().all(|c| c.is_ascii_alphabetic())
 }
 
 fn is_literal_safe(s: &str) -> bool {
@@ -225,7 +238,8 @@ mod tests {
         let value = json!({
             "spec": {"containers": [{"name": "a", "args": ["-c", "echo \"$X\""], "ports": []}]},
             "data": {"init.sql": "CREATE TABLE t;\n\nSELECT 1 < 2;\n", "n": "5672", "b": "yes",
-                     "empty": "", "two": "a\nb", "lead": " x\ny", "url": "http://x", "ref": "127.0.0.1:5000/b@sha256:ab"},
+                     "empty": "", "two": "a\nb", "lead": " x\ny", "url": "http://x", "ref": "127.0.0.1:5000/b@sha256:ab",
+                     "cpu": "200m", "exp": "1e3", "hex": "0xF", "e": "1E"},
             "apiVersion": "v1",
             "count": 3,
             "flag": true,
@@ -241,6 +255,8 @@ mod tests {
         );
         assert!(text.contains("  \"n\": \"5672\"\n"), "{text}");
         assert!(text.contains("  b: \"yes\"\n"), "{text}");
+        assert!(text.contains("  cpu: 200m\n  e: \"1E\"\n"), "{text}");
+        assert!(text.contains("  exp: \"1e3\"\n  hex: \"0xF\"\n"), "{text}");
         assert!(text.contains("    - args:\n        - \"-c\"\n"), "{text}");
         let back: Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(back, value, "{text}");
