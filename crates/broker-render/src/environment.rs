@@ -123,6 +123,26 @@ impl LoadedEnvironment {
                 ),
             ));
         }
+        if let Some(registry) = &env.registry
+            && (registry.is_empty() || registry.contains(['/', ' ']) || registry.contains("://"))
+        {
+            return Err(RenderError::invalid(
+                path,
+                format!(
+                    "registry `{registry}` is not a registry host: write HOST or HOST:PORT (the repository comes from the lock)"
+                ),
+            ));
+        }
+        for name in env.pull_secret.iter().chain(env.existing_secrets.values()) {
+            if !is_dns_subdomain(name) {
+                return Err(RenderError::invalid(
+                    path,
+                    format!(
+                        "`{name}` is not a valid Secret name (lowercase letters, digits, `-`, `.`)"
+                    ),
+                ));
+            }
+        }
         let mut values = BTreeMap::new();
         for (key, value) in &env.env {
             let text = match value {
@@ -224,4 +244,9 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// An RFC 1123 subdomain, as Secret names must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
 }

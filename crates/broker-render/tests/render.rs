@@ -613,3 +613,65 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
         "{err}"
     );
 }
+
+/// Operators who manage credentials elsewhere name the Secret: no Secret
+/// is rendered, no env file is read, and references use that name.
+#[test]
+fn an_existing_secret_replaces_the_generated_one() {
+    let work = tempfile::tempdir().unwrap();
+    let setup = Setup::new("cluster");
+    let environment = work.path().join("cluster.yaml");
+    let text = std::fs::read_to_string(&setup.environment).unwrap();
+    std::fs::write(
+        &environment,
+        text.replace(
+            "pullSecret: broker-pull\n",
+            "pullSecret: broker-pull\nexistingSecrets:\n  broker-credentials: from-vault\nregistry: nodes.example:5000\n",
+        ),
+    )
+    .unwrap();
+    let rendered = render(&Inputs {
+        lock: &setup.lock,
+        source: &setup.source,
+        environment: &environment,
+        env_file: None,
+        manifests: &setup.manifests,
+        require_pinned: true,
+    })
+    .unwrap();
+    let stream = rendered.to_stream();
+    assert!(!stream.contains("kind: Secret"));
+    assert!(stream.contains("name: from-vault\n"));
+    assert!(!stream.contains("broker-credentials-"));
+    assert!(stream.contains("image: nodes.example:5000/broker/python-base@sha256:"));
+    assert!(stream.contains("image: nodes.example:5000/mirror/library/postgres@sha256:"));
+    assert!(!stream.contains("registry.example:5000"));
+}
+
+#[test]
+fn a_credential_in_the_environment_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("single-node");
+    let text = std::fs::read_to_string(&setup.environment).unwrap();
+    setup.environment = work.path().join("single-node.yaml");
+    std::fs::write(
+        &setup.environment,
+        text.replace(
+            "  TZ: Australia/Sydney\n",
+            "  TZ: Australia/Sydney\n  PGPASSWORD: hunter2\n",
+        ),
+    )
+    .unwrap();
+    let err = render(&Inputs {
+        lock: &setup.lock,
+        source: &setup.source,
+        environment: &setup.environment,
+        env_file: Some(&setup.env_file),
+        manifests: &setup.manifests,
+        require_pinned: true,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("env.PGPASSWORD is a credential"), "{err}");
+    assert!(!err.contains("hunter2"));
+}
