@@ -186,8 +186,7 @@ fn is_quantity(s: &str) -> bool {
 fn is_literal_safe(s: &str) -> bool {
     s.contains('\n')
         && !s.starts_with([' ', '\n', '\t'])
-        && s.chars().all(|c| c == '\n' || c == '\t' || !c.is_control())
-        && !s.contains('\u{feff}')
+        && s.chars().all(|c| c == '\n' || c == '\t' || !needs_escape(c))
         // A line of blanks only would be read back as part of the
         // indentation, and trailing blanks of a line are fragile to editors.
         && s.lines().all(|l| l.is_empty() || !l.trim().is_empty())
@@ -210,6 +209,12 @@ fn write_literal(out: &mut String, s: &str, level: usize) {
     }
 }
 
+/// Characters no YAML reader may see raw: controls, the byte order mark,
+/// and the line and paragraph separators YAML 1.1 readers break lines at.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}')
+}
+
 fn write_double_quoted(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -219,7 +224,7 @@ fn write_double_quoted(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() || c == '\u{feff}' => {
+            c if needs_escape(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -239,7 +244,7 @@ mod tests {
             "spec": {"containers": [{"name": "a", "args": ["-c", "echo \"$X\""], "ports": []}]},
             "data": {"init.sql": "CREATE TABLE t;\n\nSELECT 1 < 2;\n", "n": "5672", "b": "yes",
                      "empty": "", "two": "a\nb", "lead": " x\ny", "url": "http://x", "ref": "127.0.0.1:5000/b@sha256:ab",
-                     "cpu": "200m", "exp": "1e3", "hex": "0xF", "e": "1E"},
+                     "cpu": "200m", "exp": "1e3", "hex": "0xF", "e": "1E", "sep": "a\u{2028}b\nc"},
             "apiVersion": "v1",
             "count": 3,
             "flag": true,
@@ -256,6 +261,7 @@ mod tests {
         assert!(text.contains("  \"n\": \"5672\"\n"), "{text}");
         assert!(text.contains("  b: \"yes\"\n"), "{text}");
         assert!(text.contains("  cpu: 200m\n  e: \"1E\"\n"), "{text}");
+        assert!(text.contains("  sep: \"a\\u2028b\\nc\"\n"), "{text}");
         assert!(text.contains("  exp: \"1e3\"\n  hex: \"0xF\"\n"), "{text}");
         assert!(text.contains("    - args:\n        - \"-c\"\n"), "{text}");
         let back: Value = serde_saphyr::from_str(&text).unwrap();

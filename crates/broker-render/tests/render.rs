@@ -266,6 +266,24 @@ fn generated_names_equal_kubectl_kustomize() {
         db_init.value["binaryData"]["blob.bin"].is_string(),
         "non-UTF-8 file goes to binaryData"
     );
+    // kubectl's YAML reader sees the same tricky content render wrote.
+    let out = work.path().join("out");
+    rendered.write_dir(&out).unwrap();
+    let built = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let theirs = by_key(documents(&String::from_utf8(built.stdout).unwrap()));
+    assert_eq!(
+        theirs[&format!("ConfigMap/{}", db_init.name)],
+        db_init.value
+    );
 }
 
 #[test]
