@@ -693,3 +693,90 @@ fn a_credential_in_the_environment_is_refused() {
     assert!(err.contains("env.PGPASSWORD is a credential"), "{err}");
     assert!(!err.contains("hunter2"));
 }
+
+/// The seed's defects stay fixed (broker-facts.md) and every workload has
+/// the basics: requests, probes where a port exists, non-root broker pods.
+#[test]
+fn the_seed_defects_stay_fixed() {
+    let rendered = Setup::new("cluster").render();
+    let deployment = |name: &str| {
+        rendered
+            .objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.name == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"))
+            .value
+            .clone()
+    };
+    let container =
+        |name: &str| deployment(name)["spec"]["template"]["spec"]["containers"][0].clone();
+    assert_eq!(
+        container("wombat")["command"],
+        serde_json::json!(["python", "-m", "ydoc.Wombat"])
+    );
+    assert_eq!(
+        container("website")["command"],
+        serde_json::json!(["python", "./app/main.py"])
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let command = &container("db")[probe]["exec"]["command"];
+        assert_eq!(command[0], "sh");
+        assert_eq!(command[1], "-c");
+        let script = command[2].as_str().unwrap();
+        assert!(
+            script.contains("\"$PGUSER\"") && script.contains("\"$PGDATABASE\""),
+            "{script}"
+        );
+    }
+    for name in ["db", "mq"] {
+        assert_eq!(
+            deployment(name)["spec"]["strategy"]["type"],
+            "Recreate",
+            "{name}"
+        );
+    }
+    let mq = deployment("mq");
+    assert_eq!(mq["spec"]["template"]["spec"]["hostname"], "mq");
+    assert!(
+        container("mq")["env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "RABBITMQ_NODENAME", "value": "rabbit@mq"}))
+    );
+    for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
+        let pod = &object.value["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert!(
+            container["resources"]["requests"]["cpu"].is_string(),
+            "{}",
+            object.name
+        );
+        assert!(
+            container["resources"]["requests"]["memory"].is_string(),
+            "{}",
+            object.name
+        );
+        if container["ports"].is_array() {
+            assert!(container["readinessProbe"].is_object(), "{}", object.name);
+            assert!(container["livenessProbe"].is_object(), "{}", object.name);
+        }
+        let image = container["image"].as_str().unwrap();
+        if image.contains("/broker/") {
+            assert_eq!(
+                pod["securityContext"]["runAsNonRoot"], true,
+                "{}",
+                object.name
+            );
+            assert!(
+                pod["securityContext"]["runAsUser"].as_u64().unwrap() > 0,
+                "{}",
+                object.name
+            );
+            assert_eq!(
+                container["securityContext"]["allowPrivilegeEscalation"], false,
+                "{}",
+                object.name
+            );
+        }
+    }
+}
