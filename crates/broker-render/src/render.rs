@@ -41,16 +41,70 @@ struct Names {
     secrets: BTreeMap<String, String>,
 }
 
+/// A generated or catalogue object on its way out, with the name its file
+/// and `app.kubernetes.io/name` label take (the name before any suffix).
+struct Pending {
+    object: SourceObject,
+    base: String,
+}
+
 pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
     let environment = LoadedEnvironment::read(inputs.environment)?;
     let catalogue = Catalogue::read(inputs.manifests)?;
     let lock = Lock::read(inputs.lock)?.ok_or_else(|| RenderError::NoLock {
         path: inputs.lock.to_path_buf(),
     })?;
-    let namespace = environment.env.namespace.clone();
-    let mut warnings = Vec::new();
-    let mut objects: Vec<(SourceObject, String)> = Vec::new();
+    check_environment_against_catalogue(&environment, &catalogue)?;
 
+    // Generators first: every reference below is rewritten to their names.
+    let mut names = Names::default();
+    let mut pending = generate_config_maps(&catalogue, &environment, inputs.source, &mut names)?;
+    let credentials = read_credentials(inputs.env_file, &catalogue, &environment)?;
+    pending.extend(generate_secrets(
+        &catalogue,
+        &environment,
+        &credentials,
+        &mut names,
+    ));
+
+    let mut warnings = Vec::new();
+    let context = Context {
+        inputs,
+        lock: &lock,
+        catalogue: &catalogue,
+        environment: &environment,
+        names: &names,
+        defined: catalogue
+            .objects
+            .iter()
+            .map(|o| (o.kind().to_owned(), o.name().to_owned()))
+            .collect(),
+    };
+    pending.extend(transform_catalogue(&context, &mut warnings)?);
+    Ok(Rendered {
+        objects: finish(pending, &environment.env.namespace),
+        warnings,
+    })
+}
+
+/// What every transform may consult.
+struct Context<'a> {
+    inputs: &'a Inputs<'a>,
+    lock: &'a Lock,
+    catalogue: &'a Catalogue,
+    environment: &'a LoadedEnvironment,
+    names: &'a Names,
+    /// Every (kind, name) the catalogue defines.
+    defined: BTreeSet<(String, String)>,
+}
+
+/// The environment speaks only of things the catalogue has, and holds no
+/// credential.
+fn check_environment_against_catalogue(
+    environment: &LoadedEnvironment,
+    catalogue: &Catalogue,
+) -> Result<(), RenderError> {
+    let env = &environment.env;
     let credential_keys = catalogue.credential_keys();
     if let Some(key) = environment
         .values
@@ -64,11 +118,72 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             ),
         ));
     }
+    let of_kind = |kind: &str| -> BTreeSet<String> {
+        catalogue
+            .objects
+            .iter()
+            .filter(|o| o.kind() == kind)
+            .map(|o| o.name().to_owned())
+            .collect()
+    };
+    let claims = of_kind("PersistentVolumeClaim");
+    let missing: Vec<&str> = claims
+        .iter()
+        .filter(|c| !env.storage.contains_key(*c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!(
+                "`storage` has no entry for the catalogue's claim(s) {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if let Some(extra) = env.storage.keys().find(|k| !claims.contains(*k)) {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("storage.{extra}: the catalogue has no PersistentVolumeClaim of that name"),
+        ));
+    }
+    let services = of_kind("Service");
+    if let Some(extra) = env.expose.keys().find(|k| !services.contains(*k)) {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("expose.{extra}: the catalogue has no Service of that name"),
+        ));
+    }
+    if let Some(extra) = env
+        .existing_secrets
+        .keys()
+        .find(|g| !catalogue.file.secrets.iter().any(|s| &s.name == *g))
+    {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("existingSecrets.{extra}: the catalogue generates no Secret of that name"),
+        ));
+    }
+    let namespaces = of_kind("Namespace").len();
+    if namespaces != 1 {
+        return Err(RenderError::invalid(
+            &catalogue.path,
+            format!("the catalogue must hold exactly one Namespace, it holds {namespaces}"),
+        ));
+    }
+    Ok(())
+}
 
-    // Generators first: every reference below is rewritten to their names.
-    let mut names = Names::default();
+/// The ConfigMaps `catalogue.yaml` declares, named as kustomize would.
+fn generate_config_maps(
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+    source: &Path,
+    names: &mut Names,
+) -> Result<Vec<Pending>, RenderError> {
+    let mut out = Vec::new();
     for generator in &catalogue.file.config_maps {
-        let mut entries = read_generator_files(&catalogue.path, generator, inputs.source)?;
+        let mut entries = read_generator_files(&catalogue.path, generator, source)?;
         if generator.environment {
             for (key, value) in &environment.values {
                 if entries.data.insert(key.clone(), value.clone()).is_some() {
@@ -86,6 +201,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
         let name = format!("{}-{suffix}", generator.name);
         let mut object =
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        // An empty map is left out, as kustomize does (the hash depends on it).
         if !entries.data.is_empty() {
             object["data"] = json!(entries.data);
         }
@@ -93,55 +209,66 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             object["binaryData"] = json!(entries.binary_data);
         }
         names.config_maps.insert(generator.name.clone(), name);
-        objects.push((
-            SourceObject {
+        out.push(Pending {
+            object: SourceObject {
                 path: catalogue.path.clone(),
                 value: object,
             },
-            generator.name.clone(),
-        ));
+            base: generator.name.clone(),
+        });
     }
-    let needs_env_file = catalogue
+    Ok(out)
+}
+
+/// The env file's credentials, when some Secret is generated from them;
+/// placeholders are refused for the cluster profile.
+fn read_credentials(
+    env_file: Option<&Path>,
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+) -> Result<secrets::Credentials, RenderError> {
+    let needed = catalogue
         .file
         .secrets
         .iter()
         .any(|s| !environment.env.existing_secrets.contains_key(&s.name));
-    let credentials = match (inputs.env_file, needs_env_file) {
-        (Some(path), true) => {
-            let credentials = secrets::read_env_file(path, &credential_keys)?;
-            let placeholders = secrets::placeholders(&credentials);
-            if environment.env.profile == Profile::Cluster && !placeholders.is_empty() {
-                return Err(RenderError::invalid(
-                    path,
-                    format!(
-                        "{} hold placeholder values (empty, CHANGEME or <…>); the cluster profile needs real credentials",
-                        placeholders.join(", ")
-                    ),
-                ));
-            }
-            credentials
-        }
-        (None, true) => {
-            return Err(RenderError::invalid(
-                &environment.path,
-                "the credentials Secret is generated from --env-file (see environments/env.sample); pass one, or name an existing Secret in `existingSecrets`",
-            ));
-        }
-        (_, false) => BTreeMap::new(),
-    };
-    for (generator, existing) in &environment.env.existing_secrets {
-        if !catalogue.file.secrets.iter().any(|s| &s.name == generator) {
-            return Err(RenderError::invalid(
-                &environment.path,
-                format!(
-                    "existingSecrets.{generator}: the catalogue generates no Secret of that name"
-                ),
-            ));
-        }
-        names.secrets.insert(generator.clone(), existing.clone());
+    if !needed {
+        return Ok(secrets::Credentials::new());
     }
+    let Some(path) = env_file else {
+        return Err(RenderError::invalid(
+            &environment.path,
+            "the credentials Secret is generated from --env-file (see environments/env.sample); pass one, or name an existing Secret in `existingSecrets`",
+        ));
+    };
+    let credentials = secrets::read_env_file(path, &catalogue.credential_keys())?;
+    let placeholders = secrets::placeholders(&credentials);
+    if environment.env.profile == Profile::Cluster && !placeholders.is_empty() {
+        return Err(RenderError::invalid(
+            path,
+            format!(
+                "{} hold placeholder values (empty, CHANGEME or <…>); the cluster profile needs real credentials",
+                placeholders.join(", ")
+            ),
+        ));
+    }
+    Ok(credentials)
+}
+
+/// The Secrets `catalogue.yaml` declares, unless the environment names an
+/// existing one.
+fn generate_secrets(
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+    credentials: &secrets::Credentials,
+    names: &mut Names,
+) -> Vec<Pending> {
+    let mut out = Vec::new();
     for generator in &catalogue.file.secrets {
-        if names.secrets.contains_key(&generator.name) {
+        if let Some(existing) = environment.env.existing_secrets.get(&generator.name) {
+            names
+                .secrets
+                .insert(generator.name.clone(), existing.clone());
             continue;
         }
         let data: BTreeMap<String, String> = generator
@@ -160,107 +287,48 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             "metadata": {"name": name}, "data": data,
         });
         names.secrets.insert(generator.name.clone(), name);
-        objects.push((
-            SourceObject {
+        out.push(Pending {
+            object: SourceObject {
                 path: catalogue.path.clone(),
                 value: object,
             },
-            generator.name.clone(),
-        ));
+            base: generator.name.clone(),
+        });
     }
+    out
+}
 
-    let claims: BTreeSet<String> = catalogue
-        .objects
-        .iter()
-        .filter(|o| o.kind() == "PersistentVolumeClaim")
-        .map(|o| o.name().to_owned())
-        .collect();
-    let missing: Vec<&str> = claims
-        .iter()
-        .filter(|c| !environment.env.storage.contains_key(*c))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(RenderError::invalid(
-            &environment.path,
-            format!(
-                "`storage` has no entry for the catalogue's claim(s) {}",
-                missing.join(", ")
-            ),
-        ));
-    }
-    if let Some(extra) = environment
-        .env
-        .storage
-        .keys()
-        .find(|k| !claims.contains(*k))
-    {
-        return Err(RenderError::invalid(
-            &environment.path,
-            format!("storage.{extra}: the catalogue has no PersistentVolumeClaim of that name"),
-        ));
-    }
-    let services: BTreeSet<&str> = catalogue
-        .objects
-        .iter()
-        .filter(|o| o.kind() == "Service")
-        .map(SourceObject::name)
-        .collect();
-    if let Some(extra) = environment
-        .env
-        .expose
-        .keys()
-        .find(|k| !services.contains(k.as_str()))
-    {
-        return Err(RenderError::invalid(
-            &environment.path,
-            format!("expose.{extra}: the catalogue has no Service of that name"),
-        ));
-    }
-    let defined: BTreeSet<(String, String)> = catalogue
-        .objects
-        .iter()
-        .map(|o| (o.kind().to_owned(), o.name().to_owned()))
-        .collect();
-
-    let mut namespaces = 0;
-    for source in &catalogue.objects {
+/// The catalogue's own objects for the environment: the namespace named,
+/// claims and Services shaped by the profile, pods pinned and rewired.
+fn transform_catalogue(
+    context: &Context<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Pending>, RenderError> {
+    let environment = &context.environment.env;
+    let mut out = Vec::new();
+    for source in &context.catalogue.objects {
         let mut object = source.clone();
         let base = source.name().to_owned();
         match source.kind() {
-            "Namespace" => {
-                namespaces += 1;
-                object.value["metadata"]["name"] = json!(namespace);
-            }
+            "Namespace" => object.value["metadata"]["name"] = json!(environment.namespace),
             "PersistentVolumeClaim" => {
-                if environment.env.profile == Profile::SingleNode {
+                if environment.profile == Profile::SingleNode {
                     // Its pods mount the node directory instead.
                     continue;
                 }
-                claim_for_cluster(&mut object.value, &environment.env.storage[&base]);
+                claim_for_cluster(&mut object.value, &environment.storage[&base]);
             }
             "Service" => {
-                if let Some(exposure) = environment.env.expose.get(&base) {
+                if let Some(exposure) = environment.expose.get(&base) {
                     expose(
                         &mut object,
                         exposure,
-                        environment.env.profile,
-                        &environment.path,
+                        environment.profile,
+                        &context.environment.path,
                     )?;
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
-                let context = PodContext {
-                    object_path: &source.path,
-                    workload: &base,
-                    lock: &lock,
-                    lock_path: inputs.lock,
-                    catalogue: &catalogue,
-                    environment: &environment,
-                    names: &names,
-                    defined: &defined,
-                    require_pinned: inputs.require_pinned,
-                };
                 let template = &mut object.value["spec"]["template"];
                 add_common_labels(template, &base);
                 let pod = template
@@ -272,47 +340,48 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
                             format!("{kind} `{base}` has no spec.template.spec"),
                         )
                     })?;
-                rewrite_pod(pod, &context, &mut warnings)?;
+                let workload = Workload {
+                    path: &source.path,
+                    name: &base,
+                };
+                rewrite_pod(pod, context, &workload, warnings)?;
             }
             _ => {}
         }
-        objects.push((object, base));
+        out.push(Pending { object, base });
     }
-    if namespaces != 1 {
-        return Err(RenderError::invalid(
-            inputs.manifests,
-            format!("the catalogue must hold exactly one Namespace, it holds {namespaces}"),
-        ));
-    }
+    Ok(out)
+}
 
-    let mut rendered = Vec::new();
-    for (mut object, base) in objects {
-        let kind = object.kind().to_owned();
-        if !CLUSTER_SCOPED.contains(&kind.as_str()) {
-            object.value["metadata"]["namespace"] = json!(namespace);
-        }
-        let label_name = if kind == "Namespace" {
-            namespace.clone()
-        } else {
-            base.clone()
-        };
-        add_common_labels(&mut object.value, &label_name);
-        rendered.push(Object {
-            name: object.name().to_owned(),
-            file_name: format!("{}-{base}.yaml", kind.to_ascii_lowercase()),
-            secret: kind == "Secret",
-            yaml: crate::yaml::to_yaml(&object.value),
-            kind,
-            value: object.value,
-        });
-    }
+/// Namespace and labels on every object, YAML, apply order.
+fn finish(pending: Vec<Pending>, namespace: &str) -> Vec<Object> {
+    let mut rendered: Vec<Object> = pending
+        .into_iter()
+        .map(|Pending { mut object, base }| {
+            let kind = object.kind().to_owned();
+            if !CLUSTER_SCOPED.contains(&kind.as_str()) {
+                object.value["metadata"]["namespace"] = json!(namespace);
+            }
+            let label_name = if kind == "Namespace" {
+                namespace
+            } else {
+                &base
+            };
+            add_common_labels(&mut object.value, label_name);
+            Object {
+                name: object.name().to_owned(),
+                file_name: format!("{}-{base}.yaml", kind.to_ascii_lowercase()),
+                secret: kind == "Secret",
+                yaml: crate::yaml::to_yaml(&object.value),
+                kind,
+                value: object.value,
+            }
+        })
+        .collect();
     rendered.sort_by(|a, b| {
         (kind_rank(&a.kind), &a.kind, &a.name).cmp(&(kind_rank(&b.kind), &b.kind, &b.name))
     });
-    Ok(Rendered {
-        objects: rendered,
-        warnings,
-    })
+    rendered
 }
 
 /// The order `kubectl apply` needs: namespace, then config, storage,
@@ -405,21 +474,16 @@ fn expose(
     Ok(())
 }
 
-struct PodContext<'a> {
-    object_path: &'a PathBuf,
-    workload: &'a str,
-    lock: &'a Lock,
-    lock_path: &'a Path,
-    catalogue: &'a Catalogue,
-    environment: &'a LoadedEnvironment,
-    names: &'a Names,
-    defined: &'a BTreeSet<(String, String)>,
-    require_pinned: bool,
+/// The workload whose pod is being rewritten, for error messages.
+struct Workload<'a> {
+    path: &'a PathBuf,
+    name: &'a str,
 }
 
 fn rewrite_pod(
     pod: &mut Value,
-    context: &PodContext<'_>,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(), RenderError> {
     for list in ["initContainers", "containers"] {
@@ -428,15 +492,21 @@ fn rewrite_pod(
         };
         for container in containers {
             let image = container["image"].as_str().unwrap_or_default().to_owned();
-            container["image"] = json!(pin(&image, context, warnings)?);
+            container["image"] = json!(pin(&image, context, workload, warnings)?);
             if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
                 for source in sources {
                     rename_ref(
                         source.pointer_mut("/configMapRef/name"),
                         "ConfigMap",
                         context,
+                        workload,
                     )?;
-                    rename_ref(source.pointer_mut("/secretRef/name"), "Secret", context)?;
+                    rename_ref(
+                        source.pointer_mut("/secretRef/name"),
+                        "Secret",
+                        context,
+                        workload,
+                    )?;
                 }
             }
             if let Some(vars) = container.get_mut("env").and_then(Value::as_array_mut) {
@@ -445,11 +515,13 @@ fn rewrite_pod(
                         var.pointer_mut("/valueFrom/configMapKeyRef/name"),
                         "ConfigMap",
                         context,
+                        workload,
                     )?;
                     rename_ref(
                         var.pointer_mut("/valueFrom/secretKeyRef/name"),
                         "Secret",
                         context,
+                        workload,
                     )?;
                 }
             }
@@ -457,15 +529,35 @@ fn rewrite_pod(
     }
     if let Some(volumes) = pod.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes {
-            rename_ref(volume.pointer_mut("/configMap/name"), "ConfigMap", context)?;
-            rename_ref(volume.pointer_mut("/secret/secretName"), "Secret", context)?;
+            rename_ref(
+                volume.pointer_mut("/configMap/name"),
+                "ConfigMap",
+                context,
+                workload,
+            )?;
+            rename_ref(
+                volume.pointer_mut("/secret/secretName"),
+                "Secret",
+                context,
+                workload,
+            )?;
             if let Some(sources) = volume
                 .pointer_mut("/projected/sources")
                 .and_then(Value::as_array_mut)
             {
                 for source in sources {
-                    rename_ref(source.pointer_mut("/configMap/name"), "ConfigMap", context)?;
-                    rename_ref(source.pointer_mut("/secret/name"), "Secret", context)?;
+                    rename_ref(
+                        source.pointer_mut("/configMap/name"),
+                        "ConfigMap",
+                        context,
+                        workload,
+                    )?;
+                    rename_ref(
+                        source.pointer_mut("/secret/name"),
+                        "Secret",
+                        context,
+                        workload,
+                    )?;
                 }
             }
             if context.environment.env.profile == Profile::SingleNode
@@ -482,10 +574,10 @@ fn rewrite_pod(
                     .and_then(|s| s.host_path.clone())
                     .ok_or_else(|| {
                         RenderError::invalid(
-                            context.object_path,
+                            workload.path,
                             format!(
                                 "workload `{}` mounts claim `{claim}`, which the catalogue does not define",
-                                context.workload
+                                workload.name
                             ),
                         )
                     })?;
@@ -511,7 +603,8 @@ fn rewrite_pod(
 fn rename_ref(
     slot: Option<&mut Value>,
     kind: &str,
-    context: &PodContext<'_>,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
 ) -> Result<(), RenderError> {
     let Some(slot) = slot else {
         return Ok(());
@@ -530,10 +623,10 @@ fn rename_ref(
             .contains(&(kind.to_owned(), name.to_owned())) => {}
         None => {
             return Err(RenderError::invalid(
-                context.object_path,
+                workload.path,
                 format!(
                     "workload `{}` refers to {kind} `{name}`, which neither catalogue.yaml generates nor the catalogue defines",
-                    context.workload
+                    workload.name
                 ),
             ));
         }
@@ -543,9 +636,11 @@ fn rename_ref(
 
 fn pin(
     image: &str,
-    context: &PodContext<'_>,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<String, RenderError> {
+    let lock_path = context.inputs.lock;
     let registry = context.environment.env.registry.as_deref();
     let relocate = |pinned: broker_pins::PinnedRef| match registry {
         Some(host) => format!("{host}/{}@{}", pinned.repository(), pinned.digest()),
@@ -553,7 +648,7 @@ fn pin(
     };
     if let Some(locked) = context.lock.images.get(image) {
         let pinned = locked.pinned().map_err(|source| RenderError::LockEntry {
-            path: context.lock_path.to_path_buf(),
+            path: lock_path.to_path_buf(),
             image: image.to_owned(),
             source,
         })?;
@@ -562,29 +657,29 @@ fn pin(
     if let Some(written) = context.catalogue.file.images.get(image) {
         if let Some(mirror) = context.lock.mirrors.get(written) {
             let pinned = mirror.pinned().map_err(|source| RenderError::LockEntry {
-                path: context.lock_path.to_path_buf(),
+                path: lock_path.to_path_buf(),
                 image: written.clone(),
                 source,
             })?;
             return Ok(relocate(pinned));
         }
-        if context.require_pinned {
+        if context.inputs.require_pinned {
             return Err(RenderError::Unpinned {
-                path: context.object_path.clone(),
-                workload: context.workload.to_owned(),
+                path: workload.path.clone(),
+                workload: workload.name.to_owned(),
                 image: written.clone(),
             });
         }
         warnings.push(format!(
             "workload `{}`: `{written}` is not mirrored in {}, left unpinned (run `broker-images mirror {written}`)",
-            context.workload,
-            context.lock_path.display()
+            workload.name,
+            lock_path.display()
         ));
         return Ok(written.clone());
     }
     Err(RenderError::UnknownImage {
-        path: context.object_path.clone(),
-        workload: context.workload.to_owned(),
+        path: workload.path.clone(),
+        workload: workload.name.to_owned(),
         image: image.to_owned(),
         known: context
             .lock
