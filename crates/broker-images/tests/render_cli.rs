@@ -70,17 +70,17 @@ impl Inputs {
     }
 }
 
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    files
 }
 
 /// 1-based line of the first line of `path` containing `needle`.
@@ -311,4 +311,30 @@ fn credentials_never_reach_stdout_or_stderr() {
         expected.push_str(&std::fs::read_to_string(inputs.out.join(file)).unwrap());
     }
     assert_eq!(stream, expected);
+}
+
+/// `--out` replaces its directory whole: never one that is not an earlier
+/// render's output, such as the catalogue itself.
+#[test]
+fn out_never_replaces_a_directory_render_did_not_write() {
+    let inputs = Inputs::new();
+    let before = snapshot(&inputs.manifests);
+    let out = inputs.render("cluster", &inputs.creds, &inputs.manifests);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("manifests: exists and is not the output of an earlier render"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&inputs.manifests), before);
+    // An empty directory is fine, and so is rendering over the result.
+    std::fs::create_dir(&inputs.out).unwrap();
+    for _ in 0..2 {
+        let out = inputs.render("cluster", &inputs.creds, &inputs.out);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -97,6 +97,37 @@ pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
 /// The name of the kustomization file in an output directory.
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
 
+/// The first line of every `kustomization.yaml` render writes: how a later
+/// render recognises a directory it may replace.
+const KUSTOMIZATION_HEADER: &str =
+    "# Written by `broker-images render`; apply with `kubectl apply -k`.";
+
+/// `--out` replaces its directory whole, so it must never be anything but
+/// an earlier render's output (or empty): a mistyped `--out manifests` must
+/// not delete the catalogue.
+fn refuse_foreign_output(dir: &Path) -> Result<(), RenderError> {
+    let metadata = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RenderError::io("read", dir, e)),
+    };
+    let ours = metadata.is_dir()
+        && (std::fs::read_dir(dir)
+            .map_err(|e| RenderError::io("read", dir, e))?
+            .next()
+            .is_none()
+            || std::fs::read_to_string(dir.join(KUSTOMIZATION))
+                .is_ok_and(|k| k.starts_with(KUSTOMIZATION_HEADER)));
+    if ours {
+        Ok(())
+    } else {
+        Err(RenderError::invalid(
+            dir,
+            "exists and is not the output of an earlier render (which --out replaces whole); choose another --out or remove it",
+        ))
+    }
+}
+
 impl Rendered {
     /// One multi-document YAML stream.
     pub fn to_stream(&self) -> String {
@@ -110,8 +141,8 @@ impl Rendered {
 
     /// The `kustomization.yaml` listing every object file.
     pub fn kustomization(&self) -> String {
-        let mut out = String::from(
-            "# Written by `broker-images render`; apply with `kubectl apply -k`.\n\
+        let mut out = format!(
+            "{KUSTOMIZATION_HEADER}\n\
              apiVersion: kustomize.config.k8s.io/v1beta1\n\
              kind: Kustomization\n\
              resources:\n",
@@ -134,6 +165,7 @@ impl Rendered {
             _ => Path::new("."),
         };
         std::fs::create_dir_all(parent).map_err(|e| RenderError::io("create", parent, e))?;
+        refuse_foreign_output(dir)?;
         let file_name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
