@@ -10,10 +10,11 @@
 //! escapes), hashed with SHA-256; the first ten hex digits are then spelled
 //! without vowel-looking characters so no accidental words appear.
 //!
-//! `name` is always empty: kustomize 5 (the one inside kubectl 1.32)
-//! hashes a generated object before giving it its name, so two generators
-//! with the same content get the same suffix. The differential test found
-//! this; hashing the real name gives other suffixes than kubectl.
+//! `name` is always empty: that is what kustomize 5.5 (inside kubectl
+//! 1.32) hashes for generated objects, as the differential test against
+//! `kubectl kustomize` shows — with the generator's name in the JSON every
+//! suffix differs from kubectl's. Two generators with the same content
+//! therefore get the same suffix (their base names still differ).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
