@@ -316,7 +316,10 @@ fn transform_catalogue(
                     // Its pods mount the node directory instead.
                     continue;
                 }
-                claim_for_cluster(&mut object.value, &environment.storage[&base]);
+                // Every claim has an entry: checked against the catalogue.
+                if let Some(storage) = environment.storage.get(&base) {
+                    claim_for_cluster(&mut object.value, storage);
+                }
             }
             "Service" => {
                 if let Some(exposure) = environment.expose.get(&base) {
@@ -329,17 +332,22 @@ fn transform_catalogue(
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
-                let template = &mut object.value["spec"]["template"];
+                let missing = || {
+                    RenderError::invalid(
+                        &source.path,
+                        format!("{kind} `{base}` has no spec.template.spec mapping"),
+                    )
+                };
+                let template = object
+                    .value
+                    .pointer_mut("/spec/template")
+                    .filter(|t| t.is_object())
+                    .ok_or_else(missing)?;
                 add_common_labels(template, &base);
                 let pod = template
                     .get_mut("spec")
                     .filter(|s| s.is_object())
-                    .ok_or_else(|| {
-                        RenderError::invalid(
-                            &source.path,
-                            format!("{kind} `{base}` has no spec.template.spec"),
-                        )
-                    })?;
+                    .ok_or_else(missing)?;
                 let workload = Workload {
                     path: &source.path,
                     name: &base,
@@ -455,11 +463,15 @@ fn expose(
         Profile::Cluster => "LoadBalancer",
     });
     let mut unused: BTreeSet<&String> = exposure.node_ports.keys().collect();
-    if let Some(ports) = spec["ports"].as_array_mut() {
-        for port in ports {
-            let port_name = port["name"].as_str().unwrap_or_default().to_owned();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            let port_name = port
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if let Some(number) = exposure.node_ports.get(&port_name) {
-                port["nodePort"] = json!(number.value);
+                port.insert("nodePort".to_owned(), json!(number.value));
                 unused.remove(&port_name);
             }
         }
@@ -490,7 +502,16 @@ fn rewrite_pod(
         let Some(containers) = pod.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
         };
-        for container in containers {
+        for container in containers.iter_mut() {
+            if !container.is_object() {
+                return Err(RenderError::invalid(
+                    workload.path,
+                    format!(
+                        "workload `{}`: an entry of {list} is not a mapping",
+                        workload.name
+                    ),
+                ));
+            }
             let image = container["image"].as_str().unwrap_or_default().to_owned();
             container["image"] = json!(pin(&image, context, workload, warnings)?);
             if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {

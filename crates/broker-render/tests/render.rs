@@ -780,3 +780,43 @@ fn the_seed_defects_stay_fixed() {
         }
     }
 }
+
+/// Objects of the wrong shape are errors naming the file, never a panic.
+#[test]
+fn misshapen_objects_are_errors_not_panics() {
+    for (body, expected) in [
+        ("spec: 5\n", "has no spec.template.spec mapping"),
+        (
+            "spec:\n  template: []\n",
+            "has no spec.template.spec mapping",
+        ),
+        (
+            "spec:\n  template:\n    spec:\n      containers: [python-base]\n",
+            "an entry of containers is not a mapping",
+        ),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let mut setup = Setup::new("single-node");
+        setup.manifests = work.path().join("manifests");
+        copy_dir(&repo_root().join("manifests"), &setup.manifests);
+        std::fs::write(
+            setup.manifests.join("workloads/odd.yaml"),
+            format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: odd\n{body}"),
+        )
+        .unwrap();
+        let err = render(&Inputs {
+            lock: &setup.lock,
+            source: &setup.source,
+            environment: &setup.environment,
+            env_file: Some(&setup.env_file),
+            manifests: &setup.manifests,
+            require_pinned: true,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("workloads/odd.yaml: ") && err.contains(expected),
+            "{err}"
+        );
+    }
+}
