@@ -45,6 +45,10 @@ impl Inputs {
     }
 
     fn render(&self, profile: &str, env_file: &Path, out: &Path) -> Output {
+        self.render_with(profile, env_file, out, &[])
+    }
+
+    fn render_with(&self, profile: &str, env_file: &Path, out: &Path, extra: &[&str]) -> Output {
         Command::new(BIN)
             .arg("render")
             .arg("--lock")
@@ -59,6 +63,7 @@ impl Inputs {
             .arg(env_file)
             .arg("--out")
             .arg(out)
+            .args(extra)
             .output()
             .unwrap()
     }
@@ -337,4 +342,37 @@ fn out_never_replaces_a_directory_render_did_not_write() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn unmirrored_third_party_images_warn_or_fail_with_require_pinned() {
+    let inputs = Inputs::new();
+    let lock = std::fs::read_to_string(&inputs.lock).unwrap();
+    let mut lock: serde_json::Value = serde_json::from_str(&lock).unwrap();
+    lock["mirrors"] = serde_json::json!({});
+    std::fs::write(&inputs.lock, lock.to_string()).unwrap();
+    let out = inputs.render("single-node", &inputs.creds, &inputs.out);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("warning: workload `db`: `postgres:14.2` is not mirrored"),
+        "{stderr}"
+    );
+    let before = snapshot(&inputs.out);
+    let out = inputs.render_with(
+        "single-node",
+        &inputs.creds,
+        &inputs.out,
+        &["--require-pinned"],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "workloads/db.yaml: workload `db` uses `postgres:14.2`, which the lock has no mirror of"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&inputs.out), before);
 }
