@@ -174,19 +174,26 @@ impl Rendered {
             .prefix(&format!(".{file_name}.new-"))
             .tempdir_in(parent)
             .map_err(|e| RenderError::io("create a directory in", parent, e))?;
-        for object in &self.objects {
-            let mode = if object.secret { 0o600 } else { 0o644 };
-            write_file(
-                &staging.path().join(&object.file_name),
-                object.yaml.as_bytes(),
-                mode,
-            )?;
+        let kustomization = self.kustomization();
+        let files = self
+            .objects
+            .iter()
+            .map(|o| {
+                let mode = if o.secret { 0o600 } else { 0o644 };
+                (o.file_name.as_str(), o.yaml.as_bytes(), mode)
+            })
+            .chain([(KUSTOMIZATION, kustomization.as_bytes(), 0o644)]);
+        // Everything is written before anything is synced, so the disk sees
+        // one batch rather than a flush per file.
+        let mut written = Vec::new();
+        for (name, bytes, mode) in files {
+            let path = staging.path().join(name);
+            written.push((write_file(&path, bytes, mode)?, path));
         }
-        write_file(
-            &staging.path().join(KUSTOMIZATION),
-            self.kustomization().as_bytes(),
-            0o644,
-        )?;
+        for (file, path) in written {
+            file.sync_all()
+                .map_err(|e| RenderError::io("write", &path, e))?;
+        }
         set_mode(staging.path(), 0o755)?;
         // A directory cannot replace a non-empty one in a single rename:
         // move the old one aside first, then drop it.
@@ -214,7 +221,8 @@ impl Rendered {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RenderError> {
+/// Creates `path` with exactly `mode` and writes `bytes`; the caller syncs.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<std::fs::File, RenderError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -226,10 +234,15 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RenderError> {
         .open(path)
         .map_err(|e| RenderError::io("write", path, e))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
         .map_err(|e| RenderError::io("write", path, e))?;
     // The umask may have taken bits away; Secrets must be exactly 0600.
-    set_mode(path, mode)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| RenderError::io("set permissions of", path, e))?;
+    }
+    Ok(file)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), RenderError> {
