@@ -195,6 +195,7 @@ impl Rendered {
                 .map_err(|e| RenderError::io("write", &path, e))?;
         }
         set_mode(staging.path(), 0o755)?;
+        sync_dir(staging.path())?;
         // A directory cannot replace a non-empty one in a single rename:
         // move the old one aside first, then drop it.
         let old = if dir.exists() {
@@ -217,7 +218,8 @@ impl Rendered {
             return Err(RenderError::io("write", dir, e));
         }
         drop(old);
-        Ok(())
+        // The rename itself is durable only once the parent is synced.
+        sync_dir(parent)
     }
 }
 
@@ -243,6 +245,18 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<std::fs::File, Ren
             .map_err(|e| RenderError::io("set permissions of", path, e))?;
     }
     Ok(file)
+}
+
+/// Makes a directory's entries durable (a no-op where directories cannot
+/// be opened as files).
+fn sync_dir(dir: &Path) -> Result<(), RenderError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RenderError::io("sync", dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), RenderError> {
