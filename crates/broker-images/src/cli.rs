@@ -83,7 +83,7 @@ pub enum Command {
     /// naming the layer that differs.
     Verify(VerifyArgs),
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
-    Render,
+    Render(RenderArgs),
     /// Apply rendered manifests to the cluster (server-side apply, in
     /// dependency order), wait until ready, prune what left the set.
     Start(StartArgs),
@@ -327,4 +327,40 @@ pub struct VerifyArgs {
     /// How to reach the registry (to fetch deps images not in the store).
     #[command(flatten)]
     pub access: RegistryArgs,
+}
+
+/// Arguments of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The lock file whose digests pin the images.
+    #[arg(long, default_value = "images.lock")]
+    pub lock: PathBuf,
+
+    /// The broker tree the ConfigMaps are generated from (its db/init.d,
+    /// config/rabbitmq, …).
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+
+    /// The deployment's environment file (e.g. environments/single-node.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub environment: PathBuf,
+
+    /// KEY=VALUE credentials for the generated Secret (see
+    /// environments/env.sample). Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Refuse third-party images the lock has no mirror of, instead of
+    /// leaving them unpinned with a warning.
+    #[arg(long)]
+    pub require_pinned: bool,
+
+    /// The catalogue: Kubernetes YAML plus catalogue.yaml.
+    #[arg(long, default_value = "manifests", value_name = "DIR")]
+    pub manifests: PathBuf,
+
+    /// Output directory (one file per object plus kustomization.yaml,
+    /// replaced whole), or `-` for one YAML stream on stdout.
+    #[arg(long, value_name = "DIR|-")]
+    pub out: PathBuf,
 }

@@ -5,6 +5,7 @@ mod build;
 mod cluster;
 mod mirror;
 mod push;
+mod render;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -23,26 +24,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let name = match cli.command {
-        Command::Push(args) => {
-            return runtime.block_on(push::run(&cli.store, args, cli.json, progress));
-        }
-        Command::Mirror(args) => return runtime.block_on(mirror::run(args, cli.json, progress)),
-        Command::Build(args) => {
-            return runtime.block_on(build::run(&cli.store, args, cli.json, progress));
-        }
+    match cli.command {
+        Command::Push(args) => runtime.block_on(push::run(&cli.store, args, cli.json, progress)),
+        Command::Mirror(args) => runtime.block_on(mirror::run(args, cli.json, progress)),
+        Command::Build(args) => runtime.block_on(build::run(&cli.store, args, cli.json, progress)),
+        Command::Render(args) => render::run(&args, cli.json),
         Command::Verify(args) => {
-            return runtime.block_on(build::verify(&cli.store, args, cli.json, progress));
+            runtime.block_on(build::verify(&cli.store, args, cli.json, progress))
         }
-        Command::Start(args) => return runtime.block_on(cluster::start(args, cli.json, progress)),
-        Command::Stop(args) => return runtime.block_on(cluster::stop(args, cli.json, progress)),
-        Command::Restart(args) => {
-            return runtime.block_on(cluster::restart(args, cli.json, progress));
-        }
-        Command::Status(args) => return runtime.block_on(cluster::status(args, cli.json)),
-        Command::Render => "render",
-    };
-    bail!("`broker-images {name}` is not implemented yet")
+        Command::Start(args) => runtime.block_on(cluster::start(args, cli.json, progress)),
+        Command::Stop(args) => runtime.block_on(cluster::stop(args, cli.json, progress)),
+        Command::Restart(args) => runtime.block_on(cluster::restart(args, cli.json, progress)),
+        Command::Status(args) => runtime.block_on(cluster::status(args, cli.json)),
+    }
 }
 
 /// Client options from the command line. Reads the password from stdin

@@ -1,0 +1,272 @@
+//! The render stage: the `manifests/` catalogue, an environment file, the
+//! credentials and `images.lock` in; Kubernetes objects out, every image
+//! pinned by digest, ConfigMaps and Secrets generated with kustomize's
+//! content-hash names, storage and Service types chosen by the profile.
+//! No network, no Docker, no cluster: the lock is read through
+//! [`broker_pins`], everything else is files.
+//!
+//! The same inputs always give the same bytes: objects are sorted (kind in
+//! apply order, then name), every mapping's keys are sorted, and nothing
+//! depends on time, paths or the machine.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! let rendered = broker_render::render(&broker_render::Inputs {
+//!     lock: Path::new("images.lock"),
+//!     source: Path::new("../broker"),
+//!     environment: Path::new("environments/single-node.yaml"),
+//!     env_file: Some(Path::new("broker.env")),
+//!     manifests: Path::new("manifests"),
+//!     require_pinned: false,
+//! })?;
+//! for warning in &rendered.warnings {
+//!     eprintln!("warning: {warning}");
+//! }
+//! rendered.write_dir(Path::new("rendered"))?;
+//! # Ok::<(), broker_render::RenderError>(())
+//! ```
+
+pub mod catalogue;
+pub mod environment;
+mod error;
+pub mod hash;
+mod render;
+pub mod secrets;
+mod yaml;
+
+use std::io::Write as _;
+use std::path::Path;
+
+pub use environment::Profile;
+pub use error::RenderError;
+pub use render::{MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+
+/// What a render reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// `images.lock`.
+    pub lock: &'a Path,
+    /// The broker tree (its `db/init.d`, `config/rabbitmq`, …).
+    pub source: &'a Path,
+    /// The environment file.
+    pub environment: &'a Path,
+    /// `KEY=VALUE` credentials, unless the environment names existing
+    /// Secrets for every Secret generator.
+    pub env_file: Option<&'a Path>,
+    /// The catalogue directory.
+    pub manifests: &'a Path,
+    /// Refuse third-party images the lock has no mirror of, instead of
+    /// leaving them unpinned with a warning.
+    pub require_pinned: bool,
+}
+
+/// One rendered object.
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.name` (with the hash suffix for generated objects).
+    pub name: String,
+    /// Its file in an output directory: `<kind>-<base name>.yaml`, stable
+    /// across content changes so only changed files differ.
+    pub file_name: String,
+    /// Whether it holds credentials (written with mode 0600).
+    pub secret: bool,
+    /// The object.
+    pub value: serde_json::Value,
+    /// Its YAML document.
+    pub yaml: String,
+}
+
+/// The result of a render.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    /// The objects in apply order.
+    pub objects: Vec<Object>,
+    /// Things the caller should tell the user (unpinned third-party
+    /// images). Never contains a credential.
+    pub warnings: Vec<String>,
+}
+
+/// Renders the catalogue for one environment.
+pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
+    render::render(inputs)
+}
+
+/// The name of the kustomization file in an output directory.
+pub const KUSTOMIZATION: &str = "kustomization.yaml";
+
+/// The first line of every `kustomization.yaml` render writes: how a later
+/// render recognises a directory it may replace.
+const KUSTOMIZATION_HEADER: &str =
+    "# Written by `broker-images render`; apply with `kubectl apply -k`.";
+
+/// `--out` replaces its directory whole, so it must never be anything but
+/// an earlier render's output (or empty): a mistyped `--out manifests` must
+/// not delete the catalogue.
+fn refuse_foreign_output(dir: &Path) -> Result<(), RenderError> {
+    let metadata = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RenderError::io("read", dir, e)),
+    };
+    let ours = metadata.is_dir()
+        && (std::fs::read_dir(dir)
+            .map_err(|e| RenderError::io("read", dir, e))?
+            .next()
+            .is_none()
+            || std::fs::read_to_string(dir.join(KUSTOMIZATION))
+                .is_ok_and(|k| k.starts_with(KUSTOMIZATION_HEADER)));
+    if ours {
+        Ok(())
+    } else {
+        Err(RenderError::invalid(
+            dir,
+            "exists and is not the output of an earlier render (which --out replaces whole); choose another --out or remove it",
+        ))
+    }
+}
+
+impl Rendered {
+    /// One multi-document YAML stream.
+    pub fn to_stream(&self) -> String {
+        let mut out = String::new();
+        for object in &self.objects {
+            out.push_str("---\n");
+            out.push_str(&object.yaml);
+        }
+        out
+    }
+
+    /// The `kustomization.yaml` listing every object file.
+    pub fn kustomization(&self) -> String {
+        let mut out = format!(
+            "{KUSTOMIZATION_HEADER}\n\
+             apiVersion: kustomize.config.k8s.io/v1beta1\n\
+             kind: Kustomization\n\
+             resources:\n",
+        );
+        for object in &self.objects {
+            out.push_str("  - ");
+            out.push_str(&object.file_name);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes one file per object plus `kustomization.yaml` to `dir`,
+    /// replacing it whole: the files go to a temporary directory beside it,
+    /// which is then renamed into place. A failure before the rename leaves
+    /// the previous output untouched.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), RenderError> {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(parent).map_err(|e| RenderError::io("create", parent, e))?;
+        refuse_foreign_output(dir)?;
+        let file_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rendered".to_owned());
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}.new-"))
+            .tempdir_in(parent)
+            .map_err(|e| RenderError::io("create a directory in", parent, e))?;
+        let kustomization = self.kustomization();
+        let files = self
+            .objects
+            .iter()
+            .map(|o| {
+                let mode = if o.secret { 0o600 } else { 0o644 };
+                (o.file_name.as_str(), o.yaml.as_bytes(), mode)
+            })
+            .chain([(KUSTOMIZATION, kustomization.as_bytes(), 0o644)]);
+        // Everything is written before anything is synced, so the disk sees
+        // one batch rather than a flush per file.
+        let mut written = Vec::new();
+        for (name, bytes, mode) in files {
+            let path = staging.path().join(name);
+            written.push((write_file(&path, bytes, mode)?, path));
+        }
+        for (file, path) in written {
+            file.sync_all()
+                .map_err(|e| RenderError::io("write", &path, e))?;
+        }
+        set_mode(staging.path(), 0o755)?;
+        sync_dir(staging.path())?;
+        // A directory cannot replace a non-empty one in a single rename:
+        // move the old one aside first, then drop it.
+        let old = if dir.exists() {
+            let aside = tempfile::Builder::new()
+                .prefix(&format!(".{file_name}.old-"))
+                .tempdir_in(parent)
+                .map_err(|e| RenderError::io("create a directory in", parent, e))?;
+            let aside_path = aside.path().join("previous");
+            std::fs::rename(dir, &aside_path).map_err(|e| RenderError::io("move aside", dir, e))?;
+            Some(aside)
+        } else {
+            None
+        };
+        let staged = staging.keep();
+        if let Err(e) = std::fs::rename(&staged, dir) {
+            if let Some(old) = &old {
+                let _ = std::fs::rename(old.path().join("previous"), dir);
+            }
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(RenderError::io("write", dir, e));
+        }
+        drop(old);
+        // The rename itself is durable only once the parent is synced.
+        sync_dir(parent)
+    }
+}
+
+/// Creates `path` with exactly `mode` and writes `bytes`; the caller syncs.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<std::fs::File, RenderError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| RenderError::io("write", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| RenderError::io("write", path, e))?;
+    // The umask may have taken bits away; Secrets must be exactly 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| RenderError::io("set permissions of", path, e))?;
+    }
+    Ok(file)
+}
+
+/// Makes a directory's entries durable (a no-op where directories cannot
+/// be opened as files).
+fn sync_dir(dir: &Path) -> Result<(), RenderError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RenderError::io("sync", dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), RenderError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| RenderError::io("set permissions of", path, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}

@@ -1,0 +1,713 @@
+//! From catalogue, environment, credentials and lock to the final objects:
+//! a chain of small transforms, each over the whole object list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use broker_pins::Lock;
+use serde_json::{Map, Value, json};
+
+use crate::catalogue::{Catalogue, SourceObject, read_generator_files};
+use crate::environment::{LoadedEnvironment, Profile};
+use crate::error::RenderError;
+use crate::hash;
+use crate::secrets;
+use crate::{Inputs, Object, Rendered};
+
+/// The label every object carries with its own (base) name.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label tying every object to the broker.
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+/// The label saying this tool made the object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "PersistentVolume",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+    "CustomResourceDefinition",
+];
+
+/// Workload kinds whose pod template is at `spec.template.spec`.
+const WORKLOADS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet", "Job"];
+
+/// Generated names: base name → name with suffix (or the existing Secret).
+#[derive(Default)]
+struct Names {
+    config_maps: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+}
+
+/// A generated or catalogue object on its way out, with the name its file
+/// and `app.kubernetes.io/name` label take (the name before any suffix).
+struct Pending {
+    object: SourceObject,
+    base: String,
+}
+
+pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
+    let environment = LoadedEnvironment::read(inputs.environment)?;
+    let catalogue = Catalogue::read(inputs.manifests)?;
+    let lock = Lock::read(inputs.lock)?.ok_or_else(|| RenderError::NoLock {
+        path: inputs.lock.to_path_buf(),
+    })?;
+    check_environment_against_catalogue(&environment, &catalogue)?;
+
+    // Generators first: every reference below is rewritten to their names.
+    let mut names = Names::default();
+    let mut pending = generate_config_maps(&catalogue, &environment, inputs.source, &mut names)?;
+    let credentials = read_credentials(inputs.env_file, &catalogue, &environment)?;
+    pending.extend(generate_secrets(
+        &catalogue,
+        &environment,
+        &credentials,
+        &mut names,
+    ));
+
+    let mut warnings = Vec::new();
+    let context = Context {
+        inputs,
+        lock: &lock,
+        catalogue: &catalogue,
+        environment: &environment,
+        names: &names,
+        defined: catalogue
+            .objects
+            .iter()
+            .map(|o| (o.kind().to_owned(), o.name().to_owned()))
+            .collect(),
+    };
+    pending.extend(transform_catalogue(&context, &mut warnings)?);
+    Ok(Rendered {
+        objects: finish(pending, &environment.env.namespace),
+        warnings,
+    })
+}
+
+/// What every transform may consult.
+struct Context<'a> {
+    inputs: &'a Inputs<'a>,
+    lock: &'a Lock,
+    catalogue: &'a Catalogue,
+    environment: &'a LoadedEnvironment,
+    names: &'a Names,
+    /// Every (kind, name) the catalogue defines.
+    defined: BTreeSet<(String, String)>,
+}
+
+/// The environment speaks only of things the catalogue has, and holds no
+/// credential.
+fn check_environment_against_catalogue(
+    environment: &LoadedEnvironment,
+    catalogue: &Catalogue,
+) -> Result<(), RenderError> {
+    let env = &environment.env;
+    let credential_keys = catalogue.credential_keys();
+    if let Some(key) = environment
+        .values
+        .keys()
+        .find(|k| credential_keys.contains(*k))
+    {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!(
+                "env.{key} is a credential: it belongs in the --env-file (or an existing Secret), never in a ConfigMap"
+            ),
+        ));
+    }
+    let of_kind = |kind: &str| -> BTreeSet<String> {
+        catalogue
+            .objects
+            .iter()
+            .filter(|o| o.kind() == kind)
+            .map(|o| o.name().to_owned())
+            .collect()
+    };
+    let claims = of_kind("PersistentVolumeClaim");
+    let missing: Vec<&str> = claims
+        .iter()
+        .filter(|c| !env.storage.contains_key(*c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!(
+                "`storage` has no entry for the catalogue's claim(s) {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if let Some(extra) = env.storage.keys().find(|k| !claims.contains(*k)) {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("storage.{extra}: the catalogue has no PersistentVolumeClaim of that name"),
+        ));
+    }
+    let services = of_kind("Service");
+    if let Some(extra) = env.expose.keys().find(|k| !services.contains(*k)) {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("expose.{extra}: the catalogue has no Service of that name"),
+        ));
+    }
+    if let Some(extra) = env
+        .existing_secrets
+        .keys()
+        .find(|g| !catalogue.file.secrets.iter().any(|s| &s.name == *g))
+    {
+        return Err(RenderError::invalid(
+            &environment.path,
+            format!("existingSecrets.{extra}: the catalogue generates no Secret of that name"),
+        ));
+    }
+    let namespaces = of_kind("Namespace").len();
+    if namespaces != 1 {
+        return Err(RenderError::invalid(
+            &catalogue.path,
+            format!("the catalogue must hold exactly one Namespace, it holds {namespaces}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The ConfigMaps `catalogue.yaml` declares, named as kustomize would.
+fn generate_config_maps(
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+    source: &Path,
+    names: &mut Names,
+) -> Result<Vec<Pending>, RenderError> {
+    let mut out = Vec::new();
+    for generator in &catalogue.file.config_maps {
+        let mut entries = read_generator_files(&catalogue.path, generator, source)?;
+        if generator.environment {
+            for (key, value) in &environment.values {
+                if entries.data.insert(key.clone(), value.clone()).is_some() {
+                    return Err(RenderError::invalid(
+                        &environment.path,
+                        format!(
+                            "env.{key} clashes with a file of ConfigMap `{}`",
+                            generator.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let suffix = hash::config_map_suffix(&entries.data, &entries.binary_data);
+        let name = format!("{}-{suffix}", generator.name);
+        let mut object =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        // An empty map is left out, as kustomize does (the hash depends on it).
+        if !entries.data.is_empty() {
+            object["data"] = json!(entries.data);
+        }
+        if !entries.binary_data.is_empty() {
+            object["binaryData"] = json!(entries.binary_data);
+        }
+        names.config_maps.insert(generator.name.clone(), name);
+        out.push(Pending {
+            object: SourceObject {
+                path: catalogue.path.clone(),
+                value: object,
+            },
+            base: generator.name.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The env file's credentials, when some Secret is generated from them;
+/// placeholders are refused for the cluster profile.
+fn read_credentials(
+    env_file: Option<&Path>,
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+) -> Result<secrets::Credentials, RenderError> {
+    let needed = catalogue
+        .file
+        .secrets
+        .iter()
+        .any(|s| !environment.env.existing_secrets.contains_key(&s.name));
+    if !needed {
+        return Ok(secrets::Credentials::new());
+    }
+    let Some(path) = env_file else {
+        return Err(RenderError::invalid(
+            &environment.path,
+            "the credentials Secret is generated from --env-file (see environments/env.sample); pass one, or name an existing Secret in `existingSecrets`",
+        ));
+    };
+    let credentials = secrets::read_env_file(path, &catalogue.credential_keys())?;
+    let placeholders = secrets::placeholders(&credentials);
+    if environment.env.profile == Profile::Cluster && !placeholders.is_empty() {
+        return Err(RenderError::invalid(
+            path,
+            format!(
+                "{} hold placeholder values (empty, CHANGEME or <…>); the cluster profile needs real credentials",
+                placeholders.join(", ")
+            ),
+        ));
+    }
+    Ok(credentials)
+}
+
+/// The Secrets `catalogue.yaml` declares, unless the environment names an
+/// existing one.
+fn generate_secrets(
+    catalogue: &Catalogue,
+    environment: &LoadedEnvironment,
+    credentials: &secrets::Credentials,
+    names: &mut Names,
+) -> Vec<Pending> {
+    let mut out = Vec::new();
+    for generator in &catalogue.file.secrets {
+        if let Some(existing) = environment.env.existing_secrets.get(&generator.name) {
+            names
+                .secrets
+                .insert(generator.name.clone(), existing.clone());
+            continue;
+        }
+        let data: BTreeMap<String, String> = generator
+            .keys
+            .iter()
+            .filter_map(|k| {
+                credentials
+                    .get(k)
+                    .map(|v| (k.clone(), hash::base64(v.as_bytes())))
+            })
+            .collect();
+        let suffix = hash::secret_suffix("Opaque", &data);
+        let name = format!("{}-{suffix}", generator.name);
+        let object = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name}, "data": data,
+        });
+        names.secrets.insert(generator.name.clone(), name);
+        out.push(Pending {
+            object: SourceObject {
+                path: catalogue.path.clone(),
+                value: object,
+            },
+            base: generator.name.clone(),
+        });
+    }
+    out
+}
+
+/// The catalogue's own objects for the environment: the namespace named,
+/// claims and Services shaped by the profile, pods pinned and rewired.
+fn transform_catalogue(
+    context: &Context<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Pending>, RenderError> {
+    let environment = &context.environment.env;
+    let mut out = Vec::new();
+    for source in &context.catalogue.objects {
+        let mut object = source.clone();
+        let base = source.name().to_owned();
+        match source.kind() {
+            "Namespace" => object.value["metadata"]["name"] = json!(environment.namespace),
+            "PersistentVolumeClaim" => {
+                if environment.profile == Profile::SingleNode {
+                    // Its pods mount the node directory instead.
+                    continue;
+                }
+                // Every claim has an entry: checked against the catalogue.
+                if let Some(storage) = environment.storage.get(&base) {
+                    claim_for_cluster(&mut object.value, storage);
+                }
+            }
+            "Service" => {
+                if let Some(exposure) = environment.expose.get(&base) {
+                    expose(
+                        &mut object,
+                        exposure,
+                        environment.profile,
+                        &context.environment.path,
+                    )?;
+                }
+            }
+            kind if WORKLOADS.contains(&kind) => {
+                let missing = || {
+                    RenderError::invalid(
+                        &source.path,
+                        format!("{kind} `{base}` has no spec.template.spec mapping"),
+                    )
+                };
+                let template = object
+                    .value
+                    .pointer_mut("/spec/template")
+                    .filter(|t| t.is_object())
+                    .ok_or_else(missing)?;
+                add_common_labels(template, &base);
+                let pod = template
+                    .get_mut("spec")
+                    .filter(|s| s.is_object())
+                    .ok_or_else(missing)?;
+                let workload = Workload {
+                    path: &source.path,
+                    name: &base,
+                };
+                rewrite_pod(pod, context, &workload, warnings)?;
+            }
+            _ => {}
+        }
+        out.push(Pending { object, base });
+    }
+    Ok(out)
+}
+
+/// Namespace and labels on every object, YAML, apply order.
+fn finish(pending: Vec<Pending>, namespace: &str) -> Vec<Object> {
+    let mut rendered: Vec<Object> = pending
+        .into_iter()
+        .map(|Pending { mut object, base }| {
+            let kind = object.kind().to_owned();
+            if !CLUSTER_SCOPED.contains(&kind.as_str()) {
+                object.value["metadata"]["namespace"] = json!(namespace);
+            }
+            let label_name = if kind == "Namespace" {
+                namespace
+            } else {
+                &base
+            };
+            add_common_labels(&mut object.value, label_name);
+            Object {
+                name: object.name().to_owned(),
+                file_name: format!("{}-{base}.yaml", kind.to_ascii_lowercase()),
+                secret: kind == "Secret",
+                yaml: crate::yaml::to_yaml(&object.value),
+                kind,
+                value: object.value,
+            }
+        })
+        .collect();
+    rendered.sort_by(|a, b| {
+        (kind_rank(&a.kind), &a.kind, &a.name).cmp(&(kind_rank(&b.kind), &b.kind, &b.name))
+    });
+    rendered
+}
+
+/// The order `kubectl apply` needs: namespace, then config, storage,
+/// Services, workloads.
+fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "Namespace" => 0,
+        "ConfigMap" | "Secret" => 1,
+        "PersistentVolumeClaim" => 2,
+        "Service" => 3,
+        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => 5,
+        _ => 4,
+    }
+}
+
+/// The three labels; `app.kubernetes.io/name` only where the catalogue
+/// did not set it (a Service's name label is its workload's).
+fn add_common_labels(object: &mut Value, name: &str) {
+    let metadata = ensure_object(object, "metadata");
+    let labels = ensure_object(metadata, "labels");
+    if let Value::Object(labels) = labels {
+        labels
+            .entry(NAME_LABEL.to_owned())
+            .or_insert_with(|| json!(name));
+        labels.insert(PART_OF_LABEL.to_owned(), json!("broker"));
+        labels.insert(MANAGED_BY_LABEL.to_owned(), json!("broker-images"));
+    }
+}
+
+fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
+    if !value[key].is_object() {
+        value[key] = Value::Object(Map::new());
+    }
+    &mut value[key]
+}
+
+fn claim_for_cluster(claim: &mut Value, storage: &crate::environment::Storage) {
+    let spec = ensure_object(claim, "spec");
+    spec["accessModes"] = json!(
+        storage
+            .access_modes
+            .clone()
+            .unwrap_or_else(|| vec!["ReadWriteOnce".to_owned()])
+    );
+    if let Some(size) = &storage.size {
+        spec["resources"] = json!({"requests": {"storage": size}});
+    }
+    if let Some(class) = &storage.storage_class {
+        spec["storageClassName"] = json!(class);
+    }
+}
+
+fn expose(
+    service: &mut SourceObject,
+    exposure: &crate::environment::Exposure,
+    profile: Profile,
+    env_path: &Path,
+) -> Result<(), RenderError> {
+    let name = service.name().to_owned();
+    let value = &mut service.value;
+    if !exposure.annotations.is_empty() {
+        let metadata = ensure_object(value, "metadata");
+        let annotations = ensure_object(metadata, "annotations");
+        for (k, v) in &exposure.annotations {
+            annotations[k] = json!(v);
+        }
+    }
+    let spec = ensure_object(value, "spec");
+    spec["type"] = json!(match profile {
+        Profile::SingleNode => "NodePort",
+        Profile::Cluster => "LoadBalancer",
+    });
+    let mut unused: BTreeSet<&String> = exposure.node_ports.keys().collect();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            let port_name = port
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if let Some(number) = exposure.node_ports.get(&port_name) {
+                port.insert("nodePort".to_owned(), json!(number.value));
+                unused.remove(&port_name);
+            }
+        }
+    }
+    if let Some(port) = unused.into_iter().next() {
+        return Err(RenderError::at_line(
+            env_path,
+            exposure.node_ports[port].referenced.line(),
+            format!("Service `{name}` has no port named `{port}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// The workload whose pod is being rewritten, for error messages.
+struct Workload<'a> {
+    path: &'a PathBuf,
+    name: &'a str,
+}
+
+fn rewrite_pod(
+    pod: &mut Value,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RenderError> {
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = pod.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers.iter_mut() {
+            if !container.is_object() {
+                return Err(RenderError::invalid(
+                    workload.path,
+                    format!(
+                        "workload `{}`: an entry of {list} is not a mapping",
+                        workload.name
+                    ),
+                ));
+            }
+            let image = container["image"].as_str().unwrap_or_default().to_owned();
+            container["image"] = json!(pin(&image, context, workload, warnings)?);
+            if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
+                for source in sources {
+                    rename_ref(
+                        source.pointer_mut("/configMapRef/name"),
+                        "ConfigMap",
+                        context,
+                        workload,
+                    )?;
+                    rename_ref(
+                        source.pointer_mut("/secretRef/name"),
+                        "Secret",
+                        context,
+                        workload,
+                    )?;
+                }
+            }
+            if let Some(vars) = container.get_mut("env").and_then(Value::as_array_mut) {
+                for var in vars {
+                    rename_ref(
+                        var.pointer_mut("/valueFrom/configMapKeyRef/name"),
+                        "ConfigMap",
+                        context,
+                        workload,
+                    )?;
+                    rename_ref(
+                        var.pointer_mut("/valueFrom/secretKeyRef/name"),
+                        "Secret",
+                        context,
+                        workload,
+                    )?;
+                }
+            }
+        }
+    }
+    if let Some(volumes) = pod.get_mut("volumes").and_then(Value::as_array_mut) {
+        for volume in volumes {
+            rename_ref(
+                volume.pointer_mut("/configMap/name"),
+                "ConfigMap",
+                context,
+                workload,
+            )?;
+            rename_ref(
+                volume.pointer_mut("/secret/secretName"),
+                "Secret",
+                context,
+                workload,
+            )?;
+            if let Some(sources) = volume
+                .pointer_mut("/projected/sources")
+                .and_then(Value::as_array_mut)
+            {
+                for source in sources {
+                    rename_ref(
+                        source.pointer_mut("/configMap/name"),
+                        "ConfigMap",
+                        context,
+                        workload,
+                    )?;
+                    rename_ref(
+                        source.pointer_mut("/secret/name"),
+                        "Secret",
+                        context,
+                        workload,
+                    )?;
+                }
+            }
+            if context.environment.env.profile == Profile::SingleNode
+                && let Some(claim) = volume
+                    .pointer("/persistentVolumeClaim/claimName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            {
+                let host_path = context
+                    .environment
+                    .env
+                    .storage
+                    .get(&claim)
+                    .and_then(|s| s.host_path.clone())
+                    .ok_or_else(|| {
+                        RenderError::invalid(
+                            workload.path,
+                            format!(
+                                "workload `{}` mounts claim `{claim}`, which the catalogue does not define",
+                                workload.name
+                            ),
+                        )
+                    })?;
+                if let Value::Object(map) = volume {
+                    map.remove("persistentVolumeClaim");
+                    map.insert(
+                        "hostPath".to_owned(),
+                        json!({"path": host_path, "type": "DirectoryOrCreate"}),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(secret) = &context.environment.env.pull_secret {
+        pod["imagePullSecrets"] = json!([{ "name": secret }]);
+    }
+    Ok(())
+}
+
+/// Rewrites a reference to a generated ConfigMap or Secret; a reference to
+/// neither a generated nor a catalogue object is an error (a typo would
+/// otherwise leave a pod waiting forever).
+fn rename_ref(
+    slot: Option<&mut Value>,
+    kind: &str,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
+) -> Result<(), RenderError> {
+    let Some(slot) = slot else {
+        return Ok(());
+    };
+    let Some(name) = slot.as_str() else {
+        return Ok(());
+    };
+    let generated = match kind {
+        "ConfigMap" => context.names.config_maps.get(name),
+        _ => context.names.secrets.get(name),
+    };
+    match generated {
+        Some(new) => *slot = json!(new),
+        None if context
+            .defined
+            .contains(&(kind.to_owned(), name.to_owned())) => {}
+        None => {
+            return Err(RenderError::invalid(
+                workload.path,
+                format!(
+                    "workload `{}` refers to {kind} `{name}`, which neither catalogue.yaml generates nor the catalogue defines",
+                    workload.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pin(
+    image: &str,
+    context: &Context<'_>,
+    workload: &Workload<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<String, RenderError> {
+    let lock_path = context.inputs.lock;
+    let registry = context.environment.env.registry.as_deref();
+    let relocate = |pinned: broker_pins::PinnedRef| match registry {
+        Some(host) => format!("{host}/{}@{}", pinned.repository(), pinned.digest()),
+        None => pinned.to_string(),
+    };
+    if let Some(locked) = context.lock.images.get(image) {
+        let pinned = locked.pinned().map_err(|source| RenderError::LockEntry {
+            path: lock_path.to_path_buf(),
+            image: image.to_owned(),
+            source,
+        })?;
+        return Ok(relocate(pinned));
+    }
+    if let Some(written) = context.catalogue.file.images.get(image) {
+        if let Some(mirror) = context.lock.mirrors.get(written) {
+            let pinned = mirror.pinned().map_err(|source| RenderError::LockEntry {
+                path: lock_path.to_path_buf(),
+                image: written.clone(),
+                source,
+            })?;
+            return Ok(relocate(pinned));
+        }
+        if context.inputs.require_pinned {
+            return Err(RenderError::Unpinned {
+                path: workload.path.clone(),
+                workload: workload.name.to_owned(),
+                image: written.clone(),
+            });
+        }
+        warnings.push(format!(
+            "workload `{}`: `{written}` is not mirrored in {}, left unpinned (run `broker-images mirror {written}`)",
+            workload.name,
+            lock_path.display()
+        ));
+        return Ok(written.clone());
+    }
+    Err(RenderError::UnknownImage {
+        path: workload.path.clone(),
+        workload: workload.name.to_owned(),
+        image: image.to_owned(),
+        known: context
+            .lock
+            .images
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
