@@ -153,3 +153,81 @@ fn kubeconfig_env_is_honoured() {
         stderr(&out)
     );
 }
+
+/// The contract between render and the cluster commands: what `render`
+/// writes for the example (both shipped environments and the e2e one)
+/// reads as our objects, and plans namespace first, then config and
+/// storage, db and mq waited for before the other ten workloads.
+#[test]
+fn render_output_is_what_start_applies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("broker.env");
+    std::fs::write(
+        &env_file,
+        "PGPASSWORD=p1x\nPOSTGRES_PASSWORD=p1x\nRABBITMQ_DEFAULT_PASS=p2x\nTTN_API_TOKEN=t1x\nUBIDOTS_API_TOKEN=t2x\nGREENBRAIN_PASSWORDS=g1x\n",
+    )
+    .unwrap();
+    for environment in [
+        "environments/single-node.yaml",
+        "environments/cluster.yaml",
+        ".github/e2e/environment.yaml",
+    ] {
+        let out = dir.path().join(environment.replace('/', "_"));
+        let rendered = Command::new(BIN)
+            .current_dir(&root)
+            .args([
+                "render",
+                "--lock",
+                "crates/broker-render/tests/fixtures/images.lock",
+            ])
+            .args(["--source", "examples/broker", "--environment", environment])
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            rendered.status.success(),
+            "{environment}: {}",
+            stderr(&rendered)
+        );
+
+        let set = broker_cluster::RenderedSet::read_dir(&out, "broker")
+            .unwrap_or_else(|e| panic!("{environment}: {e}"));
+        let prepared =
+            broker_cluster::plan::prepare(&set, &broker_cluster::ApplySet::new("broker"));
+        let plan = broker_cluster::StartPlan::new(
+            &prepared,
+            &Default::default(),
+            None,
+            broker_cluster::StartOptions::default(),
+        );
+        let steps: Vec<String> = plan.steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            steps[0], "apply   Namespace/broker",
+            "{environment}: {steps:#?}"
+        );
+        let waits: Vec<&String> = steps.iter().filter(|s| s.starts_with("wait")).collect();
+        assert_eq!(waits.len(), 2, "{environment}: {steps:#?}");
+        assert_eq!(waits[0].as_str(), "wait    Deployment/db, Deployment/mq");
+        assert_eq!(
+            waits[1].matches("Deployment/").count(),
+            10,
+            "{environment}: {}",
+            waits[1]
+        );
+        let first_workload = steps
+            .iter()
+            .position(|s| s.contains("Deployment/"))
+            .unwrap();
+        assert!(
+            steps[..first_workload]
+                .iter()
+                .all(|s| !s.contains("Deployment/")),
+            "{environment}"
+        );
+    }
+}
