@@ -103,6 +103,20 @@ pub struct StartRun {
     pub timeout: Duration,
 }
 
+/// A start planned against the cluster, before any write.
+#[derive(Clone, Debug)]
+pub struct PlannedStart {
+    /// The rendered objects as they will be applied (ApplySet label and
+    /// applied-hash annotation added).
+    pub prepared: RenderedSet,
+    /// The set's members as listed, and the namespace.
+    pub live: BTreeMap<ObjectKey, DynamicObject>,
+    /// The steps.
+    pub plan: StartPlan,
+    /// Whether the namespace exists (or cannot be read, then assumed).
+    pub namespace_exists: bool,
+}
+
 /// A client bound to the broker's namespace and ApplySet.
 #[derive(Clone)]
 pub struct Cluster {
@@ -475,15 +489,7 @@ impl Cluster {
         &self,
         rendered: &RenderedSet,
         options: StartOptions,
-    ) -> Result<
-        (
-            RenderedSet,
-            BTreeMap<ObjectKey, DynamicObject>,
-            StartPlan,
-            bool,
-        ),
-        ClusterError,
-    > {
+    ) -> Result<PlannedStart, ClusterError> {
         if rendered.namespace != self.namespace {
             return Err(ClusterError::Object {
                 object: format!("Namespace/{}", rendered.namespace),
@@ -532,8 +538,12 @@ impl Cluster {
             live.extend(self.members(&kinds).await?);
         }
         let plan = StartPlan::new(&prepared, &live, parent.as_deref(), options);
-        let exists = !matches!(state, NamespaceState::Missing);
-        Ok((prepared, live, plan, exists))
+        Ok(PlannedStart {
+            prepared,
+            live,
+            plan,
+            namespace_exists: !matches!(state, NamespaceState::Missing),
+        })
     }
 
     /// `start`: applies `rendered` in dependency order, waits, prunes,
@@ -547,7 +557,12 @@ impl Cluster {
         let options = StartOptions {
             delete_data: run.delete_data,
         };
-        let (prepared, live, plan, namespace_exists) = self.plan_start(rendered, options).await?;
+        let PlannedStart {
+            prepared,
+            live,
+            plan,
+            namespace_exists,
+        } = self.plan_start(rendered, options).await?;
         let mut outcome = StartOutcome::default();
         if run.dry_run {
             return self

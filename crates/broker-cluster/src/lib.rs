@@ -43,7 +43,7 @@ pub mod status;
 pub mod wait;
 
 pub use applyset::{ApplySet, applyset_id};
-pub use cluster::{Cluster, ConnectOptions, Quiet, Reporter, StartOutcome, StartRun};
+pub use cluster::{Cluster, ConnectOptions, PlannedStart, Quiet, Reporter, StartOutcome, StartRun};
 pub use compare::FIELD_MANAGER;
 pub use error::ClusterError;
 pub use objects::{Kind, ObjectKey, RenderedSet};
