@@ -261,6 +261,24 @@ impl RenderedSet {
         })
     }
 
+    /// Checks objects rendered in memory (`start --environment`), given as
+    /// JSON values, as [`RenderedSet::new`] does.
+    pub fn from_values(
+        namespace: &str,
+        values: Vec<serde_json::Value>,
+    ) -> Result<Self, ClusterError> {
+        let objects = values
+            .into_iter()
+            .map(|value| {
+                serde_json::from_value::<DynamicObject>(value).map_err(|e| ClusterError::Object {
+                    object: "rendered object".into(),
+                    why: format!("is not a Kubernetes object: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(namespace, objects)
+    }
+
     /// Reads every `*.yaml`/`*.yml` in `dir` except `kustomization.yaml`
     /// (multi-document files allowed) and checks them as [`RenderedSet::new`].
     pub fn read_dir(dir: &Path, namespace: &str) -> Result<Self, ClusterError> {

@@ -118,12 +118,47 @@ pub struct KubeArgs {
     pub timeout: u64,
 }
 
+/// The objects `start` (and `restart --hard`) apply: the directory an
+/// earlier `render --out` wrote, or a render done in memory first from the
+/// same inputs `render` takes.
+#[derive(Debug, Args, Clone)]
+pub struct ObjectsArgs {
+    /// The directory `render --out` wrote.
+    #[arg(long, value_name = "DIR", conflicts_with = "environment")]
+    pub manifests: Option<PathBuf>,
+
+    /// Render first, in memory, for this environment file (with --source,
+    /// --lock, --env-file) instead of reading --manifests.
+    #[arg(long, value_name = "FILE", requires = "source")]
+    pub environment: Option<PathBuf>,
+
+    /// The broker tree to render from (with --environment).
+    #[arg(long, value_name = "DIR", requires = "environment")]
+    pub source: Option<PathBuf>,
+
+    /// The lock file whose digests pin the images (with --environment).
+    #[arg(long, default_value = "images.lock", value_name = "PATH")]
+    pub lock: PathBuf,
+
+    /// KEY=VALUE credentials for the generated Secret (with --environment).
+    #[arg(long, value_name = "FILE", requires = "environment")]
+    pub env_file: Option<PathBuf>,
+
+    /// Refuse unpinned third-party images (with --environment).
+    #[arg(long, requires = "environment")]
+    pub require_pinned: bool,
+
+    /// The catalogue to render (with --environment).
+    #[arg(long, default_value = "manifests", value_name = "DIR")]
+    pub catalogue: PathBuf,
+}
+
 /// Arguments of `start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The directory `render --out` wrote.
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// What to apply: a rendered directory, or a render done first.
+    #[command(flatten)]
+    pub objects: ObjectsArgs,
 
     /// Ask the server what would change (server-side dry run) and print a
     /// diff per object, Secret values masked. Writes nothing.
@@ -173,13 +208,14 @@ pub struct RestartArgs {
     #[arg(value_name = "WORKLOAD")]
     pub workloads: Vec<String>,
 
-    /// Stop, then start from --manifests, instead of a rolling restart.
-    #[arg(long, requires = "manifests")]
+    /// Stop, then start (from --manifests, or rendering with
+    /// --environment), instead of a rolling restart.
+    #[arg(long)]
     pub hard: bool,
 
-    /// The rendered directory `--hard` starts from.
-    #[arg(long, value_name = "DIR")]
-    pub manifests: Option<PathBuf>,
+    /// What `--hard` starts.
+    #[command(flatten)]
+    pub objects: ObjectsArgs,
 
     /// Which cluster.
     #[command(flatten)]
@@ -357,7 +393,7 @@ pub struct RenderArgs {
 
     /// The catalogue: Kubernetes YAML plus catalogue.yaml.
     #[arg(long, default_value = "manifests", value_name = "DIR")]
-    pub manifests: PathBuf,
+    pub catalogue: PathBuf,
 
     /// Output directory (one file per object plus kustomization.yaml,
     /// replaced whole), or `-` for one YAML stream on stdout.

@@ -231,3 +231,65 @@ fn render_output_is_what_start_applies() {
         );
     }
 }
+
+/// `start --environment` renders in memory first: bad render input is the
+/// render's one line (nothing is contacted), good input gets as far as the
+/// API server, and neither route given is one line saying both.
+#[test]
+fn start_renders_first_from_an_environment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = kubeconfig(dir.path());
+    let lock = root.join("crates/broker-render/tests/fixtures/images.lock");
+    let source = root.join("examples/broker");
+    let catalogue = root.join("manifests");
+    let start = |environment: &Path| {
+        run(&[
+            "start",
+            "--environment",
+            environment.to_str().unwrap(),
+            "--source",
+            source.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+            "--env-file",
+            root.join("environments/env.sample").to_str().unwrap(),
+            "--catalogue",
+            catalogue.to_str().unwrap(),
+            "--kubeconfig",
+            config.to_str().unwrap(),
+        ])
+    };
+
+    let out = start(&root.join("environments/single-node.yaml"));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "cannot reach the Kubernetes API server at http://127.0.0.1:{port}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("CHANGEME"), "{text}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "profile: single-node\nnamespace: broker\nmystery: 1\n",
+    )
+    .unwrap();
+    let out = start(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("bad.yaml:3"), "{text}");
+    assert!(!text.contains("cannot reach"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+
+    let out = run(&["start", "--kubeconfig", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("start needs --manifests DIR"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -55,7 +55,7 @@ impl Inputs {
             .arg(&self.lock)
             .arg("--source")
             .arg(&self.source)
-            .arg("--manifests")
+            .arg("--catalogue")
             .arg(&self.manifests)
             .arg("--environment")
             .arg(self.environments.join(format!("{profile}.yaml")))

@@ -11,7 +11,7 @@ use broker_cluster::{
     Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
 };
 
-use crate::cli::{KubeArgs, RestartArgs, StartArgs, StatusArgs, StopArgs};
+use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs};
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
@@ -26,10 +26,43 @@ fn reporter(json: bool, progress: &Arc<Progress>) -> &dyn Reporter {
     if json { &Quiet } else { progress.as_ref() }
 }
 
-/// `start --manifests DIR`.
+/// The objects to apply: read from `--manifests DIR`, or rendered in
+/// memory from `--environment` and the other render inputs (nothing is
+/// written to disk, so no Secret file is left behind).
+fn load_objects(
+    objects: &ObjectsArgs,
+    namespace: &str,
+    command: &str,
+) -> anyhow::Result<RenderedSet> {
+    if let Some(dir) = &objects.manifests {
+        return RenderedSet::read_dir(dir, namespace)
+            .with_context(|| format!("cannot {command} from {}", dir.display()));
+    }
+    let (Some(environment), Some(source)) = (&objects.environment, &objects.source) else {
+        bail!(
+            "{command} needs --manifests DIR (what `render --out` wrote) or --environment FILE --source DIR to render first"
+        );
+    };
+    let rendered = broker_render::render(&broker_render::Inputs {
+        lock: &objects.lock,
+        source,
+        environment,
+        env_file: objects.env_file.as_deref(),
+        manifests: &objects.catalogue,
+        require_pinned: objects.require_pinned,
+    })
+    .context("render failed")?;
+    for warning in &rendered.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let values = rendered.objects.into_iter().map(|o| o.value).collect();
+    RenderedSet::from_values(namespace, values)
+        .with_context(|| format!("cannot {command} from {}", environment.display()))
+}
+
+/// `start --manifests DIR`, or `start --environment FILE --source DIR`.
 pub async fn start(args: StartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let rendered = RenderedSet::read_dir(&args.manifests, &args.kube.namespace)
-        .with_context(|| format!("cannot start from {}", args.manifests.display()))?;
+    let rendered = load_objects(&args.objects, &args.kube.namespace, "start")?;
     start_rendered(rendered, &args, json, progress).await
 }
 
@@ -125,14 +158,12 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
 /// `restart [WORKLOAD…]` and `restart --hard`.
 pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
     if args.hard {
-        let Some(manifests) = args.manifests.clone() else {
-            bail!("restart --hard needs --manifests DIR to start from");
-        };
         if !args.workloads.is_empty() {
             bail!("restart --hard stops and starts everything; name no workloads");
         }
-        let rendered = RenderedSet::read_dir(&manifests, &args.kube.namespace)
-            .with_context(|| format!("cannot start from {}", manifests.display()))?;
+        // Loaded before anything stops: bad input must not leave the
+        // broker stopped.
+        let rendered = load_objects(&args.objects, &args.kube.namespace, "restart --hard")?;
         stop(
             StopArgs {
                 remove: false,
@@ -145,7 +176,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
         )
         .await?;
         let start_args = StartArgs {
-            manifests,
+            objects: args.objects.clone(),
             dry_run: false,
             force_conflicts: false,
             delete_data: false,

@@ -15,7 +15,7 @@ pub(crate) fn run(args: &RenderArgs, json: bool) -> anyhow::Result<()> {
         source: &args.source,
         environment: &args.environment,
         env_file: args.env_file.as_deref(),
-        manifests: &args.manifests,
+        manifests: &args.catalogue,
         require_pinned: args.require_pinned,
     })
     .context("render failed")?;
