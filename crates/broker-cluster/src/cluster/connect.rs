@@ -1,0 +1,254 @@
+//! The [`Cluster`] handle and how it is made: the kubeconfig read as
+//! kubectl reads it, and kube errors turned into [`ClusterError`]s that say
+//! which request on what failed. Lowest of the cluster modules: every
+//! request goes through [`classify_error`].
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::applyset::ApplySet;
+use crate::error::ClusterError;
+use crate::objects::Kind;
+
+/// Where the cluster is and which namespace is ours.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// A kubeconfig file; without it `KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig; without it the current context.
+    pub context: Option<String>,
+    /// The namespace of the broker (and of the ApplySet parent).
+    pub namespace: String,
+    /// How long to wait for a TCP/TLS connection to the API server.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Options for `namespace` with the kubeconfig found as kubectl finds it.
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            namespace: namespace.to_owned(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client bound to the broker's namespace and ApplySet.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(super) client: Client,
+    pub(super) server: String,
+    pub(super) namespace: String,
+    pub(super) set: ApplySet,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the kubeconfig as kubectl would (`--kubeconfig`, else
+/// `KUBECONFIG`, else `~/.kube/config`) and checks the context exists.
+pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterError> {
+    let kubeconfig = match &options.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).map_err(|e| {
+            ClusterError::Kubeconfig(format!("cannot read {}: {e}", path.display()))
+        })?,
+        None => Kubeconfig::read().map_err(|e| {
+            ClusterError::Kubeconfig(format!(
+                "cannot read KUBECONFIG or ~/.kube/config ({e}); pass --kubeconfig"
+            ))
+        })?,
+    };
+    let names: Vec<&str> = kubeconfig
+        .contexts
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let wanted = options
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone());
+    match wanted {
+        None => Err(ClusterError::Kubeconfig(format!(
+            "no current context; pass --context (have: {})",
+            names.join(", ")
+        ))),
+        Some(name) if !names.contains(&name.as_str()) => Err(ClusterError::Kubeconfig(format!(
+            "context {name} is not in the kubeconfig (have: {}); pass --context with one of them",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))),
+        Some(_) => Ok(kubeconfig),
+    }
+}
+
+/// What a failed request was about, for its error message.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `plural[.group]`, as RBAC names it (`deployments.apps`).
+    pub resource: String,
+    /// `Kind/name`, or the plural for a list.
+    pub object: String,
+    /// `in namespace NAME` or `cluster-wide`.
+    pub scope: String,
+}
+
+impl Target {
+    /// A request on `kind` (an object when `name` is given, else a list).
+    pub fn of(kind: Kind, name: Option<&str>, namespace: &str) -> Self {
+        let resource = match kind.group() {
+            "" => kind.plural().to_owned(),
+            g => format!("{}.{g}", kind.plural()),
+        };
+        Self::new(
+            &resource,
+            &match name {
+                Some(n) => format!("{}/{n}", kind.name()),
+                None => kind.plural().to_owned(),
+            },
+            kind.namespaced().then_some(namespace),
+        )
+    }
+
+    /// A request on a resource that is not one of the applied kinds
+    /// (pods, replicasets).
+    pub fn new(resource: &str, object: &str, namespace: Option<&str>) -> Self {
+        Self {
+            resource: resource.to_owned(),
+            object: object.to_owned(),
+            scope: match namespace {
+                Some(ns) => format!("in namespace {ns}"),
+                None => "cluster-wide".to_owned(),
+            },
+        }
+    }
+}
+
+/// Maps a kube error of `verb` on `target` to one of ours.
+pub fn classify_error(error: kube::Error, verb: &str, target: Target) -> ClusterError {
+    let Target {
+        resource,
+        object,
+        scope,
+    } = target;
+    match error {
+        kube::Error::Api(status) if status.code == 403 => ClusterError::Forbidden {
+            verb: verb.to_owned(),
+            resource,
+            scope,
+            message: status.message.clone(),
+        },
+        kube::Error::Api(status) if status.code == 409 => {
+            let causes: Vec<_> = status
+                .details
+                .as_ref()
+                .map(|d| d.causes.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.reason == "FieldManagerConflict")
+                .collect();
+            if causes.is_empty() {
+                return ClusterError::Api {
+                    verb: verb.to_owned(),
+                    object,
+                    code: status.code,
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                };
+            }
+            // `conflict with "kubectl-edit" using apps/v1`: the quoted part.
+            let managers: BTreeSet<String> = causes
+                .iter()
+                .map(|c| {
+                    c.message
+                        .split('"')
+                        .nth(1)
+                        .unwrap_or(c.message.as_str())
+                        .to_owned()
+                })
+                .collect();
+            let fields: Vec<String> = causes.iter().map(|c| c.field.clone()).collect();
+            ClusterError::Conflict {
+                object,
+                manager: managers.into_iter().collect::<Vec<_>>().join(", "),
+                field: fields.join(", "),
+            }
+        }
+        kube::Error::Api(status) => ClusterError::Api {
+            verb: verb.to_owned(),
+            object,
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        },
+        other => ClusterError::Transport {
+            verb: verb.to_owned(),
+            object,
+            why: chain(&other),
+        },
+    }
+}
+
+/// An error and its causes on one line.
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl Cluster {
+    /// Connects as the kubeconfig says. Makes no request yet.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, ClusterError> {
+        let kubeconfig = load_kubeconfig(options)?;
+        let kube_options = KubeConfigOptions {
+            context: options.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+            .await
+            .map_err(|e| ClusterError::Kubeconfig(chain(&e)))?;
+        config.connect_timeout = Some(options.connect_timeout);
+        config.read_timeout = Some(Duration::from_secs(60));
+        config.default_namespace = options.namespace.clone();
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| ClusterError::Kubeconfig(chain(&e)))?;
+        Ok(Self::from_client(client, &server, &options.namespace))
+    }
+
+    /// Wraps an existing client (tests point one at a scripted server).
+    pub fn from_client(client: Client, server: &str, namespace: &str) -> Self {
+        Self {
+            client,
+            server: server.to_owned(),
+            namespace: namespace.to_owned(),
+            set: ApplySet::new(namespace),
+        }
+    }
+
+    /// The ApplySet this cluster handle works on.
+    pub fn applyset(&self) -> &ApplySet {
+        &self.set
+    }
+}

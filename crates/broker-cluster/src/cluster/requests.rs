@@ -1,0 +1,241 @@
+//! The requests every run is made of: the namespace and ApplySet parent
+//! checks, member and pod lists, server-side apply and delete. Kept apart
+//! from the runs so start, stop, restart and status share one way of
+//! asking and of naming what failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::connect::{Cluster, Target, chain, classify_error};
+use crate::error::ClusterError;
+use crate::labels;
+use crate::objects::{Kind, ObjectKey};
+
+/// The field manager `stop` scales with. Separate from `start`'s so the
+/// rendered replica count stays what start owns; start releases it.
+pub const STOP_MANAGER: &str = "broker-images-stop";
+
+impl Cluster {
+    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        let resource = kind.api_resource();
+        if kind.namespaced() {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        }
+    }
+
+    pub(super) fn error(
+        &self,
+        e: kube::Error,
+        verb: &str,
+        kind: Kind,
+        name: Option<&str>,
+    ) -> ClusterError {
+        classify_error(e, verb, Target::of(kind, name, &self.namespace))
+    }
+
+    /// The namespace, `None` when absent; an error when it is terminating
+    /// or the server cannot be reached (the first request of every run).
+    /// Credentials limited to the namespace may not read Namespace
+    /// objects: then it is taken as present, and left alone.
+    pub(super) async fn namespace_state(&self) -> Result<NamespaceState, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let found = match api.get_opt(&self.namespace).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(NamespaceState::Unreadable);
+            }
+            other => other,
+        };
+        let found = found.map_err(|e| match e {
+            kube::Error::Api(_) => self.error(e, "get", Kind::Namespace, Some(&self.namespace)),
+            other => ClusterError::Unreachable {
+                server: self.server.clone(),
+                why: chain(&other),
+            },
+        })?;
+        if let Some(ns) = &found {
+            let phase = ns.status.as_ref().and_then(|s| s.phase.as_deref());
+            if phase == Some("Terminating") || ns.metadata.deletion_timestamp.is_some() {
+                return Err(ClusterError::NamespaceTerminating(self.namespace.clone()));
+            }
+        }
+        Ok(match found {
+            Some(ns) => NamespaceState::Present(Box::new(ns)),
+            None => NamespaceState::Missing,
+        })
+    }
+
+    /// The parent's member kinds annotation, `None` without a parent; an
+    /// error when the parent is another tool's or its id is not ours.
+    pub(super) async fn parent_kinds(&self) -> Result<Option<String>, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(parent) = api
+            .get_opt(&self.set.name)
+            .await
+            .map_err(|e| self.error(e, "get", Kind::Secret, Some(&self.set.name)))?
+        else {
+            return Ok(None);
+        };
+        let annotations = parent.metadata.annotations.clone().unwrap_or_default();
+        let tooling = annotations
+            .get(labels::APPLYSET_TOOLING)
+            .cloned()
+            .unwrap_or_default();
+        let id = parent
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::APPLYSET_ID).cloned());
+        if !tooling.starts_with("broker-images/") || id.as_deref() != Some(self.set.id.as_str()) {
+            return Err(ClusterError::ForeignApplySet {
+                namespace: self.namespace.clone(),
+                name: self.set.name.clone(),
+                tooling: if tooling.is_empty() {
+                    "an unknown tool (no tooling annotation)".into()
+                } else {
+                    tooling
+                },
+            });
+        }
+        Ok(Some(
+            annotations
+                .get(labels::APPLYSET_GROUP_KINDS)
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The set's members of `kinds`: one list call per kind, by label.
+    pub(super) async fn members(
+        &self,
+        kinds: &BTreeSet<Kind>,
+    ) -> Result<BTreeMap<ObjectKey, DynamicObject>, ClusterError> {
+        let params = ListParams::default().labels(&self.set.member_selector());
+        let mut live = BTreeMap::new();
+        for kind in kinds.iter().filter(|k| k.namespaced()) {
+            let list = self
+                .api(*kind)
+                .list(&params)
+                .await
+                .map_err(|e| self.error(e, "list", *kind, None))?;
+            for object in list.items {
+                let object = typed(*kind, object);
+                let key = ObjectKey {
+                    kind: *kind,
+                    namespace: Some(self.namespace.clone()),
+                    name: object.metadata.name.clone().unwrap_or_default(),
+                };
+                live.insert(key, object);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Server-side apply of one object.
+    pub(super) async fn apply(
+        &self,
+        key: &ObjectKey,
+        object: &DynamicObject,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<DynamicObject, ClusterError> {
+        let mut params = PatchParams::apply(manager);
+        if force {
+            params = params.force();
+        }
+        if dry_run {
+            params = params.dry_run();
+        }
+        self.api(key.kind)
+            .patch(&key.name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|e| self.error(e, "patch", key.kind, Some(&key.name)))
+    }
+
+    pub(super) async fn delete(&self, key: &ObjectKey) -> Result<(), ClusterError> {
+        match self
+            .api(key.kind)
+            .delete(&key.name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.error(e, "delete", key.kind, Some(&key.name))),
+        }
+    }
+
+    pub(super) async fn pods(&self) -> Result<Vec<Pod>, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| {
+                classify_error(
+                    e,
+                    "list",
+                    Target::new("pods", "pods", Some(&self.namespace)),
+                )
+            })?
+            .items)
+    }
+
+    pub(super) async fn deployments(&self) -> Result<Vec<Deployment>, ClusterError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api
+            .list(&ListParams::default().labels(&self.set.member_selector()))
+            .await
+            .map_err(|e| self.error(e, "list", Kind::Deployment, None))?
+            .items)
+    }
+
+    pub(super) async fn claims(&self) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.error(e, "list", Kind::PersistentVolumeClaim, None))?
+            .items)
+    }
+}
+
+/// What the first request learned about the namespace.
+pub(super) enum NamespaceState {
+    /// It exists and is not terminating.
+    Present(Box<Namespace>),
+    /// It does not exist yet.
+    Missing,
+    /// These credentials may not read it; taken as present.
+    Unreadable,
+}
+
+pub(super) fn typed(kind: Kind, mut object: DynamicObject) -> DynamicObject {
+    // List items come without apiVersion/kind; compare needs them.
+    object.types = Some(kube::api::TypeMeta {
+        api_version: kind.api_version().to_owned(),
+        kind: kind.name().to_owned(),
+    });
+    object
+}
+
+/// The smallest apply body for `key`: type, name, namespace, plus `extra`.
+pub(super) fn minimal(key: &ObjectKey, namespace: &str, extra: Value) -> DynamicObject {
+    let mut body = json!({
+        "apiVersion": key.kind.api_version(),
+        "kind": key.kind.name(),
+        "metadata": {"name": key.name, "namespace": namespace},
+    });
+    if let (Some(target), Value::Object(more)) = (body.as_object_mut(), extra) {
+        target.extend(more);
+    }
+    serde_json::from_value(body).unwrap_or_else(|_| DynamicObject {
+        types: None,
+        metadata: Default::default(),
+        data: Value::Null,
+    })
+}

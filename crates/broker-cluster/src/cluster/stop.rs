@@ -1,0 +1,113 @@
+//! `stop`: scales the set's workloads to zero (or deletes them) under its
+//! own field manager, so a later start can take the replica count back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kube::api::DynamicObject;
+use serde_json::{Value, json};
+
+use super::connect::Cluster;
+use super::reporter::Reporter;
+use super::requests::{NamespaceState, STOP_MANAGER, minimal};
+use crate::applyset::ApplySet;
+use crate::error::ClusterError;
+use crate::objects::ObjectKey;
+use crate::plan::{self, StopOptions, StopStep};
+
+impl Cluster {
+    /// The set's live members for stop and restart (parent kinds only).
+    async fn live_members(
+        &self,
+    ) -> Result<Option<BTreeMap<ObjectKey, DynamicObject>>, ClusterError> {
+        if matches!(self.namespace_state().await?, NamespaceState::Missing) {
+            return Ok(None);
+        }
+        let Some(kinds) = self.parent_kinds().await? else {
+            return Ok(None);
+        };
+        let kinds = ApplySet::parse_group_kinds(&kinds);
+        Ok(Some(self.members(&kinds).await?))
+    }
+
+    /// `stop`: scales (or with `remove` deletes) the set's workloads, waits
+    /// for their pods to go; PVCs only with `delete_data`. Returns the
+    /// steps done. `confirmed` must be true when `delete_data` is set.
+    pub async fn stop(
+        &self,
+        options: StopOptions,
+        confirmed: bool,
+        timeout: Duration,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<StopStep>, ClusterError> {
+        if options.delete_data && !confirmed {
+            return Err(ClusterError::Refused(
+                "--delete-data deletes the broker's PersistentVolumeClaims and their data; confirm on a terminal or pass --yes".into(),
+            ));
+        }
+        let Some(live) = self.live_members().await? else {
+            reporter.line(&format!(
+                "nothing to stop: no broker-images ApplySet in namespace {}",
+                self.namespace
+            ));
+            return Ok(Vec::new());
+        };
+        let steps = plan::stop_plan(&live, options);
+        let deadline = Instant::now() + timeout;
+        let selectors: Vec<BTreeMap<String, String>> = live
+            .iter()
+            .filter(|(k, _)| k.kind.is_workload())
+            .filter_map(|(_, o)| {
+                o.data
+                    .pointer("/spec/selector/matchLabels")
+                    .and_then(|m| serde_json::from_value(m.clone()).ok())
+            })
+            .collect();
+        for step in &steps {
+            match step {
+                StopStep::Scale(key) => {
+                    let replicas = live[key]
+                        .data
+                        .pointer("/spec/replicas")
+                        .and_then(Value::as_i64);
+                    if replicas == Some(0) {
+                        continue;
+                    }
+                    reporter.line(&format!("scale {key} to 0"));
+                    let body = minimal(key, &self.namespace, json!({"spec": {"replicas": 0}}));
+                    self.apply(key, &body, STOP_MANAGER, true, false).await?;
+                }
+                StopStep::Delete(key) => {
+                    reporter.line(&format!("delete {key}"));
+                    self.delete(key).await?;
+                }
+                StopStep::WaitPodsGone => loop {
+                    let remaining = self
+                        .pods()
+                        .await?
+                        .into_iter()
+                        .filter(|p| {
+                            let have = p.metadata.labels.clone().unwrap_or_default();
+                            selectors.iter().any(|s| {
+                                !s.is_empty() && s.iter().all(|(k, v)| have.get(k) == Some(v))
+                            })
+                        })
+                        .filter_map(|p| p.metadata.name)
+                        .collect::<Vec<_>>();
+                    if remaining.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::NotReady(format!(
+                            "timed out (--timeout) waiting for pods to go: {}",
+                            remaining.join(", ")
+                        )));
+                    }
+                    reporter.line(&format!("waiting for {} pod(s) to go", remaining.len()));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                },
+            }
+        }
+        Ok(steps)
+    }
+}
