@@ -1,6 +1,8 @@
 //! `broker-images build`: for every image spec, the deps image (from the
-//! store, else the registry, else the Docker engine), the source layers on
-//! top, the final image in the store, optionally the push, and the lock.
+//! store, else a [`DepsSource`] such as the registry, else the Docker
+//! engine), the source layers on top, the final image in the store, and
+//! the lock entries. Publishing is not done here: the caller hands the
+//! built images to a publisher.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use broker_oci::image::{ImageBuilder, Provenance, RuntimeConfig};
 use broker_oci::{
     Digest, LayerMapping, LayerOptions, SourceDateEpoch, SourceLayer, Store, StoredImage,
 };
-use broker_registry::{ClientOptions, PushedImage, Reference, RegistryClient, Reporter};
+use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
@@ -18,20 +20,27 @@ use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
 use broker_pins::{Lock, LockedImage, SourceRecord};
 
-/// Where, relative to the store, pushes record which registry repositories
-/// hold which blobs, so later runs mount instead of uploading.
-pub const BLOB_LOCATIONS: &str = "cache/registry-blobs.json";
+/// An error of a [`DepsSource`], whatever its kind (the registry's errors
+/// belong to the crate implementing the source).
+pub type DepsSourceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where and how to push.
-#[derive(Clone, Debug)]
-pub struct PushTarget {
-    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`; image `NAME` goes to
-    /// `PREFIX/NAME`.
-    pub registry: String,
-    /// The tag set besides the digest.
-    pub tag: String,
-    /// Transport and credentials.
-    pub client: ClientOptions,
+/// Somewhere a deps image missing from the store may be found by its key,
+/// e.g. the registry the images are pushed to: image `NAME` with tag
+/// `deps-<key>`. The deps stage asks it before it starts the Docker engine.
+///
+/// A trait rather than a registry client so that this crate builds and
+/// nothing more: the binary implements it with its publisher.
+pub trait DepsSource: Send + Sync {
+    /// Copies the deps image of `name` tagged `tag` (`deps-<key>`) into
+    /// `store` as `store_tag`. `Ok(Some(where))` names where it came from;
+    /// `Ok(None)` when the source does not have it.
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        name: &'a str,
+        tag: &'a str,
+        store_tag: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DepsSourceError>>;
 }
 
 /// Everything a build needs, resolved from the command line.
@@ -55,13 +64,11 @@ pub struct BuildOptions {
     pub store_dir: PathBuf,
     /// Where git checkouts are cached.
     pub cache_dir: PathBuf,
-    /// Push target, if pushing.
-    pub push: Option<PushTarget>,
     /// Compression threads per layer.
     pub layer_threads: usize,
     /// Verification run: every layer is rebuilt (no layer cache), nothing
-    /// is tagged or pushed, and the deps image must already exist (store or
-    /// registry) — a deps rebuild would not be reproducible anyway.
+    /// is tagged, and the deps image must already exist (store or deps
+    /// source) — a deps rebuild would not be reproducible anyway.
     pub verify: bool,
 }
 
@@ -77,7 +84,7 @@ pub enum DepsOrigin {
     Engine,
 }
 
-/// One image built (and maybe pushed).
+/// One image built into the store.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BuiltImage {
     /// The image name.
@@ -91,8 +98,10 @@ pub struct BuiltImage {
     /// The source layers, by layer name: digest and whether it came from
     /// the layer cache.
     pub layers: BTreeMap<String, (Digest, bool)>,
-    /// The push result.
-    pub pushed: Option<PushedImage>,
+    /// The store tag of its deps image (`NAME:deps-<key>`), for publishing
+    /// it under its key.
+    #[serde(skip)]
+    pub deps_tag: String,
 }
 
 /// A build failed.
@@ -127,7 +136,7 @@ pub enum BuildError {
     #[error(transparent)]
     Deps(Box<deps::DepsError>),
     /// A layer could not be built.
-    #[error("{image}: layer `{layer}`: {source}")]
+    #[error("{image}: layer `{layer}`")]
     Layer {
         /// The image.
         image: String,
@@ -138,7 +147,7 @@ pub enum BuildError {
         source: Box<broker_oci::BuildLayerError>,
     },
     /// The image could not be assembled.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Image {
         /// The image.
         image: String,
@@ -147,7 +156,7 @@ pub enum BuildError {
         source: broker_oci::image::BuildImageError,
     },
     /// The base image's directories could not be read.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Base {
         /// The image.
         image: String,
@@ -156,7 +165,7 @@ pub enum BuildError {
         source: broker_oci::base::InspectBaseError,
     },
     /// The store failed.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Store {
         /// The image.
         image: String,
@@ -164,23 +173,14 @@ pub enum BuildError {
         #[source]
         source: broker_oci::StoreError,
     },
-    /// Pushing or pulling failed.
-    #[error("{image}: {source}")]
-    Registry {
+    /// The deps source failed (not: did not have the image).
+    #[error("{image}: cannot look the deps image up")]
+    DepsSource {
         /// The image.
         image: String,
         /// The cause.
         #[source]
-        source: broker_registry::RegistryError,
-    },
-    /// `--registry` does not form a valid reference.
-    #[error("--registry {registry}: {source}")]
-    Target {
-        /// What was given.
-        registry: String,
-        /// Why it is invalid.
-        #[source]
-        source: broker_registry::ReferenceError,
+        source: DepsSourceError,
     },
     /// Verification needs the deps image the build used.
     #[error(
@@ -192,12 +192,18 @@ pub enum BuildError {
         /// The deps tag.
         tag: String,
     },
-    /// SOURCE_DATE_EPOCH is not a number.
-    #[error("SOURCE_DATE_EPOCH: {0}")]
-    Epoch(String),
-    /// A background task failed.
-    #[error("internal error: {0}")]
-    Task(String),
+    /// SOURCE_DATE_EPOCH is set but not a timestamp.
+    #[error(transparent)]
+    Epoch(#[from] broker_oci::ParseEpochError),
+    /// A background task panicked or was cancelled.
+    #[error("internal error: a layer task of {image} failed")]
+    Task {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl From<deps::DepsError> for BuildError {
@@ -206,9 +212,9 @@ impl From<deps::DepsError> for BuildError {
     }
 }
 
-/// Everything that reports build progress: registry events, the engine's
-/// build output, and stage messages.
-pub trait BuildReporter: Reporter + BuildOutput {
+/// Everything that reports build progress: the engine's build output and
+/// stage messages.
+pub trait BuildReporter: BuildOutput {
     /// A stage of `image` happened, e.g. "deps from store (key …)".
     fn stage(&self, image: &str, message: &str);
 }
@@ -269,32 +275,25 @@ pub fn resolve_trees(
     Ok(trees)
 }
 
-/// The registry reference of image `name` under `registry` (`HOST/PREFIX`).
-pub fn image_reference(registry: &str, name: &str, tag: &str) -> Result<Reference, BuildError> {
-    format!("{}/{name}:{tag}", registry.trim_end_matches('/'))
-        .parse()
-        .map_err(|source| BuildError::Target {
-            registry: registry.to_owned(),
-            source,
-        })
-}
-
 /// Shared state of one build run.
 struct Run {
     options: BuildOptions,
     store: Store,
     trees: BTreeMap<String, SourceTree>,
     epoch: SourceDateEpoch,
-    client: Option<RegistryClient>,
+    deps_source: Option<Arc<dyn DepsSource>>,
     engine: OnceCell<bollard::Docker>,
     reporter: Arc<dyn BuildReporter>,
 }
 
-/// Builds the selected images concurrently; pushes them when asked; returns
-/// what was built and the updated lock (written by the caller, only when
-/// everything succeeded).
+/// Builds the selected images concurrently into the store, looking deps
+/// images missing from the store up in `deps_source` first; returns what
+/// was built and its lock entries (references are store names until the
+/// caller publishes; the caller writes the lock, only when everything
+/// succeeded).
 pub async fn build(
     options: BuildOptions,
+    deps_source: Option<Arc<dyn DepsSource>>,
     reporter: Arc<dyn BuildReporter>,
 ) -> Result<(Vec<BuiltImage>, Lock), BuildError> {
     let specs = select(
@@ -320,35 +319,17 @@ pub async fn build(
         }
     }
     let trees = resolve_trees(&specs, &options)?;
-    let epoch = sources::source_date_epoch(&trees[BROKER_TREE]).map_err(BuildError::Epoch)?;
+    let epoch = sources::source_date_epoch(&trees[BROKER_TREE])?;
     let store = Store::open(&options.store_dir).map_err(|source| BuildError::Store {
         image: "(all)".to_owned(),
         source,
     })?;
-    let client = match &options.push {
-        Some(target) => {
-            let first = image_reference(&target.registry, &specs[0].name, &target.tag)?;
-            Some(
-                RegistryClient::for_reference(&first, &target.client).map_err(|source| {
-                    BuildError::Registry {
-                        image: specs[0].name.clone(),
-                        source,
-                    }
-                })?,
-            )
-        }
-        None => None,
-    };
-    let blob_record = store.dir().join(BLOB_LOCATIONS);
-    if let Some(client) = &client {
-        client.load_known_blobs(&blob_record);
-    }
     let run = Arc::new(Run {
         options,
         store,
         trees,
         epoch,
-        client,
+        deps_source,
         engine: OnceCell::new(),
         reporter,
     });
@@ -360,13 +341,7 @@ pub async fn build(
                 .map(|(built, locked)| (spec.name.clone(), built, locked))
         }
     });
-    let results = futures::future::try_join_all(builds).await;
-    if let Some(client) = &run.client {
-        // Also after a failure: what did get pushed can be mounted next time.
-        // Failing to record costs only uploads, never correctness.
-        let _ = client.save_known_blobs(&blob_record);
-    }
-    let results = results?;
+    let results = futures::future::try_join_all(builds).await?;
     let mut built = Vec::new();
     let mut lock = Lock::new();
     for (name, image, locked) in results {
@@ -436,22 +411,6 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
     })?;
     run.reporter.stage(name, &format!("built {name}@{digest}"));
 
-    let pushed = match (&run.options.push, &run.client) {
-        (Some(target), Some(client)) if !run.options.verify => {
-            let reference = image_reference(&target.registry, name, &target.tag)?;
-            let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-            let pushed =
-                broker_registry::push_from_store(client, &run.store, name, &reference, &reporter)
-                    .await
-                    .map_err(|source| BuildError::Registry {
-                        image: name.to_owned(),
-                        source,
-                    })?;
-            Some(pushed)
-        }
-        _ => None,
-    };
-
     let mut sources_record = BTreeMap::new();
     let mut layer_summary = BTreeMap::new();
     for (layer_spec, layer) in spec.layers.iter().zip(&layers) {
@@ -467,10 +426,8 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         layer_summary.insert(layer_spec.name.clone(), (layer.digest, layer.from_cache));
     }
     let locked = LockedImage {
-        reference: pushed
-            .as_ref()
-            .map_or_else(|| format!("{name}@{digest}"), |p| p.pinned.clone()),
-        tag: run.options.push.as_ref().map(|t| t.tag.clone()),
+        reference: format!("{name}@{digest}"),
+        tag: None,
         digest,
         deps_key: key.to_string(),
         base: inputs.base.clone(),
@@ -483,40 +440,12 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         deps_key: key.to_string(),
         deps_origin,
         layers: layer_summary,
-        pushed,
+        deps_tag: deps_name,
     };
     Ok((built, locked))
 }
 
-/// Forwards registry events to the build reporter (a trait object cannot be
-/// upcast to its supertrait object on every toolchain we support).
-struct ReporterRef(Arc<dyn BuildReporter>);
-
-impl Reporter for ReporterRef {
-    fn blob_started(&self, image: &str, digest: &Digest, size: u64) {
-        self.0.blob_started(image, digest, size);
-    }
-    fn blob_progress(&self, digest: &Digest, bytes: u64) {
-        self.0.blob_progress(digest, bytes);
-    }
-    fn blob_finished(
-        &self,
-        image: &str,
-        digest: &Digest,
-        size: u64,
-        outcome: broker_registry::BlobOutcome,
-    ) {
-        self.0.blob_finished(image, digest, size, outcome);
-    }
-    fn retrying(&self, what: &str, attempt: u32, delay: std::time::Duration, why: &str) {
-        self.0.retrying(what, attempt, delay, why);
-    }
-    fn manifest_pushed(&self, reference: &str) {
-        self.0.manifest_pushed(reference);
-    }
-}
-
-/// The deps image: from the store, else the registry, else the engine.
+/// The deps image: from the store, else the deps source, else the engine.
 async fn deps_image(
     run: &Run,
     spec: &ImageSpec,
@@ -535,28 +464,19 @@ async fn deps_image(
         let image = run.store.image(&store_tag).map_err(store_err)?;
         return Ok((image, DepsOrigin::Store));
     }
-    let registry_ref = match &run.options.push {
-        Some(target) => Some(image_reference(&target.registry, name, &key.tag())?),
-        None => None,
-    };
-    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
-        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-        match broker_registry::pull_into_store(client, reference, &run.store, &store_tag, &reporter)
+    if let Some(source) = &run.deps_source {
+        let found = source
+            .fetch(&run.store, name, &key.tag(), &store_tag)
             .await
-        {
-            Ok(_) => {
-                run.reporter
-                    .stage(name, &format!("deps {} from {reference}", key.tag()));
-                let image = run.store.image(&store_tag).map_err(store_err)?;
-                return Ok((image, DepsOrigin::Registry));
-            }
-            Err(broker_registry::RegistryError::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(BuildError::Registry {
-                    image: name.to_owned(),
-                    source,
-                });
-            }
+            .map_err(|source| BuildError::DepsSource {
+                image: name.to_owned(),
+                source,
+            })?;
+        if let Some(origin) = found {
+            run.reporter
+                .stage(name, &format!("deps {} from {origin}", key.tag()));
+            let image = run.store.image(&store_tag).map_err(store_err)?;
+            return Ok((image, DepsOrigin::Registry));
         }
     }
     if run.options.verify {
@@ -579,16 +499,6 @@ async fn deps_image(
     let image =
         deps::build_with_engine(docker, inputs, &engine_tag, &run.store, &store_tag, output)
             .await?;
-    // Publish the deps image under its key so other machines skip the engine.
-    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
-        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-        broker_registry::push_from_store(client, &run.store, &store_tag, reference, &reporter)
-            .await
-            .map_err(|source| BuildError::Registry {
-                image: name.to_owned(),
-                source,
-            })?;
-    }
     Ok((image, DepsOrigin::Engine))
 }
 
@@ -653,7 +563,10 @@ async fn build_layers(
         Ok(layers)
     })
     .await
-    .map_err(|e| BuildError::Task(e.to_string()))?
+    .map_err(|source| BuildError::Task {
+        image: spec.name.clone(),
+        source,
+    })?
 }
 
 /// The metadata of every directory at or above `target` that the base image

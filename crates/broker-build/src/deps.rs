@@ -70,7 +70,7 @@ pub struct DepsInputs {
 #[non_exhaustive]
 pub enum DepsError {
     /// A declared file could not be read.
-    #[error("{image}: cannot read {path} (declared in deps.files): {source}")]
+    #[error("{image}: cannot read {path} (declared in deps.files)")]
     Read {
         /// The image.
         image: String,
@@ -113,7 +113,7 @@ pub enum DepsError {
         why: String,
     },
     /// The built image could not be exported into the store.
-    #[error("cannot store the deps image of {image}: {source}")]
+    #[error("cannot store the deps image of {image}")]
     Store {
         /// The image.
         image: String,
@@ -122,7 +122,7 @@ pub enum DepsError {
         source: Box<broker_oci::docker_archive::ImportDockerArchiveError>,
     },
     /// A temporary file could not be written.
-    #[error("cannot write a temporary file for {image}: {source}")]
+    #[error("cannot write a temporary file for {image}")]
     Temp {
         /// The image.
         image: String,

@@ -121,7 +121,7 @@ pub struct RuntimeSpec {
 #[non_exhaustive]
 pub enum SpecError {
     /// The images folder or a spec could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The path.
         path: PathBuf,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use broker_registry::{DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryPrefix};
 use clap::{Args, Parser, Subcommand};
 
 use crate::env;
@@ -15,7 +16,8 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Print results as JSON on stdout and progress as JSON lines on stderr.
+    /// Print results as JSON on stdout, progress as JSON lines on stderr,
+    /// and a failure as one JSON object on stderr.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -56,16 +58,16 @@ pub struct RegistryArgs {
     pub password_stdin: bool,
 
     /// Attempts per request before giving up on a flaky registry.
-    #[arg(long, default_value_t = 6, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
     pub retries: u32,
 
     /// Seconds without progress after which a request counts as stalled and
     /// is retried.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = DEFAULT_STALL_TIMEOUT_SECS, value_name = "SECONDS")]
     pub stall_timeout: u64,
 
     /// Blobs transferred at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_JOBS, value_name = "N")]
     pub jobs: usize,
 }
 
@@ -82,16 +84,6 @@ pub enum Command {
     /// Rebuild from the same inputs and compare digests with images.lock,
     /// naming the layer that differs.
     Verify(VerifyArgs),
-    /// Render pinned Kubernetes manifests from manifests/ and images.lock.
-    Render,
-    /// Apply the rendered manifests to the cluster.
-    Start,
-    /// Stop the broker's workloads, keeping its data.
-    Stop,
-    /// Stop, then start.
-    Restart,
-    /// Show what runs in the cluster and whether it matches the rendered set.
-    Status,
 }
 
 /// Arguments of `push`.
@@ -105,7 +97,7 @@ pub struct PushArgs {
     /// Where to push: `HOST[:PORT]/PREFIX` (an internal registry) or
     /// `docker.io/ORG` (Docker Hub).
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: String,
+    pub registry: RegistryPrefix,
 
     /// Tag to set on every pushed image.
     #[arg(long, default_value = "latest")]
@@ -126,7 +118,7 @@ pub struct MirrorArgs {
     /// The registry to copy into: `HOST[:PORT]/PREFIX`. An image keeps its
     /// repository path below the prefix (`PREFIX/library/postgres`).
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: String,
+    pub registry: RegistryPrefix,
 
     /// The lock file that records the mirrored references for render.
     #[arg(long, default_value = "images.lock")]
@@ -193,7 +185,7 @@ pub struct BuildArgs {
 
     /// Where to push: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: Option<String>,
+    pub registry: Option<RegistryPrefix>,
 
     /// The tag pushed beside each digest.
     #[arg(long, default_value = "latest")]

@@ -3,10 +3,15 @@
 //!
 //! `main` only parses arguments and turns errors into exit codes; each
 //! subcommand lives in `commands/` and calls the library crates.
+//!
+//! Errors follow one convention across the workspace: a library error's
+//! message says what failed and never repeats its `#[source]`; the chain is
+//! printed once, here, outermost first (see [`error_report`]).
 
 mod cli;
 mod commands;
 mod env;
+mod error_report;
 mod reporter;
 
 use std::process::ExitCode;
@@ -15,11 +20,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let json = cli.json;
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: what failed, then why, outermost first.
-            eprintln!("error: {err:#}");
+            eprintln!("{}", error_report::render(&err, json));
             ExitCode::FAILURE
         }
     }

@@ -106,7 +106,7 @@ pub enum BuildImageError {
         reason: String,
     },
     /// oci-spec refused a document.
-    #[error("cannot assemble the image on `{base}`: {source}")]
+    #[error("cannot assemble the image on `{base}`")]
     Assemble {
         /// The base's name.
         base: String,

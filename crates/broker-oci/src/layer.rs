@@ -176,7 +176,7 @@ pub enum BuildLayerError {
     #[error(transparent)]
     Pattern(#[from] PatternError),
     /// A file or directory cannot be read.
-    #[error("cannot read `{path}`: {source}; fix its permissions or exclude it")]
+    #[error("cannot read `{path}` (fix its permissions or exclude it)")]
     Unreadable {
         /// The path.
         path: PathBuf,
@@ -227,7 +227,7 @@ pub enum BuildLayerError {
         path: PathBuf,
     },
     /// Writing the layer blob failed.
-    #[error("cannot write the layer blob `{path}`: {source}; check free space in the store")]
+    #[error("cannot write the layer blob `{path}` (check free space in the store)")]
     Write {
         /// The blob's temporary file.
         path: PathBuf,

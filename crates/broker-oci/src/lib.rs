@@ -49,7 +49,7 @@ pub mod oci_digest;
 pub mod store;
 
 pub use digest::Digest;
-pub use epoch::SourceDateEpoch;
+pub use epoch::{ParseEpochError, SourceDateEpoch};
 pub use image::{BuildImageError, ImageBuilder, Provenance, RuntimeConfig};
 pub use layer::{
     BuildLayerError, LayerMapping, LayerOptions, ParentDir, SourceLayer, build_layer, write_layer,

@@ -126,7 +126,9 @@ impl std::fmt::Display for ImageDifference {
                 locked: None,
                 ..
             } => write!(f, "layer `{layer}` is new"),
-            Self::Config => f.write_str("the image config differs"),
+            Self::Config => f.write_str(
+                "config or manifest differs (runtime config, labels or SOURCE_DATE_EPOCH)",
+            ),
         }
     }
 }
@@ -137,6 +139,13 @@ fn short(key: &str) -> &str {
 }
 
 impl LockedImage {
+    /// Records where the image was published: `pinned` (its digest is the
+    /// image's) with `tag` beside it.
+    pub fn published(&mut self, pinned: &PinnedRef, tag: &str) {
+        self.reference = pinned.to_string();
+        self.tag = Some(tag.to_owned());
+    }
+
     /// The pushed reference pinned by digest; an error naming the image
     /// when it was built but never pushed (the reference is then only a
     /// store name).
@@ -239,6 +248,19 @@ impl Lock {
         self.version = newer.version;
         self.images.extend(newer.images);
         self.mirrors.extend(newer.mirrors);
+    }
+
+    /// Records that `image` (as users write it, `postgres:14.2`) was
+    /// mirrored from `source` to `copy`, both pinned by the same digest.
+    pub fn record_mirror(&mut self, image: &str, source: &PinnedRef, copy: &PinnedRef) {
+        self.mirrors.insert(
+            image.to_owned(),
+            MirroredImage {
+                source: source.to_string(),
+                reference: copy.to_string(),
+                digest: *copy.digest(),
+            },
+        );
     }
 
     /// What differs between the image `name` recorded here and `rebuilt`:

@@ -20,22 +20,29 @@
 //! # Ok(()) }
 //! ```
 
+mod blob_locations;
 mod client;
 mod credentials;
 mod error;
 pub mod manifest;
 mod progress;
+mod publish;
 mod pull;
 mod push;
 mod transfer;
 
-pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference};
-pub use client::{ClientOptions, RegistryClient, RetryPolicy, is_loopback};
+pub use blob_locations::{BLOB_LOCATIONS, record_path};
+pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference, RegistryPrefix};
+pub use client::{
+    ClientOptions, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryClient,
+    RetryPolicy, is_loopback,
+};
 pub use credentials::{
     CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
 };
 pub use error::{ReferenceError, RegistryError};
 pub use progress::{BlobOutcome, Reporter, Silent};
+pub use publish::Publisher;
 pub use pull::{
     FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
 };

@@ -11,11 +11,10 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Response, StatusCode};
 
-use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::client::{Call, FOUND_OR_NOT, RegistryClient, error_chain, reported_digest};
 use crate::error::RegistryError;
 use crate::manifest::{ACCEPT_MANIFESTS, Descriptor, Manifest, select_platform};
 use crate::progress::Reporter;
-use crate::transfer::DOCKER_CONTENT_DIGEST;
 use broker_pins::Reference;
 
 /// A manifest as the registry sent it, verified against its digest.
@@ -42,35 +41,21 @@ pub async fn resolve(
     }
     let repository = reference.repository();
     let selector = reference.manifest_selector();
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
     let what = format!("resolve of {reference}");
+    let path = format!("{repository}/manifests/{selector}");
+    let call = Call::pull(repository, &what, &path);
     let response = client
-        .send(
-            &what,
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.head(&url).header(ACCEPT, ACCEPT_MANIFESTS),
-        )
+        .call(call, FOUND_OR_NOT, reporter, &|http, url| {
+            http.head(url).header(ACCEPT, ACCEPT_MANIFESTS)
+        })
         .await?;
-    match response.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(RegistryError::NotFound {
-                registry: client.registry().to_owned(),
-                what: format!("image {reference}"),
-            });
-        }
-        _ => return Err(client.unexpected(&what, response).await),
+    if response.status() == StatusCode::NOT_FOUND {
+        return Err(RegistryError::NotFound {
+            registry: client.registry().to_owned(),
+            what: format!("image {reference}"),
+        });
     }
-    if let Some(digest) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(digest) = reported_digest(response.headers()) {
         return Ok(digest);
     }
     // Registries need not send the header on HEAD: hash the manifest itself.
@@ -86,24 +71,15 @@ pub async fn fetch_manifest(
     selector: &str,
     reporter: &dyn Reporter,
 ) -> Result<FetchedManifest, RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
     let what = format!("manifest {repository}:{selector}");
+    let fetch = format!("fetch of {what}");
+    let path = format!("{repository}/manifests/{selector}");
+    let call = Call::pull(repository, &fetch, &path);
     let response = client
-        .send(
-            &format!("fetch of {what}"),
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.get(&url).header(ACCEPT, ACCEPT_MANIFESTS),
-        )
+        .call(call, &[StatusCode::OK], reporter, &|http, url| {
+            http.get(url).header(ACCEPT, ACCEPT_MANIFESTS)
+        })
         .await?;
-    if response.status() != StatusCode::OK {
-        return Err(client
-            .unexpected(&format!("fetch of {what}"), response)
-            .await);
-    }
     let header_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -114,7 +90,7 @@ pub async fn fetch_manifest(
         .await
         .map_err(|e| RegistryError::Unreachable {
             registry: client.registry().to_owned(),
-            what: format!("fetch of {what}"),
+            what: fetch.clone(),
             attempts: 1,
             why: error_chain(&e),
         })?
@@ -154,21 +130,14 @@ pub(crate) async fn get_blob(
     digest: &Digest,
     reporter: &dyn Reporter,
 ) -> Result<Response, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
     let what = format!("download of blob {digest} from {repository}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.get(&url),
-        )
-        .await?;
-    if response.status() != StatusCode::OK {
-        return Err(client.unexpected(&what, response).await);
-    }
-    Ok(response)
+    let path = format!("{repository}/blobs/{digest}");
+    let call = Call::pull(repository, &what, &path);
+    client
+        .call(call, &[StatusCode::OK], reporter, &|http, url| {
+            http.get(url)
+        })
+        .await
 }
 
 /// Fails unless the received `(digest, size)` is the expected one.

@@ -12,17 +12,16 @@ use broker_oci::Digest;
 use broker_oci::digest::DigestWriter;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, Response, StatusCode};
 
-use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::client::{
+    Call, FOUND_OR_NOT, Idempotent, RegistryClient, Scope, error_chain, reported_digest,
+};
 use crate::error::RegistryError;
-use crate::manifest::Descriptor;
+use crate::manifest::{ACCEPT_MANIFESTS, Descriptor};
 use crate::progress::{BlobOutcome, Reporter};
 use broker_pins::Reference;
-
-/// The header registries use to report a content digest.
-pub(crate) const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 
 /// Where the bytes of a blob come from.
 #[derive(Clone)]
@@ -162,31 +161,15 @@ pub(crate) async fn manifest_exists(
     selector: &str,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<Option<Digest>, RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
     let what = format!("check of manifest {repository}:{selector}");
+    let path = format!("{repository}/manifests/{selector}");
+    let call = Call::push(repository, &what, &path);
     let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.head(&url)
-                    .header(reqwest::header::ACCEPT, crate::manifest::ACCEPT_MANIFESTS)
-            },
-        )
+        .call(call, FOUND_OR_NOT, reporter.as_ref(), &|http, url| {
+            http.head(url).header(ACCEPT, ACCEPT_MANIFESTS)
+        })
         .await?;
-    match response.status() {
-        StatusCode::OK => Ok(response
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())),
-        StatusCode::NOT_FOUND => Ok(None),
-        _ => Err(client.unexpected(&what, response).await),
-    }
+    Ok(reported_digest(response.headers()).filter(|_| response.status() == StatusCode::OK))
 }
 
 async fn put_manifest(
@@ -196,39 +179,23 @@ async fn put_manifest(
     manifest: &ManifestBlob,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<(), RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
     let what = format!("push of manifest {repository}:{selector}");
+    let path = format!("{repository}/manifests/{selector}");
+    let stored = [StatusCode::CREATED, StatusCode::OK];
+    let call = Call::push(repository, &what, &path);
     let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.put(&url)
-                    .header(CONTENT_TYPE, &manifest.media_type)
-                    .body(manifest.bytes.clone())
-            },
-        )
+        .call(call, &stored, reporter.as_ref(), &|http, url| {
+            let body = manifest.bytes.clone();
+            http.put(url)
+                .header(CONTENT_TYPE, &manifest.media_type)
+                .body(body)
+        })
         .await?;
-    if response.status() != StatusCode::CREATED && response.status() != StatusCode::OK {
-        return Err(client.unexpected(&what, response).await);
-    }
-    if let Some(reported) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        && reported != manifest.digest.to_string()
-    {
-        return Err(RegistryError::DigestMismatch {
-            registry: client.registry().to_owned(),
-            what: format!("manifest {repository}:{selector}"),
-            expected: manifest.digest.to_string(),
-            actual: reported.to_owned(),
-        });
-    }
+    client.check_reported_digest(
+        || format!("manifest {repository}:{selector}"),
+        &manifest.digest,
+        response.headers(),
+    )?;
     let shown = if selector.starts_with("sha256:") {
         format!("{}/{repository}@{selector}", client.registry())
     } else {
@@ -373,22 +340,15 @@ async fn blob_exists(
     digest: &Digest,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<bool, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
     let what = format!("check of blob {digest} in {repository}");
+    let path = format!("{repository}/blobs/{digest}");
+    let call = Call::push(repository, &what, &path);
     let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| http.head(&url),
-        )
+        .call(call, FOUND_OR_NOT, reporter.as_ref(), &|http, url| {
+            http.head(url)
+        })
         .await?;
-    match response.status() {
-        StatusCode::OK => Ok(true),
-        StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(client.unexpected(&what, response).await),
-    }
+    Ok(response.status() == StatusCode::OK)
 }
 
 enum MountResult {
@@ -404,36 +364,28 @@ async fn mount(
     digest: &Digest,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<MountResult, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
     let what = format!("mount of {digest} from {from} into {repository}");
+    let path = format!("{repository}/blobs/uploads/");
     let digest_text = digest.to_string();
-    let scopes = [
-        Scope::PullPush(repository.to_owned()),
-        Scope::Pull(from.to_owned()),
-    ];
+    let call = Call::push(repository, &what, &path).reading(from);
+    let answered = [StatusCode::CREATED, StatusCode::ACCEPTED];
     let response = client
-        .send(
-            &what,
-            &scopes,
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.post(&url)
-                    .query(&[("mount", digest_text.as_str()), ("from", from)])
-                    .header(CONTENT_LENGTH, "0")
-            },
-        )
+        .call(call, &answered, reporter.as_ref(), &|http, url| {
+            let query = [("mount", digest_text.as_str()), ("from", from)];
+            http.post(url).query(&query).header(CONTENT_LENGTH, "0")
+        })
         .await;
-    let response = match response {
-        Ok(r) => r,
-        // No pull access to the other repository must not stop the push.
-        Err(RegistryError::Unauthorized { .. }) => return Ok(MountResult::Refused),
+    Ok(match response {
+        Ok(response) if response.status() == StatusCode::CREATED => MountResult::Mounted,
+        Ok(response) => MountResult::Declined(location(client, &response)),
+        // No pull access to the other repository, or a registry that
+        // refuses mounts, must not stop the push: it uploads instead.
+        Err(
+            RegistryError::Unauthorized { .. }
+            | RegistryError::Status { .. }
+            | RegistryError::NotFound { .. },
+        ) => MountResult::Refused,
         Err(e) => return Err(e),
-    };
-    Ok(match response.status() {
-        StatusCode::CREATED => MountResult::Mounted,
-        StatusCode::ACCEPTED => MountResult::Declined(location(client, &response)),
-        _ => MountResult::Refused,
     })
 }
 
@@ -450,20 +402,17 @@ async fn start_upload(
     repository: &str,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<String, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
     let what = format!("start of an upload to {repository}");
+    let path = format!("{repository}/blobs/uploads/");
+    let call = Call::push(repository, &what, &path);
     let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
+        .call(
+            call,
+            &[StatusCode::ACCEPTED],
             reporter.as_ref(),
-            &|http| http.post(&url).header(CONTENT_LENGTH, "0"),
+            &|http, url| http.post(url).header(CONTENT_LENGTH, "0"),
         )
         .await?;
-    if response.status() != StatusCode::ACCEPTED {
-        return Err(client.unexpected(&what, response).await);
-    }
     location(client, &response).ok_or_else(|| RegistryError::Status {
         registry: client.registry().to_owned(),
         what,
@@ -625,30 +574,22 @@ async fn confirm_upload(
     response: Response,
 ) -> Result<(), RegistryError> {
     let what = format!("upload of {} to {repository}", blob.digest);
-    if response.status() != StatusCode::CREATED {
-        let mut err = client.unexpected(&what, response).await;
-        if let RegistryError::NotFound { registry, what } = err {
-            err = RegistryError::NotFound {
+    let response = match client.expect(&what, &[StatusCode::CREATED], response).await {
+        Ok(response) => response,
+        // BLOB_UPLOAD_UNKNOWN: said so, for `is_session_failure`.
+        Err(RegistryError::NotFound { registry, what }) => {
+            return Err(RegistryError::NotFound {
                 registry,
                 what: format!("{what} (upload session)"),
-            };
+            });
         }
-        return Err(err);
-    }
-    if let Some(reported) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        && reported != blob.digest.to_string()
-    {
-        return Err(RegistryError::DigestMismatch {
-            registry: client.registry().to_owned(),
-            what: format!("blob uploaded to {repository}"),
-            expected: blob.digest.to_string(),
-            actual: reported.to_owned(),
-        });
-    }
-    Ok(())
+        Err(err) => return Err(err),
+    };
+    client.check_reported_digest(
+        || format!("blob uploaded to {repository}"),
+        &blob.digest,
+        response.headers(),
+    )
 }
 
 /// Uploads in `chunk_size` PATCH requests, then closes the session.
@@ -696,10 +637,10 @@ async fn upload_chunked(
                 .body(Body::wrap_stream(body))
         })
         .await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(client.unexpected(&what, response).await);
-        }
-        location = reqwest_location(client, &response).unwrap_or(location);
+        let response = client
+            .expect(&what, &[StatusCode::ACCEPTED], response)
+            .await?;
+        location = self::location(client, &response).unwrap_or(location);
         reporter.blob_progress(&blob.digest, len);
         offset += len;
     }
@@ -714,10 +655,6 @@ async fn upload_chunked(
         )
         .await?;
     confirm_upload(client, repository, blob, response).await
-}
-
-fn reqwest_location(client: &RegistryClient, response: &Response) -> Option<String> {
-    location(client, response)
 }
 
 async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes, RegistryError> {

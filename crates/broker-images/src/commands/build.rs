@@ -1,12 +1,20 @@
-//! `broker-images build` and `broker-images verify`.
+//! `broker-images build` and `broker-images verify`: build into the store,
+//! then (with `--push`) publish, then write the lock — the three stages
+//! wired here and nowhere else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use broker_build::build::{BuildOptions, BuildReporter, PushTarget, build};
+use broker_build::build::{
+    BuildError, BuildOptions, BuildReporter, BuiltImage, DepsOrigin, DepsSource, DepsSourceError,
+    build,
+};
 use broker_build::deps::DepsError;
-use broker_build::{Lock, build::BuildError};
+use broker_oci::Store;
+use broker_pins::{ImageDifference, Lock, PinnedRef, RegistryPrefix};
+use broker_registry::{Publisher, PushedImage};
+use futures::future::BoxFuture;
 
 use crate::cli::{BuildArgs, SourceArgs, VerifyArgs};
 use crate::reporter::Progress;
@@ -43,7 +51,6 @@ fn overrides(args: &SourceArgs) -> anyhow::Result<(BTreeMap<String, String>, Arg
 fn options(
     store: &std::path::Path,
     args: &SourceArgs,
-    push: Option<PushTarget>,
     verify: bool,
 ) -> anyhow::Result<BuildOptions> {
     let (base_overrides, arg_overrides) = overrides(args)?;
@@ -57,7 +64,6 @@ fn options(
         arg_overrides,
         store_dir: store.to_path_buf(),
         cache_dir: args.cache.clone(),
-        push,
         layer_threads: args
             .layer_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -77,45 +83,125 @@ fn explain(err: BuildError, progress: &Progress) -> anyhow::Error {
     err.into()
 }
 
+/// The registry as the build's deps source: `NAME:deps-<key>` under the
+/// publisher's prefix.
+struct RegistryDeps(Arc<Publisher>);
+
+impl DepsSource for RegistryDeps {
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        name: &'a str,
+        tag: &'a str,
+        store_tag: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DepsSourceError>> {
+        Box::pin(async move {
+            let found = self.0.fetch(store, name, tag, store_tag).await?;
+            Ok(found.map(|reference| reference.to_string()))
+        })
+    }
+}
+
+/// A built image and, when pushed, where to: the `build --json` result.
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    #[serde(flatten)]
+    built: &'a BuiltImage,
+    pushed: Option<PushedImage>,
+}
+
 pub(crate) async fn run(
     store: &std::path::Path,
     args: BuildArgs,
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let push = match (&args.registry, args.push) {
-        (Some(registry), true) => Some(PushTarget {
-            registry: registry.clone(),
-            tag: args.tag.clone(),
-            client: super::client_options(&args.access)?,
-        }),
+    let options = options(store, &args.sources, false)?;
+    // Read the old lock first: a malformed one fails before any work.
+    let mut lock = Lock::read_or_new(&args.lock)?;
+    let publisher = match (&args.registry, args.push) {
+        (Some(registry), true) => {
+            let store = Store::open(store)?;
+            let publisher = super::publisher(registry.clone(), &args.access, &progress)?;
+            Some((Arc::new(publisher.recording_for(&store)), store))
+        }
         _ => None,
     };
-    let options = options(store, &args.sources, push, false)?;
-    // Read the old lock first: a malformed one fails before any work.
-    let old = Lock::read_or_new(&args.lock)?;
+    let deps_source = publisher
+        .as_ref()
+        .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, fresh) = build(options, reporter)
+    let (built, mut fresh) = build(options, deps_source, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
-    let mut lock = old;
-    lock.version = fresh.version;
-    lock.images.extend(fresh.images);
+    // Concurrently, as ko publishes: the client uploads a blob shared by
+    // several images once and mounts it into the others.
+    let pushed = match &publisher {
+        Some((publisher, store)) => {
+            let pushes = built
+                .iter()
+                .map(|image| publish(publisher, store, image, &args.tag));
+            futures::future::try_join_all(pushes).await?
+        }
+        None => Vec::new(),
+    };
+    for image in &pushed {
+        if let Some(locked) = fresh.images.get_mut(&image.0) {
+            locked.published(&image.1, &args.tag);
+        }
+    }
+    let mut pushed: BTreeMap<String, PushedImage> =
+        pushed.into_iter().map(|(name, _, p)| (name, p)).collect();
+    let results: Vec<Published<'_>> = built
+        .iter()
+        .map(|image| Published {
+            built: image,
+            pushed: pushed.remove(&image.name),
+        })
+        .collect();
+    lock.merge(fresh);
     lock.write(&args.lock)
         .with_context(|| format!("cannot write {}", args.lock.display()))?;
-    let lines: Vec<String> = built
+    let lines: Vec<String> = results
         .iter()
-        .map(|b| match &b.pushed {
+        .map(|r| match &r.pushed {
             Some(p) => p.pinned.clone(),
-            None => format!("{}@{}", b.name, b.digest),
+            None => format!("{}@{}", r.built.name, r.built.digest),
         })
         .collect();
     super::print_result(
         json,
-        &serde_json::json!({ "images": built, "lock": args.lock }),
+        &serde_json::json!({ "images": results, "lock": args.lock }),
         &lines,
     );
     Ok(())
+}
+
+/// Publishes one built image as `PREFIX/NAME:tag`; returns its name, where
+/// it went and what was sent. A deps image the engine had to build is
+/// published first, under its key (`NAME:deps-<key>`), so other machines
+/// skip the engine.
+async fn publish(
+    publisher: &Publisher,
+    store: &Store,
+    image: &BuiltImage,
+    tag: &str,
+) -> anyhow::Result<(String, PinnedRef, PushedImage)> {
+    let name = image.name.as_str();
+    if image.deps_origin == DepsOrigin::Engine
+        && let Some((_, deps_tag)) = image.deps_tag.split_once(':')
+    {
+        publisher
+            .publish(store, &image.deps_tag, name, deps_tag)
+            .await
+            .with_context(|| format!("{name}: cannot publish its deps image"))?;
+    }
+    let pushed = publisher
+        .publish(store, name, name, tag)
+        .await
+        .with_context(|| format!("{name}: cannot publish"))?;
+    let pinned: PinnedRef = pushed.pinned.parse()?;
+    Ok((name.to_owned(), pinned, pushed))
 }
 
 pub(crate) async fn verify(
@@ -131,68 +217,50 @@ pub(crate) async fn verify(
         );
     };
     // Deps images missing locally are fetched from where the build pushed.
-    let registry = lock.images.values().find_map(|image| {
-        let (name, _) = image.reference.split_once('@')?;
-        name.rsplit_once('/').map(|(prefix, _)| prefix.to_owned())
+    let registry = lock.images.iter().find_map(|(name, image)| {
+        let pinned = image.pinned().ok()?;
+        RegistryPrefix::of_image(&pinned.to_reference(), name)
     });
-    let push = match registry {
-        Some(registry) => Some(PushTarget {
-            registry,
-            tag: "verify".to_owned(),
-            client: super::client_options(&args.access)?,
-        }),
+    let deps_source = match registry {
+        Some(registry) => {
+            let publisher = super::publisher(registry, &args.access, &progress)?;
+            Some(Arc::new(RegistryDeps(Arc::new(publisher))) as Arc<dyn DepsSource>)
+        }
         None => None,
     };
-    let options = options(store, &args.sources, push, true)?;
+    let options = options(store, &args.sources, true)?;
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, _) = build(options, reporter)
+    let (built, rebuilt) = build(options, deps_source, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
     let mut differences = Vec::new();
     let mut report = Vec::new();
     for image in &built {
-        let Some(locked) = lock.images.get(&image.name) else {
-            differences.push(format!("{}: not in {}", image.name, args.lock.display()));
+        let Some(now) = rebuilt.images.get(&image.name) else {
             continue;
         };
-        if locked.digest == image.digest {
+        let why = lock.diff_image(&image.name, now);
+        if why.is_empty() {
             report.push(
                 serde_json::json!({"image": image.name, "digest": image.digest, "matches": true}),
             );
             continue;
         }
-        let mut why = Vec::new();
-        if locked.deps_key != image.deps_key {
-            why.push(format!(
-                "deps inputs changed (key {} in the lock, {} now)",
-                &locked.deps_key[..12],
-                &image.deps_key[..12]
-            ));
+        if why.contains(&ImageDifference::NotLocked) {
+            differences.push(format!("{}: not in {}", image.name, args.lock.display()));
+            continue;
         }
-        for (layer, (digest, _)) in &image.layers {
-            match locked.sources.get(layer) {
-                Some(source) if source.layer == *digest => {}
-                Some(source) => why.push(format!(
-                    "layer `{layer}` differs ({} in the lock, {digest} now)",
-                    source.layer
-                )),
-                None => why.push(format!("layer `{layer}` is new")),
-            }
-        }
-        if why.is_empty() {
-            why.push(
-                "config or manifest differs (runtime config, labels or SOURCE_DATE_EPOCH)"
-                    .to_owned(),
-            );
-        }
+        let why: Vec<String> = why.iter().map(ToString::to_string).collect();
+        let locked = lock.images.get(&image.name).map(|l| l.digest);
+        let locked = locked.map(|d| d.to_string()).unwrap_or_default();
         differences.push(format!(
             "{}: {} in the lock, {} rebuilt: {}",
             image.name,
-            locked.digest,
+            locked,
             image.digest,
             why.join("; ")
         ));
-        report.push(serde_json::json!({"image": image.name, "digest": image.digest, "locked": locked.digest, "matches": false, "why": why}));
+        report.push(serde_json::json!({"image": image.name, "digest": image.digest, "locked": locked, "matches": false, "why": why}));
     }
     let lines: Vec<String> = built
         .iter()

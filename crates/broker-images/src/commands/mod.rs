@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use broker_registry::{ClientOptions, CredentialSource, Credentials, RetryPolicy};
+use broker_registry::{
+    ClientOptions, CredentialSource, Credentials, Publisher, RegistryPrefix, Reporter, RetryPolicy,
+};
 
 use crate::cli::{Cli, Command, RegistryArgs};
 use crate::reporter::{Mode, Progress};
@@ -22,24 +24,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let name = match cli.command {
-        Command::Push(args) => {
-            return runtime.block_on(push::run(&cli.store, args, cli.json, progress));
-        }
-        Command::Mirror(args) => return runtime.block_on(mirror::run(args, cli.json, progress)),
-        Command::Build(args) => {
-            return runtime.block_on(build::run(&cli.store, args, cli.json, progress));
-        }
+    match cli.command {
+        Command::Push(args) => runtime.block_on(push::run(&cli.store, args, cli.json, progress)),
+        Command::Mirror(args) => runtime.block_on(mirror::run(args, cli.json, progress)),
+        Command::Build(args) => runtime.block_on(build::run(&cli.store, args, cli.json, progress)),
         Command::Verify(args) => {
-            return runtime.block_on(build::verify(&cli.store, args, cli.json, progress));
+            runtime.block_on(build::verify(&cli.store, args, cli.json, progress))
         }
-        Command::Render => "render",
-        Command::Start => "start",
-        Command::Stop => "stop",
-        Command::Restart => "restart",
-        Command::Status => "status",
-    };
-    bail!("`broker-images {name}` is not implemented yet")
+    }
+}
+
+/// The publisher to `prefix`, reaching it as `access` says and reporting
+/// to `progress`.
+pub(crate) fn publisher(
+    prefix: RegistryPrefix,
+    access: &RegistryArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Publisher> {
+    let reporter: Arc<dyn Reporter> = progress.clone();
+    Ok(Publisher::new(prefix, &client_options(access)?, reporter)?)
 }
 
 /// Client options from the command line. Reads the password from stdin
