@@ -19,7 +19,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error with --json is one JSON object too (--help and
+        // --version are not errors: clap prints them).
+        Err(err) if err.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            eprintln!("{}", error_report::render_usage(&err));
+            return ExitCode::from(2);
+        }
+        Err(err) => err.exit(),
+    };
     let json = cli.json;
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

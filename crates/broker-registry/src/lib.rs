@@ -29,6 +29,7 @@ mod progress;
 mod publish;
 mod pull;
 mod push;
+mod repository;
 mod transfer;
 
 pub use blob_locations::{BLOB_LOCATIONS, record_path};

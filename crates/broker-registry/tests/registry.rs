@@ -14,15 +14,9 @@ use broker_registry::{
     resolve,
 };
 use broker_test_support::{
-    TestRegistry, copy_dir, docker_cli, require_tool, synthetic, unique_suffix,
+    TestRegistry, copy_dir, docker_cli, output_ok, require_tool, run_ok, runtime, synthetic,
+    unique_suffix,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn silent() -> Arc<dyn Reporter> {
     Arc::new(Silent)
@@ -45,12 +39,7 @@ fn skopeo_raw(registry: &TestRegistry, pinned: &str, extra: &[&str]) -> Vec<u8> 
         cmd.arg("--tls-verify=false");
     }
     cmd.args(extra).arg(format!("docker://{pinned}"));
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {pinned}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = output_ok(&mut cmd);
     out.stdout
 }
 
@@ -77,15 +66,7 @@ fn pushed_busybox_is_pulled_and_run_by_docker() {
         pushed.digest,
         "the registry serves our exact manifest bytes"
     );
-    let out = docker_cli()
-        .args(["pull", &pushed.pinned])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker pull: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(docker_cli().args(["pull", &pushed.pinned]));
     let out = docker_cli()
         .args([
             "run",
