@@ -39,7 +39,11 @@ fn failure(ws: &Workspace, out: &Output, json: bool) -> String {
         let value: serde_json::Value = serde_json::from_str(error).unwrap();
         let causes = value["causes"].as_array().expect("causes is a list");
         let mut chain = vec![value["error"].as_str().expect("error is a string")];
-        chain.extend(causes.iter().map(|c| c.as_str().expect("causes are strings")));
+        chain.extend(
+            causes
+                .iter()
+                .map(|c| c.as_str().expect("causes are strings")),
+        );
         for pair in chain.windows(2) {
             assert!(!pair[0].contains(pair[1]), "a cause repeats: {error}");
         }

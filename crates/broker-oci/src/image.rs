@@ -17,16 +17,9 @@ use crate::epoch::SourceDateEpoch;
 use crate::layer::SourceLayer;
 use crate::store::{Store, StoreError, StoredImage};
 
-/// Docker schema 2 manifest media type.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker image config media type.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-/// Docker gzip layer media type.
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-/// Docker uncompressed layer media type.
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Docker foreign (non-distributable) layer media type.
-pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub use crate::media_type::{
+    DOCKER_CONFIG, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST,
+};
 
 /// Label: where the sources come from (a repository URL).
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";

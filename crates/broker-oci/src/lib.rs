@@ -45,8 +45,11 @@ pub mod gzip;
 pub mod image;
 pub mod json;
 pub mod layer;
+pub mod media_type;
 pub mod oci_digest;
+mod source_layer;
 pub mod store;
+mod walk;
 
 pub use digest::Digest;
 pub use epoch::{ParseEpochError, SourceDateEpoch};

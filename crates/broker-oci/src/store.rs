@@ -410,7 +410,7 @@ impl Store {
         };
         match descriptor.media_type() {
             MediaType::ImageManifest => {}
-            MediaType::Other(t) if t == crate::image::DOCKER_MANIFEST => {}
+            MediaType::Other(t) if t == crate::media_type::DOCKER_MANIFEST => {}
             other => {
                 return Err(StoreError::NotAManifest {
                     name: name_or_digest.to_owned(),
