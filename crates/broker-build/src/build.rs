@@ -24,6 +24,21 @@ use broker_pins::{Lock, LockedImage, SourceRecord};
 /// belong to the crate implementing the source).
 pub type DepsSourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A deps image to look for by its key.
+#[derive(Clone, Copy, Debug)]
+pub struct DepsWanted<'a> {
+    /// The image name (`python-base`).
+    pub name: &'a str,
+    /// The tag it is published under: `deps-<key>`.
+    pub tag: &'a str,
+    /// The tag to give it in the store (`NAME:deps-<key>`).
+    pub store_tag: &'a str,
+}
+
+/// What [`DepsSource::fetch`] returns: where the image came from, or
+/// `None` when the source does not have it.
+pub type DepsFetch<'a> = BoxFuture<'a, Result<Option<String>, DepsSourceError>>;
+
 /// Somewhere a deps image missing from the store may be found by its key,
 /// e.g. the registry the images are pushed to: image `NAME` with tag
 /// `deps-<key>`. The deps stage asks it before it starts the Docker engine.
@@ -31,16 +46,8 @@ pub type DepsSourceError = Box<dyn std::error::Error + Send + Sync>;
 /// A trait rather than a registry client so that this crate builds and
 /// nothing more: the binary implements it with its publisher.
 pub trait DepsSource: Send + Sync {
-    /// Copies the deps image of `name` tagged `tag` (`deps-<key>`) into
-    /// `store` as `store_tag`. `Ok(Some(where))` names where it came from;
-    /// `Ok(None)` when the source does not have it.
-    fn fetch<'a>(
-        &'a self,
-        store: &'a Store,
-        name: &'a str,
-        tag: &'a str,
-        store_tag: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, DepsSourceError>>;
+    /// Copies the deps image `wanted` into `store`.
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a>;
 }
 
 /// Everything a build needs, resolved from the command line.
@@ -465,13 +472,20 @@ async fn deps_image(
         return Ok((image, DepsOrigin::Store));
     }
     if let Some(source) = &run.deps_source {
-        let found = source
-            .fetch(&run.store, name, &key.tag(), &store_tag)
-            .await
-            .map_err(|source| BuildError::DepsSource {
-                image: name.to_owned(),
-                source,
-            })?;
+        let tag = key.tag();
+        let wanted = DepsWanted {
+            name,
+            tag: &tag,
+            store_tag: &store_tag,
+        };
+        let found =
+            source
+                .fetch(&run.store, wanted)
+                .await
+                .map_err(|source| BuildError::DepsSource {
+                    image: name.to_owned(),
+                    source,
+                })?;
         if let Some(origin) = found {
             run.reporter
                 .stage(name, &format!("deps {} from {origin}", key.tag()));

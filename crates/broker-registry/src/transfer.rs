@@ -190,14 +190,8 @@ struct BlobTransfer<'a, 's> {
 /// Upload sessions that break are abandoned and restarted, never resumed
 /// blindly, because a registry may have kept part of a broken body.
 async fn ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, RegistryError> {
-    let BlobTransfer {
-        client,
-        repository,
-        image,
-        blob,
-        reporter,
-        ..
-    } = *transfer;
+    let (client, repository, blob) = (transfer.client, transfer.repository, transfer.blob);
+    let (image, reporter) = (transfer.image, transfer.reporter);
     // Images pushed at once often share blobs (a base layer): the first
     // push of a digest goes alone, the others then find it and mount it.
     let _one_at_a_time = client.blob_lock(&blob.digest).lock_owned().await;
@@ -421,13 +415,8 @@ async fn upload_monolithic(
     transfer: &BlobTransfer<'_, '_>,
     location: &str,
 ) -> Result<Response, RegistryError> {
-    let BlobTransfer {
-        client,
-        repository,
-        blob,
-        reporter,
-        ..
-    } = *transfer;
+    let (client, repository) = (transfer.client, transfer.repository);
+    let (blob, reporter) = (transfer.blob, transfer.reporter);
     let source = transfer.source.clone();
     let url = with_query(location, "digest", &blob.digest.to_string());
     let what = format!("upload of {} to {repository}", blob.digest);

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use broker_build::build::{
-    BuildError, BuildOptions, BuildReporter, BuiltImage, DepsOrigin, DepsSource, DepsSourceError,
-    build,
+    BuildError, BuildOptions, BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource,
+    DepsWanted, build,
 };
 use broker_build::deps::DepsError;
 use broker_oci::Store;
 use broker_pins::{ImageDifference, Lock, PinnedRef, RegistryPrefix};
 use broker_registry::{Publisher, PushedImage};
-use futures::future::BoxFuture;
 
 use crate::cli::{BuildArgs, SourceArgs, VerifyArgs};
 use crate::reporter::Progress;
@@ -88,14 +87,13 @@ fn explain(err: BuildError, progress: &Progress) -> anyhow::Error {
 struct RegistryDeps(Arc<Publisher>);
 
 impl DepsSource for RegistryDeps {
-    fn fetch<'a>(
-        &'a self,
-        store: &'a Store,
-        name: &'a str,
-        tag: &'a str,
-        store_tag: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, DepsSourceError>> {
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a> {
         Box::pin(async move {
+            let DepsWanted {
+                name,
+                tag,
+                store_tag,
+            } = wanted;
             let found = self.0.fetch(store, name, tag, store_tag).await?;
             Ok(found.map(|reference| reference.to_string()))
         })

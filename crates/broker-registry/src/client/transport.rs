@@ -117,12 +117,7 @@ impl RegistryClient {
     /// asked first because a TLS server answers it at once, while a TLS
     /// handshake costs a loopback push more than all its requests.
     async fn probe_scheme(&self) -> Result<&'static str, RegistryError> {
-        let bare = http_client(
-            &self.options,
-            &self.extra_roots,
-            Some(self.options.read_timeout),
-            false,
-        )?;
+        let bare = self.request_client(false)?;
         match bare
             .get(format!("http://{}/v2/", self.api_host))
             .send()
@@ -145,13 +140,8 @@ impl RegistryClient {
                 Ok("http")
             }
             Err(_) => {
-                let full = http_client(
-                    &self.options,
-                    &self.extra_roots,
-                    Some(self.options.read_timeout),
-                    true,
-                )?;
-                match full
+                match self
+                    .request_client(true)?
                     .get(format!("https://{}/v2/", self.api_host))
                     .send()
                     .await
@@ -184,15 +174,15 @@ impl RegistryClient {
     pub(crate) async fn http(&self) -> Result<&reqwest::Client, RegistryError> {
         let system_roots = self.needs_system_roots().await?;
         self.http
-            .get_or_try_init(|| async {
-                http_client(
-                    &self.options,
-                    &self.extra_roots,
-                    Some(self.options.read_timeout),
-                    system_roots,
-                )
-            })
+            .get_or_try_init(|| async { self.request_client(system_roots) })
             .await
+    }
+
+    /// A client for requests that are not uploads: reqwest's read timeout
+    /// set, system roots when `system_roots`.
+    fn request_client(&self, system_roots: bool) -> Result<reqwest::Client, RegistryError> {
+        let timeout = Some(self.options.read_timeout);
+        http_client(&self.options, &self.extra_roots, timeout, system_roots)
     }
 
     /// Whether TLS connections may need the system's roots: always, except
