@@ -198,8 +198,7 @@ async fn publish(
         .publish(store, name, name, tag)
         .await
         .with_context(|| format!("{name}: cannot publish"))?;
-    let pinned: PinnedRef = pushed.pinned.parse()?;
-    Ok((name.to_owned(), pinned, pushed))
+    Ok((name.to_owned(), pushed.pinned_ref.clone(), pushed))
 }
 
 pub(crate) async fn verify(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use broker_pins::{Lock, PinnedRef};
+use broker_pins::Lock;
 use broker_registry::{ClientOptions, CredentialSource, Reference};
 
 use crate::cli::MirrorArgs;
@@ -33,9 +33,7 @@ pub(crate) async fn run(
             "   mirrored {image}: {} uploaded, {} already there",
             copied.stats.uploaded, copied.stats.existed
         ));
-        let original: PinnedRef = copied.source_pinned.parse()?;
-        let copy: PinnedRef = copied.target_pinned.parse()?;
-        lock.record_mirror(image, &original, &copy);
+        lock.record_mirror(image, &copied.source_ref, &copied.target_ref);
         results.push(copied);
     }
     // The lock is written only when every image made it, so render never
