@@ -18,7 +18,21 @@ use tokio::sync::OnceCell;
 use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
-use broker_pins::{Lock, LockedImage, SourceRecord};
+use broker_pins::{Lock, LockedImage, SourceRecord, UNKNOWN_REVISION};
+
+/// Prefix of the labels that record each further tree baked into an image
+/// (every tree but the broker's, whose provenance has the standard
+/// `org.opencontainers.image.source` / `.revision`):
+/// `io.github.broker-images.source.<tree>.source` holds where the tree came
+/// from (its git URL) and `io.github.broker-images.source.<tree>.revision`
+/// its commit, e.g. `io.github.broker-images.source.ttn-formatters.revision`.
+pub const TREE_LABEL_PREFIX: &str = "io.github.broker-images.source.";
+
+/// The provenance label `field` (`source` or `revision`) of `tree`; see
+/// [`TREE_LABEL_PREFIX`].
+pub fn tree_label(tree: &str, field: &str) -> String {
+    format!("{TREE_LABEL_PREFIX}{tree}.{field}")
+}
 
 /// An error of a [`DepsSource`], whatever its kind (the registry's errors
 /// belong to the crate implementing the source).
@@ -61,6 +75,9 @@ pub struct BuildOptions {
     pub formatters: Option<String>,
     /// The ttn-formatters commit to check out.
     pub formatters_rev: Option<String>,
+    /// The broker tree's revision, for a tree that is not a git checkout
+    /// (a CI tarball, a release archive); it also wins over the checkout's.
+    pub source_revision: Option<String>,
     /// Build only these images (all when empty).
     pub only: Vec<String>,
     /// Base image per image name, replacing the spec's (offline or test use).
@@ -224,6 +241,10 @@ impl From<deps::DepsError> for BuildError {
 pub trait BuildReporter: BuildOutput {
     /// A stage of `image` happened, e.g. "deps from store (key …)".
     fn stage(&self, image: &str, message: &str);
+
+    /// Something about the whole build users should know, in one line
+    /// (e.g. that the broker tree has no revision).
+    fn notice(&self, message: &str);
 }
 
 /// The names of the images a build with `only` covers.
@@ -254,10 +275,11 @@ pub fn resolve_trees(
     options: &BuildOptions,
 ) -> Result<BTreeMap<String, SourceTree>, BuildError> {
     let mut trees = BTreeMap::new();
-    trees.insert(
-        BROKER_TREE.to_owned(),
-        sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?,
-    );
+    let mut broker = sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?;
+    if let Some(revision) = &options.source_revision {
+        broker.revision = Some(revision.clone());
+    }
+    trees.insert(BROKER_TREE.to_owned(), broker);
     for spec in specs {
         for layer in &spec.layers {
             if trees.contains_key(&layer.tree) {
@@ -326,6 +348,12 @@ pub async fn build(
         }
     }
     let trees = resolve_trees(&specs, &options)?;
+    if trees[BROKER_TREE].revision.is_none() {
+        reporter.notice(&format!(
+            "{} is not a git checkout and no --source-revision was given: the images carry no revision label, the lock records \"{UNKNOWN_REVISION}\"",
+            options.broker_tree.display()
+        ));
+    }
     let epoch = sources::source_date_epoch(&trees[BROKER_TREE])?;
     let store = Store::open(&options.store_dir).map_err(|source| BuildError::Store {
         image: "(all)".to_owned(),
@@ -391,11 +419,14 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
             &format!("{} ({} {})", layer_spec.name, tree.name, layer_spec.from),
         );
     }
-    builder.runtime(runtime_config(spec));
+    builder.runtime(runtime_config(spec, &run.trees));
     let broker = &run.trees[BROKER_TREE];
     builder.provenance(Provenance {
         source: broker.origin.clone(),
         revision: broker.revision.clone(),
+        // The deps tag is internal: the label names the public base.
+        base_name: Some(inputs.base.clone()),
+        base_digest: None,
     });
     builder.epoch(run.epoch);
     let image = builder
@@ -426,7 +457,12 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
             layer_spec.name.clone(),
             SourceRecord {
                 target: layer_spec.to.clone(),
-                revision: tree.revision.clone(),
+                source: tree.origin.clone(),
+                revision: Some(
+                    tree.revision
+                        .clone()
+                        .unwrap_or_else(|| UNKNOWN_REVISION.to_owned()),
+                ),
                 layer: layer.digest,
             },
         );
@@ -598,9 +634,22 @@ fn base_parents(
     broker_oci::base::dir_metadata(store, base, &paths)
 }
 
-fn runtime_config(spec: &ImageSpec) -> RuntimeConfig {
+/// The spec's runtime settings and labels, plus the provenance labels of
+/// every further tree the image bakes in (see [`TREE_LABEL_PREFIX`]).
+fn runtime_config(spec: &ImageSpec, trees: &BTreeMap<String, SourceTree>) -> RuntimeConfig {
     let c = &spec.config;
     let mut labels = c.labels.clone();
+    for layer in &spec.layers {
+        let Some(tree) = trees.get(&layer.tree).filter(|t| t.name != BROKER_TREE) else {
+            continue;
+        };
+        if let Some(origin) = &tree.origin {
+            labels.insert(tree_label(&tree.name, "source"), origin.clone());
+        }
+        if let Some(revision) = &tree.revision {
+            labels.insert(tree_label(&tree.name, "revision"), revision.clone());
+        }
+    }
     if !spec.description.is_empty() {
         labels
             .entry("org.opencontainers.image.description".to_owned())

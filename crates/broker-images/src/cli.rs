@@ -146,6 +146,13 @@ pub struct SourceArgs {
     #[arg(long, value_name = "COMMIT")]
     pub formatters_rev: Option<String>,
 
+    /// The broker tree's revision (e.g. the commit a CI tarball was made
+    /// from), for the `org.opencontainers.image.revision` label and the
+    /// lock; needed when --source is not a git checkout, and wins over the
+    /// checkout's commit when it is.
+    #[arg(long, env = env::SOURCE_REVISION, value_name = "REV")]
+    pub source_revision: Option<String>,
+
     /// The folder holding one `<name>/image.yaml` + Dockerfile per image.
     #[arg(long, default_value = "images", value_name = "DIR")]
     pub images: PathBuf,

@@ -4,6 +4,9 @@
 pub const STORE: &str = "BROKER_IMAGES_STORE";
 /// Overrides `--registry`: where images are pushed (`HOST/PREFIX`).
 pub const REGISTRY: &str = "BROKER_IMAGES_REGISTRY";
+/// Sets `--source-revision`: the broker tree's revision (e.g. the commit CI
+/// built a tarball from) when the tree is not a git checkout.
+pub const SOURCE_REVISION: &str = "BROKER_IMAGES_SOURCE_REVISION";
 /// The Docker client configuration directory holding `config.json`
 /// (credentials); defaults to `~/.docker`.
 #[allow(dead_code)] // listed for completeness; broker-registry reads it

@@ -38,7 +38,7 @@ pub mod reference;
 pub use digest::{Digest, DigestWriter, ParseDigestError};
 pub use lock::{
     ImageDifference, LOCK_VERSION, Lock, LockError, LockedImage, MirroredImage, SourceRecord,
-    write_atomic,
+    UNKNOWN_REVISION, write_atomic,
 };
 pub use reference::{
     DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, PinnedRef, Reference, ReferenceError, RegistryPrefix,

@@ -52,13 +52,21 @@ pub struct LockedImage {
     pub sources: BTreeMap<String, SourceRecord>,
 }
 
+/// The revision recorded for a tree that is not a git checkout and was
+/// given no revision (`--source-revision`).
+pub const UNKNOWN_REVISION: &str = "unknown";
+
 /// Where a source layer came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRecord {
     /// The path in the image.
     pub target: String,
-    /// The git commit of the tree, when it is a git checkout.
+    /// Where the tree came from (its git URL), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The git commit of the tree (or the revision given for it), else
+    /// [`UNKNOWN_REVISION`]; absent in locks written before issue 12.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// The layer's digest (compressed).
@@ -380,6 +388,7 @@ mod tests {
             "python".to_owned(),
             SourceRecord {
                 target: "/home/broker/python".into(),
+                source: None,
                 revision: None,
                 layer,
             },

@@ -64,6 +64,8 @@ impl Workspace {
             .env("PATH", path)
             .env_remove("BROKER_IMAGES_STORE")
             .env_remove("BROKER_IMAGES_REGISTRY")
+            .env_remove("BROKER_IMAGES_SOURCE_REVISION")
+            .env_remove("BROKER_IMAGES_DEPS_CA_FILE")
             .env_remove("SOURCE_DATE_EPOCH")
             .stdin(Stdio::null());
         cmd

@@ -58,6 +58,7 @@ fn options(
         broker_tree: args.source.clone(),
         formatters: args.formatters.clone(),
         formatters_rev: args.formatters_rev.clone(),
+        source_revision: args.source_revision.clone(),
         only: args.only.clone(),
         base_overrides,
         arg_overrides,

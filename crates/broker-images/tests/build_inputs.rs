@@ -1,0 +1,236 @@
+//! What a build is made of and what it records (issue 12, build side): the
+//! provenance labels of every tree baked in, `verify` and `build
+//! --registry` using what the build used, readable deps failures, an extra
+//! CA for the deps stage that never reaches an image, and bases tracked by
+//! digest.
+//!
+//! Each test runs the built binary on a tiny image spec on the busybox base
+//! with the real Docker engine (and a real registry where one is needed).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use broker_test_support::{TestRegistry, Workspace, busybox, require_tool, run_ok, unique_suffix};
+
+/// The label prefix broker-build documents for further trees.
+const TREE_LABEL: &str = "io.github.broker-images.source.ttn-formatters";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    require_tool("git", "apt-get install -y git");
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(args),
+    );
+    out.trim().to_owned()
+}
+
+/// A workspace with a broker tree (not a git checkout), a formatters git
+/// repository and an images folder holding one image, `tiny`, whose deps
+/// Dockerfile is `dockerfile`.
+struct Tiny {
+    ws: Workspace,
+    formatters_url: String,
+    formatters_commit: String,
+}
+
+impl Tiny {
+    fn new(dockerfile: &str) -> Self {
+        let ws = Workspace::new(env!("CARGO_BIN_EXE_broker-images"));
+        let app = ws.path("broker/app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("main.sh"), "echo tiny\n").unwrap();
+        let formatters = ws.path("formatters");
+        std::fs::create_dir_all(formatters.join("uplink")).unwrap();
+        std::fs::write(formatters.join("uplink/a.js"), "module.exports = 1;\n").unwrap();
+        git(&formatters, &["init", "--quiet", "-b", "main"]);
+        git(&formatters, &["add", "."]);
+        git(&formatters, &["commit", "--quiet", "-m", "formatters"]);
+        let formatters_commit = git(&formatters, &["rev-parse", "HEAD"]);
+        let tiny = ws.path("images/tiny");
+        std::fs::create_dir_all(&tiny).unwrap();
+        std::fs::write(tiny.join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(
+            tiny.join("image.yaml"),
+            "deps:\n  base: unused/base:1\nlayers:\n  - name: app\n    from: app\n    to: /app\n  - name: formatters\n    tree: ttn-formatters\n    from: .\n    to: /formatters\nconfig:\n  cmd: [\"sh\", \"/app/main.sh\"]\n",
+        )
+        .unwrap();
+        Self {
+            formatters_url: format!("file://{}", formatters.display()),
+            formatters_commit,
+            ws,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.ws.path(rel)
+    }
+
+    /// `broker-images SUBCOMMAND` on this workspace's trees, without a base.
+    fn bare(&self, subcommand: &str) -> Command {
+        let mut cmd = self.ws.command(&[subcommand]);
+        cmd.arg("--images")
+            .arg(self.path("images"))
+            .arg("--source")
+            .arg(self.path("broker"))
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .arg("--lock")
+            .arg(self.path("images.lock"))
+            .args([
+                "--formatters",
+                &self.formatters_url,
+                "--formatters-rev",
+                &self.formatters_commit,
+            ]);
+        cmd
+    }
+
+    /// `bare(subcommand)` with `--base tiny=<base>`.
+    fn command(&self, subcommand: &str, base: &str) -> Command {
+        let mut cmd = self.bare(subcommand);
+        cmd.arg("--base").arg(format!("tiny={base}"));
+        cmd
+    }
+
+    fn lock(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path("images.lock")).unwrap()).unwrap()
+    }
+
+    /// The labels of the store's image `name`, read from its stored config.
+    fn labels(&self, name: &str) -> HashMap<String, String> {
+        let image = self.ws.store().image(name).unwrap();
+        image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default()
+    }
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The labels skopeo reads from `docker://<reference>` on `registry`.
+fn skopeo_labels(reference: &str) -> serde_json::Value {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--no-creds"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Labels"].clone()
+}
+
+const PLAIN: &str = "ARG BASE\nFROM ${BASE}\n";
+
+/// Issue 12 item 1: every tree baked in is named in the labels, the broker
+/// revision comes from `--source-revision` or its environment variable when
+/// the tree is no checkout (else one line says so and the lock records
+/// "unknown"), and the base label names the real base.
+#[test]
+fn images_record_the_provenance_of_every_tree_and_the_real_base() {
+    let base = busybox();
+    let tiny = Tiny::new(PLAIN);
+
+    // No revision anywhere: one line says so; the lock says "unknown".
+    let err = ok(&tiny.command("build", &base.docker_ref).output().unwrap());
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not a git checkout"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("--source-revision"), "{err}");
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["app"]["revision"],
+        "unknown"
+    );
+    let labels = tiny.labels("tiny");
+    assert!(
+        !labels.contains_key("org.opencontainers.image.revision"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels[&format!("{TREE_LABEL}.revision")],
+        tiny.formatters_commit
+    );
+    assert_eq!(labels[&format!("{TREE_LABEL}.source")], tiny.formatters_url);
+    assert_eq!(
+        labels["org.opencontainers.image.base.name"], base.docker_ref,
+        "the real base, not the internal deps tag"
+    );
+    let unlabelled = tiny.ws.store().resolve("tiny").unwrap();
+
+    // --source-revision: the label and the lock carry it; nothing is noted.
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/prov-{}", registry.host(), unique_suffix());
+    let mut cmd = tiny.command("build", &base.docker_ref);
+    cmd.args([
+        "--source-revision",
+        "1234abcd",
+        "--push",
+        "--registry",
+        &prefix,
+    ]);
+    let err = ok(&cmd.output().unwrap());
+    assert!(!err.contains("not a git checkout"), "{err}");
+    let labels = tiny.labels("tiny");
+    assert_eq!(labels["org.opencontainers.image.revision"], "1234abcd");
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["app"]["revision"],
+        "1234abcd"
+    );
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["formatters"]["revision"],
+        tiny.formatters_commit.as_str()
+    );
+    // What a registry client sees.
+    let pinned = lock["images"]["tiny"]["reference"].as_str().unwrap();
+    let pushed = skopeo_labels(pinned);
+    assert_eq!(pushed["org.opencontainers.image.revision"], "1234abcd");
+    assert_eq!(
+        pushed[format!("{TREE_LABEL}.revision")],
+        tiny.formatters_commit.as_str()
+    );
+    assert_eq!(
+        pushed["org.opencontainers.image.base.name"],
+        base.docker_ref.as_str()
+    );
+    let first = tiny.ws.store().resolve("tiny").unwrap();
+    assert_ne!(first.digest(), unlabelled.digest());
+
+    // The environment variable CI sets does the same, and the labels are
+    // deterministic: the same revision gives the same digest.
+    let mut cmd = tiny.command("build", &base.docker_ref);
+    cmd.env("BROKER_IMAGES_SOURCE_REVISION", "1234abcd");
+    ok(&cmd.output().unwrap());
+    assert_eq!(
+        tiny.ws.store().resolve("tiny").unwrap().digest(),
+        first.digest()
+    );
+}
