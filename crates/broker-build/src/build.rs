@@ -84,6 +84,12 @@ pub struct BuildOptions {
     pub base_overrides: BTreeMap<String, String>,
     /// Extra build args per image name.
     pub arg_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// What an earlier build recorded, by image name (`verify` passes the
+    /// lock's images): an image without a base override is built on the
+    /// base recorded here, with the build args recorded here under the
+    /// overrides, and a broker tree without a revision takes the one
+    /// recorded here — so the deps key and the labels are the build's.
+    pub recorded: BTreeMap<String, LockedImage>,
     /// The local image store.
     pub store_dir: PathBuf,
     /// Where git checkouts are cached.
@@ -347,7 +353,12 @@ pub async fn build(
             });
         }
     }
-    let trees = resolve_trees(&specs, &options)?;
+    let mut trees = resolve_trees(&specs, &options)?;
+    if let Some(broker) = trees.get_mut(BROKER_TREE)
+        && broker.revision.is_none()
+    {
+        broker.revision = recorded_broker_revision(&specs, &options.recorded);
+    }
     if trees[BROKER_TREE].revision.is_none() {
         reporter.notice(&format!(
             "{} is not a git checkout and no --source-revision was given: the images carry no revision label, the lock records \"{UNKNOWN_REVISION}\"",
@@ -386,15 +397,36 @@ pub async fn build(
     Ok((built, lock))
 }
 
+/// The broker revision an earlier build recorded for a layer of the broker
+/// tree, unless it was unknown.
+fn recorded_broker_revision(
+    specs: &[ImageSpec],
+    recorded: &BTreeMap<String, LockedImage>,
+) -> Option<String> {
+    specs.iter().find_map(|spec| {
+        let locked = recorded.get(&spec.name)?;
+        spec.layers
+            .iter()
+            .filter(|l| l.tree == BROKER_TREE)
+            .filter_map(|l| locked.sources.get(&l.name)?.revision.clone())
+            .find(|r| r != UNKNOWN_REVISION)
+    })
+}
+
 async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedImage), BuildError> {
     let name = spec.name.as_str();
-    let empty = BTreeMap::new();
-    let inputs = DepsInputs::read(
-        spec,
-        &run.options.broker_tree,
-        run.options.base_overrides.get(name).map(String::as_str),
-        run.options.arg_overrides.get(name).unwrap_or(&empty),
-    )?;
+    let recorded = run.options.recorded.get(name);
+    let mut args = recorded.map(|r| r.build_args.clone()).unwrap_or_default();
+    if let Some(overrides) = run.options.arg_overrides.get(name) {
+        args.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let base = run
+        .options
+        .base_overrides
+        .get(name)
+        .or(recorded.map(|r| &r.base))
+        .map(String::as_str);
+    let inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
     let key = inputs.key();
     let (deps_image, deps_origin) = deps_image(run, spec, &inputs, &key).await?;
     let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
@@ -474,6 +506,12 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         digest,
         deps_key: key.to_string(),
         base: inputs.base.clone(),
+        build_args: inputs
+            .args
+            .iter()
+            .filter(|(k, _)| k.as_str() != deps::BASE_ARG)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         deps_digest,
         sources: sources_record,
     };

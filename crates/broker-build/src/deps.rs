@@ -19,6 +19,9 @@ use crate::spec::ImageSpec;
 /// Version of the key recipe; bump when the recipe changes.
 const KEY_RECIPE: &str = "broker-images deps key v1";
 
+/// The build arg that carries the base image reference.
+pub const BASE_ARG: &str = "BASE";
+
 /// The name the Dockerfile gets inside the build context, chosen so it
 /// cannot collide with a broker file.
 const CONTEXT_DOCKERFILE: &str = ".broker-images.Dockerfile";
@@ -153,7 +156,7 @@ impl DepsInputs {
         let base = base.unwrap_or(&spec.deps.base).to_owned();
         let mut all_args = spec.deps.args.clone();
         all_args.extend(args.iter().map(|(k, v)| (k.clone(), v.clone())));
-        all_args.insert("BASE".to_owned(), base.clone());
+        all_args.insert(BASE_ARG.to_owned(), base.clone());
         let mut files = Vec::new();
         let mut declared = spec.deps.files.clone();
         declared.sort();

@@ -190,7 +190,9 @@ pub struct BuildArgs {
     #[arg(long, requires = "registry")]
     pub push: bool,
 
-    /// Where to push: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
+    /// The registry: where deps images are looked up by key before the
+    /// Docker engine builds them, and, with --push, where everything is
+    /// pushed: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
     pub registry: Option<RegistryPrefix>,
 
@@ -214,9 +216,17 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub sources: SourceArgs,
 
-    /// The lock file to compare with.
+    /// The lock file to compare with. Images are rebuilt on the bases and
+    /// with the build args it records unless --base / --build-arg say
+    /// otherwise.
     #[arg(long, default_value = "images.lock")]
     pub lock: PathBuf,
+
+    /// Where to fetch deps images missing from the store:
+    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`. Defaults to where the lock
+    /// says the build pushed.
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: Option<RegistryPrefix>,
 
     /// How to reach the registry (to fetch deps images not in the store).
     #[command(flatten)]

@@ -234,3 +234,104 @@ fn images_record_the_provenance_of_every_tree_and_the_real_base() {
         first.digest()
     );
 }
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure: {}", describe(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An engine address nothing answers at: a command that succeeds with it
+/// used no engine.
+const NO_ENGINE: &str = "unix:///nonexistent/docker.sock";
+
+/// Issue 12 item 3: verify rebuilds on the bases and build args the lock
+/// records (the same deps key), takes `--registry` as its error advises,
+/// and `build --registry` without `--push` finds deps images there.
+#[test]
+fn verify_and_build_use_what_the_build_used() {
+    let base = busybox();
+    let tiny =
+        Tiny::new("ARG BASE\nFROM ${BASE}\nARG FLAVOUR=plain\nRUN echo \"$FLAVOUR\" > /flavour\n");
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/verify-{}", registry.host(), unique_suffix());
+    let wipe_store = || {
+        std::fs::remove_dir_all(tiny.path("store")).unwrap();
+        std::fs::create_dir_all(tiny.path("store")).unwrap();
+    };
+
+    let mut build = tiny.command("build", &base.docker_ref);
+    build.args([
+        "--build-arg",
+        "tiny:FLAVOUR=spicy",
+        "--source-revision",
+        "r1",
+    ]);
+    build.args(["--push", "--registry", &prefix]);
+    ok(&build.output().unwrap());
+    let lock = tiny.lock();
+    assert_eq!(lock["images"]["tiny"]["build_args"]["FLAVOUR"], "spicy");
+    assert_eq!(lock["images"]["tiny"]["base"], base.docker_ref.as_str());
+    let digest = lock["images"]["tiny"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // verify with none of the build's flags, no engine, an empty store:
+    // the lock's base, args and revision give the same key and digest.
+    wipe_store();
+    let mut verify = tiny.bare("verify");
+    verify.env("DOCKER_HOST", NO_ENGINE);
+    let out = verify.output().unwrap();
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("tiny {digest} reproduced")),
+        "{stdout}"
+    );
+
+    // build --registry without --push: deps from the registry, nothing
+    // pushed, the lock names the store image.
+    wipe_store();
+    let uploads = registry.blob_upload_count();
+    let mut build = tiny.command("build", &base.docker_ref);
+    build.args([
+        "--build-arg",
+        "tiny:FLAVOUR=spicy",
+        "--source-revision",
+        "r1",
+    ]);
+    build
+        .args(["--registry", &prefix])
+        .env("DOCKER_HOST", NO_ENGINE);
+    let err = ok(&build.output().unwrap());
+    assert!(err.contains(&format!("from {prefix}/tiny")), "{err}");
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads,
+        "pushed without --push"
+    );
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["reference"],
+        format!("tiny@{digest}")
+    );
+
+    // The lock no longer says where the build pushed: verify says to pass
+    // --registry, and --registry exists.
+    wipe_store();
+    let mut verify = tiny.bare("verify");
+    verify.env("DOCKER_HOST", NO_ENGINE);
+    let err = failed(&verify.output().unwrap());
+    assert!(err.contains("pass --registry"), "{err}");
+    let mut verify = tiny.bare("verify");
+    verify
+        .args(["--registry", &prefix])
+        .env("DOCKER_HOST", NO_ENGINE);
+    let out = verify.output().unwrap();
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reproduced"),
+        "{}",
+        describe(&out)
+    );
+}

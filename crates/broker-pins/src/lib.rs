@@ -23,6 +23,7 @@
 //!     digest,
 //!     deps_key: "k".into(),
 //!     base: "python:3.10".into(),
+//!     build_args: Default::default(),
 //!     deps_digest: digest,
 //!     sources: Default::default(),
 //! });

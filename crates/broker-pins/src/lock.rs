@@ -45,6 +45,10 @@ pub struct LockedImage {
     pub deps_key: String,
     /// The base image reference the deps stage started from.
     pub base: String,
+    /// The deps stage's build args besides `BASE` (the spec's and the
+    /// command line's), so that `verify` rebuilds with the same ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
     /// The digest of the deps image (the layers below the source layers).
     pub deps_digest: Digest,
     /// Source trees baked in, by layer name.
@@ -374,6 +378,20 @@ mod tests {
     }
 
     #[test]
+    fn locks_without_build_args_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.lock");
+        let d = Digest::of(b"x");
+        let old = format!(
+            r#"{{"version":1,"images":{{"a":{{"reference":"a@{d}","digest":"{d}","deps_key":"k","base":"b","deps_digest":"{d}","sources":{{"s":{{"target":"/s","layer":"{d}"}}}}}}}}}}"#
+        );
+        std::fs::write(&path, old).unwrap();
+        let lock = Lock::read(&path).unwrap().unwrap();
+        assert!(lock.images["a"].build_args.is_empty());
+        assert_eq!(lock.images["a"].sources["s"].revision, None);
+    }
+
+    #[test]
     fn malformed_lock_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("images.lock");
@@ -399,6 +417,7 @@ mod tests {
             digest,
             deps_key: key.into(),
             base: "python:3.10".into(),
+            build_args: BTreeMap::new(),
             deps_digest: Digest::of(b"deps"),
             sources,
         }

@@ -62,6 +62,7 @@ fn options(
         only: args.only.clone(),
         base_overrides,
         arg_overrides,
+        recorded: BTreeMap::new(),
         store_dir: store.to_path_buf(),
         cache_dir: args.cache.clone(),
         layer_threads: args
@@ -118,13 +119,14 @@ pub(crate) async fn run(
     let options = options(store, &args.sources, false)?;
     // Read the old lock first: a malformed one fails before any work.
     let mut lock = Lock::read_or_new(&args.lock)?;
-    let publisher = match (&args.registry, args.push) {
-        (Some(registry), true) => {
+    // --registry without --push still names where deps images are found.
+    let publisher = match &args.registry {
+        Some(registry) => {
             let store = Store::open(store)?;
             let publisher = super::publisher(registry.clone(), &args.access, &progress)?;
             Some((Arc::new(publisher.recording_for(&store)), store))
         }
-        _ => None,
+        None => None,
     };
     let deps_source = publisher
         .as_ref()
@@ -136,13 +138,13 @@ pub(crate) async fn run(
     // Concurrently, as ko publishes: the client uploads a blob shared by
     // several images once and mounts it into the others.
     let pushed = match &publisher {
-        Some((publisher, store)) => {
+        Some((publisher, store)) if args.push => {
             let pushes = built
                 .iter()
                 .map(|image| publish(publisher, store, image, &args.tag));
             futures::future::try_join_all(pushes).await?
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     for image in &pushed {
         if let Some(locked) = fresh.images.get_mut(&image.0) {
@@ -214,10 +216,16 @@ pub(crate) async fn verify(
             args.lock.display()
         );
     };
-    // Deps images missing locally are fetched from where the build pushed.
-    let registry = lock.images.iter().find_map(|(name, image)| {
-        let pinned = image.pinned().ok()?;
-        RegistryPrefix::of_image(&pinned.to_reference(), name)
+    // Deps images missing locally are fetched from --registry, else from
+    // where the build pushed.
+    let registry = args.registry.clone().or_else(|| {
+        lock.images.iter().find_map(|(name, image)| {
+            // Only published images name a registry: an unpushed image's
+            // reference is a store name, which would read as Docker Hub.
+            image.tag.as_ref()?;
+            let pinned = image.pinned().ok()?;
+            RegistryPrefix::of_image(&pinned.to_reference(), name)
+        })
     });
     let deps_source = match registry {
         Some(registry) => {
@@ -226,7 +234,10 @@ pub(crate) async fn verify(
         }
         None => None,
     };
-    let options = options(store, &args.sources, true)?;
+    let mut options = options(store, &args.sources, true)?;
+    // The bases, build args and revision the build used, so the deps key
+    // and the labels are the build's.
+    options.recorded = lock.images.clone();
     let reporter: Arc<dyn BuildReporter> = progress.clone();
     let (built, rebuilt) = build(options, deps_source, reporter)
         .await
