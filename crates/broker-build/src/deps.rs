@@ -96,7 +96,7 @@ pub enum DepsError {
         why: String,
     },
     /// The Dockerfile failed at a step.
-    #[error("deps stage of {image} failed at `{step}`: {message}")]
+    #[error("deps stage of {image} failed at `{step}`: {message}{}", full_log(log.as_deref()))]
     BuildFailed {
         /// The image.
         image: String,
@@ -104,8 +104,12 @@ pub enum DepsError {
         step: String,
         /// The engine's error message.
         message: String,
-        /// The step's last output lines, for display.
+        /// What to show of the step's output: the lines around the first
+        /// error marker and the tail ([`crate::deps_log::excerpt`]),
+        /// terminal escapes removed.
         output: Vec<String>,
+        /// The full build output, kept in the store.
+        log: Option<PathBuf>,
     },
     /// Talking to the engine failed otherwise.
     #[error("Docker engine error during the deps stage of {image}: {why}")]
@@ -133,6 +137,12 @@ pub enum DepsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `; full log: PATH`, or nothing.
+fn full_log(log: Option<&Path>) -> String {
+    log.map(|p| format!("; full log: {}", p.display()))
+        .unwrap_or_default()
 }
 
 impl DepsInputs {
@@ -307,51 +317,109 @@ pub async fn build_with_engine(
         .forcerm(true)
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut step = String::from("(before the first step)");
-    let mut step_output: Vec<String> = Vec::new();
+    let mut progress = StepOutput::new(&image, store, store_tag, output);
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(DepsError::BuildFailed {
-                    image,
-                    step,
-                    message: error.trim().to_owned(),
-                    output: step_output,
-                });
+                return Err(progress.failed(&error));
             }
             Err(e) => {
                 return Err(DepsError::Engine {
-                    image,
+                    image: image.clone(),
                     why: e.to_string(),
                 });
             }
         };
         if let Some(text) = info.stream.as_deref() {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                if line.starts_with("Step ") {
-                    step = line.trim().to_owned();
-                    step_output.clear();
-                } else {
-                    step_output.push(line.to_owned());
-                    if step_output.len() > 40 {
-                        step_output.remove(0);
-                    }
-                }
-                output.line(&image, line);
-            }
+            progress.text(text);
         }
         if let Some(detail) = info.error_detail {
-            let message = detail.message.unwrap_or_default();
-            return Err(DepsError::BuildFailed {
-                image,
-                step,
-                message: message.trim().to_owned(),
-                output: step_output,
-            });
+            return Err(progress.failed(&detail.message.unwrap_or_default()));
         }
     }
+    progress.finish();
     export_into_store(docker, &image, engine_tag, store, store_tag).await
+}
+
+/// The engine's build output as it arrives: split into lines (a line may
+/// span two stream messages), terminal escapes removed, reported, written
+/// to the full log, and the current step's lines kept for an excerpt.
+struct StepOutput<'a> {
+    image: &'a str,
+    output: &'a dyn BuildOutput,
+    log: crate::deps_log::DepsLog,
+    pending: String,
+    step: String,
+    step_lines: Vec<String>,
+}
+
+impl<'a> StepOutput<'a> {
+    fn new(
+        image: &'a str,
+        store: &broker_oci::Store,
+        store_tag: &str,
+        output: &'a dyn BuildOutput,
+    ) -> Self {
+        Self {
+            image,
+            output,
+            log: crate::deps_log::DepsLog::create(store.dir(), store_tag),
+            pending: String::new(),
+            step: String::from("(before the first step)"),
+            step_lines: Vec::new(),
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        self.pending.push_str(text);
+        while let Some(end) = self.pending.find('\n') {
+            let raw: String = self.pending.drain(..=end).collect();
+            self.line(&raw);
+        }
+    }
+
+    fn line(&mut self, raw: &str) {
+        let line = crate::deps_log::strip_terminal_escapes(raw);
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            return;
+        }
+        self.log.line(line);
+        if line.starts_with("Step ") {
+            line.trim().clone_into(&mut self.step);
+            self.step_lines.clear();
+        } else {
+            self.step_lines.push(line.to_owned());
+        }
+        self.output.line(self.image, line);
+    }
+
+    /// The rest of an unterminated last line.
+    fn flush(&mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest);
+    }
+
+    fn finish(mut self) -> Option<PathBuf> {
+        self.flush();
+        self.log.finish()
+    }
+
+    /// The error for an engine failure `message`, with the excerpt of the
+    /// failing step and the log's path.
+    fn failed(mut self, message: &str) -> DepsError {
+        self.flush();
+        let message = crate::deps_log::strip_terminal_escapes(message);
+        self.log.line(&message);
+        DepsError::BuildFailed {
+            image: self.image.to_owned(),
+            step: std::mem::take(&mut self.step),
+            message: message.trim().to_owned(),
+            output: crate::deps_log::excerpt(&self.step_lines),
+            log: self.log.finish(),
+        }
+    }
 }
 
 /// Copies an engine image into the store (`docker save` format in,

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod deps;
+pub mod deps_log;
 pub mod sources;
 pub mod spec;
 

@@ -335,3 +335,50 @@ fn verify_and_build_use_what_the_build_used() {
         describe(&out)
     );
 }
+
+/// Issue 12 item 8: a deps step failing with a pip-like error amid noise
+/// and colour codes shows the error line (not only the last lines), no
+/// terminal escapes, the tail, and the path of the full log in the store.
+#[test]
+fn deps_failures_show_the_first_error_and_keep_the_full_log() {
+    let base = busybox();
+    let tiny = Tiny::new(concat!(
+        "ARG BASE\nFROM ${BASE}\n",
+        "RUN i=0; while [ $i -lt 50 ]; do echo \"collecting noise-$i\"; i=$((i+1)); done; ",
+        "printf '\\033[1;31mERROR: No matching distribution found for pandas==9.9\\033[0m\\n'; ",
+        "i=0; while [ $i -lt 40 ]; do printf '\\033[32mcleanup-%s\\033[0m\\n' $i; i=$((i+1)); done; exit 1\n",
+    ));
+    let err = failed(&tiny.command("build", &base.docker_ref).output().unwrap());
+    assert!(
+        !err.contains('\u{1b}'),
+        "terminal escapes passed through: {err:?}"
+    );
+    assert!(
+        err.contains("ERROR: No matching distribution found for pandas==9.9"),
+        "{err}"
+    );
+    assert!(err.contains("cleanup-39"), "the tail: {err}");
+    assert!(
+        !err.contains("collecting noise-10\n"),
+        "all the noise: {err}"
+    );
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(error_lines[0].contains("non-zero code: 1"), "{err}");
+    let log = error_lines[0]
+        .split("full log: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no log path: {err}"));
+    let log = PathBuf::from(log.trim());
+    assert!(log.starts_with(tiny.path("store")), "{}", log.display());
+    let full = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "collecting noise-0",
+        "collecting noise-49",
+        "ERROR: No matching",
+        "cleanup-39",
+    ] {
+        assert!(full.contains(line), "{line} missing from the log: {full}");
+    }
+    assert!(!full.contains('\u{1b}'), "{full:?}");
+}
