@@ -90,6 +90,11 @@ pub struct BuildOptions {
     /// overrides, and a broker tree without a revision takes the one
     /// recorded here — so the deps key and the labels are the build's.
     pub recorded: BTreeMap<String, LockedImage>,
+    /// PEM CA files the deps stage's RUN steps trust (`--deps-ca-file`);
+    /// they reach no image and do not change the deps key.
+    pub deps_ca_files: Vec<PathBuf>,
+    /// The network the deps stage's RUN steps use (`--deps-network`).
+    pub deps_network: Option<String>,
     /// The local image store.
     pub store_dir: PathBuf,
     /// Where git checkouts are cached.
@@ -318,6 +323,7 @@ struct Run {
     epoch: SourceDateEpoch,
     deps_source: Option<Arc<dyn DepsSource>>,
     engine: OnceCell<bollard::Docker>,
+    engine_options: deps::EngineOptions,
     reporter: Arc<dyn BuildReporter>,
 }
 
@@ -366,6 +372,11 @@ pub async fn build(
         ));
     }
     let epoch = sources::source_date_epoch(&trees[BROKER_TREE])?;
+    // Read before any work: a wrong path fails the build at once.
+    let engine_options = deps::EngineOptions {
+        ca_bundle: deps::read_ca_bundle(&options.deps_ca_files)?,
+        network: options.deps_network.clone(),
+    };
     let store = Store::open(&options.store_dir).map_err(|source| BuildError::Store {
         image: "(all)".to_owned(),
         source,
@@ -377,6 +388,7 @@ pub async fn build(
         epoch,
         deps_source,
         engine: OnceCell::new(),
+        engine_options,
         reporter,
     });
     let builds = specs.into_iter().map(|spec| {
@@ -584,9 +596,16 @@ async fn deps_image(
     let docker = run.engine.get_or_try_init(|| deps::connect(name)).await?;
     let engine_tag = format!("broker-images/{name}:{}", key.tag());
     let output: &dyn BuildOutput = &*run.reporter;
-    let image =
-        deps::build_with_engine(docker, inputs, &engine_tag, &run.store, &store_tag, output)
-            .await?;
+    let image = deps::build_with_engine(
+        docker,
+        inputs,
+        &engine_tag,
+        &run.store,
+        &store_tag,
+        &run.engine_options,
+        output,
+    )
+    .await?;
     Ok((image, DepsOrigin::Engine))
 }
 

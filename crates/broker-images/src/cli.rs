@@ -170,6 +170,18 @@ pub struct SourceArgs {
     #[arg(long = "build-arg", value_name = "NAME:KEY=VALUE")]
     pub build_args: Vec<String>,
 
+    /// Trust this PEM CA in the deps stage's RUN steps (repeatable), e.g. a
+    /// TLS-intercepting proxy's: pip, npm, requests and OpenSSL clients
+    /// are pointed at it while RUN steps run. It reaches no layer and no
+    /// config of any image, and does not change the deps key.
+    #[arg(long = "deps-ca-file", env = env::DEPS_CA_FILE, value_name = "PEM")]
+    pub deps_ca_files: Vec<PathBuf>,
+
+    /// The network the deps stage's RUN steps use, e.g. `host` to reach a
+    /// proxy or package mirror on the build machine's loopback.
+    #[arg(long, value_name = "MODE")]
+    pub deps_network: Option<String>,
+
     /// Where git checkouts are cached.
     #[arg(long, default_value = ".broker-images/cache", value_name = "DIR")]
     pub cache: PathBuf,

@@ -382,3 +382,209 @@ fn deps_failures_show_the_first_error_and_keep_the_full_log() {
     }
     assert!(!full.contains('\u{1b}'), "{full:?}");
 }
+
+/// `openssl ARGS…` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let openssl = require_tool("openssl", "apt-get install -y openssl");
+    run_ok(Command::new(openssl).current_dir(dir).args(args));
+}
+
+/// An HTTPS server on 127.0.0.1 with a certificate from a throwaway CA,
+/// stopped when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=throwaway deps CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "ext",
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+            ])
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every blob file under `dir` whose bytes (gunzipped when gzip) contain
+/// `needle`.
+fn blobs_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                let out = Command::new("gzip")
+                    .arg("-dc")
+                    .stdin(std::fs::File::open(&path).unwrap())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "gzip -dc {}", path.display());
+                bytes = out.stdout;
+            }
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue 12 item 7: `--deps-ca-file` lets a RUN step fetch over HTTPS from
+/// a server whose certificate a throwaway CA signed (without it the step
+/// fails), the CA reaches no layer and no config stored or pushed, and
+/// the deps key is the same without it.
+#[test]
+fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
+    let base = broker_test_support::debian_minbase();
+    let server = HttpsServer::start();
+    let tiny = Tiny::new(&format!(
+        "ARG BASE\nFROM ${{BASE}}\nRUN python3 -c \"import urllib.request as u; print('fetched', u.urlopen('https://127.0.0.1:{}/').status)\"\n",
+        server.port
+    ));
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/ca-{}", registry.host(), unique_suffix());
+
+    let mut without = tiny.command("build", &base.docker_ref);
+    without.args(["--deps-network", "host"]);
+    let err = failed(&without.output().unwrap());
+    assert!(err.contains("CERTIFICATE_VERIFY_FAILED"), "{err}");
+
+    let mut with = tiny.command("build", &base.docker_ref);
+    with.args(["--deps-network", "host", "--push", "--registry", &prefix]);
+    with.env("BROKER_IMAGES_DEPS_CA_FILE", &server.ca);
+    ok(&with.output().unwrap());
+
+    let pem = std::fs::read_to_string(&server.ca).unwrap();
+    let body_line = pem.lines().nth(3).unwrap();
+    assert_eq!(body_line.len(), 64, "{pem}");
+    for dir in [
+        tiny.path("store").join("blobs"),
+        registry.storage_dir().to_path_buf(),
+    ] {
+        let found = blobs_containing(&dir, body_line.as_bytes());
+        assert!(found.is_empty(), "the CA is stored in {found:?}");
+    }
+    let store = tiny.ws.store();
+    let config = serde_json::to_string(&store.image("tiny").unwrap().config).unwrap();
+    assert!(!config.contains(".broker-images-deps-ca"), "{config}");
+
+    // The same key without the CA: the deps image is found in the store,
+    // no engine needed.
+    let key = tiny.lock()["images"]["tiny"]["deps_key"].clone();
+    let mut again = tiny.command("build", &base.docker_ref);
+    again.env("DOCKER_HOST", NO_ENGINE);
+    ok(&again.output().unwrap());
+    assert_eq!(tiny.lock()["images"]["tiny"]["deps_key"], key);
+}

@@ -63,6 +63,8 @@ fn options(
         base_overrides,
         arg_overrides,
         recorded: BTreeMap::new(),
+        deps_ca_files: args.deps_ca_files.clone(),
+        deps_network: args.deps_network.clone(),
         store_dir: store.to_path_buf(),
         cache_dir: args.cache.clone(),
         layer_threads: args
