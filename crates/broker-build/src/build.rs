@@ -15,10 +15,10 @@ use broker_oci::{
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
+use crate::deps::{self, BaseDigest, BuildOutput, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
-use broker_pins::{Lock, LockedImage, SourceRecord, UNKNOWN_REVISION};
+use broker_pins::{Lock, LockedImage, Reference, SourceRecord, UNKNOWN_REVISION};
 
 /// Prefix of the labels that record each further tree baked into an image
 /// (every tree but the broker's, whose provenance has the standard
@@ -64,6 +64,19 @@ pub trait DepsSource: Send + Sync {
     fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a>;
 }
 
+/// What [`BaseResolver::resolve`] returns: the manifest digest the base's
+/// registry serves for it, or `None` when it does not have it.
+pub type BaseLookup<'a> = BoxFuture<'a, Result<Option<Digest>, DepsSourceError>>;
+
+/// Resolves a base image reference to the digest its registry serves (one
+/// manifest HEAD), so that a re-tagged base gives a new deps key. A trait
+/// for the same reason as [`DepsSource`]: the binary implements it with its
+/// registry client.
+pub trait BaseResolver: Send + Sync {
+    /// The manifest digest `reference` names on its registry.
+    fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a>;
+}
+
 /// Everything a build needs, resolved from the command line.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
@@ -90,6 +103,13 @@ pub struct BuildOptions {
     /// overrides, and a broker tree without a revision takes the one
     /// recorded here — so the deps key and the labels are the build's.
     pub recorded: BTreeMap<String, LockedImage>,
+    /// Base digests an earlier build recorded, by base reference (from the
+    /// lock): used when the base cannot be resolved now, always with
+    /// `offline` and in verification runs (which rebuild on what the build
+    /// used, not on what the tag names today).
+    pub recorded_bases: BTreeMap<String, BaseDigest>,
+    /// Resolve no base: take the digests of `recorded_bases`.
+    pub offline: bool,
     /// PEM CA files the deps stage's RUN steps trust (`--deps-ca-file`);
     /// they reach no image and do not change the deps key.
     pub deps_ca_files: Vec<PathBuf>,
@@ -230,6 +250,16 @@ pub enum BuildError {
     /// SOURCE_DATE_EPOCH is set but not a timestamp.
     #[error(transparent)]
     Epoch(#[from] broker_oci::ParseEpochError),
+    /// A base could not be resolved to a digest, and none is recorded.
+    #[error(
+        "{image}: base {base} has no recorded digest, and --offline resolves none; build once without --offline"
+    )]
+    OfflineBase {
+        /// The image.
+        image: String,
+        /// The base reference.
+        base: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal error: a layer task of {image} failed")]
     Task {
@@ -322,6 +352,7 @@ struct Run {
     trees: BTreeMap<String, SourceTree>,
     epoch: SourceDateEpoch,
     deps_source: Option<Arc<dyn DepsSource>>,
+    base_resolver: Option<Arc<dyn BaseResolver>>,
     engine: OnceCell<bollard::Docker>,
     engine_options: deps::EngineOptions,
     reporter: Arc<dyn BuildReporter>,
@@ -335,6 +366,7 @@ struct Run {
 pub async fn build(
     options: BuildOptions,
     deps_source: Option<Arc<dyn DepsSource>>,
+    base_resolver: Option<Arc<dyn BaseResolver>>,
     reporter: Arc<dyn BuildReporter>,
 ) -> Result<(Vec<BuiltImage>, Lock), BuildError> {
     let specs = select(
@@ -387,6 +419,7 @@ pub async fn build(
         trees,
         epoch,
         deps_source,
+        base_resolver,
         engine: OnceCell::new(),
         engine_options,
         reporter,
@@ -438,7 +471,8 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         .get(name)
         .or(recorded.map(|r| &r.base))
         .map(String::as_str);
-    let inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
+    let mut inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
+    inputs.base_digest = resolve_base(run, name, &inputs.base).await?;
     let key = inputs.key();
     let (deps_image, deps_origin) = deps_image(run, spec, &inputs, &key).await?;
     let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
@@ -469,8 +503,14 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         source: broker.origin.clone(),
         revision: broker.revision.clone(),
         // The deps tag is internal: the label names the public base.
-        base_name: Some(inputs.base.clone()),
-        base_digest: None,
+        base_name: Some(match &inputs.base_digest {
+            Some(b) => b.pinned(&inputs.base),
+            None => inputs.base.clone(),
+        }),
+        base_digest: inputs
+            .base_digest
+            .filter(|b| !b.local)
+            .map(|b| b.digest.to_string()),
     });
     builder.epoch(run.epoch);
     let image = builder
@@ -518,6 +558,8 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         digest,
         deps_key: key.to_string(),
         base: inputs.base.clone(),
+        base_digest: inputs.base_digest.map(|b| b.digest),
+        base_local: inputs.base_digest.is_some_and(|b| b.local),
         build_args: inputs
             .args
             .iter()
@@ -536,6 +578,109 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         deps_tag: deps_name,
     };
     Ok((built, locked))
+}
+
+/// What `base` resolves to: the recorded digest offline and when
+/// verifying; else the engine's image ID for a base only the engine has
+/// (no RepoDigests), else the digest its registry serves, else the engine's
+/// RepoDigest, else the recorded digest (said in one line); `None` when
+/// nothing knows it (the key then covers the reference only, as before).
+async fn resolve_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+) -> Result<Option<BaseDigest>, BuildError> {
+    let recorded = run.options.recorded_bases.get(base).copied();
+    if run.options.offline || run.options.verify {
+        return match recorded {
+            Some(b) => Ok(Some(b)),
+            None if run.options.offline => Err(BuildError::OfflineBase {
+                image: image.to_owned(),
+                base: base.to_owned(),
+            }),
+            None => Ok(None),
+        };
+    }
+    // The engine is asked only when one answers: most builds need none.
+    let mut repo_digest = None;
+    if let Ok(docker) = run.engine.get_or_try_init(|| deps::connect(image)).await
+        && let Ok(found) = docker.inspect_image(base).await
+    {
+        // Only digests of the base's own repository count: the same image
+        // pushed elsewhere under another name is still local to this one.
+        let repository = base.parse::<Reference>().ok();
+        let digests: Vec<Digest> = found
+            .repo_digests
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let (name, digest) = d.split_once('@')?;
+                let name: Reference = name.parse().ok()?;
+                let wanted = repository.as_ref()?;
+                (name.registry() == wanted.registry() && name.repository() == wanted.repository())
+                    .then(|| digest.parse().ok())?
+            })
+            .collect();
+        if digests.is_empty() {
+            if let Some(id) = found.id.as_deref().and_then(|id| id.parse().ok()) {
+                return Ok(Some(BaseDigest {
+                    digest: id,
+                    local: true,
+                }));
+            }
+        } else {
+            repo_digest = digests.first().copied();
+        }
+    }
+    let mut why = String::from("no registry to ask");
+    if let Some(resolver) = &run.base_resolver {
+        match resolver.resolve(base).await {
+            Ok(Some(digest)) => {
+                return Ok(Some(BaseDigest {
+                    digest,
+                    local: false,
+                }));
+            }
+            Ok(None) => why = "its registry does not have it".to_owned(),
+            Err(e) => why = error_chain(e.as_ref()),
+        }
+    }
+    if let Some(digest) = repo_digest {
+        run.reporter.stage(
+            image,
+            &format!("base {base}: not resolved on its registry ({why}); using the engine's copy {digest}"),
+        );
+        return Ok(Some(BaseDigest {
+            digest,
+            local: false,
+        }));
+    }
+    if let Some(b) = recorded {
+        run.reporter.stage(
+            image,
+            &format!(
+                "base {base}: not resolved ({why}); keeping the digest the lock records, {}",
+                b.digest
+            ),
+        );
+        return Ok(Some(b));
+    }
+    run.reporter.stage(
+        image,
+        &format!("base {base}: not resolved ({why}); the deps key covers its reference only"),
+    );
+    Ok(None)
+}
+
+/// `err` and its causes on one line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// The deps image: from the store, else the deps source, else the engine.

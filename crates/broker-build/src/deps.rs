@@ -61,11 +61,38 @@ pub struct DepsInputs {
     pub dockerfile_bytes: Vec<u8>,
     /// The base image reference, passed as build arg `BASE`.
     pub base: String,
+    /// What `base` resolved to, when it could be resolved: a new digest
+    /// behind the same reference (a re-tagged `python:3.10`) is a new key.
+    pub base_digest: Option<BaseDigest>,
     /// All build args, `BASE` included.
     pub args: BTreeMap<String, String>,
     /// The declared broker files: path relative to the broker tree, bytes,
     /// and whether any execute bit is set.
     pub files: Vec<(String, Vec<u8>, bool)>,
+}
+
+/// A base image reference resolved to a digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaseDigest {
+    /// The manifest digest on the base's registry, or for a base only the
+    /// Docker engine has, its image ID.
+    pub digest: broker_oci::Digest,
+    /// Only the engine has the base: `digest` is its image ID, not
+    /// something a registry serves.
+    pub local: bool,
+}
+
+impl BaseDigest {
+    /// The reference to build `FROM`: `base` pinned to the digest when a
+    /// registry serves it (so the engine builds on exactly that, pulling
+    /// it when its own copy is older), else `base` itself.
+    pub fn pinned(&self, base: &str) -> String {
+        if self.local || base.contains('@') {
+            base.to_owned()
+        } else {
+            format!("{base}@{}", self.digest)
+        }
+    }
 }
 
 /// The deps stage failed.
@@ -206,6 +233,7 @@ impl DepsInputs {
             dockerfile,
             dockerfile_bytes,
             base,
+            base_digest: None,
             args: all_args,
             files,
         })
@@ -223,6 +251,9 @@ impl DepsInputs {
             "dockerfile {}",
             broker_oci::Digest::of(&self.dockerfile_bytes)
         ));
+        if let Some(base) = &self.base_digest {
+            line(&format!("base-digest {}", base.digest));
+        }
         for (k, v) in &self.args {
             // Length-prefixed so `a=b` + `c` never equals `a` + `b=c`.
             line(&format!("arg {}:{k}={}:{v}", k.len(), v.len()));
@@ -529,7 +560,10 @@ pub async fn build_with_engine(
             image: image.clone(),
             source,
         })?;
-    let args: HashMap<String, String> = inputs.args.clone().into_iter().collect();
+    let mut args: HashMap<String, String> = inputs.args.clone().into_iter().collect();
+    if let Some(base) = &inputs.base_digest {
+        args.insert(BASE_ARG.to_owned(), base.pinned(&inputs.base));
+    }
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(CONTEXT_DOCKERFILE)
         .t(engine_tag)
@@ -699,6 +733,7 @@ mod tests {
             dockerfile: PathBuf::from("Dockerfile"),
             dockerfile_bytes: b"ARG BASE\nFROM ${BASE}\n".to_vec(),
             base: "python:3.10".into(),
+            base_digest: None,
             args: BTreeMap::from([("BASE".to_owned(), "python:3.10".to_owned())]),
             files: vec![(
                 "images/restapi/requirements.txt".into(),
@@ -728,6 +763,21 @@ mod tests {
         let mut b = inputs();
         b.args.insert("NPM_PACKAGES".into(), String::new());
         assert_ne!(a.key(), b.key());
+        // Issue 12: the same base reference re-tagged to new content.
+        let mut b = inputs();
+        let digest = |bytes: &[u8]| BaseDigest {
+            digest: broker_oci::Digest::of(bytes),
+            local: false,
+        };
+        b.base_digest = Some(digest(b"v1"));
+        let mut c = inputs();
+        c.base_digest = Some(digest(b"v2"));
+        assert_ne!(a.key(), b.key());
+        assert_ne!(b.key(), c.key());
+        assert_eq!(
+            digest(b"v1").pinned("python:3.10"),
+            format!("python:3.10@{}", broker_oci::Digest::of(b"v1"))
+        );
         // The Dockerfile's path on this machine is not an input.
         let mut b = inputs();
         b.dockerfile = PathBuf::from("/elsewhere/Dockerfile");

@@ -208,6 +208,11 @@ pub struct BuildArgs {
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
     pub registry: Option<RegistryPrefix>,
 
+    /// Resolve no base image: key the deps stage on the base digests the
+    /// lock records (every base must have one there).
+    #[arg(long)]
+    pub offline: bool,
+
     /// The tag pushed beside each digest.
     #[arg(long, default_value = "latest")]
     pub tag: String,

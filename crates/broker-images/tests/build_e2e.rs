@@ -361,6 +361,10 @@ fn build_push_run_rebuild_and_reproduce() {
     //    from the registry, no engine) gives the same digests.
     let elsewhere = Example::with_formatters(&ws.formatters_url, &ws.formatters_commit);
     std::fs::copy(&file, elsewhere.path("broker/src/python/ydoc/YDOC.py")).unwrap();
+    // The lock is committed with the tree: its base digests key the deps
+    // stage where neither an engine nor the bases' registry answers (the
+    // test bases exist only in this machine's engine).
+    std::fs::copy(ws.lock(), elsewhere.lock()).unwrap();
     let clean = results(&ok(
         &elsewhere.build(&push, &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")])
     ));

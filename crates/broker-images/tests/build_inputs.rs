@@ -588,3 +588,119 @@ fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
     ok(&again.output().unwrap());
     assert_eq!(tiny.lock()["images"]["tiny"]["deps_key"], key);
 }
+
+fn docker(args: &[&str]) -> String {
+    run_ok(broker_test_support::docker_cli().args(args))
+        .trim()
+        .to_owned()
+}
+
+/// The registry digest the engine recorded for `reference` (pushed).
+fn repo_digest(reference: &str) -> String {
+    let digests = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        reference,
+    ]);
+    let digests: Vec<String> = serde_json::from_str(&digests).unwrap();
+    let repo = reference.rsplit_once(':').unwrap().0;
+    digests
+        .iter()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")))
+        .unwrap_or_else(|| panic!("no RepoDigest of {repo}: {digests:?}"))
+        .to_owned()
+}
+
+/// Replaces the content behind `reference` in its registry with the old
+/// content plus a file, as a re-tagged `python:3.10` with security fixes.
+fn retag_with_new_content(reference: &str, marker: &str) -> String {
+    let name = format!("retag-{}", unique_suffix());
+    docker(&[
+        "run",
+        "--name",
+        &name,
+        reference,
+        "sh",
+        "-c",
+        &format!("echo {marker} > /{marker}"),
+    ]);
+    docker(&["commit", &name, reference]);
+    docker(&["rm", &name]);
+    docker(&["push", reference]);
+    repo_digest(reference)
+}
+
+/// `build --json` on `base`; the image's result object.
+fn build_json(tiny: &Tiny, base: &str, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = tiny.command("build", base);
+    cmd.arg("--json").args(extra);
+    let out = cmd.output().unwrap();
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["images"][0].clone()
+}
+
+/// Issue 12 item 2: a base re-tagged to new content in its registry gives
+/// a new deps key (deps rebuilt) while every source layer comes from the
+/// cache with the same digest; the lock records the base digest, and
+/// `--offline` keeps the recorded one.
+#[test]
+fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
+    let registry = TestRegistry::start();
+    let base = format!("{}/base-{}/bb:1", registry.host(), unique_suffix());
+    docker(&["tag", &busybox().docker_ref, &base]);
+    docker(&["push", &base]);
+    let v1 = repo_digest(&base);
+    let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n");
+
+    let first = build_json(&tiny, &base, &[]);
+    assert_eq!(first["deps_origin"], "engine");
+    let lock1 = tiny.lock();
+    assert_eq!(lock1["images"]["tiny"]["base_digest"], v1.as_str());
+    assert_eq!(
+        tiny.labels("tiny")["org.opencontainers.image.base.name"],
+        format!("{base}@{v1}")
+    );
+    assert_eq!(
+        tiny.labels("tiny")["org.opencontainers.image.base.digest"],
+        v1
+    );
+
+    let v2 = retag_with_new_content(&base, "security-fix");
+    assert_ne!(v1, v2);
+    let second = build_json(&tiny, &base, &[]);
+    assert_eq!(
+        second["deps_origin"], "engine",
+        "deps not rebuilt: {second}"
+    );
+    assert_ne!(second["deps_key"], first["deps_key"]);
+    for (layer, built) in second["layers"].as_object().unwrap() {
+        assert_eq!(built[0], first["layers"][layer][0], "{layer} changed");
+        assert_eq!(built[1], true, "{layer} was not taken from the cache");
+    }
+    let lock2 = tiny.lock();
+    assert_eq!(lock2["images"]["tiny"]["base_digest"], v2.as_str());
+    assert_eq!(
+        lock2["images"]["tiny"]["sources"], lock1["images"]["tiny"]["sources"],
+        "source layers are byte-identical"
+    );
+    // The deps image holds the new content.
+    let deps = tiny.ws.store().image("tiny").unwrap();
+    assert_eq!(
+        deps.manifest.layers().len(),
+        1 + 1 + 1 + 2,
+        "busybox + security-fix + RUN + two source layers"
+    );
+
+    // --offline keeps the recorded digest: a third re-tag is not seen.
+    let v3 = retag_with_new_content(&base, "another-fix");
+    let offline = build_json(&tiny, &base, &["--offline"]);
+    assert_eq!(offline["deps_origin"], "store");
+    assert_eq!(offline["deps_key"], second["deps_key"]);
+    assert_eq!(tiny.lock()["images"]["tiny"]["base_digest"], v2.as_str());
+    let online = build_json(&tiny, &base, &[]);
+    assert_eq!(tiny.lock()["images"]["tiny"]["base_digest"], v3.as_str());
+    assert_ne!(online["deps_key"], second["deps_key"]);
+}

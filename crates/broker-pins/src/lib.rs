@@ -23,6 +23,8 @@
 //!     digest,
 //!     deps_key: "k".into(),
 //!     base: "python:3.10".into(),
+//!     base_digest: None,
+//!     base_local: false,
 //!     build_args: Default::default(),
 //!     deps_digest: digest,
 //!     sources: Default::default(),

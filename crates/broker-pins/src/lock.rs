@@ -45,6 +45,14 @@ pub struct LockedImage {
     pub deps_key: String,
     /// The base image reference the deps stage started from.
     pub base: String,
+    /// What `base` resolved to when the deps stage was keyed: its manifest
+    /// digest, or for a base only the Docker engine had, its image ID
+    /// (then `base_local` is set). Absent in locks written before issue 12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<Digest>,
+    /// `base_digest` is an engine image ID, not a registry digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base_local: bool,
     /// The deps stage's build args besides `BASE` (the spec's and the
     /// command line's), so that `verify` rebuilds with the same ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -417,6 +425,8 @@ mod tests {
             digest,
             deps_key: key.into(),
             base: "python:3.10".into(),
+            base_digest: None,
+            base_local: false,
             build_args: BTreeMap::new(),
             deps_digest: Digest::of(b"deps"),
             sources,

@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use broker_build::build::{
-    BuildError, BuildOptions, BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource,
-    DepsWanted, build,
+    BaseLookup, BaseResolver, BuildError, BuildOptions, BuildReporter, BuiltImage, DepsFetch,
+    DepsOrigin, DepsSource, DepsWanted, build,
 };
-use broker_build::deps::DepsError;
+use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
 use broker_pins::{ImageDifference, Lock, PinnedRef, RegistryPrefix};
-use broker_registry::{Publisher, PushedImage};
+use broker_registry::{
+    ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
+    RegistryError, RetryPolicy, Silent,
+};
 
 use crate::cli::{BuildArgs, SourceArgs, VerifyArgs};
 use crate::reporter::Progress;
@@ -63,6 +66,8 @@ fn options(
         base_overrides,
         arg_overrides,
         recorded: BTreeMap::new(),
+        recorded_bases: BTreeMap::new(),
+        offline: false,
         deps_ca_files: args.deps_ca_files.clone(),
         deps_network: args.deps_network.clone(),
         store_dir: store.to_path_buf(),
@@ -104,6 +109,58 @@ impl DepsSource for RegistryDeps {
     }
 }
 
+/// Base images resolved on their registries: one manifest HEAD each, with
+/// the Docker configuration's credentials (--username is for the target
+/// registry) and a single attempt — an unreachable base registry falls back
+/// to what the engine or the lock knows rather than holding the build up.
+struct RegistryBases(ClientOptions);
+
+impl RegistryBases {
+    fn new(access: &crate::cli::RegistryArgs) -> Self {
+        Self(ClientOptions {
+            insecure_registries: access.insecure_registries.clone(),
+            ca_files: access.ca_files.clone(),
+            skip_tls_verify: access.skip_tls_verify,
+            credentials: CredentialSource::default(),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            read_timeout: std::time::Duration::from_secs(access.stall_timeout.max(1)),
+            ..ClientOptions::default()
+        })
+    }
+}
+
+impl BaseResolver for RegistryBases {
+    fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a> {
+        Box::pin(async move {
+            let reference: Reference = reference.parse()?;
+            let client = RegistryClient::for_reference(&reference, &self.0)?;
+            match broker_registry::resolve(&client, &reference, &Silent).await {
+                Ok(digest) => Ok(Some(digest)),
+                Err(RegistryError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// The base digests `lock` records, by base reference.
+fn recorded_bases(lock: &Lock) -> BTreeMap<String, BaseDigest> {
+    lock.images
+        .values()
+        .filter_map(|image| {
+            let digest = image.base_digest?;
+            let base = BaseDigest {
+                digest,
+                local: image.base_local,
+            };
+            Some((image.base.clone(), base))
+        })
+        .collect()
+}
+
 /// A built image and, when pushed, where to: the `build --json` result.
 #[derive(serde::Serialize)]
 struct Published<'a> {
@@ -118,9 +175,13 @@ pub(crate) async fn run(
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let options = options(store, &args.sources, false)?;
+    let mut options = options(store, &args.sources, false)?;
     // Read the old lock first: a malformed one fails before any work.
     let mut lock = Lock::read_or_new(&args.lock)?;
+    options.recorded_bases = recorded_bases(&lock);
+    options.offline = args.offline;
+    let base_resolver = (!args.offline)
+        .then(|| Arc::new(RegistryBases::new(&args.access)) as Arc<dyn BaseResolver>);
     // --registry without --push still names where deps images are found.
     let publisher = match &args.registry {
         Some(registry) => {
@@ -134,7 +195,7 @@ pub(crate) async fn run(
         .as_ref()
         .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, mut fresh) = build(options, deps_source, reporter)
+    let (built, mut fresh) = build(options, deps_source, base_resolver, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
     // Concurrently, as ko publishes: the client uploads a blob shared by
@@ -240,8 +301,9 @@ pub(crate) async fn verify(
     // The bases, build args and revision the build used, so the deps key
     // and the labels are the build's.
     options.recorded = lock.images.clone();
+    options.recorded_bases = recorded_bases(&lock);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, rebuilt) = build(options, deps_source, reporter)
+    let (built, rebuilt) = build(options, deps_source, None, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
     let mut differences = Vec::new();
