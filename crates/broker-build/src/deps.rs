@@ -601,7 +601,25 @@ pub async fn build_with_engine(
     if ca.is_none() {
         return Ok(stored);
     }
-    drop_deps_ca(store, store_tag).map_err(|source| DepsError::DropCa { image, source })
+    let stored = drop_deps_ca(store, store_tag).map_err(|source| DepsError::DropCa {
+        image: image.clone(),
+        source,
+    })?;
+    // The engine's copy still holds the CA layer: remove it, and the build
+    // steps below it that nothing else uses (no prune off).
+    let remove = bollard::query_parameters::RemoveImageOptions {
+        force: false,
+        noprune: false,
+        platforms: None,
+    };
+    docker
+        .remove_image(engine_tag, Some(remove), None)
+        .await
+        .map_err(|e| DepsError::Engine {
+            image,
+            why: format!("cannot remove {engine_tag}, which holds the deps CA: {e}"),
+        })?;
+    Ok(stored)
 }
 
 /// The engine's build output as it arrives: split into lines (a line may

@@ -580,6 +580,21 @@ fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
     let config = serde_json::to_string(&store.image("tiny").unwrap().config).unwrap();
     assert!(!config.contains(".broker-images-deps-ca"), "{config}");
 
+    // Nor does the engine keep an image holding it.
+    let key = tiny.lock()["images"]["tiny"]["deps_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let engine_image = format!("broker-images/tiny:deps-{}", &key[..32]);
+    let inspect = broker_test_support::docker_cli()
+        .args(["image", "inspect", &engine_image])
+        .output()
+        .unwrap();
+    assert!(
+        !inspect.status.success(),
+        "{engine_image} is still in the engine"
+    );
+
     // The same key without the CA: the deps image is found in the store,
     // no engine needed.
     let key = tiny.lock()["images"]["tiny"]["deps_key"].clone();
