@@ -153,10 +153,17 @@ pub struct BuiltImage {
     /// The source layers, by layer name: digest and whether it came from
     /// the layer cache.
     pub layers: BTreeMap<String, (Digest, bool)>,
-    /// The store tag of its deps image (`NAME:deps-<key>`), for publishing
-    /// it under its key.
+    /// The tag of its deps image, `deps-<key>`: under its name in the store
+    /// ([`BuiltImage::deps_store_tag`]) and in a registry.
     #[serde(skip)]
     pub deps_tag: String,
+}
+
+impl BuiltImage {
+    /// The store tag of its deps image: `NAME:deps-<key>`.
+    pub fn deps_store_tag(&self) -> String {
+        format!("{}:{}", self.name, self.deps_tag)
+    }
 }
 
 /// A build failed.
@@ -575,7 +582,7 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         deps_key: key.to_string(),
         deps_origin,
         layers: layer_summary,
-        deps_tag: deps_name,
+        deps_tag: key.tag(),
     };
     Ok((built, locked))
 }

@@ -40,15 +40,23 @@ pub(crate) fn load(client: &RegistryClient, path: &Path) {
 }
 
 /// Adds what `client` knows to the record in `path` (keeping what is there
-/// for other registries), written atomically.
+/// for other registries), written atomically — and not at all when nothing
+/// is new, as in a no-change rebuild, which then writes no file.
 pub(crate) fn save(client: &RegistryClient, path: &Path) -> Result<(), RegistryError> {
-    let mut record = read(path).unwrap_or_default();
+    let old = std::fs::read(path).ok();
+    let mut record: Record = old
+        .as_deref()
+        .and_then(|bytes| serde_json::from_slice(bytes).ok())
+        .unwrap_or_default();
     let entry = record.entry(client.registry().to_owned()).or_default();
     for (digest, repositories) in client.known_blobs() {
         entry.entry(digest).or_default().extend(repositories);
     }
     // Plain maps of strings always serialise.
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    if old.as_deref() == Some(bytes.as_slice()) {
+        return Ok(());
+    }
     write(path, &bytes).map_err(|source| RegistryError::Io {
         what: "cannot write",
         path: path.to_path_buf(),

@@ -12,7 +12,7 @@ use broker_build::build::{
 };
 use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
-use broker_pins::{ImageDifference, Lock, PinnedRef, RegistryPrefix};
+use broker_pins::{ImageDifference, Lock, RegistryPrefix};
 use broker_registry::{
     ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
     RegistryError, RetryPolicy, Silent,
@@ -200,7 +200,8 @@ pub(crate) async fn run(
         .map_err(|e| explain(e, &progress))?;
     // Concurrently, as ko publishes: the client uploads a blob shared by
     // several images once and mounts it into the others.
-    let pushed = match &publisher {
+    // --registry without --push only looked deps images up.
+    let mut pushed = match &publisher {
         Some((publisher, store)) if args.push => {
             let pushes = built
                 .iter()
@@ -208,21 +209,19 @@ pub(crate) async fn run(
             futures::future::try_join_all(pushes).await?
         }
         _ => Vec::new(),
-    };
-    for image in &pushed {
-        if let Some(locked) = fresh.images.get_mut(&image.0) {
-            locked.published(&image.1, &args.tag);
-        }
     }
-    let mut pushed: BTreeMap<String, PushedImage> =
-        pushed.into_iter().map(|(name, _, p)| (name, p)).collect();
-    let results: Vec<Published<'_>> = built
-        .iter()
-        .map(|image| Published {
+    .into_iter();
+    let mut results = Vec::new();
+    for image in &built {
+        let pushed = pushed.next();
+        if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
+            locked.published(&pushed.pinned_ref, &args.tag);
+        }
+        results.push(Published {
             built: image,
-            pushed: pushed.remove(&image.name),
-        })
-        .collect();
+            pushed,
+        });
+    }
     lock.merge(fresh);
     lock.write(&args.lock)
         .with_context(|| format!("cannot write {}", args.lock.display()))?;
@@ -241,30 +240,26 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Publishes one built image as `PREFIX/NAME:tag`; returns its name, where
-/// it went and what was sent. A deps image the engine had to build is
-/// published first, under its key (`NAME:deps-<key>`), so other machines
-/// skip the engine.
+/// Publishes one built image as `PREFIX/NAME:tag`. A deps image the engine
+/// had to build is published first, under its key (`NAME:deps-<key>`), so
+/// other machines skip the engine.
 async fn publish(
     publisher: &Publisher,
     store: &Store,
     image: &BuiltImage,
     tag: &str,
-) -> anyhow::Result<(String, PinnedRef, PushedImage)> {
+) -> anyhow::Result<PushedImage> {
     let name = image.name.as_str();
-    if image.deps_origin == DepsOrigin::Engine
-        && let Some((_, deps_tag)) = image.deps_tag.split_once(':')
-    {
+    if image.deps_origin == DepsOrigin::Engine {
         publisher
-            .publish(store, &image.deps_tag, name, deps_tag)
+            .publish(store, &image.deps_store_tag(), name, &image.deps_tag)
             .await
             .with_context(|| format!("{name}: cannot publish its deps image"))?;
     }
-    let pushed = publisher
+    publisher
         .publish(store, name, name, tag)
         .await
-        .with_context(|| format!("{name}: cannot publish"))?;
-    Ok((name.to_owned(), pushed.pinned_ref.clone(), pushed))
+        .with_context(|| format!("{name}: cannot publish"))
 }
 
 pub(crate) async fn verify(
