@@ -670,6 +670,14 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     let v1 = repo_digest(&base);
     let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n");
 
+    // --offline with no lock recording the base: one line says what to do.
+    let mut offline = tiny.command("build", &base);
+    offline.arg("--offline");
+    let err = failed(&offline.output().unwrap());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("no recorded digest"), "{err}");
+
     let first = build_json(&tiny, &base, &[]);
     assert_eq!(first["deps_origin"], "engine");
     let lock1 = tiny.lock();
@@ -697,6 +705,10 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     }
     let lock2 = tiny.lock();
     assert_eq!(lock2["images"]["tiny"]["base_digest"], v2.as_str());
+    assert_ne!(
+        lock2["images"]["tiny"]["deps_digest"],
+        lock1["images"]["tiny"]["deps_digest"]
+    );
     assert_eq!(
         lock2["images"]["tiny"]["sources"], lock1["images"]["tiny"]["sources"],
         "source layers are byte-identical"
