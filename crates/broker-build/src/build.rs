@@ -1,6 +1,8 @@
 //! `broker-images build`: for every image spec, the deps image (from the
-//! store, else the registry, else the Docker engine), the source layers on
-//! top, the final image in the store, optionally the push, and the lock.
+//! store, else a [`DepsSource`] such as the registry, else the Docker
+//! engine), the source layers on top, the final image in the store, and
+//! the lock entries. Publishing is not done here: the caller hands the
+//! built images to a publisher.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,28 +12,69 @@ use broker_oci::image::{ImageBuilder, Provenance, RuntimeConfig};
 use broker_oci::{
     Digest, LayerMapping, LayerOptions, SourceDateEpoch, SourceLayer, Store, StoredImage,
 };
-use broker_registry::{ClientOptions, PushedImage, Reference, RegistryClient, Reporter};
+use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
+use crate::deps::{self, BaseDigest, BuildOutput, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
-use broker_pins::{Lock, LockedImage, SourceRecord};
+use broker_pins::{Lock, LockedImage, Reference, SourceRecord, UNKNOWN_REVISION};
 
-/// Where, relative to the store, pushes record which registry repositories
-/// hold which blobs, so later runs mount instead of uploading.
-pub const BLOB_LOCATIONS: &str = "cache/registry-blobs.json";
+/// Prefix of the labels that record each further tree baked into an image
+/// (every tree but the broker's, whose provenance has the standard
+/// `org.opencontainers.image.source` / `.revision`):
+/// `io.github.broker-images.source.<tree>.source` holds where the tree came
+/// from (its git URL) and `io.github.broker-images.source.<tree>.revision`
+/// its commit, e.g. `io.github.broker-images.source.ttn-formatters.revision`.
+pub const TREE_LABEL_PREFIX: &str = "io.github.broker-images.source.";
 
-/// Where and how to push.
-#[derive(Clone, Debug)]
-pub struct PushTarget {
-    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`; image `NAME` goes to
-    /// `PREFIX/NAME`.
-    pub registry: String,
-    /// The tag set besides the digest.
-    pub tag: String,
-    /// Transport and credentials.
-    pub client: ClientOptions,
+/// The provenance label `field` (`source` or `revision`) of `tree`; see
+/// [`TREE_LABEL_PREFIX`].
+pub fn tree_label(tree: &str, field: &str) -> String {
+    format!("{TREE_LABEL_PREFIX}{tree}.{field}")
+}
+
+/// An error of a [`DepsSource`], whatever its kind (the registry's errors
+/// belong to the crate implementing the source).
+pub type DepsSourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A deps image to look for by its key.
+#[derive(Clone, Copy, Debug)]
+pub struct DepsWanted<'a> {
+    /// The image name (`python-base`).
+    pub name: &'a str,
+    /// The tag it is published under: `deps-<key>`.
+    pub tag: &'a str,
+    /// The tag to give it in the store (`NAME:deps-<key>`).
+    pub store_tag: &'a str,
+}
+
+/// What [`DepsSource::fetch`] returns: where the image came from, or
+/// `None` when the source does not have it.
+pub type DepsFetch<'a> = BoxFuture<'a, Result<Option<String>, DepsSourceError>>;
+
+/// Somewhere a deps image missing from the store may be found by its key,
+/// e.g. the registry the images are pushed to: image `NAME` with tag
+/// `deps-<key>`. The deps stage asks it before it starts the Docker engine.
+///
+/// A trait rather than a registry client so that this crate builds and
+/// nothing more: the binary implements it with its publisher.
+pub trait DepsSource: Send + Sync {
+    /// Copies the deps image `wanted` into `store`.
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a>;
+}
+
+/// What [`BaseResolver::resolve`] returns: the manifest digest the base's
+/// registry serves for it, or `None` when it does not have it.
+pub type BaseLookup<'a> = BoxFuture<'a, Result<Option<Digest>, DepsSourceError>>;
+
+/// Resolves a base image reference to the digest its registry serves (one
+/// manifest HEAD), so that a re-tagged base gives a new deps key. A trait
+/// for the same reason as [`DepsSource`]: the binary implements it with its
+/// registry client.
+pub trait BaseResolver: Send + Sync {
+    /// The manifest digest `reference` names on its registry.
+    fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a>;
 }
 
 /// Everything a build needs, resolved from the command line.
@@ -45,23 +88,42 @@ pub struct BuildOptions {
     pub formatters: Option<String>,
     /// The ttn-formatters commit to check out.
     pub formatters_rev: Option<String>,
+    /// The broker tree's revision, for a tree that is not a git checkout
+    /// (a CI tarball, a release archive); it also wins over the checkout's.
+    pub source_revision: Option<String>,
     /// Build only these images (all when empty).
     pub only: Vec<String>,
     /// Base image per image name, replacing the spec's (offline or test use).
     pub base_overrides: BTreeMap<String, String>,
     /// Extra build args per image name.
     pub arg_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// What an earlier build recorded, by image name (`verify` passes the
+    /// lock's images): an image without a base override is built on the
+    /// base recorded here, with the build args recorded here under the
+    /// overrides, and a broker tree without a revision takes the one
+    /// recorded here — so the deps key and the labels are the build's.
+    pub recorded: BTreeMap<String, LockedImage>,
+    /// Base digests an earlier build recorded, by base reference (from the
+    /// lock): used when the base cannot be resolved now, always with
+    /// `offline` and in verification runs (which rebuild on what the build
+    /// used, not on what the tag names today).
+    pub recorded_bases: BTreeMap<String, BaseDigest>,
+    /// Resolve no base: take the digests of `recorded_bases`.
+    pub offline: bool,
+    /// PEM CA files the deps stage's RUN steps trust (`--deps-ca-file`);
+    /// they reach no image and do not change the deps key.
+    pub deps_ca_files: Vec<PathBuf>,
+    /// The network the deps stage's RUN steps use (`--deps-network`).
+    pub deps_network: Option<String>,
     /// The local image store.
     pub store_dir: PathBuf,
     /// Where git checkouts are cached.
     pub cache_dir: PathBuf,
-    /// Push target, if pushing.
-    pub push: Option<PushTarget>,
     /// Compression threads per layer.
     pub layer_threads: usize,
     /// Verification run: every layer is rebuilt (no layer cache), nothing
-    /// is tagged or pushed, and the deps image must already exist (store or
-    /// registry) — a deps rebuild would not be reproducible anyway.
+    /// is tagged, and the deps image must already exist (store or deps
+    /// source) — a deps rebuild would not be reproducible anyway.
     pub verify: bool,
 }
 
@@ -77,7 +139,7 @@ pub enum DepsOrigin {
     Engine,
 }
 
-/// One image built (and maybe pushed).
+/// One image built into the store.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BuiltImage {
     /// The image name.
@@ -91,8 +153,17 @@ pub struct BuiltImage {
     /// The source layers, by layer name: digest and whether it came from
     /// the layer cache.
     pub layers: BTreeMap<String, (Digest, bool)>,
-    /// The push result.
-    pub pushed: Option<PushedImage>,
+    /// The tag of its deps image, `deps-<key>`: under its name in the store
+    /// ([`BuiltImage::deps_store_tag`]) and in a registry.
+    #[serde(skip)]
+    pub deps_tag: String,
+}
+
+impl BuiltImage {
+    /// The store tag of its deps image: `NAME:deps-<key>`.
+    pub fn deps_store_tag(&self) -> String {
+        format!("{}:{}", self.name, self.deps_tag)
+    }
 }
 
 /// A build failed.
@@ -127,7 +198,7 @@ pub enum BuildError {
     #[error(transparent)]
     Deps(Box<deps::DepsError>),
     /// A layer could not be built.
-    #[error("{image}: layer `{layer}`: {source}")]
+    #[error("{image}: layer `{layer}`")]
     Layer {
         /// The image.
         image: String,
@@ -138,7 +209,7 @@ pub enum BuildError {
         source: Box<broker_oci::BuildLayerError>,
     },
     /// The image could not be assembled.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Image {
         /// The image.
         image: String,
@@ -147,7 +218,7 @@ pub enum BuildError {
         source: broker_oci::image::BuildImageError,
     },
     /// The base image's directories could not be read.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Base {
         /// The image.
         image: String,
@@ -156,7 +227,7 @@ pub enum BuildError {
         source: broker_oci::base::InspectBaseError,
     },
     /// The store failed.
-    #[error("{image}: {source}")]
+    #[error("{image}")]
     Store {
         /// The image.
         image: String,
@@ -164,23 +235,14 @@ pub enum BuildError {
         #[source]
         source: broker_oci::StoreError,
     },
-    /// Pushing or pulling failed.
-    #[error("{image}: {source}")]
-    Registry {
+    /// The deps source failed (not: did not have the image).
+    #[error("{image}: cannot look the deps image up")]
+    DepsSource {
         /// The image.
         image: String,
         /// The cause.
         #[source]
-        source: broker_registry::RegistryError,
-    },
-    /// `--registry` does not form a valid reference.
-    #[error("--registry {registry}: {source}")]
-    Target {
-        /// What was given.
-        registry: String,
-        /// Why it is invalid.
-        #[source]
-        source: broker_registry::ReferenceError,
+        source: DepsSourceError,
     },
     /// Verification needs the deps image the build used.
     #[error(
@@ -192,12 +254,28 @@ pub enum BuildError {
         /// The deps tag.
         tag: String,
     },
-    /// SOURCE_DATE_EPOCH is not a number.
-    #[error("SOURCE_DATE_EPOCH: {0}")]
-    Epoch(String),
-    /// A background task failed.
-    #[error("internal error: {0}")]
-    Task(String),
+    /// SOURCE_DATE_EPOCH is set but not a timestamp.
+    #[error(transparent)]
+    Epoch(#[from] broker_oci::ParseEpochError),
+    /// A base could not be resolved to a digest, and none is recorded.
+    #[error(
+        "{image}: base {base} has no recorded digest, and --offline resolves none; build once without --offline"
+    )]
+    OfflineBase {
+        /// The image.
+        image: String,
+        /// The base reference.
+        base: String,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("internal error: a layer task of {image} failed")]
+    Task {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl From<deps::DepsError> for BuildError {
@@ -206,11 +284,15 @@ impl From<deps::DepsError> for BuildError {
     }
 }
 
-/// Everything that reports build progress: registry events, the engine's
-/// build output, and stage messages.
-pub trait BuildReporter: Reporter + BuildOutput {
+/// Everything that reports build progress: the engine's build output and
+/// stage messages.
+pub trait BuildReporter: BuildOutput {
     /// A stage of `image` happened, e.g. "deps from store (key …)".
     fn stage(&self, image: &str, message: &str);
+
+    /// Something about the whole build users should know, in one line
+    /// (e.g. that the broker tree has no revision).
+    fn notice(&self, message: &str);
 }
 
 /// The names of the images a build with `only` covers.
@@ -241,10 +323,11 @@ pub fn resolve_trees(
     options: &BuildOptions,
 ) -> Result<BTreeMap<String, SourceTree>, BuildError> {
     let mut trees = BTreeMap::new();
-    trees.insert(
-        BROKER_TREE.to_owned(),
-        sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?,
-    );
+    let mut broker = sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?;
+    if let Some(revision) = &options.source_revision {
+        broker.revision = Some(revision.clone());
+    }
+    trees.insert(BROKER_TREE.to_owned(), broker);
     for spec in specs {
         for layer in &spec.layers {
             if trees.contains_key(&layer.tree) {
@@ -269,32 +352,28 @@ pub fn resolve_trees(
     Ok(trees)
 }
 
-/// The registry reference of image `name` under `registry` (`HOST/PREFIX`).
-pub fn image_reference(registry: &str, name: &str, tag: &str) -> Result<Reference, BuildError> {
-    format!("{}/{name}:{tag}", registry.trim_end_matches('/'))
-        .parse()
-        .map_err(|source| BuildError::Target {
-            registry: registry.to_owned(),
-            source,
-        })
-}
-
 /// Shared state of one build run.
 struct Run {
     options: BuildOptions,
     store: Store,
     trees: BTreeMap<String, SourceTree>,
     epoch: SourceDateEpoch,
-    client: Option<RegistryClient>,
+    deps_source: Option<Arc<dyn DepsSource>>,
+    base_resolver: Option<Arc<dyn BaseResolver>>,
     engine: OnceCell<bollard::Docker>,
+    engine_options: deps::EngineOptions,
     reporter: Arc<dyn BuildReporter>,
 }
 
-/// Builds the selected images concurrently; pushes them when asked; returns
-/// what was built and the updated lock (written by the caller, only when
-/// everything succeeded).
+/// Builds the selected images concurrently into the store, looking deps
+/// images missing from the store up in `deps_source` first; returns what
+/// was built and its lock entries (references are store names until the
+/// caller publishes; the caller writes the lock, only when everything
+/// succeeded).
 pub async fn build(
     options: BuildOptions,
+    deps_source: Option<Arc<dyn DepsSource>>,
+    base_resolver: Option<Arc<dyn BaseResolver>>,
     reporter: Arc<dyn BuildReporter>,
 ) -> Result<(Vec<BuiltImage>, Lock), BuildError> {
     let specs = select(
@@ -319,37 +398,37 @@ pub async fn build(
             });
         }
     }
-    let trees = resolve_trees(&specs, &options)?;
-    let epoch = sources::source_date_epoch(&trees[BROKER_TREE]).map_err(BuildError::Epoch)?;
+    let mut trees = resolve_trees(&specs, &options)?;
+    if let Some(broker) = trees.get_mut(BROKER_TREE)
+        && broker.revision.is_none()
+    {
+        broker.revision = recorded_broker_revision(&specs, &options.recorded);
+    }
+    if trees[BROKER_TREE].revision.is_none() {
+        reporter.notice(&format!(
+            "{} is not a git checkout and no --source-revision was given: the images carry no revision label, the lock records \"{UNKNOWN_REVISION}\"",
+            options.broker_tree.display()
+        ));
+    }
+    let epoch = sources::source_date_epoch(&trees[BROKER_TREE])?;
+    // Read before any work: a wrong path fails the build at once.
+    let engine_options = deps::EngineOptions {
+        ca_bundle: deps::read_ca_bundle(&options.deps_ca_files)?,
+        network: options.deps_network.clone(),
+    };
     let store = Store::open(&options.store_dir).map_err(|source| BuildError::Store {
         image: "(all)".to_owned(),
         source,
     })?;
-    let client = match &options.push {
-        Some(target) => {
-            let first = image_reference(&target.registry, &specs[0].name, &target.tag)?;
-            Some(
-                RegistryClient::for_reference(&first, &target.client).map_err(|source| {
-                    BuildError::Registry {
-                        image: specs[0].name.clone(),
-                        source,
-                    }
-                })?,
-            )
-        }
-        None => None,
-    };
-    let blob_record = store.dir().join(BLOB_LOCATIONS);
-    if let Some(client) = &client {
-        client.load_known_blobs(&blob_record);
-    }
     let run = Arc::new(Run {
         options,
         store,
         trees,
         epoch,
-        client,
+        deps_source,
+        base_resolver,
         engine: OnceCell::new(),
+        engine_options,
         reporter,
     });
     let builds = specs.into_iter().map(|spec| {
@@ -360,13 +439,7 @@ pub async fn build(
                 .map(|(built, locked)| (spec.name.clone(), built, locked))
         }
     });
-    let results = futures::future::try_join_all(builds).await;
-    if let Some(client) = &run.client {
-        // Also after a failure: what did get pushed can be mounted next time.
-        // Failing to record costs only uploads, never correctness.
-        let _ = client.save_known_blobs(&blob_record);
-    }
-    let results = results?;
+    let results = futures::future::try_join_all(builds).await?;
     let mut built = Vec::new();
     let mut lock = Lock::new();
     for (name, image, locked) in results {
@@ -376,15 +449,37 @@ pub async fn build(
     Ok((built, lock))
 }
 
+/// The broker revision an earlier build recorded for a layer of the broker
+/// tree, unless it was unknown.
+fn recorded_broker_revision(
+    specs: &[ImageSpec],
+    recorded: &BTreeMap<String, LockedImage>,
+) -> Option<String> {
+    specs.iter().find_map(|spec| {
+        let locked = recorded.get(&spec.name)?;
+        spec.layers
+            .iter()
+            .filter(|l| l.tree == BROKER_TREE)
+            .filter_map(|l| locked.sources.get(&l.name)?.revision.clone())
+            .find(|r| r != UNKNOWN_REVISION)
+    })
+}
+
 async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedImage), BuildError> {
     let name = spec.name.as_str();
-    let empty = BTreeMap::new();
-    let inputs = DepsInputs::read(
-        spec,
-        &run.options.broker_tree,
-        run.options.base_overrides.get(name).map(String::as_str),
-        run.options.arg_overrides.get(name).unwrap_or(&empty),
-    )?;
+    let recorded = run.options.recorded.get(name);
+    let mut args = recorded.map(|r| r.build_args.clone()).unwrap_or_default();
+    if let Some(overrides) = run.options.arg_overrides.get(name) {
+        args.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let base = run
+        .options
+        .base_overrides
+        .get(name)
+        .or(recorded.map(|r| &r.base))
+        .map(String::as_str);
+    let mut inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
+    inputs.base_digest = resolve_base(run, name, &inputs.base).await?;
     let key = inputs.key();
     let (deps_image, deps_origin) = deps_image(run, spec, &inputs, &key).await?;
     let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
@@ -409,11 +504,20 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
             &format!("{} ({} {})", layer_spec.name, tree.name, layer_spec.from),
         );
     }
-    builder.runtime(runtime_config(spec));
+    builder.runtime(runtime_config(spec, &run.trees));
     let broker = &run.trees[BROKER_TREE];
     builder.provenance(Provenance {
         source: broker.origin.clone(),
         revision: broker.revision.clone(),
+        // The deps tag is internal: the label names the public base.
+        base_name: Some(match &inputs.base_digest {
+            Some(b) => b.pinned(&inputs.base),
+            None => inputs.base.clone(),
+        }),
+        base_digest: inputs
+            .base_digest
+            .filter(|b| !b.local)
+            .map(|b| b.digest.to_string()),
     });
     builder.epoch(run.epoch);
     let image = builder
@@ -436,22 +540,6 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
     })?;
     run.reporter.stage(name, &format!("built {name}@{digest}"));
 
-    let pushed = match (&run.options.push, &run.client) {
-        (Some(target), Some(client)) if !run.options.verify => {
-            let reference = image_reference(&target.registry, name, &target.tag)?;
-            let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-            let pushed =
-                broker_registry::push_from_store(client, &run.store, name, &reference, &reporter)
-                    .await
-                    .map_err(|source| BuildError::Registry {
-                        image: name.to_owned(),
-                        source,
-                    })?;
-            Some(pushed)
-        }
-        _ => None,
-    };
-
     let mut sources_record = BTreeMap::new();
     let mut layer_summary = BTreeMap::new();
     for (layer_spec, layer) in spec.layers.iter().zip(&layers) {
@@ -460,20 +548,31 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
             layer_spec.name.clone(),
             SourceRecord {
                 target: layer_spec.to.clone(),
-                revision: tree.revision.clone(),
+                source: tree.origin.clone(),
+                revision: Some(
+                    tree.revision
+                        .clone()
+                        .unwrap_or_else(|| UNKNOWN_REVISION.to_owned()),
+                ),
                 layer: layer.digest,
             },
         );
         layer_summary.insert(layer_spec.name.clone(), (layer.digest, layer.from_cache));
     }
     let locked = LockedImage {
-        reference: pushed
-            .as_ref()
-            .map_or_else(|| format!("{name}@{digest}"), |p| p.pinned.clone()),
-        tag: run.options.push.as_ref().map(|t| t.tag.clone()),
+        reference: format!("{name}@{digest}"),
+        tag: None,
         digest,
         deps_key: key.to_string(),
         base: inputs.base.clone(),
+        base_digest: inputs.base_digest.map(|b| b.digest),
+        base_local: inputs.base_digest.is_some_and(|b| b.local),
+        build_args: inputs
+            .args
+            .iter()
+            .filter(|(k, _)| k.as_str() != deps::BASE_ARG)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         deps_digest,
         sources: sources_record,
     };
@@ -483,40 +582,115 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
         deps_key: key.to_string(),
         deps_origin,
         layers: layer_summary,
-        pushed,
+        deps_tag: key.tag(),
     };
     Ok((built, locked))
 }
 
-/// Forwards registry events to the build reporter (a trait object cannot be
-/// upcast to its supertrait object on every toolchain we support).
-struct ReporterRef(Arc<dyn BuildReporter>);
-
-impl Reporter for ReporterRef {
-    fn blob_started(&self, image: &str, digest: &Digest, size: u64) {
-        self.0.blob_started(image, digest, size);
+/// What `base` resolves to: the recorded digest offline and when
+/// verifying; else the engine's image ID for a base only the engine has
+/// (no RepoDigests), else the digest its registry serves, else the engine's
+/// RepoDigest, else the recorded digest (said in one line); `None` when
+/// nothing knows it (the key then covers the reference only, as before).
+async fn resolve_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+) -> Result<Option<BaseDigest>, BuildError> {
+    let recorded = run.options.recorded_bases.get(base).copied();
+    if run.options.offline || run.options.verify {
+        return match recorded {
+            Some(b) => Ok(Some(b)),
+            None if run.options.offline => Err(BuildError::OfflineBase {
+                image: image.to_owned(),
+                base: base.to_owned(),
+            }),
+            None => Ok(None),
+        };
     }
-    fn blob_progress(&self, digest: &Digest, bytes: u64) {
-        self.0.blob_progress(digest, bytes);
+    // The engine is asked only when one answers: most builds need none.
+    let mut repo_digest = None;
+    if let Ok(docker) = run.engine.get_or_try_init(|| deps::connect(image)).await
+        && let Ok(found) = docker.inspect_image(base).await
+    {
+        // Only digests of the base's own repository count: the same image
+        // pushed elsewhere under another name is still local to this one.
+        let repository = base.parse::<Reference>().ok();
+        let digests: Vec<Digest> = found
+            .repo_digests
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let (name, digest) = d.split_once('@')?;
+                let name: Reference = name.parse().ok()?;
+                let wanted = repository.as_ref()?;
+                (name.registry() == wanted.registry() && name.repository() == wanted.repository())
+                    .then(|| digest.parse().ok())?
+            })
+            .collect();
+        if digests.is_empty() {
+            if let Some(id) = found.id.as_deref().and_then(|id| id.parse().ok()) {
+                return Ok(Some(BaseDigest {
+                    digest: id,
+                    local: true,
+                }));
+            }
+        } else {
+            repo_digest = digests.first().copied();
+        }
     }
-    fn blob_finished(
-        &self,
-        image: &str,
-        digest: &Digest,
-        size: u64,
-        outcome: broker_registry::BlobOutcome,
-    ) {
-        self.0.blob_finished(image, digest, size, outcome);
+    let mut why = String::from("no registry to ask");
+    if let Some(resolver) = &run.base_resolver {
+        match resolver.resolve(base).await {
+            Ok(Some(digest)) => {
+                return Ok(Some(BaseDigest {
+                    digest,
+                    local: false,
+                }));
+            }
+            Ok(None) => why = "its registry does not have it".to_owned(),
+            Err(e) => why = error_chain(e.as_ref()),
+        }
     }
-    fn retrying(&self, what: &str, attempt: u32, delay: std::time::Duration, why: &str) {
-        self.0.retrying(what, attempt, delay, why);
+    if let Some(digest) = repo_digest {
+        run.reporter.stage(
+            image,
+            &format!("base {base}: not resolved on its registry ({why}); using the engine's copy {digest}"),
+        );
+        return Ok(Some(BaseDigest {
+            digest,
+            local: false,
+        }));
     }
-    fn manifest_pushed(&self, reference: &str) {
-        self.0.manifest_pushed(reference);
+    if let Some(b) = recorded {
+        run.reporter.stage(
+            image,
+            &format!(
+                "base {base}: not resolved ({why}); keeping the digest the lock records, {}",
+                b.digest
+            ),
+        );
+        return Ok(Some(b));
     }
+    run.reporter.stage(
+        image,
+        &format!("base {base}: not resolved ({why}); the deps key covers its reference only"),
+    );
+    Ok(None)
 }
 
-/// The deps image: from the store, else the registry, else the engine.
+/// `err` and its causes on one line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// The deps image: from the store, else the deps source, else the engine.
 async fn deps_image(
     run: &Run,
     spec: &ImageSpec,
@@ -535,28 +709,26 @@ async fn deps_image(
         let image = run.store.image(&store_tag).map_err(store_err)?;
         return Ok((image, DepsOrigin::Store));
     }
-    let registry_ref = match &run.options.push {
-        Some(target) => Some(image_reference(&target.registry, name, &key.tag())?),
-        None => None,
-    };
-    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
-        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-        match broker_registry::pull_into_store(client, reference, &run.store, &store_tag, &reporter)
-            .await
-        {
-            Ok(_) => {
-                run.reporter
-                    .stage(name, &format!("deps {} from {reference}", key.tag()));
-                let image = run.store.image(&store_tag).map_err(store_err)?;
-                return Ok((image, DepsOrigin::Registry));
-            }
-            Err(broker_registry::RegistryError::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(BuildError::Registry {
+    if let Some(source) = &run.deps_source {
+        let tag = key.tag();
+        let wanted = DepsWanted {
+            name,
+            tag: &tag,
+            store_tag: &store_tag,
+        };
+        let found =
+            source
+                .fetch(&run.store, wanted)
+                .await
+                .map_err(|source| BuildError::DepsSource {
                     image: name.to_owned(),
                     source,
-                });
-            }
+                })?;
+        if let Some(origin) = found {
+            run.reporter
+                .stage(name, &format!("deps {} from {origin}", key.tag()));
+            let image = run.store.image(&store_tag).map_err(store_err)?;
+            return Ok((image, DepsOrigin::Registry));
         }
     }
     if run.options.verify {
@@ -576,19 +748,16 @@ async fn deps_image(
     let docker = run.engine.get_or_try_init(|| deps::connect(name)).await?;
     let engine_tag = format!("broker-images/{name}:{}", key.tag());
     let output: &dyn BuildOutput = &*run.reporter;
-    let image =
-        deps::build_with_engine(docker, inputs, &engine_tag, &run.store, &store_tag, output)
-            .await?;
-    // Publish the deps image under its key so other machines skip the engine.
-    if let (Some(client), Some(reference)) = (&run.client, &registry_ref) {
-        let reporter: Arc<dyn Reporter> = Arc::new(ReporterRef(Arc::clone(&run.reporter)));
-        broker_registry::push_from_store(client, &run.store, &store_tag, reference, &reporter)
-            .await
-            .map_err(|source| BuildError::Registry {
-                image: name.to_owned(),
-                source,
-            })?;
-    }
+    let image = deps::build_with_engine(
+        docker,
+        inputs,
+        &engine_tag,
+        &run.store,
+        &store_tag,
+        &run.engine_options,
+        output,
+    )
+    .await?;
     Ok((image, DepsOrigin::Engine))
 }
 
@@ -653,7 +822,10 @@ async fn build_layers(
         Ok(layers)
     })
     .await
-    .map_err(|e| BuildError::Task(e.to_string()))?
+    .map_err(|source| BuildError::Task {
+        image: spec.name.clone(),
+        source,
+    })?
 }
 
 /// The metadata of every directory at or above `target` that the base image
@@ -671,9 +843,22 @@ fn base_parents(
     broker_oci::base::dir_metadata(store, base, &paths)
 }
 
-fn runtime_config(spec: &ImageSpec) -> RuntimeConfig {
+/// The spec's runtime settings and labels, plus the provenance labels of
+/// every further tree the image bakes in (see [`TREE_LABEL_PREFIX`]).
+fn runtime_config(spec: &ImageSpec, trees: &BTreeMap<String, SourceTree>) -> RuntimeConfig {
     let c = &spec.config;
     let mut labels = c.labels.clone();
+    for layer in &spec.layers {
+        let Some(tree) = trees.get(&layer.tree).filter(|t| t.name != BROKER_TREE) else {
+            continue;
+        };
+        if let Some(origin) = &tree.origin {
+            labels.insert(tree_label(&tree.name, "source"), origin.clone());
+        }
+        if let Some(revision) = &tree.revision {
+            labels.insert(tree_label(&tree.name, "revision"), revision.clone());
+        }
+    }
     if !spec.description.is_empty() {
         labels
             .entry("org.opencontainers.image.description".to_owned())

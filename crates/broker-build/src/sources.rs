@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use broker_oci::SourceDateEpoch;
+use broker_oci::{ParseEpochError, SourceDateEpoch};
 
 /// The name specs use for the broker tree.
 pub const BROKER_TREE: &str = "broker";
@@ -45,14 +45,17 @@ pub enum SourceError {
         flag: &'static str,
     },
     /// git failed.
-    #[error("{name}: `git {args}` failed: {why}")]
+    #[error("{name}: `git {args}` failed{}", in_dir(dir.as_deref()))]
     Git {
         /// Which tree.
         name: String,
         /// The git arguments.
         args: String,
-        /// git's stderr, first line.
-        why: String,
+        /// The checkout it ran in, when that helps.
+        dir: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: GitFailure,
     },
     /// The wanted commit is not in the repository.
     #[error("{name}: commit `{rev}` not found in {url}; check the commit or push it")]
@@ -65,7 +68,7 @@ pub enum SourceError {
         url: String,
     },
     /// The cache directory could not be made.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Cache {
         /// The directory.
         path: PathBuf,
@@ -75,26 +78,46 @@ pub enum SourceError {
     },
 }
 
-fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+/// Why one git command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitFailure {
+    /// git could not be started.
+    #[error("cannot run git; install git")]
+    NotRunnable(#[source] std::io::Error),
+    /// git ran and failed.
+    #[error("{first_line}")]
+    Failed {
+        /// The first non-empty line git wrote to stderr.
+        first_line: String,
+    },
+}
+
+/// ` in DIR`, or nothing.
+fn in_dir(dir: Option<&Path>) -> String {
+    dir.map(|d| format!(" in {}", d.display()))
+        .unwrap_or_default()
+}
+
+fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitFailure> {
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
     // No prompts: a private URL without credentials must fail, not hang.
     cmd.args(args).env("GIT_TERMINAL_PROMPT", "0");
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run git ({e}); install git"))?;
+    let out = cmd.output().map_err(GitFailure::NotRunnable)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(stderr
+        let first_line = stderr
             .lines()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no message")
             .trim()
-            .to_owned())
+            .to_owned();
+        Err(GitFailure::Failed { first_line })
     }
 }
 
@@ -184,10 +207,11 @@ fn clone_at(
     rev: Option<&str>,
     cache_dir: &Path,
 ) -> Result<SourceTree, SourceError> {
-    let git_err = |args: &[&str], why: String| SourceError::Git {
+    let git_err = |args: &[&str], dir: Option<&Path>, source| SourceError::Git {
         name: name.to_owned(),
         args: args.join(" "),
-        why,
+        dir: dir.map(Path::to_path_buf),
+        source,
     };
     let key = broker_oci::Digest::of(url.as_bytes()).hex();
     let dir = cache_dir.join("git").join(&key[..16]);
@@ -195,7 +219,6 @@ fn clone_at(
         path: cache_dir.join("git"),
         source,
     })?;
-    let dir_text = dir.to_string_lossy().into_owned();
     if !dir.join(".git").is_dir() {
         // Clone into a temporary name, then rename: a killed clone never
         // looks like a finished one.
@@ -205,7 +228,7 @@ fn clone_at(
         let _ = std::fs::remove_dir_all(&partial);
         let partial_text = partial.to_string_lossy().into_owned();
         let args = ["clone", "--quiet", "--no-checkout", url, &partial_text];
-        git(None, &args).map_err(|why| git_err(&args, why))?;
+        git(None, &args).map_err(|e| git_err(&args, None, e))?;
         std::fs::rename(&partial, &dir).map_err(|source| SourceError::Cache {
             path: dir.clone(),
             source,
@@ -231,7 +254,7 @@ fn clone_at(
                 "origin",
                 "+refs/heads/*:refs/remotes/origin/*",
             ];
-            git(Some(&dir), &args).map_err(|why| git_err(&args, why))?;
+            git(Some(&dir), &args).map_err(|e| git_err(&args, None, e))?;
             let _ = git(Some(&dir), &["remote", "set-head", "origin", "--auto"]);
             git(
                 Some(&dir),
@@ -258,9 +281,9 @@ fn clone_at(
         "--detach",
         &commit,
     ];
-    git(Some(&dir), &args).map_err(|why| git_err(&args, format!("{why} (in {dir_text})")))?;
+    git(Some(&dir), &args).map_err(|e| git_err(&args, Some(&dir), e))?;
     let args = ["clean", "--quiet", "-fdx"];
-    git(Some(&dir), &args).map_err(|why| git_err(&args, why))?;
+    git(Some(&dir), &args).map_err(|e| git_err(&args, None, e))?;
     Ok(SourceTree {
         name: name.to_owned(),
         commit_time: git(Some(&dir), &["log", "-1", "--format=%ct", &commit])
@@ -276,9 +299,9 @@ fn clone_at(
 /// else the time of the last commit that touched the broker tree (not the
 /// whole repository, so unrelated commits leave digests alone), else a
 /// fixed constant.
-pub fn source_date_epoch(broker: &SourceTree) -> Result<SourceDateEpoch, String> {
+pub fn source_date_epoch(broker: &SourceTree) -> Result<SourceDateEpoch, ParseEpochError> {
     if std::env::var_os(SourceDateEpoch::ENV).is_some() {
-        return SourceDateEpoch::from_env().map_err(|e| e.to_string());
+        return SourceDateEpoch::from_env();
     }
     Ok(broker
         .commit_time

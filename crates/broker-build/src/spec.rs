@@ -121,7 +121,7 @@ pub struct RuntimeSpec {
 #[non_exhaustive]
 pub enum SpecError {
     /// The images folder or a spec could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -170,6 +170,9 @@ impl ImageSpec {
             // first line carries the message.
             let message = e.to_string();
             let first = message.lines().next().unwrap_or_default();
+            // The location is said once, as `path:line:column`: drop saphyr's
+            // own `error: line L column C: ` prefix.
+            let first = first.strip_prefix("error: ").unwrap_or(first);
             let why = first
                 .split_once(": ")
                 .filter(|(head, _)| head.contains("line"))

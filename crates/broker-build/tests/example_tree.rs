@@ -15,23 +15,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use broker_test_support::repo_root;
+use broker_test_support::{repo_root, require_tool};
 
 fn broker_tree() -> PathBuf {
     repo_root().join("examples/broker")
-}
-
-/// Checks that `program --version` runs; panics with installation advice otherwise.
-fn require_tool(program: &str, install: &str) {
-    match Command::new(program).arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "`{program} --version` failed ({}): {}. These tests need {program}: {install}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!("`{program}` cannot be run ({e}). These tests need {program}: {install}"),
-    }
 }
 
 fn python3() -> &'static str {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use broker_registry::{DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryPrefix};
 use clap::{Args, Parser, Subcommand};
 
 use crate::env;
@@ -15,7 +16,8 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Print results as JSON on stdout and progress as JSON lines on stderr.
+    /// Print results as JSON on stdout, progress as JSON lines on stderr,
+    /// and a failure as one JSON object on stderr.
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -56,16 +58,16 @@ pub struct RegistryArgs {
     pub password_stdin: bool,
 
     /// Attempts per request before giving up on a flaky registry.
-    #[arg(long, default_value_t = 6, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
     pub retries: u32,
 
     /// Seconds without progress after which a request counts as stalled and
     /// is retried.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = DEFAULT_STALL_TIMEOUT_SECS, value_name = "SECONDS")]
     pub stall_timeout: u64,
 
     /// Blobs transferred at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_JOBS, value_name = "N")]
     pub jobs: usize,
 }
 
@@ -246,7 +248,7 @@ pub struct PushArgs {
     /// Where to push: `HOST[:PORT]/PREFIX` (an internal registry) or
     /// `docker.io/ORG` (Docker Hub).
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: String,
+    pub registry: RegistryPrefix,
 
     /// Tag to set on every pushed image.
     #[arg(long, default_value = "latest")]
@@ -267,7 +269,7 @@ pub struct MirrorArgs {
     /// The registry to copy into: `HOST[:PORT]/PREFIX`. An image keeps its
     /// repository path below the prefix (`PREFIX/library/postgres`).
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: String,
+    pub registry: RegistryPrefix,
 
     /// The lock file that records the mirrored references for render.
     #[arg(long, default_value = "images.lock")]
@@ -295,6 +297,13 @@ pub struct SourceArgs {
     #[arg(long, value_name = "COMMIT")]
     pub formatters_rev: Option<String>,
 
+    /// The broker tree's revision (e.g. the commit a CI tarball was made
+    /// from), for the `org.opencontainers.image.revision` label and the
+    /// lock; needed when --source is not a git checkout, and wins over the
+    /// checkout's commit when it is.
+    #[arg(long, env = env::SOURCE_REVISION, value_name = "REV")]
+    pub source_revision: Option<String>,
+
     /// The folder holding one `<name>/image.yaml` + Dockerfile per image.
     #[arg(long, default_value = "images", value_name = "DIR")]
     pub images: PathBuf,
@@ -311,6 +320,18 @@ pub struct SourceArgs {
     /// Add a deps build arg for one image, e.g. `ttn_decoder:NPM_PACKAGES=`.
     #[arg(long = "build-arg", value_name = "NAME:KEY=VALUE")]
     pub build_args: Vec<String>,
+
+    /// Trust this PEM CA in the deps stage's RUN steps (repeatable), e.g. a
+    /// TLS-intercepting proxy's: pip, npm, requests and OpenSSL clients
+    /// are pointed at it while RUN steps run. It reaches no layer and no
+    /// config of any image, and does not change the deps key.
+    #[arg(long = "deps-ca-file", env = env::DEPS_CA_FILE, value_name = "PEM")]
+    pub deps_ca_files: Vec<PathBuf>,
+
+    /// The network the deps stage's RUN steps use, e.g. `host` to reach a
+    /// proxy or package mirror on the build machine's loopback.
+    #[arg(long, value_name = "MODE")]
+    pub deps_network: Option<String>,
 
     /// Where git checkouts are cached.
     #[arg(long, default_value = ".broker-images/cache", value_name = "DIR")]
@@ -332,9 +353,16 @@ pub struct BuildArgs {
     #[arg(long, requires = "registry")]
     pub push: bool,
 
-    /// Where to push: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
+    /// The registry: where deps images are looked up by key before the
+    /// Docker engine builds them, and, with --push, where everything is
+    /// pushed: `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
-    pub registry: Option<String>,
+    pub registry: Option<RegistryPrefix>,
+
+    /// Resolve no base image: key the deps stage on the base digests the
+    /// lock records (every base must have one there).
+    #[arg(long)]
+    pub offline: bool,
 
     /// The tag pushed beside each digest.
     #[arg(long, default_value = "latest")]
@@ -356,9 +384,17 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub sources: SourceArgs,
 
-    /// The lock file to compare with.
+    /// The lock file to compare with. Images are rebuilt on the bases and
+    /// with the build args it records unless --base / --build-arg say
+    /// otherwise.
     #[arg(long, default_value = "images.lock")]
     pub lock: PathBuf,
+
+    /// Where to fetch deps images missing from the store:
+    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`. Defaults to where the lock
+    /// says the build pushed.
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: Option<RegistryPrefix>,
 
     /// How to reach the registry (to fetch deps images not in the store).
     #[command(flatten)]

@@ -177,6 +177,16 @@ impl broker_build::build::BuildReporter for Progress {
             _ => self.line(&format!("  [{image}] {message}")),
         }
     }
+
+    fn notice(&self, message: &str) {
+        match self.mode {
+            Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "notice", "message": message})
+            ),
+            _ => self.line(&format!("note: {message}")),
+        }
+    }
 }
 
 impl broker_cluster::Reporter for Progress {

@@ -8,63 +8,54 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use broker_test_support::{
-    TestRegistry, copy_dir, debian_minbase, docker_cli, repo_root, require_tool, unique_suffix,
+    TestRegistry, Workspace, copy_dir, debian_minbase, docker_cli, repo_root, require_tool, run_ok,
+    unique_suffix,
 };
 
 const IMAGES: [&str; 3] = ["mgmt-app", "python-base", "ttn_decoder"];
 
 fn git(dir: &Path, args: &[&str]) -> String {
     require_tool("git", "apt-get install -y git");
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(args),
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    out.trim().to_owned()
 }
 
-/// A workspace: a copy of the example broker tree (not a git checkout), the
-/// formatters as a git repository, and the paths a build writes.
-struct Workspace {
-    dir: tempfile::TempDir,
+/// A workspace (the shared one: store, Docker config) holding a copy of the
+/// example broker tree (not a git checkout) and the formatters as a git
+/// repository.
+struct Example {
+    ws: Workspace,
     formatters_url: String,
     formatters_commit: String,
 }
 
-impl Workspace {
+impl Example {
     /// A copy of the example tree using the formatters at `url`, `commit`.
     fn with_formatters(url: &str, commit: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &repo_root().join("examples/broker"),
-            &dir.path().join("broker"),
-        );
+        let ws = Workspace::new(env!("CARGO_BIN_EXE_broker-images"));
+        copy_dir(&repo_root().join("examples/broker"), &ws.path("broker"));
         Self {
-            dir,
+            ws,
             formatters_url: url.to_owned(),
             formatters_commit: commit.to_owned(),
         }
     }
 
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &repo_root().join("examples/broker"),
-            &dir.path().join("broker"),
-        );
-        let formatters = dir.path().join("ttn-formatters");
+        let ws = Workspace::new(env!("CARGO_BIN_EXE_broker-images"));
+        copy_dir(&repo_root().join("examples/broker"), &ws.path("broker"));
+        let formatters = ws.path("ttn-formatters");
         copy_dir(&repo_root().join("examples/ttn-formatters"), &formatters);
         git(&formatters, &["init", "--quiet", "-b", "main"]);
         git(&formatters, &["add", "."]);
@@ -72,14 +63,14 @@ impl Workspace {
         let formatters_commit = git(&formatters, &["rev-parse", "HEAD"]);
         let formatters_url = format!("file://{}", formatters.display());
         Self {
-            dir,
+            ws,
             formatters_url,
             formatters_commit,
         }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.ws.path(rel)
     }
 
     fn lock(&self) -> PathBuf {
@@ -89,20 +80,15 @@ impl Workspace {
     /// `broker-images --store … <subcommand> --images … --source … --cache …
     /// --lock …` for this workspace.
     fn command(&self, subcommand: &str, images: &Path, source: &Path) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker-images"));
-        cmd.current_dir(self.dir.path())
-            .arg("--store")
-            .arg(self.path("store"))
-            .arg(subcommand)
-            .arg("--images")
+        let mut cmd = self.ws.command(&[subcommand]);
+        cmd.arg("--images")
             .arg(images)
             .arg("--source")
             .arg(source)
             .arg("--cache")
             .arg(self.path("cache"))
             .arg("--lock")
-            .arg(self.lock())
-            .env_remove("SOURCE_DATE_EPOCH");
+            .arg(self.lock());
         cmd
     }
 
@@ -244,7 +230,7 @@ fn http(method: &str, url: &str, body: Option<&str>) -> String {
 fn build_push_run_rebuild_and_reproduce() {
     let registry = TestRegistry::start();
     let prefix = format!("{}/broker-{}", registry.host(), unique_suffix());
-    let ws = Workspace::new();
+    let ws = Example::new();
     let push = ["--push", "--registry", prefix.as_str(), "--json"];
 
     // 1. Cold build: deps through the engine, everything pushed.
@@ -373,8 +359,12 @@ fn build_push_run_rebuild_and_reproduce() {
 
     // 6. A clean build elsewhere (another path, fresh store and cache; deps
     //    from the registry, no engine) gives the same digests.
-    let elsewhere = Workspace::with_formatters(&ws.formatters_url, &ws.formatters_commit);
+    let elsewhere = Example::with_formatters(&ws.formatters_url, &ws.formatters_commit);
     std::fs::copy(&file, elsewhere.path("broker/src/python/ydoc/YDOC.py")).unwrap();
+    // The lock is committed with the tree: its base digests key the deps
+    // stage where neither an engine nor the bases' registry answers (the
+    // test bases exist only in this machine's engine).
+    std::fs::copy(ws.lock(), elsewhere.lock()).unwrap();
     let clean = results(&ok(
         &elsewhere.build(&push, &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")])
     ));
@@ -385,7 +375,7 @@ fn build_push_run_rebuild_and_reproduce() {
 
 #[test]
 fn bad_input_fails_cleanly_and_leaves_the_lock_alone() {
-    let ws = Workspace::new();
+    let ws = Example::new();
     let lock = ws.lock();
     std::fs::write(&lock, "{\"version\":1,\"images\":{},\"mirrors\":{}}\n").unwrap();
     let untouched = std::fs::read(&lock).unwrap();

@@ -9,66 +9,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use broker_oci::{Digest, Store};
-use broker_test_support::{TestRegistry, require_tool, synthetic};
+use broker_oci::Digest;
+use broker_test_support::{TestRegistry, Workspace, require_tool, synthetic};
 
-const BIN: &str = env!("CARGO_BIN_EXE_broker-images");
-
-/// A temporary workspace: the store, the Docker config directory and a
-/// `bin/` directory put first on the child's PATH.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["store", "docker", "bin"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        Self { dir }
-    }
-
-    fn path(&self, sub: &str) -> PathBuf {
-        self.dir.path().join(sub)
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&self.path("store")).unwrap()
-    }
-
-    /// `broker-images --store <store> ARGS…` with this workspace's
-    /// `DOCKER_CONFIG` and PATH.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        let path = format!(
-            "{}:{}",
-            self.path("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        cmd.arg("--store")
-            .arg(self.path("store"))
-            .args(args)
-            .env("DOCKER_CONFIG", self.path("docker"))
-            .env("PATH", path)
-            .env_remove("BROKER_IMAGES_STORE")
-            .env_remove("BROKER_IMAGES_REGISTRY")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs with `stdin` written to the child's standard input.
-    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        broker_test_support::output_with_stdin(&mut self.command(args), stdin)
-    }
+fn workspace() -> Workspace {
+    Workspace::new(env!("CARGO_BIN_EXE_broker-images"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -135,7 +84,7 @@ fi
 #[test]
 fn push_with_credentials_from_a_credential_helper() {
     let registry = TestRegistry::start_with_auth("ci", "helper-s3cret");
-    let ws = Workspace::new();
+    let ws = workspace();
     let digest = synthetic::image(&ws.store(), "app", 1, 2, 64 * 1024).digest;
     let other = synthetic::image(&ws.store(), "worker", 2, 1, 32 * 1024).digest;
     install_credential_helper(&ws, "brokertest", &registry.host(), "ci", "helper-s3cret");
@@ -211,7 +160,7 @@ fn wrong_password_is_one_clear_error_and_never_printed() {
     let password = "correct-horse-battery";
     let wrong = "Tr0ub4dor-and-3";
     let registry = TestRegistry::start_with_auth("ci", password);
-    let ws = Workspace::new();
+    let ws = workspace();
     synthetic::image(&ws.store(), "app", 3, 1, 16 * 1024);
     let prefix = format!("{}/broker", registry.host());
     let base = [
@@ -240,7 +189,26 @@ fn wrong_password_is_one_clear_error_and_never_printed() {
                 describe(&out)
             );
         }
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        // One error: a line, or with --json one JSON object (its chain
+        // joined as the line would say it).
+        let errors: Vec<String> = if extra.contains(&"--json") {
+            stderr
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v.get("error").is_some())
+                .map(|v| {
+                    let causes = v["causes"].as_array().into_iter().flatten();
+                    std::iter::once(&v["error"])
+                        .chain(causes)
+                        .filter_map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                })
+                .collect()
+        } else {
+            let lines = stderr.lines().filter(|l| l.starts_with("error:"));
+            lines.map(str::to_owned).collect()
+        };
         assert_eq!(errors.len(), 1, "{extra:?}: {}", describe(&out));
         assert!(
             errors[0].contains(&registry.host()),
@@ -264,7 +232,7 @@ fn wrong_password_is_one_clear_error_and_never_printed() {
 #[test]
 fn tls_registry_needs_ca_file() {
     let registry = TestRegistry::start_tls();
-    let ws = Workspace::new();
+    let ws = workspace();
     let digest = synthetic::image(&ws.store(), "app", 4, 1, 16 * 1024).digest;
     let prefix = format!("{}/broker", registry.host());
 
@@ -289,7 +257,7 @@ fn tls_registry_needs_ca_file() {
 #[test]
 fn killed_push_leaves_no_tag_and_the_next_run_sends_only_what_is_missing() {
     let registry = TestRegistry::start();
-    let ws = Workspace::new();
+    let ws = workspace();
     let layers = 6;
     let image = synthetic::image(&ws.store(), "big", 5, layers, 25 * 1024 * 1024);
     let (digest, layer_digests) = (image.digest, image.layers);
@@ -368,7 +336,7 @@ fn killed_push_leaves_no_tag_and_the_next_run_sends_only_what_is_missing() {
 fn mirror_copies_by_digest_and_records_the_lock() {
     let hub = TestRegistry::start();
     let internal = TestRegistry::start();
-    let ws = Workspace::new();
+    let ws = workspace();
     let digest = synthetic::image(&ws.store(), "postgres", 6, 2, 128 * 1024).digest;
     let out = ws.run(&[
         "push",

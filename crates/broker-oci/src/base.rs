@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError, StoredImage, descriptor_digest};
 #[non_exhaustive]
 pub enum InspectBaseError {
     /// A layer blob is unreadable or not a (gzip'd) tar.
-    #[error("cannot read base layer {digest} (`{path}`): {source}; re-import the base image")]
+    #[error("cannot read base layer {digest} (`{path}`; re-import the base image)")]
     Layer {
         /// The layer's digest.
         digest: Digest,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, DigestWriter};
 use crate::gzip;
-use crate::layer::{BuildLayerError, FileStat, Kind, Plan, SourceLayer};
+use crate::source_layer::{BuildLayerError, FileStat, Kind, Plan, SourceLayer};
 use crate::store::{Store, StoreError};
 
 /// Bumped whenever the layer format changes in a way the key cannot see.

@@ -25,9 +25,7 @@ use crate::store::{Store, StoreError, StoredImage};
 #[non_exhaustive]
 pub enum ImportDockerArchiveError {
     /// The archive cannot be read.
-    #[error(
-        "cannot read docker archive `{path}`: {source}; check the file (made by `docker save`)"
-    )]
+    #[error("cannot read docker archive `{path}` (check the file, made by `docker save`)")]
     Read {
         /// The archive.
         path: PathBuf,

@@ -38,7 +38,7 @@ pub const SECRET_NAMES: &[&str] = &[".env", ".env.*", "*.pem", "*.key", "id_rsa*
 
 /// A pattern that could not be compiled.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid pattern `{pattern}`: {source}; fix or remove it")]
+#[error("invalid pattern `{pattern}` (fix or remove it)")]
 pub struct PatternError {
     /// The pattern as written.
     pub pattern: String,

@@ -17,16 +17,9 @@ use crate::epoch::SourceDateEpoch;
 use crate::layer::SourceLayer;
 use crate::store::{Store, StoreError, StoredImage};
 
-/// Docker schema 2 manifest media type.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker image config media type.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-/// Docker gzip layer media type.
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-/// Docker uncompressed layer media type.
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Docker foreign (non-distributable) layer media type.
-pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub use crate::media_type::{
+    DOCKER_CONFIG, DOCKER_LAYER_FOREIGN, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST,
+};
 
 /// Label: where the sources come from (a repository URL).
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
@@ -38,6 +31,10 @@ pub const LABEL_CREATED: &str = "org.opencontainers.image.created";
 pub const LABEL_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// Label: the base image's name.
 pub const LABEL_BASE_NAME: &str = "org.opencontainers.image.base.name";
+/// Label: the manifest digest of the image the source layers were appended
+/// to (the deps image), when the base labels name the image that one was
+/// built from.
+pub const LABEL_DEPS_DIGEST: &str = "io.github.broker-images.deps.digest";
 
 /// The OCI media type for `m`: Docker schema 2 types map to their OCI
 /// equivalents, others pass through.
@@ -91,6 +88,16 @@ pub struct Provenance {
     pub source: Option<String>,
     /// Revision, e.g. a commit (`org.opencontainers.image.revision`).
     pub revision: Option<String>,
+    /// The image the appended-to image was itself built from (e.g.
+    /// `python:3.10` below a deps stage), for `org.opencontainers.image.base.name`.
+    /// `None` names the appended-to image itself. When set, that image's
+    /// digest moves to [`LABEL_DEPS_DIGEST`]: users care which public base
+    /// they run on, not which internal tag.
+    pub base_name: Option<String>,
+    /// The manifest digest of [`base_name`](Self::base_name), when known
+    /// (`org.opencontainers.image.base.digest`; left out otherwise rather
+    /// than naming the wrong image).
+    pub base_digest: Option<String>,
 }
 
 /// Why an image could not be assembled.
@@ -106,7 +113,7 @@ pub enum BuildImageError {
         reason: String,
     },
     /// oci-spec refused a document.
-    #[error("cannot assemble the image on `{base}`: {source}")]
+    #[error("cannot assemble the image on `{base}`")]
     Assemble {
         /// The base's name.
         base: String,
@@ -241,9 +248,11 @@ impl ImageBuilder {
     fn labels(&self, base: Option<&HashMap<String, String>>) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = base.cloned().unwrap_or_default();
         labels.extend(self.runtime.labels.clone());
-        labels.insert(LABEL_CREATED.to_owned(), self.epoch.rfc3339());
-        labels.insert(LABEL_BASE_DIGEST.to_owned(), self.base_digest.clone());
-        labels.insert(LABEL_BASE_NAME.to_owned(), self.base_name.clone());
+        // Base labels inherited from below describe that image's base, and
+        // a label naming the wrong image is worse than none.
+        labels.remove(LABEL_BASE_DIGEST);
+        labels.remove(LABEL_DEPS_DIGEST);
+        labels.extend(self.base_labels());
         if let Some(s) = &self.provenance.source {
             labels.insert(LABEL_SOURCE.to_owned(), s.clone());
         }
@@ -253,6 +262,26 @@ impl ImageBuilder {
         labels
     }
 
+    /// `created` and the base labels, shared by the config's labels and
+    /// the manifest's annotations.
+    fn base_labels(&self) -> Vec<(String, String)> {
+        let mut out = vec![(LABEL_CREATED.to_owned(), self.epoch.rfc3339())];
+        match &self.provenance.base_name {
+            Some(name) => {
+                out.push((LABEL_BASE_NAME.to_owned(), name.clone()));
+                if let Some(digest) = &self.provenance.base_digest {
+                    out.push((LABEL_BASE_DIGEST.to_owned(), digest.clone()));
+                }
+                out.push((LABEL_DEPS_DIGEST.to_owned(), self.base_digest.clone()));
+            }
+            None => {
+                out.push((LABEL_BASE_NAME.to_owned(), self.base_name.clone()));
+                out.push((LABEL_BASE_DIGEST.to_owned(), self.base_digest.clone()));
+            }
+        }
+        out
+    }
+
     /// The manifest for a config stored as `config`.
     ///
     /// # Errors
@@ -260,14 +289,7 @@ impl ImageBuilder {
     pub fn manifest(&self, config: Descriptor) -> Result<ImageManifest, BuildImageError> {
         let mut layers = self.base_layers.clone();
         layers.extend(self.layers.iter().map(|(l, _)| l.descriptor()));
-        let annotations: HashMap<String, String> = [
-            (LABEL_CREATED, self.epoch.rfc3339()),
-            (LABEL_BASE_DIGEST, self.base_digest.clone()),
-            (LABEL_BASE_NAME, self.base_name.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let annotations: HashMap<String, String> = self.base_labels().into_iter().collect();
         ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -424,6 +446,7 @@ mod tests {
             .provenance(Provenance {
                 source: None,
                 revision: Some("abc".into()),
+                ..Provenance::default()
             });
         let config = b.config();
         let c = config.config().as_ref().unwrap();
@@ -439,6 +462,35 @@ mod tests {
         assert_eq!(labels[LABEL_CREATED], "1970-01-01T00:00:00Z");
         assert_eq!(labels[LABEL_BASE_NAME], "busybox");
         assert!(!labels.contains_key(LABEL_SOURCE));
+        assert!(!labels.contains_key(LABEL_DEPS_DIGEST));
+
+        // Issue 12: on a deps image, the base labels name the public base
+        // the deps stage started from; the deps image gets a label of its own.
+        let deps_digest = labels[LABEL_BASE_DIGEST].clone();
+        b.provenance(Provenance {
+            base_name: Some("python:3.10".into()),
+            ..Provenance::default()
+        });
+        let config = b.config();
+        let labels = config.config().as_ref().unwrap().labels().clone().unwrap();
+        assert_eq!(labels[LABEL_BASE_NAME], "python:3.10");
+        assert!(!labels.contains_key(LABEL_BASE_DIGEST), "unknown: left out");
+        assert_eq!(labels[LABEL_DEPS_DIGEST], deps_digest);
+        let real = format!("sha256:{}", "a".repeat(64));
+        b.provenance(Provenance {
+            base_name: Some(format!("python:3.10@{real}")),
+            base_digest: Some(real.clone()),
+            ..Provenance::default()
+        });
+        let labels = b
+            .config()
+            .config()
+            .as_ref()
+            .unwrap()
+            .labels()
+            .clone()
+            .unwrap();
+        assert_eq!(labels[LABEL_BASE_DIGEST], real);
         assert_eq!(config.created().as_deref(), Some("1970-01-01T00:00:00Z"));
         assert_eq!(config.rootfs().diff_ids().len(), 2);
         let history = config.history().as_ref().unwrap();

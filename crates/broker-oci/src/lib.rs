@@ -45,11 +45,14 @@ pub mod gzip;
 pub mod image;
 pub mod json;
 pub mod layer;
+pub mod media_type;
 pub mod oci_digest;
+mod source_layer;
 pub mod store;
+mod walk;
 
 pub use digest::Digest;
-pub use epoch::SourceDateEpoch;
+pub use epoch::{ParseEpochError, SourceDateEpoch};
 pub use image::{BuildImageError, ImageBuilder, Provenance, RuntimeConfig};
 pub use layer::{
     BuildLayerError, LayerMapping, LayerOptions, ParentDir, SourceLayer, build_layer, write_layer,

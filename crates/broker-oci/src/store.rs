@@ -39,7 +39,7 @@ const LOCK_FILE: &str = "index.json.lock";
 #[non_exhaustive]
 pub enum StoreError {
     /// A file operation failed.
-    #[error("cannot {action} `{path}`: {source}; check the store's permissions and free space")]
+    #[error("cannot {action} `{path}` (check the store's permissions and free space)")]
     Io {
         /// What was being done ("write", "read", "rename into place", ...).
         action: &'static str,
@@ -72,7 +72,7 @@ pub enum StoreError {
         actual: Digest,
     },
     /// A JSON document could not be read or written.
-    #[error("invalid JSON in `{path}`: {source}; delete the file and rebuild")]
+    #[error("invalid JSON in `{path}` (delete the file and rebuild)")]
     Json {
         /// The file (or blob) holding it.
         path: PathBuf,
@@ -107,7 +107,7 @@ pub enum StoreError {
         media_type: String,
     },
     /// A digest in a descriptor or document is not a sha256 digest.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     BadDigest {
         /// Where the digest was found.
         context: String,
@@ -410,7 +410,7 @@ impl Store {
         };
         match descriptor.media_type() {
             MediaType::ImageManifest => {}
-            MediaType::Other(t) if t == crate::image::DOCKER_MANIFEST => {}
+            MediaType::Other(t) if t == crate::media_type::DOCKER_MANIFEST => {}
             other => {
                 return Err(StoreError::NotAManifest {
                     name: name_or_digest.to_owned(),

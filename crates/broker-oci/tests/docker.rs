@@ -137,6 +137,7 @@ fn built_image_runs_with_expected_owners_modes_and_contents() {
         .provenance(Provenance {
             source: Some("https://example.invalid/broker".into()),
             revision: Some("0123abcd".into()),
+            ..Provenance::default()
         });
     let image = b.write(&store).unwrap();
     store.tag("app:test", &image.manifest_descriptor).unwrap();

@@ -292,15 +292,10 @@ fn gnu_tar_lists_the_layer() {
     let (_s, store) = store();
     let layer = build_layer(&store, &mapping(t.path()), &LayerOptions::default()).unwrap();
     assert!(layer.target == "/home/broker/app" && !layer.from_cache);
-    let out = Command::new("tar")
-        .args(["--numeric-owner", "-tvzf"])
-        .arg(store.blob_path(&layer.digest))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = broker_test_support::output_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(store.blob_path(&layer.digest)),
     );
     // Compare with runs of spaces collapsed: GNU tar pads columns.
     let squash = |s: &str| {

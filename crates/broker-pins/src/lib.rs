@@ -23,6 +23,9 @@
 //!     digest,
 //!     deps_key: "k".into(),
 //!     base: "python:3.10".into(),
+//!     base_digest: None,
+//!     base_local: false,
+//!     build_args: Default::default(),
 //!     deps_digest: digest,
 //!     sources: Default::default(),
 //! });
@@ -38,7 +41,7 @@ pub mod reference;
 pub use digest::{Digest, DigestWriter, ParseDigestError};
 pub use lock::{
     ImageDifference, LOCK_VERSION, Lock, LockError, LockedImage, MirroredImage, SourceRecord,
-    write_atomic,
+    UNKNOWN_REVISION, write_atomic,
 };
 pub use reference::{
     DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, PinnedRef, Reference, ReferenceError, RegistryPrefix,

@@ -45,6 +45,18 @@ pub struct LockedImage {
     pub deps_key: String,
     /// The base image reference the deps stage started from.
     pub base: String,
+    /// What `base` resolved to when the deps stage was keyed: its manifest
+    /// digest, or for a base only the Docker engine had, its image ID
+    /// (then `base_local` is set). Absent in locks written before issue 12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<Digest>,
+    /// `base_digest` is an engine image ID, not a registry digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base_local: bool,
+    /// The deps stage's build args besides `BASE` (the spec's and the
+    /// command line's), so that `verify` rebuilds with the same ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
     /// The digest of the deps image (the layers below the source layers).
     pub deps_digest: Digest,
     /// Source trees baked in, by layer name.
@@ -52,13 +64,21 @@ pub struct LockedImage {
     pub sources: BTreeMap<String, SourceRecord>,
 }
 
+/// The revision recorded for a tree that is not a git checkout and was
+/// given no revision (`--source-revision`).
+pub const UNKNOWN_REVISION: &str = "unknown";
+
 /// Where a source layer came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRecord {
     /// The path in the image.
     pub target: String,
-    /// The git commit of the tree, when it is a git checkout.
+    /// Where the tree came from (its git URL), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The git commit of the tree (or the revision given for it), else
+    /// [`UNKNOWN_REVISION`]; absent in locks written before issue 12.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// The layer's digest (compressed).
@@ -126,7 +146,9 @@ impl std::fmt::Display for ImageDifference {
                 locked: None,
                 ..
             } => write!(f, "layer `{layer}` is new"),
-            Self::Config => f.write_str("the image config differs"),
+            Self::Config => f.write_str(
+                "config or manifest differs (runtime config, labels or SOURCE_DATE_EPOCH)",
+            ),
         }
     }
 }
@@ -137,6 +159,13 @@ fn short(key: &str) -> &str {
 }
 
 impl LockedImage {
+    /// Records where the image was published: `pinned` (its digest is the
+    /// image's) with `tag` beside it.
+    pub fn published(&mut self, pinned: &PinnedRef, tag: &str) {
+        self.reference = pinned.to_string();
+        self.tag = Some(tag.to_owned());
+    }
+
     /// The pushed reference pinned by digest; an error naming the image
     /// when it was built but never pushed (the reference is then only a
     /// store name).
@@ -239,6 +268,19 @@ impl Lock {
         self.version = newer.version;
         self.images.extend(newer.images);
         self.mirrors.extend(newer.mirrors);
+    }
+
+    /// Records that `image` (as users write it, `postgres:14.2`) was
+    /// mirrored from `source` to `copy`, both pinned by the same digest.
+    pub fn record_mirror(&mut self, image: &str, source: &PinnedRef, copy: &PinnedRef) {
+        self.mirrors.insert(
+            image.to_owned(),
+            MirroredImage {
+                source: source.to_string(),
+                reference: copy.to_string(),
+                digest: *copy.digest(),
+            },
+        );
     }
 
     /// What differs between the image `name` recorded here and `rebuilt`:
@@ -344,6 +386,20 @@ mod tests {
     }
 
     #[test]
+    fn locks_without_build_args_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.lock");
+        let d = Digest::of(b"x");
+        let old = format!(
+            r#"{{"version":1,"images":{{"a":{{"reference":"a@{d}","digest":"{d}","deps_key":"k","base":"b","deps_digest":"{d}","sources":{{"s":{{"target":"/s","layer":"{d}"}}}}}}}}}}"#
+        );
+        std::fs::write(&path, old).unwrap();
+        let lock = Lock::read(&path).unwrap().unwrap();
+        assert!(lock.images["a"].build_args.is_empty());
+        assert_eq!(lock.images["a"].sources["s"].revision, None);
+    }
+
+    #[test]
     fn malformed_lock_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("images.lock");
@@ -358,6 +414,7 @@ mod tests {
             "python".to_owned(),
             SourceRecord {
                 target: "/home/broker/python".into(),
+                source: None,
                 revision: None,
                 layer,
             },
@@ -368,6 +425,9 @@ mod tests {
             digest,
             deps_key: key.into(),
             base: "python:3.10".into(),
+            base_digest: None,
+            base_local: false,
+            build_args: BTreeMap::new(),
             deps_digest: Digest::of(b"deps"),
             sources,
         }

@@ -1,5 +1,12 @@
 //! Errors of registry operations. Messages are one line, name the registry or
 //! image and say what to do; none ever contains a credential.
+//!
+//! The convention of every error type in this workspace: a message says
+//! what failed, once, and never interpolates its `#[source]`; the cause is
+//! reached through [`std::error::Error::source`], and the binary prints the
+//! whole chain once (`what: why: root cause`, anyhow's `{:#}`). Text that
+//! comes from outside as plain strings (a registry's error body, an HTTP
+//! library's chain flattened at the edge) is a `why` field, never a source.
 
 use std::path::PathBuf;
 
@@ -96,7 +103,7 @@ pub enum RegistryError {
         platform: String,
     },
     /// Reading or writing a local file failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// The operation, e.g. "cannot read".
         what: &'static str,
@@ -106,10 +113,25 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A reference made from a registry prefix and an image name is
+    /// invalid.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
     /// The local image store failed.
     #[error(transparent)]
     Store(#[from] broker_oci::StoreError),
-    /// A client option is invalid (e.g. an unreadable CA file).
-    #[error("{0}")]
-    Config(String),
+    /// A `--ca-file` holds no PEM certificate.
+    #[error("CA file {} holds no PEM certificate{}", path.display(), why.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said, if it failed.
+        why: Option<String>,
+    },
+    /// The HTTP client could not be set up (TLS backend, roots).
+    #[error("cannot set up HTTP client: {why}")]
+    HttpClient {
+        /// The cause, flattened.
+        why: String,
+    },
 }

@@ -2,6 +2,11 @@
 //! Harbor): credentials, pushes that upload only what is missing and survive a
 //! flaky network, pulls that verify every byte, tag resolution and mirroring.
 //!
+//! The entry point for putting images into a registry is the [`Publisher`]:
+//! it owns the client for one registry prefix and the record of which
+//! repositories hold which blobs, and `build --push`, `push` and `mirror`
+//! all go through it.
+//!
 //! Written on raw HTTP (reqwest) rather than `oci-client`: pushes need a HEAD
 //! before every blob, cross-repository mounts that accept the spec's 202
 //! answer, streamed uploads from files, fresh upload sessions after a broken
@@ -10,32 +15,41 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), broker_registry::RegistryError> {
 //! use std::sync::Arc;
-//! use broker_registry::{push_from_store, ClientOptions, Reference, RegistryClient, Reporter, Silent};
+//! use broker_registry::{ClientOptions, Publisher, RegistryPrefix, Reporter, Silent};
 //! let store = broker_oci::Store::open(std::path::Path::new(".broker-images/store"))?;
-//! let target: Reference = "127.0.0.1:5000/broker/python-base:dev".parse().expect("valid reference");
-//! let client = RegistryClient::for_reference(&target, &ClientOptions::default())?;
+//! let prefix: RegistryPrefix = "127.0.0.1:5000/broker".parse()?;
 //! let reporter: Arc<dyn Reporter> = Arc::new(Silent);
-//! let pushed = push_from_store(&client, &store, "python-base", &target, &reporter).await?;
+//! let publisher = Publisher::new(prefix, &ClientOptions::default(), reporter)?
+//!     .recording_for(&store);
+//! let pushed = publisher.publish(&store, "python-base", "python-base", "dev").await?;
 //! println!("{}", pushed.pinned);
 //! # Ok(()) }
 //! ```
 
+mod blob_locations;
 mod client;
 mod credentials;
 mod error;
 pub mod manifest;
 mod progress;
+mod publish;
 mod pull;
 mod push;
+mod repository;
 mod transfer;
 
-pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference};
-pub use client::{ClientOptions, RegistryClient, RetryPolicy, is_loopback};
+pub use blob_locations::{BLOB_LOCATIONS, record_path};
+pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference, RegistryPrefix};
+pub use client::{
+    ClientOptions, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryClient,
+    RetryPolicy, is_loopback,
+};
 pub use credentials::{
     CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
 };
 pub use error::{ReferenceError, RegistryError};
 pub use progress::{BlobOutcome, Reporter, Silent};
+pub use publish::Publisher;
 pub use pull::{
     FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
 };

@@ -3,19 +3,20 @@
 //! verify every digest and size before anything is kept.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use broker_oci::digest::DigestWriter;
 use broker_oci::{Digest, Store};
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use reqwest::{Response, StatusCode};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
 
-use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::client::{RegistryClient, error_chain, reported_digest};
 use crate::error::RegistryError;
-use crate::manifest::{ACCEPT_MANIFESTS, Descriptor, Manifest, select_platform};
+use crate::manifest::{Descriptor, Manifest, select_platform};
 use crate::progress::Reporter;
-use crate::transfer::DOCKER_CONTENT_DIGEST;
+use crate::repository::Repository;
 use broker_pins::Reference;
 
 /// A manifest as the registry sent it, verified against its digest.
@@ -42,35 +43,16 @@ pub async fn resolve(
     }
     let repository = reference.repository();
     let selector = reference.manifest_selector();
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
+    let response = Repository::new(client, repository, reporter)
+        .read_manifest(Method::HEAD, &format!("resolve of {reference}"), &selector)
         .await?;
-    let what = format!("resolve of {reference}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.head(&url).header(ACCEPT, ACCEPT_MANIFESTS),
-        )
-        .await?;
-    match response.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => {
-            return Err(RegistryError::NotFound {
-                registry: client.registry().to_owned(),
-                what: format!("image {reference}"),
-            });
-        }
-        _ => return Err(client.unexpected(&what, response).await),
+    if response.status() == StatusCode::NOT_FOUND {
+        return Err(RegistryError::NotFound {
+            registry: client.registry().to_owned(),
+            what: format!("image {reference}"),
+        });
     }
-    if let Some(digest) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(digest) = reported_digest(response.headers()) {
         return Ok(digest);
     }
     // Registries need not send the header on HEAD: hash the manifest itself.
@@ -86,24 +68,11 @@ pub async fn fetch_manifest(
     selector: &str,
     reporter: &dyn Reporter,
 ) -> Result<FetchedManifest, RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
     let what = format!("manifest {repository}:{selector}");
-    let response = client
-        .send(
-            &format!("fetch of {what}"),
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.get(&url).header(ACCEPT, ACCEPT_MANIFESTS),
-        )
+    let fetch = format!("fetch of {what}");
+    let response = Repository::new(client, repository, reporter)
+        .read_manifest(Method::GET, &fetch, selector)
         .await?;
-    if response.status() != StatusCode::OK {
-        return Err(client
-            .unexpected(&format!("fetch of {what}"), response)
-            .await);
-    }
     let header_type = response
         .headers()
         .get(CONTENT_TYPE)
@@ -114,7 +83,7 @@ pub async fn fetch_manifest(
         .await
         .map_err(|e| RegistryError::Unreachable {
             registry: client.registry().to_owned(),
-            what: format!("fetch of {what}"),
+            what: fetch.clone(),
             attempts: 1,
             why: error_chain(&e),
         })?
@@ -147,32 +116,8 @@ pub async fn fetch_manifest(
     })
 }
 
-/// Starts a GET of a blob; the caller streams the body.
-pub(crate) async fn get_blob(
-    client: &RegistryClient,
-    repository: &str,
-    digest: &Digest,
-    reporter: &dyn Reporter,
-) -> Result<Response, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
-    let what = format!("download of blob {digest} from {repository}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::Pull(repository.to_owned())],
-            Idempotent::Yes,
-            reporter,
-            &|http| http.get(&url),
-        )
-        .await?;
-    if response.status() != StatusCode::OK {
-        return Err(client.unexpected(&what, response).await);
-    }
-    Ok(response)
-}
-
 /// Fails unless the received `(digest, size)` is the expected one.
-pub(crate) fn check_digest(
+fn check_digest(
     client: &RegistryClient,
     what: &str,
     expected: &Digest,
@@ -210,10 +155,32 @@ pub async fn fetch_blob_into(
     if store.has_blob(&blob.digest) {
         return Ok(());
     }
-    let what = format!("blob {}", blob.digest);
     let mut writer = store.blob_writer()?;
+    download(client, repository, blob, reporter, &mut writer, store.dir()).await?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Streams `blob` into `sink` (at `path`, for errors), failing unless what
+/// arrived has the blob's digest and size. The caller discards the sink on
+/// failure.
+pub(crate) async fn download(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    reporter: &dyn Reporter,
+    sink: &mut (dyn Write + Send),
+    path: &Path,
+) -> Result<(), RegistryError> {
+    let what = format!("blob {}", blob.digest);
+    let io = |source| RegistryError::Io {
+        what: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
     let mut hasher = DigestWriter::new();
-    let mut stream = get_blob(client, repository, &blob.digest, reporter)
+    let mut stream = Repository::new(client, repository, reporter)
+        .get_blob(&blob.digest)
         .await?
         .bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -224,17 +191,10 @@ pub async fn fetch_blob_into(
             why: error_chain(&e),
         })?;
         hasher.update(&chunk);
-        writer
-            .write_all(&chunk)
-            .map_err(|source| RegistryError::Io {
-                what: "cannot write into the store at",
-                path: store.dir().to_path_buf(),
-                source,
-            })?;
+        sink.write_all(&chunk).map_err(io)?;
     }
-    check_digest(client, &what, &blob.digest, blob.size, hasher.finish())?;
-    writer.finish()?;
-    Ok(())
+    sink.flush().map_err(io)?;
+    check_digest(client, &what, &blob.digest, blob.size, hasher.finish())
 }
 
 /// Pulls `reference` into the store and tags it `tag` there. An index is

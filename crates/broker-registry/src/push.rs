@@ -11,7 +11,7 @@ use crate::manifest::{Descriptor, Manifest};
 use crate::progress::Reporter;
 use crate::pull::fetch_manifest;
 use crate::transfer::{BlobSource, Graph, ManifestBlob, TransferStats, put_graph};
-use broker_pins::Reference;
+use broker_pins::{PinnedRef, Reference};
 
 /// An image now held by a registry.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -24,6 +24,9 @@ pub struct PushedImage {
     pub digest: Digest,
     /// What was sent.
     pub stats: TransferStats,
+    /// Where it went, typed: what the lock records.
+    #[serde(skip)]
+    pub pinned_ref: PinnedRef,
 }
 
 fn store_graph(store: &Store, root: Digest, what: &str) -> Result<Graph, RegistryError> {
@@ -108,6 +111,7 @@ pub async fn push_from_store(
         pinned: pinned.pinned().unwrap_or_default(),
         digest: root,
         stats,
+        pinned_ref: PinnedRef::try_from(pinned)?,
     })
 }
 
@@ -124,6 +128,12 @@ pub struct MirroredImage {
     pub digest: Digest,
     /// What was sent.
     pub stats: TransferStats,
+    /// The source pinned, typed.
+    #[serde(skip)]
+    pub source_ref: PinnedRef,
+    /// The copy pinned, typed: what the lock records.
+    #[serde(skip)]
+    pub target_ref: PinnedRef,
 }
 
 /// Copies `source` (every platform of an index) into `target` byte for byte,
@@ -187,11 +197,15 @@ pub async fn mirror(
         reporter,
     )
     .await?;
+    let source_ref = PinnedRef::try_from(source.with_digest(root.digest))?;
+    let target_ref = PinnedRef::try_from(target.with_digest(root.digest))?;
     Ok(MirroredImage {
         source: source.to_string(),
-        source_pinned: source.with_digest(root.digest).pinned().unwrap_or_default(),
-        target_pinned: target.with_digest(root.digest).pinned().unwrap_or_default(),
+        source_pinned: source_ref.to_string(),
+        target_pinned: target_ref.to_string(),
         digest: root.digest,
         stats,
+        source_ref,
+        target_ref,
     })
 }

@@ -9,20 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use broker_oci::Digest;
-use broker_oci::digest::DigestWriter;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Body, Response, StatusCode};
 
-use crate::client::{Idempotent, RegistryClient, Scope, error_chain};
+use crate::client::{Idempotent, RegistryClient, Scope};
 use crate::error::RegistryError;
 use crate::manifest::Descriptor;
 use crate::progress::{BlobOutcome, Reporter};
+use crate::repository::{MountResult, Repository};
 use broker_pins::Reference;
-
-/// The header registries use to report a content digest.
-pub(crate) const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 
 /// Where the bytes of a blob come from.
 #[derive(Clone)]
@@ -105,13 +102,13 @@ pub(crate) async fn put_graph<'s>(
     // by digest, had all its blobs checked when it was stored: nothing to
     // send (but the tag, in the second case). The tag is asked first, so a
     // no-op re-push costs one request.
+    let repo = Repository::new(client, repository, reporter.as_ref());
     let tag_current = match tag {
-        Some(tag) => manifest_exists(client, repository, tag, reporter).await? == Some(root.digest),
+        Some(tag) => repo.manifest_digest(tag).await? == Some(root.digest),
         None => false,
     };
-    let stored = tag_current
-        || manifest_exists(client, repository, &root.digest.to_string(), reporter).await?
-            == Some(root.digest);
+    let stored =
+        tag_current || repo.manifest_digest(&root.digest.to_string()).await? == Some(root.digest);
     if stored {
         for blob in blobs {
             stats.count(BlobOutcome::Existed, blob.size);
@@ -126,8 +123,15 @@ pub(crate) async fn put_graph<'s>(
         }
         let results: Vec<(u64, BlobOutcome)> =
             futures::stream::iter(unique.into_iter().map(|blob| async move {
-                let outcome =
-                    ensure_blob(client, repository, image, blob, source(blob), reporter).await?;
+                let outcome = ensure_blob(&BlobTransfer {
+                    client,
+                    repository,
+                    image,
+                    blob,
+                    source: source(blob),
+                    reporter,
+                })
+                .await?;
                 Ok::<_, RegistryError>((blob.size, outcome))
             }))
             .buffer_unordered(client.options().concurrency.max(1))
@@ -137,118 +141,57 @@ pub(crate) async fn put_graph<'s>(
             stats.count(outcome, size);
         }
         for manifest in manifests {
-            put_manifest(
-                client,
-                repository,
-                &manifest.digest.to_string(),
-                manifest,
-                reporter,
-            )
-            .await?;
+            put_manifest(&repo, &manifest.digest.to_string(), manifest).await?;
         }
     }
     if let Some(tag) = tag
         && !tag_current
     {
-        put_manifest(client, repository, tag, root, reporter).await?;
+        put_manifest(&repo, tag, root).await?;
     }
     Ok(stats)
 }
 
-/// HEADs a manifest; returns the digest the registry reports, if it exists.
-pub(crate) async fn manifest_exists(
-    client: &RegistryClient,
-    repository: &str,
-    selector: &str,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<Option<Digest>, RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
-    let what = format!("check of manifest {repository}:{selector}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.head(&url)
-                    .header(reqwest::header::ACCEPT, crate::manifest::ACCEPT_MANIFESTS)
-            },
-        )
-        .await?;
-    match response.status() {
-        StatusCode::OK => Ok(response
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())),
-        StatusCode::NOT_FOUND => Ok(None),
-        _ => Err(client.unexpected(&what, response).await),
-    }
-}
-
+/// Stores `manifest` under `selector` (its digest, or a tag) and reports it.
 async fn put_manifest(
-    client: &RegistryClient,
-    repository: &str,
+    repo: &Repository<'_>,
     selector: &str,
     manifest: &ManifestBlob,
-    reporter: &Arc<dyn Reporter>,
 ) -> Result<(), RegistryError> {
-    let url = client
-        .url(&format!("{repository}/manifests/{selector}"))
-        .await?;
-    let what = format!("push of manifest {repository}:{selector}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.put(&url)
-                    .header(CONTENT_TYPE, &manifest.media_type)
-                    .body(manifest.bytes.clone())
-            },
-        )
-        .await?;
-    if response.status() != StatusCode::CREATED && response.status() != StatusCode::OK {
-        return Err(client.unexpected(&what, response).await);
-    }
-    if let Some(reported) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        && reported != manifest.digest.to_string()
-    {
-        return Err(RegistryError::DigestMismatch {
-            registry: client.registry().to_owned(),
-            what: format!("manifest {repository}:{selector}"),
-            expected: manifest.digest.to_string(),
-            actual: reported.to_owned(),
-        });
-    }
-    let shown = if selector.starts_with("sha256:") {
-        format!("{}/{repository}@{selector}", client.registry())
+    repo.put_manifest(
+        selector,
+        &manifest.media_type,
+        &manifest.bytes,
+        &manifest.digest,
+    )
+    .await?;
+    let separator = if selector.starts_with("sha256:") {
+        '@'
     } else {
-        format!("{}/{repository}:{selector}", client.registry())
+        ':'
     };
-    reporter.manifest_pushed(&shown);
+    repo.reporter()
+        .manifest_pushed(&format!("{}{separator}{selector}", repo.name()));
     Ok(())
+}
+
+/// One blob to put into one repository, and what its transfer needs.
+struct BlobTransfer<'a, 's> {
+    client: &'a RegistryClient,
+    repository: &'a str,
+    /// The image it belongs to, for progress.
+    image: &'a str,
+    blob: &'a Descriptor,
+    source: BlobSource<'s>,
+    reporter: &'a Arc<dyn Reporter>,
 }
 
 /// Makes sure `repository` holds `blob`: HEAD, else mount, else upload.
 /// Upload sessions that break are abandoned and restarted, never resumed
 /// blindly, because a registry may have kept part of a broken body.
-async fn ensure_blob(
-    client: &RegistryClient,
-    repository: &str,
-    image: &str,
-    blob: &Descriptor,
-    source: BlobSource<'_>,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<BlobOutcome, RegistryError> {
+async fn ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, RegistryError> {
+    let (client, repository, blob) = (transfer.client, transfer.repository, transfer.blob);
+    let (image, reporter) = (transfer.image, transfer.reporter);
     // Images pushed at once often share blobs (a base layer): the first
     // push of a digest goes alone, the others then find it and mount it.
     let _one_at_a_time = client.blob_lock(&blob.digest).lock_owned().await;
@@ -256,7 +199,7 @@ async fn ensure_blob(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_ensure_blob(client, repository, image, blob, source.clone(), reporter).await {
+        match try_ensure_blob(transfer).await {
             Ok(outcome) => {
                 client.remember_blob(blob.digest, repository);
                 reporter.blob_finished(image, &blob.digest, blob.size, outcome);
@@ -292,20 +235,22 @@ fn is_session_failure(err: &RegistryError) -> bool {
     }
 }
 
-async fn try_ensure_blob(
-    client: &RegistryClient,
-    repository: &str,
-    image: &str,
-    blob: &Descriptor,
-    source: BlobSource<'_>,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<BlobOutcome, RegistryError> {
-    if blob_exists(client, repository, &blob.digest, reporter).await? {
+async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, RegistryError> {
+    let BlobTransfer {
+        client,
+        repository,
+        image,
+        blob,
+        reporter,
+        ..
+    } = *transfer;
+    let repo = Repository::new(client, repository, reporter.as_ref());
+    if repo.has_blob(&blob.digest).await? {
         return Ok(BlobOutcome::Existed);
     }
     let mut session = None;
     for from in client.mount_candidates(&blob.digest, repository) {
-        match mount(client, repository, &from, &blob.digest, reporter).await? {
+        match repo.mount(&from, &blob.digest).await? {
             MountResult::Mounted => return Ok(BlobOutcome::Mounted),
             // 202: mount declined, but the registry opened an upload session.
             MountResult::Declined(location) => {
@@ -317,159 +262,36 @@ async fn try_ensure_blob(
     }
     let location = match session {
         Some(location) => location,
-        None => start_upload(client, repository, reporter).await?,
+        None => repo.start_upload().await?,
     };
-    reporter.blob_started(image, &blob.digest, blob.size);
-    let mut response = upload_monolithic(
-        client,
-        repository,
-        &location,
-        blob,
-        source.clone(),
-        reporter,
-    )
-    .await;
     // A body that failed in transit is sent once more into the same session
     // before the session is abandoned. Safe: the registry checks the digest
     // when it commits, so a session that kept part of the broken body
     // answers 400 and the caller starts afresh. Needed: a new session costs
     // a HEAD and a POST before the PUT, and a fault that recurs every third
     // request (a rate-limiting proxy) then hits the PUT every time.
-    if let Err(err) = &response
-        && is_session_failure(err)
-    {
-        let delay = client.options().retry.min_delay;
-        reporter.retrying(
-            &format!("upload of {} to {repository}", blob.digest),
-            1,
-            delay,
-            &err.to_string(),
-        );
-        tokio::time::sleep(delay).await;
+    let mut resent = false;
+    let response = loop {
         reporter.blob_started(image, &blob.digest, blob.size);
-        response = upload_monolithic(
-            client,
-            repository,
-            &location,
-            blob,
-            source.clone(),
-            reporter,
-        )
-        .await;
-    }
-    let response = response?;
+        let sent = upload_monolithic(transfer, &location).await;
+        match sent {
+            Err(err) if !resent && is_session_failure(&err) => {
+                let delay = client.options().retry.min_delay;
+                let what = format!("upload of {} to {repository}", blob.digest);
+                reporter.retrying(&what, 1, delay, &err.to_string());
+                tokio::time::sleep(delay).await;
+                resent = true;
+            }
+            sent => break sent?,
+        }
+    };
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The registry (or a proxy before it) caps request bodies.
-        upload_chunked(client, repository, blob, source, reporter).await?;
+        upload_chunked(transfer).await?;
     } else {
         confirm_upload(client, repository, blob, response).await?;
     }
     Ok(BlobOutcome::Uploaded)
-}
-
-async fn blob_exists(
-    client: &RegistryClient,
-    repository: &str,
-    digest: &Digest,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<bool, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/{digest}")).await?;
-    let what = format!("check of blob {digest} in {repository}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| http.head(&url),
-        )
-        .await?;
-    match response.status() {
-        StatusCode::OK => Ok(true),
-        StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(client.unexpected(&what, response).await),
-    }
-}
-
-enum MountResult {
-    Mounted,
-    Declined(Option<String>),
-    Refused,
-}
-
-async fn mount(
-    client: &RegistryClient,
-    repository: &str,
-    from: &str,
-    digest: &Digest,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<MountResult, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
-    let what = format!("mount of {digest} from {from} into {repository}");
-    let digest_text = digest.to_string();
-    let scopes = [
-        Scope::PullPush(repository.to_owned()),
-        Scope::Pull(from.to_owned()),
-    ];
-    let response = client
-        .send(
-            &what,
-            &scopes,
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| {
-                http.post(&url)
-                    .query(&[("mount", digest_text.as_str()), ("from", from)])
-                    .header(CONTENT_LENGTH, "0")
-            },
-        )
-        .await;
-    let response = match response {
-        Ok(r) => r,
-        // No pull access to the other repository must not stop the push.
-        Err(RegistryError::Unauthorized { .. }) => return Ok(MountResult::Refused),
-        Err(e) => return Err(e),
-    };
-    Ok(match response.status() {
-        StatusCode::CREATED => MountResult::Mounted,
-        StatusCode::ACCEPTED => MountResult::Declined(location(client, &response)),
-        _ => MountResult::Refused,
-    })
-}
-
-fn location(client: &RegistryClient, response: &Response) -> Option<String> {
-    response
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|l| client.absolute(l))
-}
-
-async fn start_upload(
-    client: &RegistryClient,
-    repository: &str,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<String, RegistryError> {
-    let url = client.url(&format!("{repository}/blobs/uploads/")).await?;
-    let what = format!("start of an upload to {repository}");
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
-            reporter.as_ref(),
-            &|http| http.post(&url).header(CONTENT_LENGTH, "0"),
-        )
-        .await?;
-    if response.status() != StatusCode::ACCEPTED {
-        return Err(client.unexpected(&what, response).await);
-    }
-    location(client, &response).ok_or_else(|| RegistryError::Status {
-        registry: client.registry().to_owned(),
-        what,
-        status: 202,
-        detail: ": the registry named no upload location".to_owned(),
-    })
 }
 
 fn with_query(location: &str, key: &str, value: &str) -> String {
@@ -570,8 +392,9 @@ async fn blob_body(
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed()
         }
         BlobSource::Remote { client, repository } => {
-            let response =
-                crate::pull::get_blob(client, repository, &blob.digest, reporter.as_ref()).await?;
+            let response = Repository::new(client, repository, reporter.as_ref())
+                .get_blob(&blob.digest)
+                .await?;
             response
                 .bytes_stream()
                 .map_err(std::io::Error::other)
@@ -589,13 +412,12 @@ async fn blob_body(
 }
 
 async fn upload_monolithic(
-    client: &RegistryClient,
-    repository: &str,
+    transfer: &BlobTransfer<'_, '_>,
     location: &str,
-    blob: &Descriptor,
-    source: BlobSource<'_>,
-    reporter: &Arc<dyn Reporter>,
 ) -> Result<Response, RegistryError> {
+    let (client, repository) = (transfer.client, transfer.repository);
+    let (blob, reporter) = (transfer.blob, transfer.reporter);
+    let source = transfer.source.clone();
     let url = with_query(location, "digest", &blob.digest.to_string());
     let what = format!("upload of {} to {repository}", blob.digest);
     let progress = Progress::new();
@@ -625,40 +447,34 @@ async fn confirm_upload(
     response: Response,
 ) -> Result<(), RegistryError> {
     let what = format!("upload of {} to {repository}", blob.digest);
-    if response.status() != StatusCode::CREATED {
-        let mut err = client.unexpected(&what, response).await;
-        if let RegistryError::NotFound { registry, what } = err {
-            err = RegistryError::NotFound {
+    let response = match client.expect(&what, &[StatusCode::CREATED], response).await {
+        Ok(response) => response,
+        // BLOB_UPLOAD_UNKNOWN: said so, for `is_session_failure`.
+        Err(RegistryError::NotFound { registry, what }) => {
+            return Err(RegistryError::NotFound {
                 registry,
                 what: format!("{what} (upload session)"),
-            };
+            });
         }
-        return Err(err);
-    }
-    if let Some(reported) = response
-        .headers()
-        .get(DOCKER_CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        && reported != blob.digest.to_string()
-    {
-        return Err(RegistryError::DigestMismatch {
-            registry: client.registry().to_owned(),
-            what: format!("blob uploaded to {repository}"),
-            expected: blob.digest.to_string(),
-            actual: reported.to_owned(),
-        });
-    }
-    Ok(())
+        Err(err) => return Err(err),
+    };
+    client.check_reported_digest(
+        || format!("blob uploaded to {repository}"),
+        &blob.digest,
+        response.headers(),
+    )
 }
 
 /// Uploads in `chunk_size` PATCH requests, then closes the session.
-async fn upload_chunked(
-    client: &RegistryClient,
-    repository: &str,
-    blob: &Descriptor,
-    source: BlobSource<'_>,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<(), RegistryError> {
+async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryError> {
+    let BlobTransfer {
+        client,
+        repository,
+        blob,
+        reporter,
+        ..
+    } = *transfer;
+    let source = transfer.source.clone();
     // Chunks are read from a file; a remote source is spooled first.
     let spooled;
     let path: PathBuf = match source {
@@ -672,7 +488,8 @@ async fn upload_chunked(
         }
     };
     let what = format!("chunked upload of {} to {repository}", blob.digest);
-    let mut location = start_upload(client, repository, reporter).await?;
+    let repo = Repository::new(client, repository, reporter.as_ref());
+    let mut location = repo.start_upload().await?;
     let chunk_size = client.options().chunk_size.max(1);
     let mut offset = 0u64;
     while offset < blob.size {
@@ -696,10 +513,10 @@ async fn upload_chunked(
                 .body(Body::wrap_stream(body))
         })
         .await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(client.unexpected(&what, response).await);
-        }
-        location = reqwest_location(client, &response).unwrap_or(location);
+        let response = client
+            .expect(&what, &[StatusCode::ACCEPTED], response)
+            .await?;
+        location = repo.location(&response).unwrap_or(location);
         reporter.blob_progress(&blob.digest, len);
         offset += len;
     }
@@ -714,10 +531,6 @@ async fn upload_chunked(
         )
         .await?;
     confirm_upload(client, repository, blob, response).await
-}
-
-fn reqwest_location(client: &RegistryClient, response: &Response) -> Option<String> {
-    location(client, response)
 }
 
 async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes, RegistryError> {
@@ -743,39 +556,20 @@ async fn spool(
     blob: &Descriptor,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<tempfile::NamedTempFile, RegistryError> {
-    use tokio::io::AsyncWriteExt;
-    let temp = tempfile::NamedTempFile::new().map_err(|source| RegistryError::Io {
+    let mut temp = tempfile::NamedTempFile::new().map_err(|source| RegistryError::Io {
         what: "cannot create a temporary file in",
         path: std::env::temp_dir(),
         source,
     })?;
-    let io = |source| RegistryError::Io {
-        what: "cannot write",
-        path: temp.path().to_path_buf(),
-        source,
-    };
-    let mut file = tokio::fs::File::create(temp.path()).await.map_err(io)?;
-    let mut hasher = DigestWriter::new();
-    let mut stream = crate::pull::get_blob(client, repository, &blob.digest, reporter.as_ref())
-        .await?
-        .bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-            registry: client.registry().to_owned(),
-            what: format!("download of {}", blob.digest),
-            attempts: 1,
-            why: error_chain(&e),
-        })?;
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    file.flush().await.map_err(io)?;
-    crate::pull::check_digest(
+    let path = temp.path().to_path_buf();
+    crate::pull::download(
         client,
-        &format!("blob {}", blob.digest),
-        &blob.digest,
-        blob.size,
-        hasher.finish(),
-    )?;
+        repository,
+        blob,
+        reporter.as_ref(),
+        &mut temp,
+        &path,
+    )
+    .await?;
     Ok(temp)
 }

@@ -16,15 +16,10 @@ use broker_registry::{
     ClientOptions, PushedImage, Reference, RegistryClient, RegistryError, Reporter, RetryPolicy,
     push_from_store,
 };
-use broker_test_support::{Fault, FaultPolicy, FaultProxy, TestRegistry, require_tool, synthetic};
+use broker_test_support::{
+    Fault, FaultPolicy, FaultProxy, TestRegistry, output_ok, require_tool, runtime, synthetic,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Fast retries, so faulty pushes finish in seconds.
 fn fast_options(max_attempts: u32, read_timeout: Duration) -> ClientOptions {
@@ -46,15 +41,10 @@ fn fast_options(max_attempts: u32, read_timeout: Duration) -> ClientOptions {
 fn assert_registry_serves(registry: &TestRegistry, repo: &str, digest: &Digest) {
     require_tool("skopeo", "apt-get install -y skopeo");
     let pinned = format!("{}/{repo}@{digest}", registry.host());
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{pinned}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {pinned}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{pinned}")),
     );
     assert_eq!(
         Digest::of(&out.stdout),

@@ -5,24 +5,18 @@
 
 use std::process::Command;
 
-use broker_test_support::{repo_root, require_tool};
+use broker_test_support::{repo_root, require_tool, run_ok};
 
 fn rendered() -> String {
     let kubectl = require_tool(
         "kubectl",
         "install kubectl (it ships with the machine image)",
     );
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(repo_root().join("registry"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_ok(
+        Command::new(kubectl)
+            .arg("kustomize")
+            .arg(repo_root().join("registry")),
+    )
 }
 
 #[test]

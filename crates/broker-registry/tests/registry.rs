@@ -9,19 +9,14 @@ use std::sync::Arc;
 
 use broker_oci::{Digest, Store};
 use broker_registry::{
-    ClientOptions, CredentialSource, Credentials, Reference, RegistryClient, RegistryError,
-    Reporter, Silent, mirror, pull_into_store, push_from_store, resolve,
+    ClientOptions, CredentialSource, Credentials, Publisher, Reference, RegistryClient,
+    RegistryError, RegistryPrefix, Reporter, Silent, mirror, pull_into_store, push_from_store,
+    resolve,
 };
 use broker_test_support::{
-    TestRegistry, copy_dir, docker_cli, require_tool, synthetic, unique_suffix,
+    TestRegistry, copy_dir, docker_cli, output_ok, require_tool, run_ok, runtime, synthetic,
+    unique_suffix,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn silent() -> Arc<dyn Reporter> {
     Arc::new(Silent)
@@ -44,12 +39,7 @@ fn skopeo_raw(registry: &TestRegistry, pinned: &str, extra: &[&str]) -> Vec<u8> 
         cmd.arg("--tls-verify=false");
     }
     cmd.args(extra).arg(format!("docker://{pinned}"));
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {pinned}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = output_ok(&mut cmd);
     out.stdout
 }
 
@@ -76,15 +66,7 @@ fn pushed_busybox_is_pulled_and_run_by_docker() {
         pushed.digest,
         "the registry serves our exact manifest bytes"
     );
-    let out = docker_cli()
-        .args(["pull", &pushed.pinned])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker pull: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(docker_cli().args(["pull", &pushed.pinned]));
     let out = docker_cli()
         .args([
             "run",
@@ -399,16 +381,18 @@ fn concurrent_pushes_upload_a_shared_blob_once_and_later_runs_mount_it() {
     let store = Store::open(dir.path()).unwrap();
     synthetic::image(&store, "app", 7, 2, 256 * 1024);
     let registry = TestRegistry::start();
-    let a = reference(&registry, "broker/a", "v1");
-    let b = reference(&registry, "broker/b", "v1");
+    let prefix: RegistryPrefix = format!("{}/broker", registry.host()).parse().unwrap();
+    let publisher = || {
+        Publisher::new(prefix.clone(), &ClientOptions::default(), silent())
+            .unwrap()
+            .recording_for(&store)
+    };
     let rt = runtime();
-    let record = dir.path().join("blobs.json");
     rt.block_on(async {
-        let client = RegistryClient::for_reference(&a, &ClientOptions::default()).unwrap();
-        let reporter = silent();
+        let publisher = publisher();
         let (ra, rb) = tokio::join!(
-            push_from_store(&client, &store, "app", &a, &reporter),
-            push_from_store(&client, &store, "app", &b, &reporter)
+            publisher.publish(&store, "app", "a", "v1"),
+            publisher.publish(&store, "app", "b", "v1")
         );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(
@@ -421,18 +405,14 @@ fn concurrent_pushes_upload_a_shared_blob_once_and_later_runs_mount_it() {
             3,
             "and mounted into the other repository"
         );
-        client.save_known_blobs(&record).unwrap();
     });
     assert_eq!(registry.blob_upload_count(), 3);
+    assert!(store.dir().join(broker_registry::BLOB_LOCATIONS).is_file());
 
-    // A later run (a new client) mounts from where the first one pushed.
-    let c = reference(&registry, "broker/c", "v1");
+    // A later run (a new publisher, so a new client) mounts from where the
+    // first one pushed: the publisher keeps the record beside the store.
     rt.block_on(async {
-        let client = RegistryClient::for_reference(&c, &ClientOptions::default()).unwrap();
-        client.load_known_blobs(&record);
-        let pushed = push_from_store(&client, &store, "app", &c, &silent())
-            .await
-            .unwrap();
+        let pushed = publisher().publish(&store, "app", "c", "v1").await.unwrap();
         assert_eq!((pushed.stats.uploaded, pushed.stats.mounted), (0, 3));
     });
     assert_eq!(registry.blob_upload_count(), 3);

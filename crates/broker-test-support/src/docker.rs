@@ -112,6 +112,13 @@ pub fn docker_cli() -> Command {
 /// Runs `cmd`, panicking with its command line, status, stdout and stderr
 /// when it fails; returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&output_ok(cmd).stdout).into_owned()
+}
+
+/// Runs `cmd`, panicking with its command line, status, stdout and stderr
+/// when it fails; returns its output (stdout as bytes, e.g. a manifest
+/// whose digest matters).
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -123,5 +130,5 @@ pub fn run_ok(cmd: &mut Command) -> String {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
 }

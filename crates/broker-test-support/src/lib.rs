@@ -7,13 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod base_images;
+pub mod cli;
 pub mod docker;
 pub mod fault_proxy;
 pub mod registry;
 pub mod synthetic;
 
 pub use base_images::{BaseImage, busybox, debian_minbase};
-pub use docker::{docker_cli, engine, require_tool};
+pub use cli::Workspace;
+pub use docker::{docker_cli, engine, output_ok, require_tool, run_ok};
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 
@@ -69,6 +71,15 @@ pub fn unique_suffix() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos
     )
+}
+
+/// A multi-threaded tokio runtime for tests that drive async library code
+/// from a plain `#[test]`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The repository's root directory (where `images/`, `examples/` and

@@ -1,12 +1,22 @@
-//! `broker-images build` and `broker-images verify`.
+//! `broker-images build` and `broker-images verify`: build into the store,
+//! then (with `--push`) publish, then write the lock — the three stages
+//! wired here and nowhere else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use broker_build::build::{BuildOptions, BuildReporter, PushTarget, build};
-use broker_build::deps::DepsError;
-use broker_build::{Lock, build::BuildError};
+use broker_build::build::{
+    BaseLookup, BaseResolver, BuildError, BuildOptions, BuildReporter, BuiltImage, DepsFetch,
+    DepsOrigin, DepsSource, DepsWanted, build,
+};
+use broker_build::deps::{BaseDigest, DepsError};
+use broker_oci::Store;
+use broker_pins::{ImageDifference, Lock, RegistryPrefix};
+use broker_registry::{
+    ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
+    RegistryError, RetryPolicy, Silent,
+};
 
 use crate::cli::{BuildArgs, SourceArgs, VerifyArgs};
 use crate::reporter::Progress;
@@ -43,7 +53,6 @@ fn overrides(args: &SourceArgs) -> anyhow::Result<(BTreeMap<String, String>, Arg
 fn options(
     store: &std::path::Path,
     args: &SourceArgs,
-    push: Option<PushTarget>,
     verify: bool,
 ) -> anyhow::Result<BuildOptions> {
     let (base_overrides, arg_overrides) = overrides(args)?;
@@ -52,12 +61,17 @@ fn options(
         broker_tree: args.source.clone(),
         formatters: args.formatters.clone(),
         formatters_rev: args.formatters_rev.clone(),
+        source_revision: args.source_revision.clone(),
         only: args.only.clone(),
         base_overrides,
         arg_overrides,
+        recorded: BTreeMap::new(),
+        recorded_bases: BTreeMap::new(),
+        offline: false,
+        deps_ca_files: args.deps_ca_files.clone(),
+        deps_network: args.deps_network.clone(),
         store_dir: store.to_path_buf(),
         cache_dir: args.cache.clone(),
-        push,
         layer_threads: args
             .layer_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -77,45 +91,175 @@ fn explain(err: BuildError, progress: &Progress) -> anyhow::Error {
     err.into()
 }
 
+/// The registry as the build's deps source: `NAME:deps-<key>` under the
+/// publisher's prefix.
+struct RegistryDeps(Arc<Publisher>);
+
+impl DepsSource for RegistryDeps {
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a> {
+        Box::pin(async move {
+            let DepsWanted {
+                name,
+                tag,
+                store_tag,
+            } = wanted;
+            let found = self.0.fetch(store, name, tag, store_tag).await?;
+            Ok(found.map(|reference| reference.to_string()))
+        })
+    }
+}
+
+/// Base images resolved on their registries: one manifest HEAD each, with
+/// the Docker configuration's credentials (--username is for the target
+/// registry) and a single attempt — an unreachable base registry falls back
+/// to what the engine or the lock knows rather than holding the build up.
+struct RegistryBases(ClientOptions);
+
+impl RegistryBases {
+    fn new(access: &crate::cli::RegistryArgs) -> Self {
+        Self(ClientOptions {
+            insecure_registries: access.insecure_registries.clone(),
+            ca_files: access.ca_files.clone(),
+            skip_tls_verify: access.skip_tls_verify,
+            credentials: CredentialSource::default(),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            read_timeout: std::time::Duration::from_secs(access.stall_timeout.max(1)),
+            ..ClientOptions::default()
+        })
+    }
+}
+
+impl BaseResolver for RegistryBases {
+    fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a> {
+        Box::pin(async move {
+            let reference: Reference = reference.parse()?;
+            let client = RegistryClient::for_reference(&reference, &self.0)?;
+            match broker_registry::resolve(&client, &reference, &Silent).await {
+                Ok(digest) => Ok(Some(digest)),
+                Err(RegistryError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// The base digests `lock` records, by base reference.
+fn recorded_bases(lock: &Lock) -> BTreeMap<String, BaseDigest> {
+    lock.images
+        .values()
+        .filter_map(|image| {
+            let digest = image.base_digest?;
+            let base = BaseDigest {
+                digest,
+                local: image.base_local,
+            };
+            Some((image.base.clone(), base))
+        })
+        .collect()
+}
+
+/// A built image and, when pushed, where to: the `build --json` result.
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    #[serde(flatten)]
+    built: &'a BuiltImage,
+    pushed: Option<PushedImage>,
+}
+
 pub(crate) async fn run(
     store: &std::path::Path,
     args: BuildArgs,
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let push = match (&args.registry, args.push) {
-        (Some(registry), true) => Some(PushTarget {
-            registry: registry.clone(),
-            tag: args.tag.clone(),
-            client: super::client_options(&args.access)?,
-        }),
-        _ => None,
-    };
-    let options = options(store, &args.sources, push, false)?;
+    let mut options = options(store, &args.sources, false)?;
     // Read the old lock first: a malformed one fails before any work.
-    let old = Lock::read_or_new(&args.lock)?;
+    let mut lock = Lock::read_or_new(&args.lock)?;
+    options.recorded_bases = recorded_bases(&lock);
+    options.offline = args.offline;
+    let base_resolver = (!args.offline)
+        .then(|| Arc::new(RegistryBases::new(&args.access)) as Arc<dyn BaseResolver>);
+    // --registry without --push still names where deps images are found.
+    let publisher = match &args.registry {
+        Some(registry) => {
+            let store = Store::open(store)?;
+            let publisher = super::publisher(registry.clone(), &args.access, &progress)?;
+            Some((Arc::new(publisher.recording_for(&store)), store))
+        }
+        None => None,
+    };
+    let deps_source = publisher
+        .as_ref()
+        .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, fresh) = build(options, reporter)
+    let (built, mut fresh) = build(options, deps_source, base_resolver, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
-    let mut lock = old;
-    lock.version = fresh.version;
-    lock.images.extend(fresh.images);
+    // Concurrently, as ko publishes: the client uploads a blob shared by
+    // several images once and mounts it into the others.
+    // --registry without --push only looked deps images up.
+    let mut pushed = match &publisher {
+        Some((publisher, store)) if args.push => {
+            let pushes = built
+                .iter()
+                .map(|image| publish(publisher, store, image, &args.tag));
+            futures::future::try_join_all(pushes).await?
+        }
+        _ => Vec::new(),
+    }
+    .into_iter();
+    let mut results = Vec::new();
+    for image in &built {
+        let pushed = pushed.next();
+        if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
+            locked.published(&pushed.pinned_ref, &args.tag);
+        }
+        results.push(Published {
+            built: image,
+            pushed,
+        });
+    }
+    lock.merge(fresh);
     lock.write(&args.lock)
         .with_context(|| format!("cannot write {}", args.lock.display()))?;
-    let lines: Vec<String> = built
+    let lines: Vec<String> = results
         .iter()
-        .map(|b| match &b.pushed {
+        .map(|r| match &r.pushed {
             Some(p) => p.pinned.clone(),
-            None => format!("{}@{}", b.name, b.digest),
+            None => format!("{}@{}", r.built.name, r.built.digest),
         })
         .collect();
     super::print_result(
         json,
-        &serde_json::json!({ "images": built, "lock": args.lock }),
+        &serde_json::json!({ "images": results, "lock": args.lock }),
         &lines,
     );
     Ok(())
+}
+
+/// Publishes one built image as `PREFIX/NAME:tag`. A deps image the engine
+/// had to build is published first, under its key (`NAME:deps-<key>`), so
+/// other machines skip the engine.
+async fn publish(
+    publisher: &Publisher,
+    store: &Store,
+    image: &BuiltImage,
+    tag: &str,
+) -> anyhow::Result<PushedImage> {
+    let name = image.name.as_str();
+    if image.deps_origin == DepsOrigin::Engine {
+        publisher
+            .publish(store, &image.deps_store_tag(), name, &image.deps_tag)
+            .await
+            .with_context(|| format!("{name}: cannot publish its deps image"))?;
+    }
+    publisher
+        .publish(store, name, name, tag)
+        .await
+        .with_context(|| format!("{name}: cannot publish"))
 }
 
 pub(crate) async fn verify(
@@ -130,69 +274,61 @@ pub(crate) async fn verify(
             args.lock.display()
         );
     };
-    // Deps images missing locally are fetched from where the build pushed.
-    let registry = lock.images.values().find_map(|image| {
-        let (name, _) = image.reference.split_once('@')?;
-        name.rsplit_once('/').map(|(prefix, _)| prefix.to_owned())
+    // Deps images missing locally are fetched from --registry, else from
+    // where the build pushed.
+    let registry = args.registry.clone().or_else(|| {
+        lock.images.iter().find_map(|(name, image)| {
+            // Only published images name a registry: an unpushed image's
+            // reference is a store name, which would read as Docker Hub.
+            image.tag.as_ref()?;
+            let pinned = image.pinned().ok()?;
+            RegistryPrefix::of_image(&pinned.to_reference(), name)
+        })
     });
-    let push = match registry {
-        Some(registry) => Some(PushTarget {
-            registry,
-            tag: "verify".to_owned(),
-            client: super::client_options(&args.access)?,
-        }),
+    let deps_source = match registry {
+        Some(registry) => {
+            let publisher = super::publisher(registry, &args.access, &progress)?;
+            Some(Arc::new(RegistryDeps(Arc::new(publisher))) as Arc<dyn DepsSource>)
+        }
         None => None,
     };
-    let options = options(store, &args.sources, push, true)?;
+    let mut options = options(store, &args.sources, true)?;
+    // The bases, build args and revision the build used, so the deps key
+    // and the labels are the build's.
+    options.recorded = lock.images.clone();
+    options.recorded_bases = recorded_bases(&lock);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, _) = build(options, reporter)
+    let (built, rebuilt) = build(options, deps_source, None, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
     let mut differences = Vec::new();
     let mut report = Vec::new();
     for image in &built {
-        let Some(locked) = lock.images.get(&image.name) else {
-            differences.push(format!("{}: not in {}", image.name, args.lock.display()));
+        let Some(now) = rebuilt.images.get(&image.name) else {
             continue;
         };
-        if locked.digest == image.digest {
+        let why = lock.diff_image(&image.name, now);
+        if why.is_empty() {
             report.push(
                 serde_json::json!({"image": image.name, "digest": image.digest, "matches": true}),
             );
             continue;
         }
-        let mut why = Vec::new();
-        if locked.deps_key != image.deps_key {
-            why.push(format!(
-                "deps inputs changed (key {} in the lock, {} now)",
-                &locked.deps_key[..12],
-                &image.deps_key[..12]
-            ));
+        if why.contains(&ImageDifference::NotLocked) {
+            differences.push(format!("{}: not in {}", image.name, args.lock.display()));
+            continue;
         }
-        for (layer, (digest, _)) in &image.layers {
-            match locked.sources.get(layer) {
-                Some(source) if source.layer == *digest => {}
-                Some(source) => why.push(format!(
-                    "layer `{layer}` differs ({} in the lock, {digest} now)",
-                    source.layer
-                )),
-                None => why.push(format!("layer `{layer}` is new")),
-            }
-        }
-        if why.is_empty() {
-            why.push(
-                "config or manifest differs (runtime config, labels or SOURCE_DATE_EPOCH)"
-                    .to_owned(),
-            );
-        }
+        let why: Vec<String> = why.iter().map(ToString::to_string).collect();
+        let locked = lock.images.get(&image.name).map(|l| l.digest);
+        let locked = locked.map(|d| d.to_string()).unwrap_or_default();
         differences.push(format!(
             "{}: {} in the lock, {} rebuilt: {}",
             image.name,
-            locked.digest,
+            locked,
             image.digest,
             why.join("; ")
         ));
-        report.push(serde_json::json!({"image": image.name, "digest": image.digest, "locked": locked.digest, "matches": false, "why": why}));
+        report.push(serde_json::json!({"image": image.name, "digest": image.digest, "locked": locked, "matches": false, "why": why}));
     }
     let lines: Vec<String> = built
         .iter()

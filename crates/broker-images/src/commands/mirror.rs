@@ -1,12 +1,11 @@
-//! `broker-images mirror`: third-party images into our registry by digest.
+//! `broker-images mirror`: third-party images into our registry by digest,
+//! through the publisher.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use broker_build::{Lock, MirroredImage};
-use broker_registry::{
-    ClientOptions, CredentialSource, Reference, RegistryClient, Reporter, mirror,
-};
+use broker_pins::Lock;
+use broker_registry::{ClientOptions, CredentialSource, Reference};
 
 use crate::cli::MirrorArgs;
 use crate::reporter::Progress;
@@ -16,48 +15,25 @@ pub(crate) async fn run(
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let target_options = super::client_options(&args.access)?;
+    let publisher = super::publisher(args.registry.clone(), &args.access, &progress)?;
     // Explicit credentials are for the target; sources use the Docker config.
     let source_options = ClientOptions {
         credentials: CredentialSource::default(),
-        ..target_options.clone()
+        ..publisher.client().options().clone()
     };
-    let reporter: Arc<dyn Reporter> = progress.clone();
     let mut lock = Lock::read_or_new(&args.lock)?;
     let mut results = Vec::new();
     for image in &args.images {
         let source: Reference = image.parse()?;
-        let mut target = format!(
-            "{}/{}",
-            args.registry.trim_end_matches('/'),
-            source.repository()
-        );
-        if let Some(tag) = source.tag() {
-            target = format!("{target}:{tag}");
-        }
-        let target: Reference = target.parse().with_context(|| {
-            format!(
-                "--registry {} with image {image} does not make a valid reference",
-                args.registry
-            )
-        })?;
-        let from = RegistryClient::for_reference(&source, &source_options)?;
-        let to = RegistryClient::for_reference(&target, &target_options)?;
-        let copied = mirror(&from, &source, &to, &target, &reporter)
+        let copied = publisher
+            .mirror(&source, &source_options)
             .await
-            .with_context(|| format!("cannot mirror {image} to {target}"))?;
+            .with_context(|| format!("cannot mirror {image} to {}", args.registry))?;
         progress.line(&format!(
             "   mirrored {image}: {} uploaded, {} already there",
             copied.stats.uploaded, copied.stats.existed
         ));
-        lock.mirrors.insert(
-            image.clone(),
-            MirroredImage {
-                source: copied.source_pinned.clone(),
-                reference: copied.target_pinned.clone(),
-                digest: copied.digest,
-            },
-        );
+        lock.record_mirror(image, &copied.source_ref, &copied.target_ref);
         results.push(copied);
     }
     // The lock is written only when every image made it, so render never

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use broker_registry::{ClientOptions, CredentialSource, Credentials, RetryPolicy};
+use broker_registry::{
+    ClientOptions, CredentialSource, Credentials, Publisher, RegistryPrefix, Reporter, RetryPolicy,
+};
 
 use crate::cli::{Cli, Command, RegistryArgs};
 use crate::reporter::{Mode, Progress};
@@ -37,6 +39,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(args) => runtime.block_on(cluster::restart(args, cli.json, progress)),
         Command::Status(args) => runtime.block_on(cluster::status(args, cli.json)),
     }
+}
+
+/// The publisher to `prefix`, reaching it as `access` says and reporting
+/// to `progress`.
+pub(crate) fn publisher(
+    prefix: RegistryPrefix,
+    access: &RegistryArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Publisher> {
+    let reporter: Arc<dyn Reporter> = progress.clone();
+    Ok(Publisher::new(prefix, &client_options(access)?, reporter)?)
 }
 
 /// Client options from the command line. Reads the password from stdin

@@ -1,11 +1,10 @@
-//! `broker-images push`: store images to a registry.
+//! `broker-images push`: store images to a registry, through the publisher.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use broker_oci::Store;
-use broker_registry::{Reference, RegistryClient, Reporter, push_from_store};
 
 use crate::cli::PushArgs;
 use crate::reporter::Progress;
@@ -16,7 +15,6 @@ pub(crate) async fn run(
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let options = super::client_options(&args.access)?;
     // Opening would create an empty store: say what is wrong instead.
     if !store_dir.join("index.json").is_file() {
         anyhow::bail!(
@@ -26,37 +24,22 @@ pub(crate) async fn run(
     }
     let store = Store::open(store_dir)
         .with_context(|| format!("cannot open the image store {}", store_dir.display()))?;
-    let reporter: Arc<dyn Reporter> = progress.clone();
-    let mut client: Option<RegistryClient> = None;
-    let blob_record = store.dir().join(broker_build::build::BLOB_LOCATIONS);
+    // One publisher for the whole run: its client remembers which
+    // repositories hold which blobs, so shared layers are mounted instead
+    // of uploaded.
+    let publisher =
+        super::publisher(args.registry.clone(), &args.access, &progress)?.recording_for(&store);
     let mut pushed = Vec::new();
     for name in &args.images {
-        let target: Reference = format!(
-            "{}/{name}:{}",
-            args.registry.trim_end_matches('/'),
-            args.tag
-        )
-        .parse()
-        .with_context(|| {
-            format!(
-                "--registry {} with image {name} does not make a valid reference",
-                args.registry
-            )
-        })?;
-        // One client for the whole run: it remembers which repositories hold
-        // which blobs, so shared layers are mounted instead of uploaded.
-        let client = match &mut client {
-            Some(c) => c,
-            None => {
-                let c = RegistryClient::for_reference(&target, &options)?;
-                c.load_known_blobs(&blob_record);
-                client.insert(c)
-            }
-        };
-        let result = push_from_store(client, &store, name, &target, &reporter).await;
-        // Recorded even after a failure: what got pushed can be mounted later.
-        let _ = client.save_known_blobs(&blob_record);
-        let result = result.with_context(|| format!("cannot push {name} to {target}"))?;
+        let result = publisher
+            .publish(&store, name, name, &args.tag)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot push {name} to {}/{name}:{}",
+                    args.registry, args.tag
+                )
+            })?;
         progress.line(&format!(
             "   pushed {name}: {} uploaded ({}), {} mounted, {} already there",
             result.stats.uploaded,

@@ -1,0 +1,733 @@
+//! What a build is made of and what it records (issue 12, build side): the
+//! provenance labels of every tree baked in, `verify` and `build
+//! --registry` using what the build used, readable deps failures, an extra
+//! CA for the deps stage that never reaches an image, and bases tracked by
+//! digest.
+//!
+//! Each test runs the built binary on a tiny image spec on the busybox base
+//! with the real Docker engine (and a real registry where one is needed).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use broker_test_support::{TestRegistry, Workspace, busybox, require_tool, run_ok, unique_suffix};
+
+/// The label prefix broker-build documents for further trees.
+const TREE_LABEL: &str = "io.github.broker-images.source.ttn-formatters";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    require_tool("git", "apt-get install -y git");
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(args),
+    );
+    out.trim().to_owned()
+}
+
+/// A workspace with a broker tree (not a git checkout), a formatters git
+/// repository and an images folder holding one image, `tiny`, whose deps
+/// Dockerfile is `dockerfile`.
+struct Tiny {
+    ws: Workspace,
+    formatters_url: String,
+    formatters_commit: String,
+}
+
+impl Tiny {
+    fn new(dockerfile: &str) -> Self {
+        let ws = Workspace::new(env!("CARGO_BIN_EXE_broker-images"));
+        let app = ws.path("broker/app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("main.sh"), "echo tiny\n").unwrap();
+        let formatters = ws.path("formatters");
+        std::fs::create_dir_all(formatters.join("uplink")).unwrap();
+        std::fs::write(formatters.join("uplink/a.js"), "module.exports = 1;\n").unwrap();
+        git(&formatters, &["init", "--quiet", "-b", "main"]);
+        git(&formatters, &["add", "."]);
+        git(&formatters, &["commit", "--quiet", "-m", "formatters"]);
+        let formatters_commit = git(&formatters, &["rev-parse", "HEAD"]);
+        let tiny = ws.path("images/tiny");
+        std::fs::create_dir_all(&tiny).unwrap();
+        std::fs::write(tiny.join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(
+            tiny.join("image.yaml"),
+            "deps:\n  base: unused/base:1\nlayers:\n  - name: app\n    from: app\n    to: /app\n  - name: formatters\n    tree: ttn-formatters\n    from: .\n    to: /formatters\nconfig:\n  cmd: [\"sh\", \"/app/main.sh\"]\n",
+        )
+        .unwrap();
+        Self {
+            formatters_url: format!("file://{}", formatters.display()),
+            formatters_commit,
+            ws,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.ws.path(rel)
+    }
+
+    /// `broker-images SUBCOMMAND` on this workspace's trees, without a base.
+    fn bare(&self, subcommand: &str) -> Command {
+        let mut cmd = self.ws.command(&[subcommand]);
+        cmd.arg("--images")
+            .arg(self.path("images"))
+            .arg("--source")
+            .arg(self.path("broker"))
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .arg("--lock")
+            .arg(self.path("images.lock"))
+            .args([
+                "--formatters",
+                &self.formatters_url,
+                "--formatters-rev",
+                &self.formatters_commit,
+            ]);
+        cmd
+    }
+
+    /// `bare(subcommand)` with `--base tiny=<base>`.
+    fn command(&self, subcommand: &str, base: &str) -> Command {
+        let mut cmd = self.bare(subcommand);
+        cmd.arg("--base").arg(format!("tiny={base}"));
+        cmd
+    }
+
+    fn lock(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path("images.lock")).unwrap()).unwrap()
+    }
+
+    /// The labels of the store's image `name`, read from its stored config.
+    fn labels(&self, name: &str) -> HashMap<String, String> {
+        let image = self.ws.store().image(name).unwrap();
+        image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default()
+    }
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The labels skopeo reads from `docker://<reference>` on `registry`.
+fn skopeo_labels(reference: &str) -> serde_json::Value {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--no-creds"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Labels"].clone()
+}
+
+const PLAIN: &str = "ARG BASE\nFROM ${BASE}\n";
+
+/// Issue 12 item 1: every tree baked in is named in the labels, the broker
+/// revision comes from `--source-revision` or its environment variable when
+/// the tree is no checkout (else one line says so and the lock records
+/// "unknown"), and the base label names the real base.
+#[test]
+fn images_record_the_provenance_of_every_tree_and_the_real_base() {
+    let base = busybox();
+    let tiny = Tiny::new(PLAIN);
+
+    // No revision anywhere: one line says so; the lock says "unknown".
+    let err = ok(&tiny.command("build", &base.docker_ref).output().unwrap());
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not a git checkout"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("--source-revision"), "{err}");
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["app"]["revision"],
+        "unknown"
+    );
+    let labels = tiny.labels("tiny");
+    assert!(
+        !labels.contains_key("org.opencontainers.image.revision"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels[&format!("{TREE_LABEL}.revision")],
+        tiny.formatters_commit
+    );
+    assert_eq!(labels[&format!("{TREE_LABEL}.source")], tiny.formatters_url);
+    assert_eq!(
+        labels["org.opencontainers.image.base.name"], base.docker_ref,
+        "the real base, not the internal deps tag"
+    );
+    let unlabelled = tiny.ws.store().resolve("tiny").unwrap();
+
+    // --source-revision: the label and the lock carry it; nothing is noted.
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/prov-{}", registry.host(), unique_suffix());
+    let mut cmd = tiny.command("build", &base.docker_ref);
+    cmd.args([
+        "--source-revision",
+        "1234abcd",
+        "--push",
+        "--registry",
+        &prefix,
+    ]);
+    let err = ok(&cmd.output().unwrap());
+    assert!(!err.contains("not a git checkout"), "{err}");
+    let labels = tiny.labels("tiny");
+    assert_eq!(labels["org.opencontainers.image.revision"], "1234abcd");
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["app"]["revision"],
+        "1234abcd"
+    );
+    assert_eq!(
+        lock["images"]["tiny"]["sources"]["formatters"]["revision"],
+        tiny.formatters_commit.as_str()
+    );
+    // What a registry client sees.
+    let pinned = lock["images"]["tiny"]["reference"].as_str().unwrap();
+    let pushed = skopeo_labels(pinned);
+    assert_eq!(pushed["org.opencontainers.image.revision"], "1234abcd");
+    assert_eq!(
+        pushed[format!("{TREE_LABEL}.revision")],
+        tiny.formatters_commit.as_str()
+    );
+    assert_eq!(
+        pushed["org.opencontainers.image.base.name"],
+        base.docker_ref.as_str()
+    );
+    let first = tiny.ws.store().resolve("tiny").unwrap();
+    assert_ne!(first.digest(), unlabelled.digest());
+
+    // The environment variable CI sets does the same, and the labels are
+    // deterministic: the same revision gives the same digest.
+    let mut cmd = tiny.command("build", &base.docker_ref);
+    cmd.env("BROKER_IMAGES_SOURCE_REVISION", "1234abcd");
+    ok(&cmd.output().unwrap());
+    assert_eq!(
+        tiny.ws.store().resolve("tiny").unwrap().digest(),
+        first.digest()
+    );
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure: {}", describe(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An engine address nothing answers at: a command that succeeds with it
+/// used no engine.
+const NO_ENGINE: &str = "unix:///nonexistent/docker.sock";
+
+/// Issue 12 item 3: verify rebuilds on the bases and build args the lock
+/// records (the same deps key), takes `--registry` as its error advises,
+/// and `build --registry` without `--push` finds deps images there.
+#[test]
+fn verify_and_build_use_what_the_build_used() {
+    let base = busybox();
+    let tiny =
+        Tiny::new("ARG BASE\nFROM ${BASE}\nARG FLAVOUR=plain\nRUN echo \"$FLAVOUR\" > /flavour\n");
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/verify-{}", registry.host(), unique_suffix());
+    let wipe_store = || {
+        std::fs::remove_dir_all(tiny.path("store")).unwrap();
+        std::fs::create_dir_all(tiny.path("store")).unwrap();
+    };
+
+    let mut build = tiny.command("build", &base.docker_ref);
+    build.args([
+        "--build-arg",
+        "tiny:FLAVOUR=spicy",
+        "--source-revision",
+        "r1",
+    ]);
+    build.args(["--push", "--registry", &prefix]);
+    ok(&build.output().unwrap());
+    let lock = tiny.lock();
+    assert_eq!(lock["images"]["tiny"]["build_args"]["FLAVOUR"], "spicy");
+    assert_eq!(lock["images"]["tiny"]["base"], base.docker_ref.as_str());
+    let digest = lock["images"]["tiny"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // verify with none of the build's flags, no engine, an empty store:
+    // the lock's base, args and revision give the same key and digest.
+    wipe_store();
+    let mut verify = tiny.bare("verify");
+    verify.env("DOCKER_HOST", NO_ENGINE);
+    let out = verify.output().unwrap();
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("tiny {digest} reproduced")),
+        "{stdout}"
+    );
+
+    // build --registry without --push: deps from the registry, nothing
+    // pushed, the lock names the store image.
+    wipe_store();
+    let uploads = registry.blob_upload_count();
+    let mut build = tiny.command("build", &base.docker_ref);
+    build.args([
+        "--build-arg",
+        "tiny:FLAVOUR=spicy",
+        "--source-revision",
+        "r1",
+    ]);
+    build
+        .args(["--registry", &prefix])
+        .env("DOCKER_HOST", NO_ENGINE);
+    let err = ok(&build.output().unwrap());
+    assert!(err.contains(&format!("from {prefix}/tiny")), "{err}");
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads,
+        "pushed without --push"
+    );
+    let lock = tiny.lock();
+    assert_eq!(
+        lock["images"]["tiny"]["reference"],
+        format!("tiny@{digest}")
+    );
+
+    // The lock no longer says where the build pushed: verify says to pass
+    // --registry, and --registry exists.
+    wipe_store();
+    let mut verify = tiny.bare("verify");
+    verify.env("DOCKER_HOST", NO_ENGINE);
+    let err = failed(&verify.output().unwrap());
+    assert!(err.contains("pass --registry"), "{err}");
+    let mut verify = tiny.bare("verify");
+    verify
+        .args(["--registry", &prefix])
+        .env("DOCKER_HOST", NO_ENGINE);
+    let out = verify.output().unwrap();
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reproduced"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// Issue 12 item 8: a deps step failing with a pip-like error amid noise
+/// and colour codes shows the error line (not only the last lines), no
+/// terminal escapes, the tail, and the path of the full log in the store.
+#[test]
+fn deps_failures_show_the_first_error_and_keep_the_full_log() {
+    let base = busybox();
+    let tiny = Tiny::new(concat!(
+        "ARG BASE\nFROM ${BASE}\n",
+        "RUN i=0; while [ $i -lt 50 ]; do echo \"collecting noise-$i\"; i=$((i+1)); done; ",
+        "printf '\\033[1;31mERROR: No matching distribution found for pandas==9.9\\033[0m\\n'; ",
+        "i=0; while [ $i -lt 40 ]; do printf '\\033[32mcleanup-%s\\033[0m\\n' $i; i=$((i+1)); done; exit 1\n",
+    ));
+    let err = failed(&tiny.command("build", &base.docker_ref).output().unwrap());
+    assert!(
+        !err.contains('\u{1b}'),
+        "terminal escapes passed through: {err:?}"
+    );
+    assert!(
+        err.contains("ERROR: No matching distribution found for pandas==9.9"),
+        "{err}"
+    );
+    assert!(err.contains("cleanup-39"), "the tail: {err}");
+    assert!(
+        !err.contains("collecting noise-10\n"),
+        "all the noise: {err}"
+    );
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(error_lines[0].contains("non-zero code: 1"), "{err}");
+    let log = error_lines[0]
+        .split("full log: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no log path: {err}"));
+    let log = PathBuf::from(log.trim());
+    assert!(log.starts_with(tiny.path("store")), "{}", log.display());
+    let full = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "collecting noise-0",
+        "collecting noise-49",
+        "ERROR: No matching",
+        "cleanup-39",
+    ] {
+        assert!(full.contains(line), "{line} missing from the log: {full}");
+    }
+    assert!(!full.contains('\u{1b}'), "{full:?}");
+}
+
+/// `openssl ARGS…` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let openssl = require_tool("openssl", "apt-get install -y openssl");
+    run_ok(Command::new(openssl).current_dir(dir).args(args));
+}
+
+/// An HTTPS server on 127.0.0.1 with a certificate from a throwaway CA,
+/// stopped when dropped.
+struct HttpsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=throwaway deps CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "ext",
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+            ])
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every blob file under `dir` whose bytes (gunzipped when gzip) contain
+/// `needle`.
+fn blobs_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                let out = Command::new("gzip")
+                    .arg("-dc")
+                    .stdin(std::fs::File::open(&path).unwrap())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "gzip -dc {}", path.display());
+                bytes = out.stdout;
+            }
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue 12 item 7: `--deps-ca-file` lets a RUN step fetch over HTTPS from
+/// a server whose certificate a throwaway CA signed (without it the step
+/// fails), the CA reaches no layer and no config stored or pushed, and
+/// the deps key is the same without it.
+#[test]
+fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
+    let base = broker_test_support::debian_minbase();
+    let server = HttpsServer::start();
+    let tiny = Tiny::new(&format!(
+        "ARG BASE\nFROM ${{BASE}}\nRUN python3 -c \"import urllib.request as u; print('fetched', u.urlopen('https://127.0.0.1:{}/').status)\"\n",
+        server.port
+    ));
+    let registry = TestRegistry::start();
+    let prefix = format!("{}/ca-{}", registry.host(), unique_suffix());
+
+    let mut without = tiny.command("build", &base.docker_ref);
+    without.args(["--deps-network", "host"]);
+    let err = failed(&without.output().unwrap());
+    assert!(err.contains("CERTIFICATE_VERIFY_FAILED"), "{err}");
+
+    let mut with = tiny.command("build", &base.docker_ref);
+    with.args(["--deps-network", "host", "--push", "--registry", &prefix]);
+    with.env("BROKER_IMAGES_DEPS_CA_FILE", &server.ca);
+    ok(&with.output().unwrap());
+
+    let pem = std::fs::read_to_string(&server.ca).unwrap();
+    let body_line = pem.lines().nth(3).unwrap();
+    assert_eq!(body_line.len(), 64, "{pem}");
+    for dir in [
+        tiny.path("store").join("blobs"),
+        registry.storage_dir().to_path_buf(),
+    ] {
+        let found = blobs_containing(&dir, body_line.as_bytes());
+        assert!(found.is_empty(), "the CA is stored in {found:?}");
+    }
+    let store = tiny.ws.store();
+    let config = serde_json::to_string(&store.image("tiny").unwrap().config).unwrap();
+    assert!(!config.contains(".broker-images-deps-ca"), "{config}");
+
+    // Nor does the engine keep an image holding it.
+    let key = tiny.lock()["images"]["tiny"]["deps_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let engine_image = format!("broker-images/tiny:deps-{}", &key[..32]);
+    let inspect = broker_test_support::docker_cli()
+        .args(["image", "inspect", &engine_image])
+        .output()
+        .unwrap();
+    assert!(
+        !inspect.status.success(),
+        "{engine_image} is still in the engine"
+    );
+
+    // The same key without the CA: the deps image is found in the store,
+    // no engine needed.
+    let key = tiny.lock()["images"]["tiny"]["deps_key"].clone();
+    let mut again = tiny.command("build", &base.docker_ref);
+    again.env("DOCKER_HOST", NO_ENGINE);
+    ok(&again.output().unwrap());
+    assert_eq!(tiny.lock()["images"]["tiny"]["deps_key"], key);
+}
+
+fn docker(args: &[&str]) -> String {
+    run_ok(broker_test_support::docker_cli().args(args))
+        .trim()
+        .to_owned()
+}
+
+/// The registry digest the engine recorded for `reference` (pushed).
+fn repo_digest(reference: &str) -> String {
+    let digests = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        reference,
+    ]);
+    let digests: Vec<String> = serde_json::from_str(&digests).unwrap();
+    let repo = reference.rsplit_once(':').unwrap().0;
+    digests
+        .iter()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")))
+        .unwrap_or_else(|| panic!("no RepoDigest of {repo}: {digests:?}"))
+        .to_owned()
+}
+
+/// Replaces the content behind `reference` in its registry with the old
+/// content plus a file, as a re-tagged `python:3.10` with security fixes.
+fn retag_with_new_content(reference: &str, marker: &str) -> String {
+    let name = format!("retag-{}", unique_suffix());
+    docker(&[
+        "run",
+        "--name",
+        &name,
+        reference,
+        "sh",
+        "-c",
+        &format!("echo {marker} > /{marker}"),
+    ]);
+    docker(&["commit", &name, reference]);
+    docker(&["rm", &name]);
+    docker(&["push", reference]);
+    repo_digest(reference)
+}
+
+/// `build --json` on `base`; the image's result object.
+fn build_json(tiny: &Tiny, base: &str, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = tiny.command("build", base);
+    cmd.arg("--json").args(extra);
+    let out = cmd.output().unwrap();
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["images"][0].clone()
+}
+
+/// Issue 12 item 2: a base re-tagged to new content in its registry gives
+/// a new deps key (deps rebuilt) while every source layer comes from the
+/// cache with the same digest; the lock records the base digest, and
+/// `--offline` keeps the recorded one.
+#[test]
+fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
+    let registry = TestRegistry::start();
+    let base = format!("{}/base-{}/bb:1", registry.host(), unique_suffix());
+    docker(&["tag", &busybox().docker_ref, &base]);
+    docker(&["push", &base]);
+    let v1 = repo_digest(&base);
+    let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n");
+
+    // --offline with no lock recording the base: one line says what to do.
+    let mut offline = tiny.command("build", &base);
+    offline.arg("--offline");
+    let err = failed(&offline.output().unwrap());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("no recorded digest"), "{err}");
+
+    let first = build_json(&tiny, &base, &[]);
+    assert_eq!(first["deps_origin"], "engine");
+    let lock1 = tiny.lock();
+    assert_eq!(lock1["images"]["tiny"]["base_digest"], v1.as_str());
+    assert_eq!(
+        tiny.labels("tiny")["org.opencontainers.image.base.name"],
+        format!("{base}@{v1}")
+    );
+    assert_eq!(
+        tiny.labels("tiny")["org.opencontainers.image.base.digest"],
+        v1
+    );
+
+    let v2 = retag_with_new_content(&base, "security-fix");
+    assert_ne!(v1, v2);
+    let second = build_json(&tiny, &base, &[]);
+    assert_eq!(
+        second["deps_origin"], "engine",
+        "deps not rebuilt: {second}"
+    );
+    assert_ne!(second["deps_key"], first["deps_key"]);
+    for (layer, built) in second["layers"].as_object().unwrap() {
+        assert_eq!(built[0], first["layers"][layer][0], "{layer} changed");
+        assert_eq!(built[1], true, "{layer} was not taken from the cache");
+    }
+    let lock2 = tiny.lock();
+    assert_eq!(lock2["images"]["tiny"]["base_digest"], v2.as_str());
+    assert_ne!(
+        lock2["images"]["tiny"]["deps_digest"],
+        lock1["images"]["tiny"]["deps_digest"]
+    );
+    assert_eq!(
+        lock2["images"]["tiny"]["sources"], lock1["images"]["tiny"]["sources"],
+        "source layers are byte-identical"
+    );
+    // The deps image holds the new content.
+    let deps = tiny.ws.store().image("tiny").unwrap();
+    assert_eq!(
+        deps.manifest.layers().len(),
+        1 + 1 + 1 + 2,
+        "busybox + security-fix + RUN + two source layers"
+    );
+
+    // --offline keeps the recorded digest: a third re-tag is not seen.
+    let v3 = retag_with_new_content(&base, "another-fix");
+    let offline = build_json(&tiny, &base, &["--offline"]);
+    assert_eq!(offline["deps_origin"], "store");
+    assert_eq!(offline["deps_key"], second["deps_key"]);
+    assert_eq!(tiny.lock()["images"]["tiny"]["base_digest"], v2.as_str());
+    let online = build_json(&tiny, &base, &[]);
+    assert_eq!(tiny.lock()["images"]["tiny"]["base_digest"], v3.as_str());
+    assert_ne!(online["deps_key"], second["deps_key"]);
+}

@@ -1,0 +1,192 @@
+//! The binary's own surface: what `--help` lists, and what a user reads when
+//! the input is bad — one line (`error: what: why: root cause`, each cause
+//! once), or with `--json` one JSON object `{"error", "causes"}`.
+//!
+//! The error texts are insta snapshots (`tests/snapshots/`), so a change of
+//! wording shows in review. Temporary paths are replaced by `[WS]` and the
+//! repository by `[REPO]` before comparing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Output;
+
+use broker_test_support::{Workspace, busybox, repo_root};
+
+fn workspace() -> Workspace {
+    Workspace::new(env!("CARGO_BIN_EXE_broker-images"))
+}
+
+/// What a failed run says: the `error:` line, or with `--json` the error
+/// object, with this machine's paths normalised. Also checks the form: one
+/// error, and (as JSON) an object with a string `error` and a list of
+/// string `causes`, none of which repeats the one before.
+fn failure(ws: &Workspace, out: &Output, json: bool) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = if json {
+        stderr
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("error").is_some())
+            })
+            .collect()
+    } else {
+        stderr.lines().filter(|l| l.starts_with("error:")).collect()
+    };
+    assert_eq!(errors.len(), 1, "not one error:\n{stderr}");
+    let error = errors[0];
+    if json {
+        let value: serde_json::Value = serde_json::from_str(error).unwrap();
+        let causes = value["causes"].as_array().expect("causes is a list");
+        let mut chain = vec![value["error"].as_str().expect("error is a string")];
+        chain.extend(
+            causes
+                .iter()
+                .map(|c| c.as_str().expect("causes are strings")),
+        );
+        for pair in chain.windows(2) {
+            assert!(!pair[0].contains(pair[1]), "a cause repeats: {error}");
+        }
+    }
+    normalise(ws, error)
+}
+
+fn normalise(ws: &Workspace, text: &str) -> String {
+    let dir = ws.dir().to_string_lossy().into_owned();
+    let canonical = ws.dir().canonicalize().unwrap();
+    text.replace(&canonical.to_string_lossy().into_owned(), "[WS]")
+        .replace(&dir, "[WS]")
+        .replace(&repo_root().to_string_lossy().into_owned(), "[REPO]")
+}
+
+/// Runs `args` plain and with `--json`; snapshots both errors as `name`
+/// and `name_json`.
+fn snapshot_both(ws: &Workspace, name: &str, args: &[&str]) {
+    let plain = failure(ws, &ws.run(args), false);
+    insta::assert_snapshot!(name, plain);
+    let mut json_args = vec!["--json"];
+    json_args.extend_from_slice(args);
+    let json = failure(ws, &ws.run(&json_args), true);
+    insta::assert_snapshot!(format!("{name}_json"), json);
+}
+
+#[test]
+fn help_lists_only_the_commands_that_are_built() {
+    let ws = workspace();
+    let out = ws.run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "build", "push", "mirror", "verify", "render", "start", "stop", "restart", "status",
+            "help"
+        ],
+        "{help}"
+    );
+    // Every listed command is real: its own --help parses and none says it
+    // is not implemented.
+    for command in &commands[..commands.len() - 1] {
+        let out = ws.run(&[command, "--help"]);
+        assert!(out.status.success(), "`{command} --help` fails");
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(!text.contains("not implemented"), "{text}");
+    }
+}
+
+#[test]
+fn bad_input_errors_read_as_snapshotted() {
+    let ws = workspace();
+    let images = repo_root().join("images");
+    let images = images.to_str().unwrap();
+
+    // The broker tree does not exist.
+    snapshot_both(
+        &ws,
+        "missing_source",
+        &["build", "--images", images, "--source", "no-such-tree"],
+    );
+
+    // A malformed spec: file, line and column.
+    let bad_images = ws.path("images");
+    broker_test_support::copy_dir(&repo_root().join("images"), &bad_images);
+    std::fs::write(
+        bad_images.join("mgmt-app/image.yaml"),
+        "deps:\n  base: x\nlayers:\n  - name: www\n    from: src/www\n    to: /app\n    owner: [1, 2\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.path("broker")).unwrap();
+    snapshot_both(
+        &ws,
+        "malformed_spec",
+        &["build", "--images", "images", "--source", "broker"],
+    );
+
+    // A lock file that is not one: nothing is built.
+    std::fs::write(ws.path("images.lock"), "{\"version\": 1, \"images\": [}\n").unwrap();
+    snapshot_both(
+        &ws,
+        "malformed_lock",
+        &["build", "--images", images, "--source", "broker"],
+    );
+
+    // verify without a lock.
+    snapshot_both(
+        &ws,
+        "verify_without_lock",
+        &["verify", "--images", images, "--lock", "none.lock"],
+    );
+
+    // push from a store that was never built.
+    std::fs::remove_dir_all(ws.path("store")).unwrap();
+    snapshot_both(
+        &ws,
+        "push_without_store",
+        &["push", "app", "--registry", "127.0.0.1:9/broker"],
+    );
+
+    // A registry prefix that is not one, refused while parsing arguments.
+    snapshot_both(
+        &ws,
+        "bad_registry_prefix",
+        &["push", "app", "--registry", "Registry.Example/UPPER"],
+    );
+}
+
+/// The case of issue 11: a fifo in a source tree. Before, the cause was
+/// printed twice on the one line.
+#[test]
+fn a_fifo_in_a_source_tree_is_one_error_saying_each_cause_once() {
+    let ws = workspace();
+    let images = ws.path("images/fifo");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
+    std::fs::write(
+        images.join("image.yaml"),
+        "deps:\n  base: unused\nlayers:\n  - name: app\n    from: src\n    to: /app\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.path("broker/src")).unwrap();
+    std::fs::write(ws.path("broker/src/main.py"), "print('hi')\n").unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(ws.path("broker/src/pipe"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(made, "mkfifo failed");
+    let base = format!("fifo={}", busybox().docker_ref);
+    snapshot_both(
+        &ws,
+        "fifo_in_source_tree",
+        &[
+            "build", "--images", "images", "--source", "broker", "--base", &base,
+        ],
+    );
+}

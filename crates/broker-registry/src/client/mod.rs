@@ -1,0 +1,221 @@
+//! One client per registry host. Split by concern:
+//!
+//! - [`transport`]: HTTPS or plain HTTP (insecure and loopback hosts), TLS
+//!   roots, the reqwest clients;
+//! - [`auth`]: the handshake (anonymous, basic, bearer tokens per scope);
+//! - [`retry`]: the retry policy, the defaults of the command line, and the
+//!   send loop;
+//! - [`request`]: the one request helper of the pull and push paths.
+//!
+//! This module holds the client itself and what it remembers across
+//! requests: which repositories hold which blobs (mount candidates).
+
+mod auth;
+mod request;
+mod retry;
+mod transport;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use broker_pins::{Digest, Reference};
+
+use crate::credentials::{CredentialSource, ResolvedCredentials};
+use crate::error::RegistryError;
+
+pub(crate) use request::{Call, FOUND_OR_NOT, reported_digest};
+pub(crate) use retry::Idempotent;
+pub use retry::{DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RetryPolicy};
+pub use transport::is_loopback;
+
+/// Options shared by every registry client of one run.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Registry hosts (`host` or `host:port`) spoken to over plain HTTP.
+    /// Loopback hosts (127.0.0.0/8, `localhost`, `::1`) always are.
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM certificate authorities trusted besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Accept any TLS certificate. Dangerous; only for throwaway registries.
+    pub skip_tls_verify: bool,
+    /// Where credentials come from.
+    pub credentials: CredentialSource,
+    /// Retry behaviour for transient failures.
+    pub retry: RetryPolicy,
+    /// Give up on a connection attempt after this long.
+    pub connect_timeout: Duration,
+    /// Give up on a response, or on a body that stops moving, after this long:
+    /// what turns a stalled connection into a retry.
+    pub read_timeout: Duration,
+    /// Blobs transferred at once per image.
+    pub concurrency: usize,
+    /// Chunk size for registries that refuse a monolithic upload (HTTP 413).
+    pub chunk_size: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            ca_files: Vec::new(),
+            skip_tls_verify: false,
+            credentials: CredentialSource::default(),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
+            concurrency: DEFAULT_JOBS,
+            chunk_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Access a request needs; registries with token auth issue tokens per scope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Scope {
+    /// Read a repository.
+    Pull(String),
+    /// Read and write a repository.
+    PullPush(String),
+}
+
+impl Scope {
+    fn as_param(&self) -> String {
+        match self {
+            Scope::Pull(repo) => format!("repository:{repo}:pull"),
+            Scope::PullPush(repo) => format!("repository:{repo}:pull,push"),
+        }
+    }
+}
+
+/// A client for one registry host.
+pub struct RegistryClient {
+    registry: String,
+    api_host: String,
+    transport: transport::Transport,
+    /// `scheme://host`, decided on first use (see [`transport::Transport`]).
+    base_url: tokio::sync::OnceCell<String>,
+    /// Made once the scheme is known (see [`RegistryClient::http`]).
+    http: tokio::sync::OnceCell<reqwest::Client>,
+    /// For request bodies that stream a blob: no reqwest read timeout,
+    /// which would be a deadline for the whole upload; the caller watches
+    /// the body's progress instead (see `transfer::Progress`). Made on
+    /// first upload: loading the system roots again costs a no-op push
+    /// more than its requests do.
+    upload_http: tokio::sync::OnceCell<reqwest::Client>,
+    /// The CA certificates of `options.ca_files`, read once.
+    extra_roots: Vec<reqwest::Certificate>,
+    credentials: ResolvedCredentials,
+    auth: Mutex<auth::AuthState>,
+    options: ClientOptions,
+    /// Repositories of this registry known to hold a blob: candidates for a
+    /// cross-repository mount instead of an upload.
+    known_blobs: Mutex<HashMap<Digest, BTreeSet<String>>>,
+    /// One lock per blob digest being transferred by this client.
+    blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("registry", &self.registry)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// Creates a client for the registry that serves `reference`.
+    pub fn for_reference(
+        reference: &Reference,
+        options: &ClientOptions,
+    ) -> Result<Self, RegistryError> {
+        let transport =
+            transport::Transport::choose(reference.registry(), reference.api_host(), options);
+        let extra_roots = transport::extra_roots(&options.ca_files)?;
+        let credentials = options.credentials.resolve(reference.credential_key())?;
+        Ok(Self {
+            registry: reference.registry().to_owned(),
+            api_host: reference.api_host().to_owned(),
+            transport,
+            base_url: tokio::sync::OnceCell::new(),
+            http: tokio::sync::OnceCell::new(),
+            upload_http: tokio::sync::OnceCell::new(),
+            extra_roots,
+            credentials,
+            auth: Mutex::new(auth::AuthState::default()),
+            options: options.clone(),
+            known_blobs: Mutex::new(HashMap::new()),
+            blob_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry host as written in references.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    fn lock_known_blobs(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BTreeSet<String>>> {
+        // A panic while holding this lock leaves at worst a missing entry:
+        // a blob is uploaded instead of mounted.
+        self.known_blobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `repository` holds `digest`, so later pushes of the same
+    /// blob to other repositories mount it instead of uploading it.
+    pub fn remember_blob(&self, digest: Digest, repository: &str) {
+        self.lock_known_blobs()
+            .entry(digest)
+            .or_default()
+            .insert(repository.to_owned());
+    }
+
+    /// Every blob this client knows a repository of, with those
+    /// repositories (what [`crate::Publisher`] records for later runs).
+    pub fn known_blobs(&self) -> BTreeMap<Digest, BTreeSet<String>> {
+        self.lock_known_blobs()
+            .iter()
+            .map(|(digest, repositories)| (*digest, repositories.clone()))
+            .collect()
+    }
+
+    /// Repositories other than `except` known to hold `digest`.
+    pub(crate) fn mount_candidates(&self, digest: &Digest, except: &str) -> Vec<String> {
+        self.lock_known_blobs()
+            .get(digest)
+            .map(|repos| repos.iter().filter(|r| *r != except).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lock serialising transfers of `digest` within this client.
+    pub(crate) fn blob_lock(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .blob_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(*digest).or_default())
+    }
+}
+
+/// The error and all its causes on one line, each said once: for errors of
+/// other crates (reqwest, hyper) that end up as the `why` text of ours.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}

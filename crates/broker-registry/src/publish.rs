@@ -1,0 +1,133 @@
+//! The one publish entry point, shaped like ko's publisher: a [`Publisher`]
+//! owns the registry client for a [`RegistryPrefix`] and the blob-location
+//! record, and every command that puts images into a registry goes through
+//! it — `build --push`, `push` and `mirror` — so uploads, mounts and the
+//! record behave the same whichever command runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use broker_oci::Store;
+use broker_pins::{Reference, RegistryPrefix};
+
+use crate::blob_locations;
+use crate::client::{ClientOptions, RegistryClient};
+use crate::error::RegistryError;
+use crate::progress::Reporter;
+use crate::pull::pull_into_store;
+use crate::push::{MirroredImage, PushedImage, mirror, push_from_store};
+
+/// Puts images under one registry prefix.
+pub struct Publisher {
+    prefix: RegistryPrefix,
+    client: RegistryClient,
+    /// Where blob locations are recorded between runs, if anywhere.
+    record: Option<PathBuf>,
+    reporter: Arc<dyn Reporter>,
+}
+
+/// Names the prefix only: the client holds credentials.
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Publisher({})", self.prefix)
+    }
+}
+
+impl Publisher {
+    /// A publisher to `prefix`, reaching its registry with `options` and
+    /// reporting transfers to `reporter`.
+    pub fn new(
+        prefix: RegistryPrefix,
+        options: &ClientOptions,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Self, RegistryError> {
+        // The client depends only on the registry host; any image below the
+        // prefix names it.
+        let any_image = Reference::new(prefix.registry(), &prefix.repository("_"), None, None);
+        let client = RegistryClient::for_reference(&any_image, options)?;
+        Ok(Self {
+            prefix,
+            client,
+            record: None,
+            reporter,
+        })
+    }
+
+    /// Keeps the blob-location record of `store`: loads what earlier runs
+    /// pushed where (so this run mounts instead of uploading) and adds to
+    /// it after every publish.
+    pub fn recording_for(mut self, store: &Store) -> Self {
+        let path = blob_locations::record_path(store);
+        blob_locations::load(&self.client, &path);
+        self.record = Some(path);
+        self
+    }
+
+    /// Where this publisher puts images.
+    pub fn prefix(&self) -> &RegistryPrefix {
+        &self.prefix
+    }
+
+    /// The registry client (one per run: it remembers which repositories
+    /// hold which blobs).
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// Pushes the store image `source` (a store tag or digest) as
+    /// `PREFIX/name:tag`, uploading only what the registry lacks.
+    pub async fn publish(
+        &self,
+        store: &Store,
+        source: &str,
+        name: &str,
+        tag: &str,
+    ) -> Result<PushedImage, RegistryError> {
+        let target = self.prefix.image(name, tag)?;
+        let pushed = push_from_store(&self.client, store, source, &target, &self.reporter).await;
+        // Also after a failure: what did get pushed can be mounted next time.
+        // Failing to record costs only uploads, never correctness.
+        if let Some(record) = &self.record {
+            let _ = blob_locations::save(&self.client, record);
+        }
+        pushed
+    }
+
+    /// Pulls `PREFIX/name:tag` into `store` as `store_tag`; `Ok(None)` when
+    /// the registry does not have it.
+    pub async fn fetch(
+        &self,
+        store: &Store,
+        name: &str,
+        tag: &str,
+        store_tag: &str,
+    ) -> Result<Option<Reference>, RegistryError> {
+        let reference = self.prefix.image(name, tag)?;
+        match pull_into_store(&self.client, &reference, store, store_tag, &self.reporter).await {
+            Ok(_) => Ok(Some(reference)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Copies `source` (every platform, byte for byte) to
+    /// `PREFIX/<its repository>[:its tag]`, reading it with
+    /// `source_options`.
+    pub async fn mirror(
+        &self,
+        source: &Reference,
+        source_options: &ClientOptions,
+    ) -> Result<MirroredImage, RegistryError> {
+        let target = Reference::new(
+            self.prefix.registry(),
+            &self.prefix.repository(source.repository()),
+            source.tag(),
+            None,
+        );
+        // Validated like any reference: the prefix and the source's path
+        // together may be too long or otherwise invalid.
+        let target: Reference = target.to_string().parse()?;
+        let from = RegistryClient::for_reference(source, source_options)?;
+        mirror(&from, source, &self.client, &target, &self.reporter).await
+    }
+}

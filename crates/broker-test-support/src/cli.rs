@@ -1,0 +1,84 @@
+//! A temporary workspace for tests that run the `broker-images` binary:
+//! its own store, its own Docker client configuration (so no login leaks
+//! between tests) and a `bin/` directory first on the child's PATH (for
+//! credential helpers a test provides).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use broker_oci::Store;
+
+/// A temporary directory holding `store/`, `docker/` and `bin/`, and the
+/// binary under test.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Workspace {
+    /// A fresh workspace for the binary `bin` (a test passes
+    /// `env!("CARGO_BIN_EXE_broker-images")`).
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["store", "docker", "bin"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self {
+            dir,
+            bin: bin.into(),
+        }
+    }
+
+    /// The workspace directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `rel` inside the workspace.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The workspace's image store.
+    pub fn store(&self) -> Store {
+        Store::open(&self.path("store")).unwrap()
+    }
+
+    /// `BIN --store <store> ARGS…`, run in the workspace with its
+    /// `DOCKER_CONFIG` and PATH, no stdin, and none of the environment
+    /// variables that would change what the command does
+    /// (`BROKER_IMAGES_*`, `SOURCE_DATE_EPOCH`).
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.current_dir(self.dir())
+            .arg("--store")
+            .arg(self.path("store"))
+            .args(args)
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("PATH", path)
+            .env_remove("BROKER_IMAGES_STORE")
+            .env_remove("BROKER_IMAGES_REGISTRY")
+            .env_remove("BROKER_IMAGES_SOURCE_REVISION")
+            .env_remove("BROKER_IMAGES_DEPS_CA_FILE")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `command(args)` to completion.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `command(args)` with `stdin` as its standard input (e.g. a
+    /// password for `--password-stdin`).
+    pub fn run_with_stdin<S: AsRef<OsStr>>(&self, args: &[S], stdin: &str) -> Output {
+        crate::output_with_stdin(&mut self.command(args), stdin)
+    }
+}
