@@ -387,3 +387,170 @@ fn lock_value(path: &Path, text: &str) -> serde_json::Value {
     serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
 }
+
+/// The requests a registry handled below `/v2/<repository>/blobs/`.
+fn blob_requests(
+    registry: &TestRegistry,
+    repository: &str,
+) -> Vec<broker_test_support::RequestRecord> {
+    let prefix = format!("/v2/{repository}/blobs/");
+    registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn mirror_on_the_same_registry_mounts_every_blob_from_the_source() {
+    // Issue 12, item 9: a mirror within one registry sent a 104 MB base
+    // layer through the client again.
+    let registry = TestRegistry::start();
+    let pusher = workspace();
+    let image = synthetic::image(&pusher.store(), "python-base", 12, 5, 1024 * 1024);
+    let out = pusher.run(&[
+        "push",
+        "python-base",
+        "--registry",
+        &format!("{}/conca", registry.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let uploads_before = registry.blob_upload_count();
+
+    // Another machine (an empty store, no record) mirrors it.
+    let ws = workspace();
+    let source = format!("{}/conca/python-base:latest", registry.host());
+    let out = ws.run(&[
+        "mirror",
+        &source,
+        "--registry",
+        &format!("{}/mirror", registry.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let blobs = image.blobs().len();
+    assert!(
+        text(&out.stderr).contains(&format!("0 uploaded (0 B), {blobs} mounted")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads_before,
+        "no upload session"
+    );
+    assert_eq!(registry.blob_mount_count(), blobs);
+    // One request per blob, each a mount answered 201; nothing read from
+    // the source's blobs, nothing written into an upload.
+    let requests = blob_requests(&registry, "mirror/conca/python-base");
+    assert_eq!(requests.len(), blobs, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "POST" && r.query().contains("mount=") && r.status == 201),
+        "{requests:#?}"
+    );
+    let source_reads = blob_requests(&registry, "conca/python-base");
+    assert!(
+        source_reads.iter().all(|r| r.method != "GET"),
+        "blob bytes went through the client: {source_reads:#?}"
+    );
+    let pinned = format!(
+        "{}/mirror/conca/python-base@{}",
+        registry.host(),
+        image.digest
+    );
+    assert_eq!(skopeo_digest(&registry, &pinned), image.digest);
+}
+
+#[test]
+fn mirror_across_registries_mounts_what_the_record_knows_and_streams_the_rest() {
+    // Issue 12, item 9: blobs the target registry holds in a repository the
+    // store's record knows are mounted; only the others cross the client.
+    let hub = TestRegistry::start();
+    let internal = TestRegistry::start();
+    let ws = workspace();
+    let store = ws.store();
+    let amd = synthetic::manifest(&store, 13, 2, 256 * 1024, "amd64");
+    let arm = synthetic::manifest(&store, 14, 2, 256 * 1024, "arm64");
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    synthetic::tag(
+        &store,
+        "pg-amd64",
+        amd.digest,
+        amd.manifest.len(),
+        oci_manifest,
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{oci_manifest}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{oci_manifest}","digest":"{}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+        amd.digest,
+        amd.manifest.len(),
+        arm.digest,
+        arm.manifest.len()
+    );
+    let index_digest = store.write_blob(index.as_bytes()).unwrap();
+    synthetic::tag(
+        &store,
+        "postgres",
+        index_digest,
+        index.len(),
+        "application/vnd.oci.image.index.v1+json",
+    );
+    // The hub has both platforms; the internal registry already holds the
+    // amd64 image in another repository, pushed from this store (so its
+    // record knows where).
+    let out = ws.run(&[
+        "push",
+        "postgres",
+        "--registry",
+        &format!("{}/library", hub.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = ws.run(&[
+        "push",
+        "pg-amd64",
+        "--registry",
+        &format!("{}/broker", internal.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let uploads_before = internal.blob_upload_count();
+
+    let source = format!("{}/library/postgres:latest", hub.host());
+    let out = ws.run(&[
+        "mirror",
+        &source,
+        "--registry",
+        &format!("{}/mirror", internal.host()),
+        "--lock",
+        ws.path("images.lock").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (mounted, streamed) = (amd.blobs().len(), arm.blobs().len());
+    assert!(
+        text(&out.stderr).contains(&format!("{streamed} uploaded")),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("{mounted} mounted")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(internal.blob_mount_count(), mounted);
+    assert_eq!(internal.blob_upload_count() - uploads_before, streamed);
+    // Only the arm64 blobs were read from the hub.
+    let read: BTreeSet<String> = blob_requests(&hub, "library/postgres")
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| {
+            r.path_without_query()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: BTreeSet<String> = arm.blobs().iter().map(Digest::to_string).collect();
+    assert_eq!(read, expected);
+    let pinned = format!("{}/mirror/library/postgres@{index_digest}", internal.host());
+    assert_eq!(skopeo_digest(&internal, &pinned), index_digest);
+}

@@ -213,6 +213,22 @@ impl<'a> Repository<'a> {
             })
     }
 
+    /// Cancels the upload session at `location` (a `DELETE`), so the
+    /// registry drops what it kept of it.
+    pub(crate) async fn cancel_upload(&self, location: &str) -> Result<(), RegistryError> {
+        let what = format!("cancel of an upload to {}", self.name);
+        let delete = |http: &reqwest::Client, url: &str| http.delete(url);
+        // 404: the registry already forgot the session, which is the goal.
+        let done = [
+            StatusCode::NO_CONTENT,
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+        ];
+        self.write(Call::push(self.name, &what, location), &done, &delete)
+            .await
+            .map(drop)
+    }
+
     /// The absolute URL of an upload session named by `response`.
     pub(crate) fn location(&self, response: &Response) -> Option<String> {
         response

@@ -245,12 +245,14 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         ..
     } = *transfer;
     let repo = Repository::new(client, repository, reporter.as_ref());
-    if repo.has_blob(&blob.digest).await? {
-        return Ok(BlobOutcome::Existed);
-    }
+    // With a repository known to hold the blob, the mount comes first: it
+    // answers 201 whether or not the target already has the blob, so a
+    // blob the registry holds costs one request and no bytes (issue 12,
+    // item 9). The HEAD follows only when no mount took.
+    let candidates = client.mount_candidates(&blob.digest, repository);
     let mut session = None;
-    for from in client.mount_candidates(&blob.digest, repository) {
-        match repo.mount(&from, &blob.digest).await? {
+    for from in &candidates {
+        match repo.mount(from, &blob.digest).await? {
             MountResult::Mounted => return Ok(BlobOutcome::Mounted),
             // 202: mount declined, but the registry opened an upload session.
             MountResult::Declined(location) => {
@@ -259,6 +261,14 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
             }
             MountResult::Refused => {}
         }
+    }
+    if repo.has_blob(&blob.digest).await? {
+        if let Some(location) = session {
+            // Left open, the session would hold registry state until it
+            // expires; failing to cancel it costs nothing else.
+            let _ = repo.cancel_upload(&location).await;
+        }
+        return Ok(BlobOutcome::Existed);
     }
     let location = match session {
         Some(location) => location,

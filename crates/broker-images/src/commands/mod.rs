@@ -26,7 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Push(args) => runtime.block_on(push::run(&cli.store, args, cli.json, progress)),
-        Command::Mirror(args) => runtime.block_on(mirror::run(args, cli.json, progress)),
+        Command::Mirror(args) => {
+            runtime.block_on(mirror::run(&cli.store, args, cli.json, progress))
+        }
         Command::Build(args) => runtime.block_on(build::run(&cli.store, args, cli.json, progress)),
         Command::Verify(args) => {
             runtime.block_on(build::verify(&cli.store, args, cli.json, progress))
