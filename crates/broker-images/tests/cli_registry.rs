@@ -554,3 +554,75 @@ fn mirror_across_registries_mounts_what_the_record_knows_and_streams_the_rest() 
     let pinned = format!("{}/mirror/library/postgres@{index_digest}", internal.host());
     assert_eq!(skopeo_digest(&internal, &pinned), index_digest);
 }
+
+#[test]
+fn stalling_registry_is_given_up_within_90_seconds_in_one_line() {
+    // Issue 12, item 5: a registry that accepts connections and never
+    // answers took 444 s to give up on with default settings.
+    let silent = broker_test_support::SilentServer::start();
+    let ws = workspace();
+    synthetic::image(&ws.store(), "app", 15, 1, 16 * 1024);
+    synthetic::image(&ws.store(), "worker", 16, 1, 16 * 1024);
+    let prefix = format!("{}/broker", silent.host());
+    let started = Instant::now();
+    let out = ws.run(&["push", "app", "worker", "--registry", &prefix]);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "gave up on a silent registry after {:.1}s",
+        elapsed.as_secs_f64()
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(silent.connections() > 0, "the registry was never contacted");
+    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    let error = errors[0];
+    assert!(
+        error.contains(&silent.host())
+            && error.contains("answered nothing")
+            && error.contains("check"),
+        "{error}"
+    );
+    // Both images are named, the cause said once.
+    assert!(
+        error.contains("2 of 2 images not pushed") && error.contains("app, worker"),
+        "{error}"
+    );
+    assert_eq!(error.matches("answered nothing").count(), 1, "{error}");
+}
+
+#[test]
+fn one_failing_image_does_not_stop_the_others() {
+    // Issue 12, item 5: the other images still finish, the summary names
+    // what failed and the exit status says so.
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let store = ws.store();
+    let app = synthetic::image(&store, "app", 17, 1, 16 * 1024).digest;
+    let broken = synthetic::image(&store, "broken", 18, 2, 16 * 1024);
+    let worker = synthetic::image(&store, "worker", 19, 1, 16 * 1024).digest;
+    std::fs::remove_file(store.blob_path(&broken.layers[1])).unwrap();
+    let prefix = format!("{}/broker", registry.host());
+    let out = ws.run(&["push", "app", "broken", "worker", "--registry", &prefix]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{prefix}/app@{app}\n{prefix}/worker@{worker}\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(registry.has_tag("broker/app", "latest"));
+    assert!(registry.has_tag("broker/worker", "latest"));
+    assert!(!registry.has_tag("broker/broken", "latest"));
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    assert!(
+        errors[0].contains("1 of 3 images not pushed")
+            && errors[0].contains("broken")
+            && errors[0].contains("missing from the store"),
+        "{}",
+        errors[0]
+    );
+}

@@ -513,3 +513,26 @@ fn slow_but_moving_upload_is_not_a_stall() {
     assert!(registry.has_tag("broker/app", "v1"));
     assert_registry_serves(&registry, "broker/app", &digest);
 }
+
+#[test]
+fn silent_registry_is_given_up_after_the_budget_not_the_retries() {
+    // Issue 12, item 5: many attempts with long timeouts must not add up;
+    // the give-up budget bounds the whole run.
+    let silent = broker_test_support::SilentServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic::image(&store, "app", 20, 2, 64 * 1024);
+    let options = ClientOptions {
+        give_up_after: Duration::from_secs(3),
+        ..fast_options(10, Duration::from_secs(60))
+    };
+    let pushed = push(&store, "app", &silent.host(), "broker/app", &options);
+    let err = pushed.result.expect_err("nothing answers");
+    assert!(matches!(err, RegistryError::Unresponsive { .. }), "{err}");
+    assert!(
+        pushed.elapsed < Duration::from_secs(6),
+        "gave up after {:?}",
+        pushed.elapsed
+    );
+    assert!(err.to_string().contains(&silent.host()), "{err}");
+}

@@ -133,16 +133,29 @@ pub(crate) async fn run(
         .await
         .map_err(|e| explain(e, &progress))?;
     // Concurrently, as ko publishes: the client uploads a blob shared by
-    // several images once and mounts it into the others.
+    // several images once and mounts it into the others. One image failing
+    // does not stop the others; the lock records those that made it.
+    let mut failed = Vec::new();
     let pushed = match &publisher {
         Some((publisher, store)) => {
             let pushes = built
                 .iter()
                 .map(|image| publish(publisher, store, image, &args.tag));
-            futures::future::try_join_all(pushes).await?
+            let mut pushed = Vec::new();
+            for (image, result) in built.iter().zip(futures::future::join_all(pushes).await) {
+                match result {
+                    Ok(done) => pushed.push(done),
+                    Err(err) => failed.push((image.name.clone(), err)),
+                }
+            }
+            pushed
         }
         None => Vec::new(),
     };
+    // An image that was not pushed has no published reference to lock.
+    for (name, _) in &failed {
+        fresh.images.remove(name);
+    }
     for image in &pushed {
         if let Some(locked) = fresh.images.get_mut(&image.0) {
             locked.published(&image.1, &args.tag);
@@ -172,6 +185,11 @@ pub(crate) async fn run(
         &serde_json::json!({ "images": results, "lock": args.lock }),
         &lines,
     );
+    if !failed.is_empty() {
+        let registry = args.registry.as_ref().map(ToString::to_string);
+        let to = format!("pushed to {}", registry.unwrap_or_default());
+        return Err(super::failed_images(failed, built.len(), &to));
+    }
     Ok(())
 }
 
