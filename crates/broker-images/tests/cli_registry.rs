@@ -626,3 +626,38 @@ fn one_failing_image_does_not_stop_the_others() {
         errors[0]
     );
 }
+
+#[test]
+fn token_auth_registry_takes_credentials_from_a_credential_helper() {
+    // Issue 12, item 6: Docker Hub's token flow, with the password from a
+    // credential helper, against a registry that verifies the tokens.
+    let issuer = broker_test_support::TokenIssuer::start(
+        &[("ci", "helper-t0ken")],
+        Duration::from_secs(300),
+    );
+    let registry = TestRegistry::start_with_token_auth(&issuer);
+    let ws = workspace();
+    let digest = synthetic::image(&ws.store(), "app", 24, 2, 64 * 1024).digest;
+    install_credential_helper(&ws, "brokertoken", &registry.host(), "ci", "helper-t0ken");
+    std::fs::write(
+        ws.path("docker/config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"brokertoken"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("{}/ci", registry.host());
+    let out = ws.run(&["push", "app", "--registry", &prefix, "--tag", "v1", "-vv"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), format!("{prefix}/app@{digest}\n"));
+    for secret in ["helper-t0ken", "eyJ"] {
+        assert!(
+            !text(&out.stderr).contains(secret) && !text(&out.stdout).contains(secret),
+            "a secret leaked: {}",
+            describe(&out)
+        );
+    }
+    assert!(registry.has_tag("ci/app", "v1"));
+    assert!(!issuer.issued().is_empty());
+}
