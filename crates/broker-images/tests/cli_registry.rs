@@ -661,3 +661,100 @@ fn token_auth_registry_takes_credentials_from_a_credential_helper() {
     assert!(registry.has_tag("ci/app", "v1"));
     assert!(!issuer.issued().is_empty());
 }
+
+/// Bytes the registry holds in unfinished uploads to `repository`
+/// (`_uploads/<id>/data` in its storage).
+fn upload_bytes(registry: &TestRegistry, repository: &str) -> (usize, u64) {
+    let dir = registry
+        .storage_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repository)
+        .join("_uploads");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let sizes: Vec<u64> = entries
+        .flatten()
+        .map(|e| std::fs::metadata(e.path().join("data")).map_or(0, |m| m.len()))
+        .collect();
+    (sizes.len(), sizes.iter().sum())
+}
+
+#[test]
+fn push_killed_mid_blob_resumes_where_the_registry_stands() {
+    // Issue 12, item 4: after `kill -9` in the middle of a 109 MB blob the
+    // rerun sent that blob again from byte 0 and left its session behind.
+    // The registry sits behind a store-and-forward proxy (nginx's default),
+    // which also lets the kill land mid-chunk for certain: it is taken while
+    // the proxy is receiving a chunk, so that chunk never reaches the
+    // registry.
+    const MIB: u64 = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let proxy = broker_test_support::FaultProxy::start_buffering(&registry, 96 * MIB);
+    let ws = workspace();
+    let size = 112 * MIB;
+    let image = synthetic::image(&ws.store(), "big", 25, 1, size as usize);
+    let prefix = format!("{}/broker", proxy.host());
+    let args = [
+        "push",
+        "big",
+        "--registry",
+        &prefix,
+        "--tag",
+        "v1",
+        "--json",
+    ];
+
+    let mut child = ws
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if upload_bytes(&registry, "broker/big").1 >= 32 * MIB && proxy.receiving() > MIB {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the push ended ({status}) before it could be killed mid-blob");
+        }
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (sessions, held) = upload_bytes(&registry, "broker/big");
+    assert_eq!(sessions, 1, "one upload session in the registry");
+    assert!(held > 0 && held < size, "held {held} of {size}");
+    let remaining = size - held;
+
+    let before = proxy.body_bytes_received();
+    let out = ws.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let sent = proxy.body_bytes_received() - before;
+    eprintln!(
+        "blob {size} bytes, registry held {held} at the kill, the rerun sent {sent} bytes ({remaining} remaining)"
+    );
+    let chunk = 16 * MIB;
+    assert!(
+        sent < remaining + chunk,
+        "the rerun sent {sent} bytes; {remaining} were missing (chunk {chunk})"
+    );
+    // It asked where the session stood, and left none behind.
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains("/blobs/uploads/") && r.status == 204),
+        "no upload status was asked"
+    );
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        0,
+        "a session was left behind"
+    );
+    let pinned = format!("{}/broker/big@{}", registry.host(), image.digest);
+    assert_eq!(skopeo_digest(&registry, &pinned), image.digest);
+}

@@ -37,6 +37,7 @@ mod pull;
 mod push;
 mod repository;
 mod transfer;
+mod upload_sessions;
 
 pub use blob_locations::{BLOB_LOCATIONS, record_path};
 pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference, RegistryPrefix};
@@ -55,3 +56,4 @@ pub use pull::{
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
 pub use transfer::TransferStats;
+pub use upload_sessions::UPLOAD_SESSIONS;

@@ -55,11 +55,14 @@ impl Publisher {
 
     /// Keeps the blob-location record of `store`: loads what earlier runs
     /// pushed where (so this run mounts instead of uploading) and adds to
-    /// it after every publish.
+    /// it after every publish. Also keeps large uploads' sessions there, so
+    /// an interrupted run's next run continues them.
     pub fn recording_for(mut self, store: &Store) -> Self {
         let path = blob_locations::record_path(store);
         blob_locations::load(&self.client, &path);
         self.record = Some(path);
+        self.client
+            .keep_upload_sessions(store.dir().join(crate::UPLOAD_SESSIONS));
         self
     }
 

@@ -59,8 +59,15 @@ pub struct ClientOptions {
     pub give_up_after: Duration,
     /// Blobs transferred at once per image.
     pub concurrency: usize,
-    /// Chunk size for registries that refuse a monolithic upload (HTTP 413).
+    /// Chunk size for registries that refuse a monolithic upload (HTTP 413),
+    /// and for resumable uploads.
     pub chunk_size: u64,
+    /// Blobs of at least this many bytes are uploaded in `chunk_size`
+    /// PATCHes whose session is kept in the store (with a publisher that
+    /// records), so an interrupted upload continues where the registry
+    /// stands. Smaller blobs go in one request: resending them is cheaper
+    /// than the extra round trips.
+    pub resumable_from: u64,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +83,7 @@ impl Default for ClientOptions {
             give_up_after: Duration::from_secs(DEFAULT_GIVE_UP_SECS),
             concurrency: DEFAULT_JOBS,
             chunk_size: 16 * 1024 * 1024,
+            resumable_from: 64 * 1024 * 1024,
         }
     }
 }
@@ -123,6 +131,8 @@ pub struct RegistryClient {
     /// Repositories of this registry known to hold a blob: candidates for a
     /// cross-repository mount instead of an upload.
     known_blobs: Mutex<HashMap<Digest, BTreeSet<String>>>,
+    /// Where interrupted uploads are kept, when a publisher records.
+    upload_sessions: Option<crate::upload_sessions::UploadSessions>,
     /// One lock per blob digest being transferred by this client.
     blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -159,6 +169,7 @@ impl RegistryClient {
             silence: silence::Silence::new(options.give_up_after),
             options: options.clone(),
             known_blobs: Mutex::new(HashMap::new()),
+            upload_sessions: None,
             blob_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -214,6 +225,17 @@ impl RegistryClient {
             .get(digest)
             .map(|repos| repos.iter().filter(|r| *r != except).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Keeps upload sessions in `path`, so uploads interrupted in this run
+    /// continue in the next.
+    pub(crate) fn keep_upload_sessions(&mut self, path: PathBuf) {
+        self.upload_sessions = Some(crate::upload_sessions::UploadSessions::new(path));
+    }
+
+    /// The kept upload sessions, if this client keeps them.
+    pub(crate) fn upload_sessions(&self) -> Option<&crate::upload_sessions::UploadSessions> {
+        self.upload_sessions.as_ref()
     }
 
     /// The lock serialising transfers of `digest` within this client.
