@@ -662,8 +662,10 @@ fn token_auth_registry_takes_credentials_from_a_credential_helper() {
     assert!(!issuer.issued().is_empty());
 }
 
-/// Bytes the registry holds in unfinished uploads to `repository`
-/// (`_uploads/<id>/data` in its storage).
+/// The unfinished uploads to `repository` the registry holds data for, and
+/// their bytes (`_uploads/<id>/data` in its storage; Distribution rewrites
+/// an empty `hashstates` folder even for a cancelled session, so that is
+/// not counted).
 fn upload_bytes(registry: &TestRegistry, repository: &str) -> (usize, u64) {
     let dir = registry
         .storage_dir()
@@ -675,9 +677,91 @@ fn upload_bytes(registry: &TestRegistry, repository: &str) -> (usize, u64) {
     };
     let sizes: Vec<u64> = entries
         .flatten()
-        .map(|e| std::fs::metadata(e.path().join("data")).map_or(0, |m| m.len()))
+        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+        .map(|m| m.len())
         .collect();
     (sizes.len(), sizes.iter().sum())
+}
+
+/// Runs `args` and kills it (SIGKILL) once the registry holds at least
+/// 32 MiB of an upload to `repository` and the store-and-forward `proxy`
+/// is receiving the next chunk.
+fn kill_mid_blob(
+    ws: &Workspace,
+    args: &[&str],
+    registry: &TestRegistry,
+    proxy: &broker_test_support::FaultProxy,
+    repository: &str,
+) {
+    const MIB: u64 = 1024 * 1024;
+    let mut child = ws
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if upload_bytes(registry, repository).1 >= 32 * MIB && proxy.receiving() > MIB {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the push ended ({status}) before it could be killed mid-blob");
+        }
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Let the registry finish whatever request was in flight.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn abandoned_upload_session_is_cancelled() {
+    // Issue 12, item 4: a kept session that is no longer needed (another
+    // run pushed the blob meanwhile) is cancelled, not left in the registry.
+    const MIB: u64 = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let proxy = broker_test_support::FaultProxy::start_buffering(&registry, 96 * MIB);
+    let ws = workspace();
+    synthetic::image(&ws.store(), "big", 27, 1, 80 * MIB as usize);
+    let prefix = format!("{}/broker", proxy.host());
+    let args = ["push", "big", "--registry", &prefix, "--json"];
+    kill_mid_blob(&ws, &args, &registry, &proxy, "broker/big");
+    assert_eq!(upload_bytes(&registry, "broker/big").0, 1);
+
+    // Another machine pushes the same image meanwhile.
+    let other = workspace();
+    synthetic::image(&other.store(), "big", 27, 1, 80 * MIB as usize);
+    let direct = format!("{}/broker", registry.host());
+    let out = other.run(&["push", "big", "--registry", &direct]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        1,
+        "the killed run's session"
+    );
+
+    let out = ws.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pushed"][0]["stats"]["uploaded"], 0, "{json}");
+    let deletes: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert_eq!(deletes[0].status, 204, "{deletes:#?}");
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        0,
+        "the session was left behind"
+    );
+    let kept = std::fs::read_to_string(ws.path("store").join(broker_registry::UPLOAD_SESSIONS))
+        .unwrap_or_default();
+    assert!(!kept.contains("broker/big"), "{kept}");
 }
 
 #[test]
@@ -705,26 +789,7 @@ fn push_killed_mid_blob_resumes_where_the_registry_stands() {
         "--json",
     ];
 
-    let mut child = ws
-        .command(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if upload_bytes(&registry, "broker/big").1 >= 32 * MIB && proxy.receiving() > MIB {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the push ended ({status}) before it could be killed mid-blob");
-        }
-        assert!(Instant::now() < deadline, "the upload never got going");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    kill_mid_blob(&ws, &args, &registry, &proxy, "broker/big");
     let (sessions, held) = upload_bytes(&registry, "broker/big");
     assert_eq!(sessions, 1, "one upload session in the registry");
     assert!(held > 0 && held < size, "held {held} of {size}");

@@ -56,6 +56,16 @@ impl<'a> Repository<'a> {
         format!("{}/{}", self.client.registry(), self.name)
     }
 
+    /// The repository path, e.g. `broker/python-base`.
+    pub(crate) fn short_name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The client of its registry.
+    pub(crate) fn client(&self) -> &'a RegistryClient {
+        self.client
+    }
+
     /// Where retries are reported.
     pub(crate) fn reporter(&self) -> &'a dyn Reporter {
         self.reporter

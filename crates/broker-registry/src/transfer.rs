@@ -113,6 +113,8 @@ pub(crate) async fn put_graph<'s>(
         for blob in blobs {
             stats.count(BlobOutcome::Existed, blob.size);
             client.remember_blob(blob.digest, repository);
+            // An interrupted run's session for it is abandoned now.
+            cancel_kept_session(&repo, &blob.digest).await;
         }
     } else {
         let mut unique: Vec<&Descriptor> = Vec::new();
@@ -270,12 +272,7 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         if let Some(location) = session {
             let _ = repo.cancel_upload(&location).await;
         }
-        if let Some(sessions) = client.upload_sessions()
-            && let Some(kept) = sessions.get(client.registry(), repository, &blob.digest)
-        {
-            let _ = repo.cancel_upload(&kept.location).await;
-            sessions.remove(client.registry(), repository, &blob.digest);
-        }
+        cancel_kept_session(&repo, &blob.digest).await;
         return Ok(BlobOutcome::Existed);
     }
     if let BlobSource::File(path) = &transfer.source
@@ -316,6 +313,20 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         confirm_upload(client, repository, blob, response).await?;
     }
     Ok(BlobOutcome::Uploaded)
+}
+
+/// Cancels the session an interrupted run kept for `digest` in `repo`, if
+/// any, and forgets it: the registry holds the blob, the session is
+/// abandoned, and left open it would hold registry storage until it
+/// expires. Failing to cancel costs nothing else.
+async fn cancel_kept_session(repo: &Repository<'_>, digest: &Digest) {
+    let client = repo.client();
+    if let Some(sessions) = client.upload_sessions()
+        && let Some(kept) = sessions.get(client.registry(), repo.short_name(), digest)
+    {
+        let _ = repo.cancel_upload(&kept.location).await;
+        sessions.remove(client.registry(), repo.short_name(), digest);
+    }
 }
 
 fn with_query(location: &str, key: &str, value: &str) -> String {
