@@ -634,14 +634,16 @@ async fn upload_resumable(
             Err(err) => return Err(err),
         }
     }
-    // Bodiless, so safe to resend: if a lost answer hid a commit, the
-    // resend finds no session (404) and the caller's HEAD finds the blob.
+    // Not under the silence watch (Idempotent::No): committing a large
+    // blob may keep a registry with remote storage quiet for long. A
+    // failure here is retried by the caller, which continues the kept
+    // session at its end and sends only this request again.
     let url = with_query(&location, "digest", &blob.digest.to_string());
     let response = client
         .send(
             &what,
             &[Scope::PullPush(repository.to_owned())],
-            Idempotent::Yes,
+            Idempotent::No,
             reporter.as_ref(),
             &|http| http.put(&url).header(CONTENT_LENGTH, "0"),
         )

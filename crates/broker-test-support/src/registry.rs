@@ -191,9 +191,8 @@ impl TestRegistry {
         Self::start_configured(tls, auth, &Auth::None)
     }
 
-    /// Starts a registry; `basic` (user, password) wins over `token`.
-    fn start_configured(tls: bool, basic: Option<(&str, &str)>, token: &Auth<'_>) -> TestRegistry {
-        let auth = basic;
+    /// Starts a registry; basic `auth` (user, password) wins over `token`.
+    fn start_configured(tls: bool, auth: Option<(&str, &str)>, token: &Auth<'_>) -> TestRegistry {
         let registry_bin = require_tool(
             "docker-registry",
             "the CNCF Distribution registry is needed: apt-get install -y docker-registry",
