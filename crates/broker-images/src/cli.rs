@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use broker_registry::{DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryPrefix};
+use broker_registry::{
+    DEFAULT_GIVE_UP_SECS, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryPrefix,
+};
 use clap::{Args, Parser, Subcommand};
 
 use crate::env;
@@ -65,6 +67,11 @@ pub struct RegistryArgs {
     /// is retried.
     #[arg(long, default_value_t = DEFAULT_STALL_TIMEOUT_SECS, value_name = "SECONDS")]
     pub stall_timeout: u64,
+
+    /// Seconds a registry may answer nothing at all before the run gives
+    /// up on it (whatever --retries says).
+    #[arg(long, default_value_t = DEFAULT_GIVE_UP_SECS, value_name = "SECONDS")]
+    pub give_up_after: u64,
 
     /// Blobs transferred at once.
     #[arg(long, default_value_t = DEFAULT_JOBS, value_name = "N")]

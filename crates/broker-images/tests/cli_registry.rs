@@ -387,3 +387,439 @@ fn lock_value(path: &Path, text: &str) -> serde_json::Value {
     serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
 }
+
+/// The requests a registry handled below `/v2/<repository>/blobs/`.
+fn blob_requests(
+    registry: &TestRegistry,
+    repository: &str,
+) -> Vec<broker_test_support::RequestRecord> {
+    let prefix = format!("/v2/{repository}/blobs/");
+    registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn mirror_on_the_same_registry_mounts_every_blob_from_the_source() {
+    // Issue 12, item 9: a mirror within one registry sent a 104 MB base
+    // layer through the client again.
+    let registry = TestRegistry::start();
+    let pusher = workspace();
+    let image = synthetic::image(&pusher.store(), "python-base", 12, 5, 1024 * 1024);
+    let out = pusher.run(&[
+        "push",
+        "python-base",
+        "--registry",
+        &format!("{}/conca", registry.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let uploads_before = registry.blob_upload_count();
+
+    // Another machine (an empty store, no record) mirrors it.
+    let ws = workspace();
+    let source = format!("{}/conca/python-base:latest", registry.host());
+    let out = ws.run(&[
+        "mirror",
+        &source,
+        "--registry",
+        &format!("{}/mirror", registry.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let blobs = image.blobs().len();
+    assert!(
+        text(&out.stderr).contains(&format!("0 uploaded (0 B), {blobs} mounted")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads_before,
+        "no upload session"
+    );
+    assert_eq!(registry.blob_mount_count(), blobs);
+    // One request per blob, each a mount answered 201; nothing read from
+    // the source's blobs, nothing written into an upload.
+    let requests = blob_requests(&registry, "mirror/conca/python-base");
+    assert_eq!(requests.len(), blobs, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "POST" && r.query().contains("mount=") && r.status == 201),
+        "{requests:#?}"
+    );
+    let source_reads = blob_requests(&registry, "conca/python-base");
+    assert!(
+        source_reads.iter().all(|r| r.method != "GET"),
+        "blob bytes went through the client: {source_reads:#?}"
+    );
+    let pinned = format!(
+        "{}/mirror/conca/python-base@{}",
+        registry.host(),
+        image.digest
+    );
+    assert_eq!(skopeo_digest(&registry, &pinned), image.digest);
+}
+
+#[test]
+fn mirror_across_registries_mounts_what_the_record_knows_and_streams_the_rest() {
+    // Issue 12, item 9: blobs the target registry holds in a repository the
+    // store's record knows are mounted; only the others cross the client.
+    let hub = TestRegistry::start();
+    let internal = TestRegistry::start();
+    let ws = workspace();
+    let store = ws.store();
+    let amd = synthetic::manifest(&store, 13, 2, 256 * 1024, "amd64");
+    let arm = synthetic::manifest(&store, 14, 2, 256 * 1024, "arm64");
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    synthetic::tag(
+        &store,
+        "pg-amd64",
+        amd.digest,
+        amd.manifest.len(),
+        oci_manifest,
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{oci_manifest}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}},{{"mediaType":"{oci_manifest}","digest":"{}","size":{},"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+        amd.digest,
+        amd.manifest.len(),
+        arm.digest,
+        arm.manifest.len()
+    );
+    let index_digest = store.write_blob(index.as_bytes()).unwrap();
+    synthetic::tag(
+        &store,
+        "postgres",
+        index_digest,
+        index.len(),
+        "application/vnd.oci.image.index.v1+json",
+    );
+    // The hub has both platforms; the internal registry already holds the
+    // amd64 image in another repository, pushed from this store (so its
+    // record knows where).
+    let out = ws.run(&[
+        "push",
+        "postgres",
+        "--registry",
+        &format!("{}/library", hub.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = ws.run(&[
+        "push",
+        "pg-amd64",
+        "--registry",
+        &format!("{}/broker", internal.host()),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let uploads_before = internal.blob_upload_count();
+
+    let source = format!("{}/library/postgres:latest", hub.host());
+    let out = ws.run(&[
+        "mirror",
+        &source,
+        "--registry",
+        &format!("{}/mirror", internal.host()),
+        "--lock",
+        ws.path("images.lock").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (mounted, streamed) = (amd.blobs().len(), arm.blobs().len());
+    assert!(
+        text(&out.stderr).contains(&format!("{streamed} uploaded")),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("{mounted} mounted")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(internal.blob_mount_count(), mounted);
+    assert_eq!(internal.blob_upload_count() - uploads_before, streamed);
+    // Only the arm64 blobs were read from the hub.
+    let read: BTreeSet<String> = blob_requests(&hub, "library/postgres")
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| {
+            r.path_without_query()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: BTreeSet<String> = arm.blobs().iter().map(Digest::to_string).collect();
+    assert_eq!(read, expected);
+    let pinned = format!("{}/mirror/library/postgres@{index_digest}", internal.host());
+    assert_eq!(skopeo_digest(&internal, &pinned), index_digest);
+}
+
+#[test]
+fn stalling_registry_is_given_up_within_90_seconds_in_one_line() {
+    // Issue 12, item 5: a registry that accepts connections and never
+    // answers took 444 s to give up on with default settings.
+    let silent = broker_test_support::SilentServer::start();
+    let ws = workspace();
+    synthetic::image(&ws.store(), "app", 15, 1, 16 * 1024);
+    synthetic::image(&ws.store(), "worker", 16, 1, 16 * 1024);
+    let prefix = format!("{}/broker", silent.host());
+    let started = Instant::now();
+    let out = ws.run(&["push", "app", "worker", "--registry", &prefix]);
+    let elapsed = started.elapsed();
+    eprintln!(
+        "gave up on a silent registry after {:.1}s",
+        elapsed.as_secs_f64()
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(silent.connections() > 0, "the registry was never contacted");
+    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    let error = errors[0];
+    assert!(
+        error.contains(&silent.host())
+            && error.contains("answered nothing")
+            && error.contains("check"),
+        "{error}"
+    );
+    // Both images are named, the cause said once.
+    assert!(
+        error.contains("2 of 2 images not pushed") && error.contains("app, worker"),
+        "{error}"
+    );
+    assert_eq!(error.matches("answered nothing").count(), 1, "{error}");
+}
+
+#[test]
+fn one_failing_image_does_not_stop_the_others() {
+    // Issue 12, item 5: the other images still finish, the summary names
+    // what failed and the exit status says so.
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let store = ws.store();
+    let app = synthetic::image(&store, "app", 17, 1, 16 * 1024).digest;
+    let broken = synthetic::image(&store, "broken", 18, 2, 16 * 1024);
+    let worker = synthetic::image(&store, "worker", 19, 1, 16 * 1024).digest;
+    std::fs::remove_file(store.blob_path(&broken.layers[1])).unwrap();
+    let prefix = format!("{}/broker", registry.host());
+    let out = ws.run(&["push", "app", "broken", "worker", "--registry", &prefix]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{prefix}/app@{app}\n{prefix}/worker@{worker}\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(registry.has_tag("broker/app", "latest"));
+    assert!(registry.has_tag("broker/worker", "latest"));
+    assert!(!registry.has_tag("broker/broken", "latest"));
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", describe(&out));
+    assert!(
+        errors[0].contains("1 of 3 images not pushed")
+            && errors[0].contains("broken")
+            && errors[0].contains("missing from the store"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn token_auth_registry_takes_credentials_from_a_credential_helper() {
+    // Issue 12, item 6: Docker Hub's token flow, with the password from a
+    // credential helper, against a registry that verifies the tokens.
+    let issuer = broker_test_support::TokenIssuer::start(
+        &[("ci", "helper-t0ken")],
+        Duration::from_secs(300),
+    );
+    let registry = TestRegistry::start_with_token_auth(&issuer);
+    let ws = workspace();
+    let digest = synthetic::image(&ws.store(), "app", 24, 2, 64 * 1024).digest;
+    install_credential_helper(&ws, "brokertoken", &registry.host(), "ci", "helper-t0ken");
+    std::fs::write(
+        ws.path("docker/config.json"),
+        format!(
+            r#"{{"credHelpers":{{"{}":"brokertoken"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("{}/ci", registry.host());
+    let out = ws.run(&["push", "app", "--registry", &prefix, "--tag", "v1", "-vv"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), format!("{prefix}/app@{digest}\n"));
+    for secret in ["helper-t0ken", "eyJ"] {
+        assert!(
+            !text(&out.stderr).contains(secret) && !text(&out.stdout).contains(secret),
+            "a secret leaked: {}",
+            describe(&out)
+        );
+    }
+    assert!(registry.has_tag("ci/app", "v1"));
+    assert!(!issuer.issued().is_empty());
+}
+
+/// The unfinished uploads to `repository` the registry holds data for, and
+/// their bytes (`_uploads/<id>/data` in its storage; Distribution rewrites
+/// an empty `hashstates` folder even for a cancelled session, so that is
+/// not counted).
+fn upload_bytes(registry: &TestRegistry, repository: &str) -> (usize, u64) {
+    let dir = registry
+        .storage_dir()
+        .join("docker/registry/v2/repositories")
+        .join(repository)
+        .join("_uploads");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let sizes: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+        .map(|m| m.len())
+        .collect();
+    (sizes.len(), sizes.iter().sum())
+}
+
+/// Runs `args` and kills it (SIGKILL) once the registry holds at least
+/// 32 MiB of an upload to `repository` and the store-and-forward `proxy`
+/// is receiving the next chunk.
+fn kill_mid_blob(
+    ws: &Workspace,
+    args: &[&str],
+    registry: &TestRegistry,
+    proxy: &broker_test_support::FaultProxy,
+    repository: &str,
+) {
+    const MIB: u64 = 1024 * 1024;
+    let mut child = ws
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if upload_bytes(registry, repository).1 >= 32 * MIB && proxy.receiving() > MIB {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the push ended ({status}) before it could be killed mid-blob");
+        }
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Let the registry finish whatever request was in flight.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn abandoned_upload_session_is_cancelled() {
+    // Issue 12, item 4: a kept session that is no longer needed (another
+    // run pushed the blob meanwhile) is cancelled, not left in the registry.
+    const MIB: u64 = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let proxy = broker_test_support::FaultProxy::start_buffering(&registry, 96 * MIB);
+    let ws = workspace();
+    synthetic::image(&ws.store(), "big", 27, 1, 80 * MIB as usize);
+    let prefix = format!("{}/broker", proxy.host());
+    let args = ["push", "big", "--registry", &prefix, "--json"];
+    kill_mid_blob(&ws, &args, &registry, &proxy, "broker/big");
+    assert_eq!(upload_bytes(&registry, "broker/big").0, 1);
+
+    // Another machine pushes the same image meanwhile.
+    let other = workspace();
+    synthetic::image(&other.store(), "big", 27, 1, 80 * MIB as usize);
+    let direct = format!("{}/broker", registry.host());
+    let out = other.run(&["push", "big", "--registry", &direct]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        1,
+        "the killed run's session"
+    );
+
+    let out = ws.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pushed"][0]["stats"]["uploaded"], 0, "{json}");
+    let deletes: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert_eq!(deletes[0].status, 204, "{deletes:#?}");
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        0,
+        "the session was left behind"
+    );
+    let kept = std::fs::read_to_string(ws.path("store").join(broker_registry::UPLOAD_SESSIONS))
+        .unwrap_or_default();
+    assert!(!kept.contains("broker/big"), "{kept}");
+}
+
+#[test]
+fn push_killed_mid_blob_resumes_where_the_registry_stands() {
+    // Issue 12, item 4: after `kill -9` in the middle of a 109 MB blob the
+    // rerun sent that blob again from byte 0 and left its session behind.
+    // The registry sits behind a store-and-forward proxy (nginx's default),
+    // which also lets the kill land mid-chunk for certain: it is taken while
+    // the proxy is receiving a chunk, so that chunk never reaches the
+    // registry.
+    const MIB: u64 = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let proxy = broker_test_support::FaultProxy::start_buffering(&registry, 96 * MIB);
+    let ws = workspace();
+    let size = 112 * MIB;
+    let image = synthetic::image(&ws.store(), "big", 25, 1, size as usize);
+    let prefix = format!("{}/broker", proxy.host());
+    let args = [
+        "push",
+        "big",
+        "--registry",
+        &prefix,
+        "--tag",
+        "v1",
+        "--json",
+    ];
+
+    kill_mid_blob(&ws, &args, &registry, &proxy, "broker/big");
+    let (sessions, held) = upload_bytes(&registry, "broker/big");
+    assert_eq!(sessions, 1, "one upload session in the registry");
+    assert!(held > 0 && held < size, "held {held} of {size}");
+    let remaining = size - held;
+
+    let before = proxy.body_bytes_received();
+    let out = ws.run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let sent = proxy.body_bytes_received() - before;
+    eprintln!(
+        "blob {size} bytes, registry held {held} at the kill, the rerun sent {sent} bytes ({remaining} remaining)"
+    );
+    let chunk = 16 * MIB;
+    assert!(
+        sent < remaining + chunk,
+        "the rerun sent {sent} bytes; {remaining} were missing (chunk {chunk})"
+    );
+    // It asked where the session stood, and left none behind.
+    assert!(
+        registry
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains("/blobs/uploads/") && r.status == 204),
+        "no upload status was asked"
+    );
+    assert_eq!(
+        upload_bytes(&registry, "broker/big").0,
+        0,
+        "a session was left behind"
+    );
+    let pinned = format!("{}/broker/big@{}", registry.host(), image.digest);
+    assert_eq!(skopeo_digest(&registry, &pinned), image.digest);
+}

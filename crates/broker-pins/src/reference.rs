@@ -440,6 +440,44 @@ mod tests {
     }
 
     #[test]
+    fn docker_hub_names_reach_its_api_host_and_keep_org_repositories() {
+        // Issue 12, item 6: every spelling of a Docker Hub image talks to
+        // registry-1.docker.io with the index's credential key; only
+        // single-component names gain `library/`.
+        for (written, repository) in [
+            ("docker.io/org/x", "org/x"),
+            ("docker.io/org/team/x:v1", "org/team/x"),
+            ("docker.io/postgres", "library/postgres"),
+            ("docker.io/library/postgres", "library/postgres"),
+            ("registry-1.docker.io/org/x", "org/x"),
+            ("index.docker.io/library/postgres", "library/postgres"),
+            ("org/x", "org/x"),
+        ] {
+            let r: Reference = written.parse().unwrap();
+            assert_eq!(r.registry(), "docker.io", "{written}");
+            assert_eq!(r.api_host(), "registry-1.docker.io", "{written}");
+            assert_eq!(r.credential_key(), DOCKER_HUB_CREDENTIAL_KEY, "{written}");
+            assert_eq!(r.repository(), repository, "{written}");
+        }
+        // A host-looking first component is a registry, not a Hub org.
+        for (written, registry) in [
+            ("localhost/x", "localhost"),
+            ("my.registry/x", "my.registry"),
+            ("host:5000/x", "host:5000"),
+        ] {
+            let r: Reference = written.parse().unwrap();
+            assert_eq!((r.registry(), r.api_host()), (registry, registry));
+            assert_eq!(r.credential_key(), registry);
+            assert_eq!(r.repository(), "x");
+        }
+        // A Hub prefix pushes below the org, never into `library/`.
+        let p: RegistryPrefix = "docker.io/myorg".parse().unwrap();
+        let image = p.image("python-base", "v1").unwrap();
+        assert_eq!(image.repository(), "myorg/python-base");
+        assert_eq!(image.api_host(), "registry-1.docker.io");
+    }
+
+    #[test]
     fn registry_with_port_is_not_a_tag() {
         let r: Reference = "127.0.0.1:5000/broker/python-base".parse().unwrap();
         assert_eq!(r.registry(), "127.0.0.1:5000");

@@ -54,6 +54,17 @@ pub enum RegistryError {
         /// The last error.
         why: String,
     },
+    /// The registry answered nothing at all for the give-up budget
+    /// (`--give-up-after`) while requests waited on it.
+    #[error(
+        "{registry} answered nothing for {secs}s: check that the registry is up and serves /v2/ at this address, and any proxy or firewall in between"
+    )]
+    Unresponsive {
+        /// The registry host.
+        registry: String,
+        /// The budget that ran out, in seconds.
+        secs: u64,
+    },
     /// The registry answered with an unexpected status.
     #[error("{what} at {registry} failed: HTTP {status}{detail}")]
     Status {

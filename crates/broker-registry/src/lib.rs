@@ -37,12 +37,13 @@ mod pull;
 mod push;
 mod repository;
 mod transfer;
+mod upload_sessions;
 
 pub use blob_locations::{BLOB_LOCATIONS, record_path};
 pub use broker_pins::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, Reference, RegistryPrefix};
 pub use client::{
-    ClientOptions, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RegistryClient,
-    RetryPolicy, is_loopback,
+    ClientOptions, DEFAULT_GIVE_UP_SECS, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS,
+    RegistryClient, RetryPolicy, is_loopback,
 };
 pub use credentials::{
     CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
@@ -55,3 +56,4 @@ pub use pull::{
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
 pub use transfer::TransferStats;
+pub use upload_sessions::UPLOAD_SESSIONS;

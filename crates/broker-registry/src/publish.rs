@@ -55,11 +55,14 @@ impl Publisher {
 
     /// Keeps the blob-location record of `store`: loads what earlier runs
     /// pushed where (so this run mounts instead of uploading) and adds to
-    /// it after every publish.
+    /// it after every publish. Also keeps large uploads' sessions there, so
+    /// an interrupted run's next run continues them.
     pub fn recording_for(mut self, store: &Store) -> Self {
         let path = blob_locations::record_path(store);
         blob_locations::load(&self.client, &path);
         self.record = Some(path);
+        self.client
+            .keep_upload_sessions(store.dir().join(crate::UPLOAD_SESSIONS));
         self
     }
 
@@ -112,7 +115,10 @@ impl Publisher {
 
     /// Copies `source` (every platform, byte for byte) to
     /// `PREFIX/<its repository>[:its tag]`, reading it with
-    /// `source_options`.
+    /// `source_options`. A blob the target registry holds is mounted, not
+    /// copied: from the source repository when source and target share a
+    /// registry, else from any repository this client or the record knows
+    /// holds it; only the rest is streamed through.
     pub async fn mirror(
         &self,
         source: &Reference,
@@ -128,6 +134,11 @@ impl Publisher {
         // together may be too long or otherwise invalid.
         let target: Reference = target.to_string().parse()?;
         let from = RegistryClient::for_reference(source, source_options)?;
-        mirror(&from, source, &self.client, &target, &self.reporter).await
+        let mirrored = mirror(&from, source, &self.client, &target, &self.reporter).await;
+        // As after a publish: what landed can be mounted by later runs.
+        if let Some(record) = &self.record {
+            let _ = blob_locations::save(&self.client, record);
+        }
+        mirrored
     }
 }

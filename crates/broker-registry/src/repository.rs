@@ -56,6 +56,16 @@ impl<'a> Repository<'a> {
         format!("{}/{}", self.client.registry(), self.name)
     }
 
+    /// The repository path, e.g. `broker/python-base`.
+    pub(crate) fn short_name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The client of its registry.
+    pub(crate) fn client(&self) -> &'a RegistryClient {
+        self.client
+    }
+
     /// Where retries are reported.
     pub(crate) fn reporter(&self) -> &'a dyn Reporter {
         self.reporter
@@ -213,6 +223,58 @@ impl<'a> Repository<'a> {
             })
     }
 
+    /// Cancels the upload session at `location` (a `DELETE`), so the
+    /// registry drops what it kept of it.
+    pub(crate) async fn cancel_upload(&self, location: &str) -> Result<(), RegistryError> {
+        let what = format!("cancel of an upload to {}", self.name);
+        let delete = |http: &reqwest::Client, url: &str| http.delete(url);
+        // 404: the registry already forgot the session, which is the goal.
+        let done = [
+            StatusCode::NO_CONTENT,
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+        ];
+        self.write(Call::push(self.name, &what, location), &done, &delete)
+            .await
+            .map(drop)
+    }
+
+    /// How far the upload session at `location` got: the location to
+    /// continue at and the bytes the registry holds (from its `Range`
+    /// header); `None` when the registry no longer knows the session or
+    /// refuses to continue it.
+    pub(crate) async fn upload_status(
+        &self,
+        location: &str,
+    ) -> Result<Option<(String, u64)>, RegistryError> {
+        let what = format!("status of an upload to {}", self.name);
+        let get = |http: &reqwest::Client, url: &str| http.get(url);
+        let response = match self
+            .write(
+                Call::push(self.name, &what, location),
+                &[StatusCode::NO_CONTENT],
+                &get,
+            )
+            .await
+        {
+            Ok(response) => response,
+            // Unknown (expired) or invalid (Distribution: the registry holds
+            // bytes past the offset signed into the location).
+            Err(RegistryError::NotFound { .. } | RegistryError::Status { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let held = response
+            .headers()
+            .get(reqwest::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(range_end)
+            .unwrap_or(0);
+        let next = self
+            .location(&response)
+            .unwrap_or_else(|| location.to_owned());
+        Ok(Some((next, held)))
+    }
+
     /// The absolute URL of an upload session named by `response`.
     pub(crate) fn location(&self, response: &Response) -> Option<String> {
         response
@@ -220,5 +282,30 @@ impl<'a> Repository<'a> {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(|l| self.client.absolute(l))
+    }
+}
+
+/// The bytes a `Range: 0-N` upload status says the registry holds: N + 1,
+/// except `0-0`, which registries send for an empty session.
+fn range_end(range: &str) -> Option<u64> {
+    let (start, end) = range.trim().trim_start_matches("bytes=").split_once('-')?;
+    let (start, end): (u64, u64) = (start.parse().ok()?, end.parse().ok()?);
+    if start != 0 {
+        return None;
+    }
+    Some(if end == 0 { 0 } else { end + 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ranges_count_held_bytes() {
+        assert_eq!(range_end("0-0"), Some(0));
+        assert_eq!(range_end("0-16777215"), Some(16 * 1024 * 1024));
+        assert_eq!(range_end("bytes=0-99"), Some(100));
+        assert_eq!(range_end("5-9"), None);
+        assert_eq!(range_end("junk"), None);
     }
 }

@@ -113,6 +113,8 @@ pub(crate) async fn put_graph<'s>(
         for blob in blobs {
             stats.count(BlobOutcome::Existed, blob.size);
             client.remember_blob(blob.digest, repository);
+            // An interrupted run's session for it is abandoned now.
+            cancel_kept_session(&repo, &blob.digest).await;
         }
     } else {
         let mut unique: Vec<&Descriptor> = Vec::new();
@@ -186,9 +188,11 @@ struct BlobTransfer<'a, 's> {
     reporter: &'a Arc<dyn Reporter>,
 }
 
-/// Makes sure `repository` holds `blob`: HEAD, else mount, else upload.
-/// Upload sessions that break are abandoned and restarted, never resumed
-/// blindly, because a registry may have kept part of a broken body.
+/// Makes sure `repository` holds `blob`: mount (when a repository is known
+/// to hold it), else HEAD, else upload. A session that breaks is never
+/// resumed blindly, because a registry may have kept part of a broken body:
+/// large blobs continue only from the offset the registry reports
+/// ([`upload_resumable`]); others restart in a fresh session.
 async fn ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, RegistryError> {
     let (client, repository, blob) = (transfer.client, transfer.repository, transfer.blob);
     let (image, reporter) = (transfer.image, transfer.reporter);
@@ -245,12 +249,14 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         ..
     } = *transfer;
     let repo = Repository::new(client, repository, reporter.as_ref());
-    if repo.has_blob(&blob.digest).await? {
-        return Ok(BlobOutcome::Existed);
-    }
+    // With a repository known to hold the blob, the mount comes first: it
+    // answers 201 whether or not the target already has the blob, so a
+    // blob the registry holds costs one request and no bytes (issue 12,
+    // item 9). The HEAD follows only when no mount took.
+    let candidates = client.mount_candidates(&blob.digest, repository);
     let mut session = None;
-    for from in client.mount_candidates(&blob.digest, repository) {
-        match repo.mount(&from, &blob.digest).await? {
+    for from in &candidates {
+        match repo.mount(from, &blob.digest).await? {
             MountResult::Mounted => return Ok(BlobOutcome::Mounted),
             // 202: mount declined, but the registry opened an upload session.
             MountResult::Declined(location) => {
@@ -259,6 +265,21 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
             }
             MountResult::Refused => {}
         }
+    }
+    if repo.has_blob(&blob.digest).await? {
+        // Left open, a session holds registry storage until it expires;
+        // failing to cancel one costs nothing else.
+        if let Some(location) = session {
+            let _ = repo.cancel_upload(&location).await;
+        }
+        cancel_kept_session(&repo, &blob.digest).await;
+        return Ok(BlobOutcome::Existed);
+    }
+    if let BlobSource::File(path) = &transfer.source
+        && blob.size >= client.options().resumable_from
+    {
+        upload_resumable(transfer, path, client.upload_sessions(), session).await?;
+        return Ok(BlobOutcome::Uploaded);
     }
     let location = match session {
         Some(location) => location,
@@ -292,6 +313,20 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         confirm_upload(client, repository, blob, response).await?;
     }
     Ok(BlobOutcome::Uploaded)
+}
+
+/// Cancels the session an interrupted run kept for `digest` in `repo`, if
+/// any, and forgets it: the registry holds the blob, the session is
+/// abandoned, and left open it would hold registry storage until it
+/// expires. Failing to cancel costs nothing else.
+async fn cancel_kept_session(repo: &Repository<'_>, digest: &Digest) {
+    let client = repo.client();
+    if let Some(sessions) = client.upload_sessions()
+        && let Some(kept) = sessions.get(client.registry(), repo.short_name(), digest)
+    {
+        let _ = repo.cancel_upload(&kept.location).await;
+        sessions.remove(client.registry(), repo.short_name(), digest);
+    }
 }
 
 fn with_query(location: &str, key: &str, value: &str) -> String {
@@ -465,6 +500,161 @@ async fn confirm_upload(
     )
 }
 
+/// Sends `chunk` (starting at `offset`) into the session at `location`;
+/// the location the registry names for the next chunk.
+async fn patch_chunk(
+    transfer: &BlobTransfer<'_, '_>,
+    what: &str,
+    location: &str,
+    offset: u64,
+    chunk: Bytes,
+) -> Result<String, RegistryError> {
+    let (client, repository, reporter) = (transfer.client, transfer.repository, transfer.reporter);
+    let len = chunk.len() as u64;
+    let range = format!("{offset}-{}", offset + len - 1);
+    let progress = Progress::new();
+    let response = send_watched(client, what, repository, reporter, &progress, &|http| {
+        // In 256 KiB pieces, so the stall watch sees the chunk move.
+        let pieces: Vec<Result<Bytes, std::io::Error>> = (0..chunk.len())
+            .step_by(256 * 1024)
+            .map(|at| Ok(chunk.slice(at..chunk.len().min(at + 256 * 1024))))
+            .collect();
+        let progress = Arc::clone(&progress);
+        let body = futures::stream::iter(pieces).inspect_ok(move |_| progress.moved());
+        http.patch(location)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_RANGE, &range)
+            .header(CONTENT_LENGTH, len)
+            .body(Body::wrap_stream(body))
+    })
+    .await?;
+    let response = client
+        .expect(what, &[StatusCode::ACCEPTED], response)
+        .await?;
+    let repo = Repository::new(client, repository, reporter.as_ref());
+    Ok(repo
+        .location(&response)
+        .unwrap_or_else(|| location.to_owned()))
+}
+
+/// Uploads a large blob from `path` in chunks: a connection broken
+/// mid-chunk continues from what the registry holds rather than from byte 0,
+/// and with `sessions` (a publisher that records) the session is kept after
+/// every acknowledged chunk, so a kept session (from a run that was
+/// interrupted) continues at the offset the registry reports (issue 12,
+/// item 4). `opened` is a session the registry already opened (a declined
+/// mount).
+async fn upload_resumable(
+    transfer: &BlobTransfer<'_, '_>,
+    path: &Path,
+    sessions: Option<&crate::upload_sessions::UploadSessions>,
+    opened: Option<String>,
+) -> Result<(), RegistryError> {
+    use crate::upload_sessions::Session;
+    let (client, repository, blob) = (transfer.client, transfer.repository, transfer.blob);
+    let (image, reporter) = (transfer.image, transfer.reporter);
+    let registry = client.registry();
+    let repo = Repository::new(client, repository, reporter.as_ref());
+    let what = format!("upload of {} to {repository}", blob.digest);
+    let forget = || {
+        if let Some(sessions) = sessions {
+            sessions.remove(registry, repository, &blob.digest);
+        }
+    };
+    let mut resumed = None;
+    if let Some(kept) = sessions.and_then(|s| s.get(registry, repository, &blob.digest)) {
+        match repo.upload_status(&kept.location).await? {
+            Some(status) => resumed = Some(status),
+            None => {
+                // Abandoned: cancelled, so the registry frees its storage.
+                let _ = repo.cancel_upload(&kept.location).await;
+                forget();
+            }
+        }
+    }
+    let (mut location, mut offset) = match resumed {
+        Some(status) => {
+            if let Some(unused) = opened {
+                let _ = repo.cancel_upload(&unused).await;
+            }
+            status
+        }
+        None => match opened {
+            Some(location) => (location, 0),
+            None => (repo.start_upload().await?, 0),
+        },
+    };
+    let keep = |location: &str, offset: u64| {
+        if let Some(sessions) = sessions {
+            let session = Session {
+                location: location.to_owned(),
+                offset,
+            };
+            sessions.put(registry, repository, &blob.digest, session);
+        }
+    };
+    keep(&location, offset);
+    reporter.blob_started(image, &blob.digest, blob.size);
+    if offset > 0 {
+        reporter.blob_progress(&blob.digest, offset);
+    }
+    let chunk_size = client.options().chunk_size.max(1);
+    let mut delays = client.options().retry.delays();
+    let mut attempt = 0;
+    while offset < blob.size {
+        let len = chunk_size.min(blob.size - offset);
+        let chunk = read_range(path, offset, len).await?;
+        match patch_chunk(transfer, &what, &location, offset, chunk).await {
+            Ok(next) => {
+                location = next;
+                offset += len;
+                keep(&location, offset);
+                reporter.blob_progress(&blob.digest, len);
+            }
+            Err(err) if is_session_failure(&err) => {
+                attempt += 1;
+                let Some(delay) = delays.next() else {
+                    return Err(err);
+                };
+                reporter.retrying(&what, attempt, delay, &err.to_string());
+                tokio::time::sleep(delay).await;
+                // Continue from what the registry holds; a session it will
+                // not continue is dropped and the caller starts afresh.
+                match repo.upload_status(&location).await? {
+                    Some((next, held)) => {
+                        (location, offset) = (next, held);
+                        keep(&location, offset);
+                    }
+                    None => {
+                        forget();
+                        return Err(err);
+                    }
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    // Not under the silence watch (Idempotent::No): committing a large
+    // blob may keep a registry with remote storage quiet for long. A
+    // failure here is retried by the caller, which continues the kept
+    // session at its end and sends only this request again.
+    let url = with_query(&location, "digest", &blob.digest.to_string());
+    let response = client
+        .send(
+            &what,
+            &[Scope::PullPush(repository.to_owned())],
+            Idempotent::No,
+            reporter.as_ref(),
+            &|http| http.put(&url).header(CONTENT_LENGTH, "0"),
+        )
+        .await?;
+    let confirmed = confirm_upload(client, repository, blob, response).await;
+    // Committed, or refused for good (a digest mismatch): either way the
+    // session is over.
+    forget();
+    confirmed
+}
+
 /// Uploads in `chunk_size` PATCH requests, then closes the session.
 async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryError> {
     let BlobTransfer {
@@ -495,28 +685,7 @@ async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryE
     while offset < blob.size {
         let len = chunk_size.min(blob.size - offset);
         let chunk = read_range(&path, offset, len).await?;
-        let range = format!("{offset}-{}", offset + len - 1);
-        let url = location.clone();
-        let progress = Progress::new();
-        let response = send_watched(client, &what, repository, reporter, &progress, &|http| {
-            // In 256 KiB pieces, so the stall watch sees the chunk move.
-            let pieces: Vec<Result<Bytes, std::io::Error>> = (0..chunk.len())
-                .step_by(256 * 1024)
-                .map(|at| Ok(chunk.slice(at..chunk.len().min(at + 256 * 1024))))
-                .collect();
-            let progress = Arc::clone(&progress);
-            let body = futures::stream::iter(pieces).inspect_ok(move |_| progress.moved());
-            http.patch(&url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_RANGE, &range)
-                .header(CONTENT_LENGTH, len)
-                .body(Body::wrap_stream(body))
-        })
-        .await?;
-        let response = client
-            .expect(&what, &[StatusCode::ACCEPTED], response)
-            .await?;
-        location = repo.location(&response).unwrap_or(location);
+        location = patch_chunk(transfer, &what, &location, offset, chunk).await?;
         reporter.blob_progress(&blob.digest, len);
         offset += len;
     }

@@ -513,3 +513,79 @@ fn slow_but_moving_upload_is_not_a_stall() {
     assert!(registry.has_tag("broker/app", "v1"));
     assert_registry_serves(&registry, "broker/app", &digest);
 }
+
+#[test]
+fn silent_registry_is_given_up_after_the_budget_not_the_retries() {
+    // Issue 12, item 5: many attempts with long timeouts must not add up;
+    // the give-up budget bounds the whole run.
+    let silent = broker_test_support::SilentServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    synthetic::image(&store, "app", 20, 2, 64 * 1024);
+    let options = ClientOptions {
+        give_up_after: Duration::from_secs(3),
+        ..fast_options(10, Duration::from_secs(60))
+    };
+    let pushed = push(&store, "app", &silent.host(), "broker/app", &options);
+    let err = pushed.result.expect_err("nothing answers");
+    assert!(matches!(err, RegistryError::Unresponsive { .. }), "{err}");
+    assert!(
+        pushed.elapsed < Duration::from_secs(6),
+        "gave up after {:?}",
+        pushed.elapsed
+    );
+    assert!(err.to_string().contains(&silent.host()), "{err}");
+}
+
+#[test]
+fn connection_reset_mid_chunk_continues_from_what_the_registry_holds() {
+    // Issue 12, item 4: a connection reset mid-body continues the upload
+    // from what the registry holds instead of restarting it. Behind a
+    // store-and-forward proxy a cut chunk never reaches the registry, so
+    // the session stays resumable (with Distribution, a session that got
+    // part of a chunk cannot be continued and is started afresh).
+    const MIB: usize = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start_buffering(&registry, u64::MAX);
+    proxy.set_policy(FaultPolicy::EveryNth {
+        n: 4,
+        fault: Fault::ResetConnection,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 26, 1, 8 * MIB);
+    let options = ClientOptions {
+        concurrency: 1,
+        chunk_size: MIB as u64,
+        resumable_from: 4 * MIB as u64,
+        ..fast_options(8, Duration::from_secs(10))
+    };
+    let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+    let result = pushed
+        .result
+        .unwrap_or_else(|e| panic!("{e}\nretries: {:#?}\n{}", pushed.retries, registry.log()));
+    assert_eq!(result.digest, image.digest);
+    assert!(proxy.faults_injected() > 0, "no fault was injected");
+    assert!(
+        pushed.retries.iter().any(|r| r.contains("upload of")),
+        "no chunk was cut off: {:#?}",
+        pushed.retries
+    );
+    let patches: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(
+        patches.len(),
+        8,
+        "each 1 MiB chunk reached the registry once: {patches:#?}"
+    );
+    assert!(patches.iter().all(|r| r.status == 202), "{patches:#?}");
+    assert_eq!(
+        registry.blob_upload_count(),
+        2,
+        "one upload session per blob: none restarted"
+    );
+    assert_registry_serves(&registry, "broker/app", &image.digest);
+}

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker_oci::{Digest, Store};
 use broker_registry::{
@@ -14,8 +15,8 @@ use broker_registry::{
     resolve,
 };
 use broker_test_support::{
-    TestRegistry, copy_dir, docker_cli, output_ok, require_tool, run_ok, runtime, synthetic,
-    unique_suffix,
+    TestRegistry, TokenIssuer, copy_dir, docker_cli, output_ok, require_tool, run_ok, runtime,
+    synthetic, unique_suffix,
 };
 
 fn silent() -> Arc<dyn Reporter> {
@@ -416,4 +417,195 @@ fn concurrent_pushes_upload_a_shared_blob_once_and_later_runs_mount_it() {
         assert_eq!((pushed.stats.uploaded, pushed.stats.mounted), (0, 3));
     });
     assert_eq!(registry.blob_upload_count(), 3);
+}
+
+/// Docker Hub's scheme on a real registry: `auth: token` with our issuer.
+fn token_registry(lifetime: Duration) -> (TokenIssuer, TestRegistry) {
+    let issuer = TokenIssuer::start(&[("ci", "tok-s3cret"), ("upstream", "up-s3cret")], lifetime);
+    let registry = TestRegistry::start_with_token_auth(&issuer);
+    (issuer, registry)
+}
+
+fn basic(user: &str, password: &str) -> ClientOptions {
+    ClientOptions {
+        credentials: CredentialSource::Explicit(Credentials::Basic {
+            username: user.into(),
+            password: password.into(),
+        }),
+        ..ClientOptions::default()
+    }
+}
+
+#[test]
+fn token_registry_takes_config_json_and_refuses_wrong_passwords_in_one_line() {
+    // Issue 12, item 6: only basic auth was ever exercised.
+    let (issuer, registry) = token_registry(Duration::from_secs(300));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    synthetic::image(&store, "app", 21, 2, 4096);
+    let target = reference(&registry, "ci/app", "v1");
+    let config_dir = dir.path().join("docker");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    write_docker_config(
+        &config_dir,
+        &format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            registry.host(),
+            base64("ci:tok-s3cret")
+        ),
+    );
+    let options = ClientOptions {
+        credentials: CredentialSource::DockerConfig(Some(config_dir)),
+        ..ClientOptions::default()
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &options).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap();
+    });
+    assert!(registry.has_tag("ci/app", "v1"));
+    let issued = issuer.issued();
+    assert!(
+        issued
+            .iter()
+            .any(|t| t.granted == ["repository:ci/app:pull,push"]),
+        "{issued:?}"
+    );
+    // The registry itself enforced the tokens: it challenged first.
+    assert!(registry.requests().iter().any(|r| r.status == 401));
+
+    let target = reference(&registry, "ci/app", "v2");
+    let err = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &basic("ci", "wrong-horse")).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap_err()
+    });
+    let text = err.to_string();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{text}");
+    assert!(
+        !text.contains('\n') && text.contains(&registry.host()),
+        "{text}"
+    );
+    assert!(
+        text.contains("refused user `ci`") && text.contains("check the password"),
+        "{text}"
+    );
+    assert!(!format!("{text} {err:?}").contains("wrong-horse"), "{text}");
+    assert!(issuer.refused() > 0);
+    assert!(!registry.has_tag("ci/app", "v2"));
+}
+
+#[test]
+fn token_registry_mounts_only_with_pull_scope_on_the_source() {
+    // Issue 12, item 6: Docker Hub mounts only from a repository the token
+    // may pull; without that grant the push falls back to uploading.
+    let (issuer, registry) = token_registry(Duration::from_secs(300));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 22, 2, 64 * 1024);
+    let rt = runtime();
+    let source = reference(&registry, "upstream/base", "v1");
+    rt.block_on(async {
+        let client =
+            RegistryClient::for_reference(&source, &basic("upstream", "up-s3cret")).unwrap();
+        push_from_store(&client, &store, "app", &source, &silent())
+            .await
+            .unwrap();
+    });
+    let push_as_ci = |repo: &str| {
+        let target = reference(&registry, repo, "v1");
+        rt.block_on(async {
+            let client =
+                RegistryClient::for_reference(&target, &basic("ci", "tok-s3cret")).unwrap();
+            // What the store's record would teach: upstream/base holds them.
+            for blob in image.blobs() {
+                client.remember_blob(blob, "upstream/base");
+            }
+            push_from_store(&client, &store, "app", &target, &silent())
+                .await
+                .unwrap()
+        })
+    };
+    let blobs = image.blobs().len();
+
+    // Not granted: the registry refuses the mount, the blobs are uploaded.
+    let pushed = push_as_ci("ci/no-grant");
+    assert_eq!((pushed.stats.mounted, pushed.stats.uploaded), (0, blobs));
+    let asked_for_source = issuer
+        .issued()
+        .into_iter()
+        .filter(|t| {
+            t.requested
+                .iter()
+                .any(|s| s == "repository:upstream/base:pull")
+        })
+        .collect::<Vec<_>>();
+    assert!(!asked_for_source.is_empty(), "no mount was tried");
+    assert!(
+        asked_for_source
+            .iter()
+            .all(|t| t.granted == ["repository:ci/no-grant:pull,push"]),
+        "{asked_for_source:?}"
+    );
+    assert_eq!(registry.blob_mount_count(), 0);
+
+    // Granted: every blob is mounted, nothing uploaded.
+    issuer.grant_foreign_pull(true);
+    let uploads = registry.blob_upload_count();
+    let pushed = push_as_ci("ci/granted");
+    assert_eq!((pushed.stats.mounted, pushed.stats.uploaded), (blobs, 0));
+    assert_eq!(registry.blob_mount_count(), blobs);
+    assert_eq!(registry.blob_upload_count(), uploads);
+    assert!(registry.has_tag("ci/granted", "v1") && registry.has_tag("ci/no-grant", "v1"));
+}
+
+#[test]
+fn token_expiring_mid_push_is_renewed_before_the_registry_refuses_it() {
+    // Issue 12, item 6: tokens last 4 s; the push, slowed by a proxy that
+    // holds every second request, lasts longer. The client renews the token
+    // from `expires_in` before it lapses: after the first handshake the
+    // registry refuses nothing (an upload refused for its token could not
+    // be resent: its body is gone).
+    let (issuer, registry) = token_registry(Duration::from_secs(4));
+    let proxy = broker_test_support::FaultProxy::start(
+        &registry,
+        broker_test_support::FaultPolicy::EveryNth {
+            n: 2,
+            fault: broker_test_support::Fault::Stall(Duration::from_millis(600)),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 23, 5, 256 * 1024);
+    let target: Reference = format!("{}/ci/app:v1", proxy.host()).parse().unwrap();
+    let options = ClientOptions {
+        concurrency: 1,
+        ..basic("ci", "tok-s3cret")
+    };
+    let started = std::time::Instant::now();
+    let pushed = runtime().block_on(async {
+        let client = RegistryClient::for_reference(&target, &options).unwrap();
+        push_from_store(&client, &store, "app", &target, &silent())
+            .await
+            .unwrap()
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(pushed.digest, image.digest);
+    assert!(
+        elapsed > Duration::from_secs(5),
+        "the push was too quick to outlive a token: {elapsed:?}"
+    );
+    let tokens = issuer.issued().len();
+    assert!(tokens >= 2, "no token was renewed in {elapsed:?}");
+    let refused: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401 && r.path != "/v2/")
+        .collect();
+    // The scheme probe (GET /v2/) and the first request go out anonymous.
+    assert_eq!(refused.len(), 1, "only the first handshake: {refused:#?}");
+    assert!(registry.has_tag("ci/app", "v1"));
 }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::TcpListener as StdTcpListener;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::thread::JoinHandle;
@@ -82,7 +82,14 @@ struct State {
     policy: Mutex<FaultPolicy>,
     seen: AtomicUsize,
     faults: AtomicUsize,
-    client: Client<HttpConnector, Incoming>,
+    /// Store-and-forward: each request body is read whole (at this many
+    /// bytes per second) before anything of it is forwarded.
+    buffer_rate: Option<u64>,
+    /// Request body bytes received from clients (store-and-forward mode).
+    body_bytes: AtomicU64,
+    /// Bytes of request bodies being received right now.
+    receiving: AtomicU64,
+    client: Client<HttpConnector, ProxyBody>,
 }
 
 /// A running fault-injecting reverse proxy on `127.0.0.1:<ephemeral>`
@@ -124,6 +131,27 @@ impl FaultProxy {
     /// Starts a proxy in front of the plain-HTTP server at `upstream_host`
     /// (`HOST:PORT`).
     pub fn start_to(upstream_host: &str, policy: FaultPolicy) -> FaultProxy {
+        Self::start_with(upstream_host, policy, None)
+    }
+
+    /// Starts a store-and-forward proxy in front of `registry`, as nginx is
+    /// by default (`proxy_request_buffering on`): each request body is read
+    /// whole, at `bytes_per_sec`, before it is forwarded, so a client cut
+    /// off mid-body sends the registry nothing of that request.
+    pub fn start_buffering(registry: &TestRegistry, bytes_per_sec: u64) -> FaultProxy {
+        assert!(!registry.is_tls(), "FaultProxy forwards plain HTTP only");
+        Self::start_with(
+            &registry.host(),
+            FaultPolicy::None,
+            Some(bytes_per_sec.max(1)),
+        )
+    }
+
+    fn start_with(
+        upstream_host: &str,
+        policy: FaultPolicy,
+        buffer_rate: Option<u64>,
+    ) -> FaultProxy {
         let listener =
             StdTcpListener::bind("127.0.0.1:0").expect("FaultProxy cannot bind 127.0.0.1:0");
         let host = listener
@@ -139,6 +167,9 @@ impl FaultProxy {
             policy: Mutex::new(policy),
             seen: AtomicUsize::new(0),
             faults: AtomicUsize::new(0),
+            buffer_rate,
+            body_bytes: AtomicU64::new(0),
+            receiving: AtomicU64::new(0),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let (shutdown, shutdown_rx) = oneshot::channel();
@@ -179,6 +210,19 @@ impl FaultProxy {
     /// Number of requests that got a fault so far.
     pub fn faults_injected(&self) -> usize {
         self.state.faults.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes received from clients so far (store-and-forward
+    /// proxies only; others count nothing).
+    pub fn body_bytes_received(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of request bodies being received right now, not yet forwarded
+    /// (store-and-forward proxies only): nonzero while a client is
+    /// mid-body.
+    pub fn receiving(&self) -> u64 {
+        self.state.receiving.load(Ordering::SeqCst)
     }
 
     /// The current policy.
@@ -363,6 +407,16 @@ async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
         parts.headers.insert(header::HOST, host);
     }
     parts.version = hyper::Version::HTTP_11;
+    let body = match state.buffer_rate {
+        None => body.boxed(),
+        Some(rate) => match receive_whole(body, rate, state).await {
+            Some(bytes) => Full::new(bytes)
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+            // The client went away mid-body: nothing is forwarded.
+            None => return full(StatusCode::BAD_REQUEST, "request body cut off\n"),
+        },
+    };
     let upstream = match state.client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -376,6 +430,31 @@ async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut parts.headers);
     rewrite_location(&mut parts.headers, &state.upstream, &state.proxy_host);
     Response::from_parts(parts, body.boxed())
+}
+
+/// Reads a request body whole at `rate` bytes per second; `None` when the
+/// client is cut off before its end.
+async fn receive_whole(mut body: Incoming, rate: u64, state: &State) -> Option<Bytes> {
+    let mut whole = Vec::new();
+    let outcome = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Err(_)) => break false,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    whole.extend_from_slice(data);
+                    state.body_bytes.fetch_add(n, Ordering::SeqCst);
+                    state.receiving.fetch_add(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                }
+            }
+        }
+    };
+    state
+        .receiving
+        .fetch_sub(whole.len() as u64, Ordering::SeqCst);
+    outcome.then(|| Bytes::from(whole))
 }
 
 /// Points absolute `Location`s at the upstream to the proxy instead.

@@ -11,13 +11,17 @@ pub mod cli;
 pub mod docker;
 pub mod fault_proxy;
 pub mod registry;
+pub mod silent_server;
 pub mod synthetic;
+pub mod token_issuer;
 
 pub use base_images::{BaseImage, busybox, debian_minbase};
 pub use cli::Workspace;
 pub use docker::{docker_cli, engine, output_ok, require_tool, run_ok};
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
+pub use silent_server::SilentServer;
+pub use token_issuer::{IssuedToken, TokenIssuer};
 
 use std::path::{Path, PathBuf};
 

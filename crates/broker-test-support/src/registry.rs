@@ -104,6 +104,21 @@ struct Tls {
     cert_dir: PathBuf,
 }
 
+/// How a test registry authenticates clients.
+enum Auth<'a> {
+    /// Not at all.
+    None,
+    /// HTTP basic auth against this htpasswd file.
+    Htpasswd(&'a Path),
+    /// Bearer tokens from a token service (`auth.token`).
+    Token {
+        /// Where clients get tokens.
+        realm: String,
+        /// The CA bundle token signatures chain to.
+        root_cert: &'a Path,
+    },
+}
+
 /// A running `docker-registry` child process on `127.0.0.1:<ephemeral>`
 /// with its own temporary storage, started from the shipped
 /// `registry/config.yml`.
@@ -142,6 +157,17 @@ impl TestRegistry {
         Self::start_variant(false, None)
     }
 
+    /// A plain-HTTP registry requiring bearer tokens from `issuer` (Docker
+    /// Hub's scheme): it sends clients to the issuer's realm and verifies
+    /// every token's signature, audience, expiry and scopes itself.
+    pub fn start_with_token_auth(issuer: &crate::TokenIssuer) -> TestRegistry {
+        let token = Auth::Token {
+            realm: issuer.realm(),
+            root_cert: issuer.root_cert_path(),
+        };
+        Self::start_configured(false, None, &token)
+    }
+
     /// A plain-HTTP registry requiring basic authentication as `user` /
     /// `password` (htpasswd file with a bcrypt hash made by `htpasswd -Bbn`).
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
@@ -162,6 +188,11 @@ impl TestRegistry {
     }
 
     fn start_variant(tls: bool, auth: Option<(&str, &str)>) -> TestRegistry {
+        Self::start_configured(tls, auth, &Auth::None)
+    }
+
+    /// Starts a registry; basic `auth` (user, password) wins over `token`.
+    fn start_configured(tls: bool, auth: Option<(&str, &str)>, token: &Auth<'_>) -> TestRegistry {
         let registry_bin = require_tool(
             "docker-registry",
             "the CNCF Distribution registry is needed: apt-get install -y docker-registry",
@@ -200,7 +231,14 @@ impl TestRegistry {
                         dir.path().join("tls.key").display().to_string(),
                     )
                 }),
-                htpasswd.as_deref(),
+                match (&htpasswd, token) {
+                    (Some(path), _) => Auth::Htpasswd(path),
+                    (None, Auth::Token { realm, root_cert }) => Auth::Token {
+                        realm: realm.clone(),
+                        root_cert,
+                    },
+                    (None, _) => Auth::None,
+                },
             );
             fs::write(&config, rendered).expect("cannot write the registry config");
             let mut child =
@@ -430,7 +468,7 @@ fn render_config(
     storage: &Path,
     addr: &str,
     tls: Option<(String, String)>,
-    htpasswd: Option<&Path>,
+    auth: Auth<'_>,
 ) -> String {
     let mut config: Value = serde_saphyr::from_str(template)
         .unwrap_or_else(|e| panic!("the shipped registry config is not valid YAML: {e}"));
@@ -463,12 +501,25 @@ fn render_config(
             get(&mut config, &["http"]).remove("tls");
         }
     }
-    match htpasswd {
-        Some(path) => {
+    match auth {
+        Auth::Htpasswd(path) => {
             get(&mut config, &["auth", "htpasswd"])
                 .insert("path".into(), Value::String(path.display().to_string()));
         }
-        None => {
+        Auth::Token { realm, root_cert } => {
+            let token = serde_json::json!({
+                "realm": realm,
+                "service": crate::token_issuer::SERVICE,
+                "issuer": crate::token_issuer::ISSUER,
+                "rootcertbundle": root_cert.display().to_string(),
+            });
+            let auth = serde_json::json!({ "token": token });
+            config
+                .as_object_mut()
+                .expect("the shipped registry config is not a map")
+                .insert("auth".into(), auth);
+        }
+        Auth::None => {
             config
                 .as_object_mut()
                 .expect("the shipped registry config is not a map")
@@ -668,7 +719,7 @@ mod tests {
     #[test]
     fn renders_variants_from_the_shipped_config() {
         let template = fs::read_to_string(shipped_config_path()).unwrap();
-        let plain = render_config(&template, Path::new("/s"), "127.0.0.1:1", None, None);
+        let plain = render_config(&template, Path::new("/s"), "127.0.0.1:1", None, Auth::None);
         let v: Value = serde_json::from_str(&plain).unwrap();
         assert_eq!(v["storage"]["filesystem"]["rootdirectory"], "/s");
         assert_eq!(v["http"]["addr"], "127.0.0.1:1");
@@ -680,7 +731,7 @@ mod tests {
             Path::new("/s"),
             "127.0.0.1:1",
             Some(("/c".into(), "/k".into())),
-            Some(Path::new("/h")),
+            Auth::Htpasswd(Path::new("/h")),
         );
         let v: Value = serde_json::from_str(&full).unwrap();
         assert_eq!(v["http"]["tls"]["certificate"], "/c");

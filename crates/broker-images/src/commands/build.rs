@@ -199,21 +199,31 @@ pub(crate) async fn run(
         .await
         .map_err(|e| explain(e, &progress))?;
     // Concurrently, as ko publishes: the client uploads a blob shared by
-    // several images once and mounts it into the others.
+    // several images once and mounts it into the others. One image failing
+    // does not stop the others; the lock records those that made it.
     // --registry without --push only looked deps images up.
-    let mut pushed = match &publisher {
-        Some((publisher, store)) if args.push => {
-            let pushes = built
-                .iter()
-                .map(|image| publish(publisher, store, image, &args.tag));
-            futures::future::try_join_all(pushes).await?
+    let mut failed = Vec::new();
+    let mut pushed: BTreeMap<String, PushedImage> = BTreeMap::new();
+    if let (Some((publisher, store)), true) = (&publisher, args.push) {
+        let pushes = built
+            .iter()
+            .map(|image| publish(publisher, store, image, &args.tag));
+        for (image, result) in built.iter().zip(futures::future::join_all(pushes).await) {
+            match result {
+                Ok(done) => {
+                    pushed.insert(image.name.clone(), done);
+                }
+                Err(err) => failed.push((image.name.clone(), err)),
+            }
         }
-        _ => Vec::new(),
     }
-    .into_iter();
+    // An image that was not pushed has no published reference to lock.
+    for (name, _) in &failed {
+        fresh.images.remove(name);
+    }
     let mut results = Vec::new();
     for image in &built {
-        let pushed = pushed.next();
+        let pushed = pushed.remove(&image.name);
         if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
             locked.published(&pushed.pinned_ref, &args.tag);
         }
@@ -237,6 +247,11 @@ pub(crate) async fn run(
         &serde_json::json!({ "images": results, "lock": args.lock }),
         &lines,
     );
+    if !failed.is_empty() {
+        let registry = args.registry.as_ref().map(ToString::to_string);
+        let to = format!("pushed to {}", registry.unwrap_or_default());
+        return Err(super::failed_images(failed, built.len(), &to));
+    }
     Ok(())
 }
 

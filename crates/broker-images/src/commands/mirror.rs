@@ -1,9 +1,11 @@
 //! `broker-images mirror`: third-party images into our registry by digest,
 //! through the publisher.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use broker_oci::Store;
 use broker_pins::Lock;
 use broker_registry::{ClientOptions, CredentialSource, Reference};
 
@@ -11,11 +13,17 @@ use crate::cli::MirrorArgs;
 use crate::reporter::Progress;
 
 pub(crate) async fn run(
+    store_dir: &Path,
     args: MirrorArgs,
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let publisher = super::publisher(args.registry.clone(), &args.access, &progress)?;
+    // The store's blob-location record says which repositories of the
+    // target registry already hold a blob: those are mounted, not copied.
+    let store = Store::open(store_dir)
+        .with_context(|| format!("cannot open the image store {}", store_dir.display()))?;
+    let publisher =
+        super::publisher(args.registry.clone(), &args.access, &progress)?.recording_for(&store);
     // Explicit credentials are for the target; sources use the Docker config.
     let source_options = ClientOptions {
         credentials: CredentialSource::default(),
@@ -30,8 +38,11 @@ pub(crate) async fn run(
             .await
             .with_context(|| format!("cannot mirror {image} to {}", args.registry))?;
         progress.line(&format!(
-            "   mirrored {image}: {} uploaded, {} already there",
-            copied.stats.uploaded, copied.stats.existed
+            "   mirrored {image}: {} uploaded ({}), {} mounted, {} already there",
+            copied.stats.uploaded,
+            indicatif::HumanBytes(copied.stats.bytes_uploaded),
+            copied.stats.mounted,
+            copied.stats.existed
         ));
         lock.record_mirror(image, &copied.source_ref, &copied.target_ref);
         results.push(copied);

@@ -28,7 +28,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Push(args) => runtime.block_on(push::run(&cli.store, args, cli.json, progress)),
-        Command::Mirror(args) => runtime.block_on(mirror::run(args, cli.json, progress)),
+        Command::Mirror(args) => {
+            runtime.block_on(mirror::run(&cli.store, args, cli.json, progress))
+        }
         Command::Build(args) => runtime.block_on(build::run(&cli.store, args, cli.json, progress)),
         Command::Render(args) => render::run(&args, cli.json),
         Command::Verify(args) => {
@@ -82,9 +84,43 @@ pub(crate) fn client_options(args: &RegistryArgs) -> anyhow::Result<ClientOption
             ..RetryPolicy::default()
         },
         read_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+        give_up_after: Duration::from_secs(args.give_up_after.max(1)),
         concurrency: args.jobs.max(1),
         ..ClientOptions::default()
     })
+}
+
+/// The error for images that failed while others went through: one line
+/// naming every failed image, each distinct cause said once (a dead
+/// registry fails every image the same way). `what` says where to, e.g.
+/// "pushed to registry.example/broker".
+pub(crate) fn failed_images(
+    failed: Vec<(String, anyhow::Error)>,
+    total: usize,
+    what: &str,
+) -> anyhow::Error {
+    let count = failed.len();
+    // Failures grouped by their cause chain, in the order they happened.
+    let mut groups: Vec<(Vec<String>, String, anyhow::Error)> = Vec::new();
+    for (name, err) in failed {
+        let cause = format!("{err:#}");
+        match groups.iter_mut().find(|(_, c, _)| *c == cause) {
+            Some((names, _, _)) => names.push(name),
+            None => groups.push((vec![name], cause, err)),
+        }
+    }
+    let summary = format!("{count} of {total} images not {what}");
+    if groups.len() == 1
+        && let Some((names, _, err)) = groups.pop()
+    {
+        // One cause: keep it as the chain, so --json lists its causes.
+        return err.context(format!("{summary}: {}", names.join(", ")));
+    }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|(names, cause, _)| format!("{}: {cause}", names.join(", ")))
+        .collect();
+    anyhow::anyhow!("{summary}: {}", parts.join(" | "))
 }
 
 /// Prints a result: pretty JSON with `--json`, else the given lines.

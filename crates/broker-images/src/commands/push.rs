@@ -29,17 +29,19 @@ pub(crate) async fn run(
     // of uploaded.
     let publisher =
         super::publisher(args.registry.clone(), &args.access, &progress)?.recording_for(&store);
+    // One image failing does not stop the others: each is pushed, and the
+    // error at the end names every one that failed.
     let mut pushed = Vec::new();
+    let mut failed = Vec::new();
     for name in &args.images {
-        let result = publisher
-            .publish(&store, name, name, &args.tag)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot push {name} to {}/{name}:{}",
-                    args.registry, args.tag
-                )
-            })?;
+        let result = match publisher.publish(&store, name, name, &args.tag).await {
+            Ok(result) => result,
+            Err(err) => {
+                progress.line(&format!("   failed {name}"));
+                failed.push((name.clone(), anyhow::Error::new(err)));
+                continue;
+            }
+        };
         progress.line(&format!(
             "   pushed {name}: {} uploaded ({}), {} mounted, {} already there",
             result.stats.uploaded,
@@ -49,7 +51,14 @@ pub(crate) async fn run(
         ));
         pushed.push(result);
     }
-    let lines: Vec<String> = pushed.iter().map(|p| p.pinned.clone()).collect();
-    super::print_result(json, &serde_json::json!({ "pushed": pushed }), &lines);
+    // Stdout holds what was pushed; when nothing was, the error says it all.
+    if !pushed.is_empty() || failed.is_empty() {
+        let lines: Vec<String> = pushed.iter().map(|p| p.pinned.clone()).collect();
+        super::print_result(json, &serde_json::json!({ "pushed": pushed }), &lines);
+    }
+    if !failed.is_empty() {
+        let to = format!("pushed to {}", args.registry);
+        return Err(super::failed_images(failed, args.images.len(), &to));
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! the credentials came from, never the password or token.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
@@ -34,7 +35,36 @@ enum AuthScheme {
 pub(crate) struct AuthState {
     scheme: AuthScheme,
     /// Bearer tokens by the scopes they were issued for.
-    tokens: HashMap<Vec<Scope>, String>,
+    tokens: HashMap<Vec<Scope>, Token>,
+}
+
+/// A bearer token and when to stop using it.
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    /// Replaced by a fresh token from here on: a little before it expires,
+    /// so no request (least of all an upload, whose body cannot be sent
+    /// twice) goes out with a token the registry will refuse.
+    renew_at: Instant,
+}
+
+/// The token lifetime the token specification tells clients to assume when
+/// the service names none.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+impl Token {
+    fn new(value: String, expires_in: Option<Duration>) -> Self {
+        let lifetime = expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let margin = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        Self {
+            value,
+            renew_at: Instant::now() + lifetime.saturating_sub(margin),
+        }
+    }
+
+    fn fresh(&self) -> bool {
+        Instant::now() < self.renew_at
+    }
 }
 
 /// What to authenticate one request with; the send loop puts it on the
@@ -92,18 +122,19 @@ impl RegistryClient {
                 AuthScheme::Unknown => return Ok(None),
                 AuthScheme::Basic => return Ok(self.basic()),
                 AuthScheme::Bearer { realm, service } => match state.tokens.get(scopes) {
-                    Some(token) => return Ok(Some(Authorization::Bearer(token.clone()))),
-                    None => (realm.clone(), service.clone()),
+                    Some(token) if token.fresh() => {
+                        return Ok(Some(Authorization::Bearer(token.value.clone())));
+                    }
+                    _ => (realm.clone(), service.clone()),
                 },
             }
         };
         let token = self
             .fetch_token(&bearer.0, bearer.1.as_deref(), scopes)
             .await?;
-        self.lock_auth()
-            .tokens
-            .insert(scopes.to_vec(), token.clone());
-        Ok(Some(Authorization::Bearer(token)))
+        let value = token.value.clone();
+        self.lock_auth().tokens.insert(scopes.to_vec(), token);
+        Ok(Some(Authorization::Bearer(value)))
     }
 
     fn lock_auth(&self) -> std::sync::MutexGuard<'_, AuthState> {
@@ -173,7 +204,7 @@ impl RegistryClient {
         realm: &str,
         service: Option<&str>,
         scopes: &[Scope],
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Token, RegistryError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(service) = service {
             query.push(("service", service.to_owned()));
@@ -226,6 +257,7 @@ impl RegistryClient {
         struct TokenResponse {
             token: Option<String>,
             access_token: Option<String>,
+            expires_in: Option<u64>,
         }
         let body: TokenResponse =
             response
@@ -235,8 +267,10 @@ impl RegistryClient {
                     registry: self.registry.clone(),
                     why: format!("the token service answered something that is not a token: {e}"),
                 })?;
+        let expires_in = body.expires_in.map(Duration::from_secs);
         body.token
             .or(body.access_token)
+            .map(|value| Token::new(value, expires_in))
             .ok_or_else(|| RegistryError::Unauthorized {
                 registry: self.registry.clone(),
                 why: "the token service answered without a token".to_owned(),

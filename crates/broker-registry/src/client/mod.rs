@@ -5,7 +5,8 @@
 //! - [`auth`]: the handshake (anonymous, basic, bearer tokens per scope);
 //! - [`retry`]: the retry policy, the defaults of the command line, and the
 //!   send loop;
-//! - [`request`]: the one request helper of the pull and push paths.
+//! - [`request`]: the one request helper of the pull and push paths;
+//! - [`silence`]: when to give up on a registry that answers nothing.
 //!
 //! This module holds the client itself and what it remembers across
 //! requests: which repositories hold which blobs (mount candidates).
@@ -13,6 +14,7 @@
 mod auth;
 mod request;
 mod retry;
+mod silence;
 mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +29,9 @@ use crate::error::RegistryError;
 
 pub(crate) use request::{Call, FOUND_OR_NOT, reported_digest};
 pub(crate) use retry::Idempotent;
-pub use retry::{DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RetryPolicy};
+pub use retry::{
+    DEFAULT_GIVE_UP_SECS, DEFAULT_JOBS, DEFAULT_RETRIES, DEFAULT_STALL_TIMEOUT_SECS, RetryPolicy,
+};
 pub use transport::is_loopback;
 
 /// Options shared by every registry client of one run.
@@ -49,10 +53,21 @@ pub struct ClientOptions {
     /// Give up on a response, or on a body that stops moving, after this long:
     /// what turns a stalled connection into a retry.
     pub read_timeout: Duration,
+    /// Give up on the registry once it has answered nothing for this long
+    /// while requests waited on it, however many retries are left: what
+    /// bounds a run against a dead or stalling registry.
+    pub give_up_after: Duration,
     /// Blobs transferred at once per image.
     pub concurrency: usize,
-    /// Chunk size for registries that refuse a monolithic upload (HTTP 413).
+    /// Chunk size for registries that refuse a monolithic upload (HTTP 413),
+    /// and for resumable uploads.
     pub chunk_size: u64,
+    /// Blobs of at least this many bytes are uploaded in `chunk_size`
+    /// PATCHes whose session is kept in the store (with a publisher that
+    /// records), so an interrupted upload continues where the registry
+    /// stands. Smaller blobs go in one request: resending them is cheaper
+    /// than the extra round trips.
+    pub resumable_from: u64,
 }
 
 impl Default for ClientOptions {
@@ -65,8 +80,10 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
+            give_up_after: Duration::from_secs(DEFAULT_GIVE_UP_SECS),
             concurrency: DEFAULT_JOBS,
             chunk_size: 16 * 1024 * 1024,
+            resumable_from: 64 * 1024 * 1024,
         }
     }
 }
@@ -108,10 +125,14 @@ pub struct RegistryClient {
     extra_roots: Vec<reqwest::Certificate>,
     credentials: ResolvedCredentials,
     auth: Mutex<auth::AuthState>,
+    /// How long the registry has been silent, and whether we gave up.
+    silence: silence::Silence,
     options: ClientOptions,
     /// Repositories of this registry known to hold a blob: candidates for a
     /// cross-repository mount instead of an upload.
     known_blobs: Mutex<HashMap<Digest, BTreeSet<String>>>,
+    /// Where interrupted uploads are kept, when a publisher records.
+    upload_sessions: Option<crate::upload_sessions::UploadSessions>,
     /// One lock per blob digest being transferred by this client.
     blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -145,8 +166,10 @@ impl RegistryClient {
             extra_roots,
             credentials,
             auth: Mutex::new(auth::AuthState::default()),
+            silence: silence::Silence::new(options.give_up_after),
             options: options.clone(),
             known_blobs: Mutex::new(HashMap::new()),
+            upload_sessions: None,
             blob_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -159,6 +182,15 @@ impl RegistryClient {
     /// The options this client was made with.
     pub fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    /// The error for a registry that answered nothing for the whole
+    /// give-up budget.
+    pub(crate) fn unresponsive(&self) -> RegistryError {
+        RegistryError::Unresponsive {
+            registry: self.registry.clone(),
+            secs: self.silence.budget().as_secs(),
+        }
     }
 
     fn lock_known_blobs(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, BTreeSet<String>>> {
@@ -193,6 +225,17 @@ impl RegistryClient {
             .get(digest)
             .map(|repos| repos.iter().filter(|r| *r != except).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Keeps upload sessions in `path`, so uploads interrupted in this run
+    /// continue in the next.
+    pub(crate) fn keep_upload_sessions(&mut self, path: PathBuf) {
+        self.upload_sessions = Some(crate::upload_sessions::UploadSessions::new(path));
+    }
+
+    /// The kept upload sessions, if this client keeps them.
+    pub(crate) fn upload_sessions(&self) -> Option<&crate::upload_sessions::UploadSessions> {
+        self.upload_sessions.as_ref()
     }
 
     /// The lock serialising transfers of `digest` within this client.

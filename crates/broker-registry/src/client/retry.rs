@@ -26,6 +26,13 @@ pub const DEFAULT_RETRIES: u32 = 6;
 /// Seconds without progress after which a request counts as stalled and is
 /// retried, unless told otherwise (`--stall-timeout`).
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
+/// Seconds a registry may answer nothing at all, while requests wait on
+/// it, before the run gives up on it, unless told otherwise
+/// (`--give-up-after`). Shorter than the stall timeout: a stalled request
+/// is retried while the registry answers others, but a registry that
+/// answers none is down, and waiting for every retry's timeout only
+/// delays saying so.
+pub const DEFAULT_GIVE_UP_SECS: u64 = 30;
 
 /// How hard to retry a request that failed for a reason that may pass:
 /// connection errors, timeouts, 408, 429 and 5xx.
@@ -94,24 +101,43 @@ impl RegistryClient {
         let mut delays = self.options.retry.delays();
         let mut attempt = 0u32;
         let mut authenticated_once = false;
+        // One silent period for all attempts: retries do not reset it.
+        let _waiting = self.silence.begin();
         loop {
             attempt += 1;
-            let authorization = self.authorization(&scopes).await?;
-            let mut request = make(self.http().await?);
-            request = match authorization {
-                Some(Authorization::Basic { username, password }) => {
-                    request.basic_auth(username, Some(password))
-                }
-                Some(Authorization::Bearer(token)) => request.bearer_auth(token),
-                None => request,
+            let sent = async {
+                let authorization = self.authorization(&scopes).await?;
+                let mut request = make(self.http().await?);
+                request = match authorization {
+                    Some(Authorization::Basic { username, password }) => {
+                        request.basic_auth(username, Some(password))
+                    }
+                    Some(Authorization::Bearer(token)) => request.bearer_auth(token),
+                    None => request,
+                };
+                Ok::<_, RegistryError>(request.send().await)
             };
-            let failure = match request.send().await {
+            // An upload is answered only once its body arrived: its caller
+            // watches the body's progress instead of the registry's silence.
+            let sent = match idempotent {
+                Idempotent::Yes => self.silence.watch(sent).await,
+                Idempotent::No if self.silence.gave_up() => None,
+                Idempotent::No => Some(sent.await),
+            };
+            let sent = sent.ok_or_else(|| self.unresponsive())??;
+            if sent.is_ok() {
+                self.silence.answered();
+            }
+            let failure = match sent {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
                     if authenticated_once {
                         return Err(self.refused(&scopes));
                     }
                     authenticated_once = true;
-                    self.handle_challenge(response.headers(), &scopes).await?;
+                    // The token service may stall as well as the registry.
+                    let challenge = self.handle_challenge(response.headers(), &scopes);
+                    let handled = self.silence.watch(challenge).await;
+                    handled.ok_or_else(|| self.unresponsive())??;
                     // The handshake is not a failure: do not count it.
                     attempt -= 1;
                     continue;
@@ -144,6 +170,7 @@ impl RegistryClient {
                     let delay = retry_after.unwrap_or(delay);
                     reporter.retrying(what, attempt, delay, &why);
                     tokio::time::sleep(delay).await;
+                    self.silence.slept(delay);
                 }
                 None => {
                     return Err(RegistryError::Unreachable {

@@ -94,7 +94,13 @@ impl RegistryClient {
                 let scheme = match self.transport {
                     Transport::Http => "http",
                     Transport::Https => "https",
-                    Transport::HttpsOrHttp => self.probe_scheme().await?,
+                    // A server that accepts and never answers must not
+                    // hold the probe for two read timeouts.
+                    Transport::HttpsOrHttp => self
+                        .silence
+                        .watch(self.probe_scheme())
+                        .await
+                        .ok_or_else(|| self.unresponsive())??,
                 };
                 Ok(format!("{scheme}://{}", self.api_host))
             })
