@@ -1,0 +1,112 @@
+//! Base-digest resolution: which digest a deps stage's base reference
+//! stands for in this run, so that a re-tagged base gives a new deps key.
+
+use broker_oci::Digest;
+use broker_pins::Reference;
+
+use crate::build_error::BuildError;
+use crate::build_run::Run;
+use crate::deps::{self, BaseDigest};
+
+/// What `base` resolves to: the recorded digest offline and when
+/// verifying; else the engine's image ID for a base only the engine has
+/// (no RepoDigests), else the digest its registry serves, else the engine's
+/// RepoDigest, else the recorded digest (said in one line); `None` when
+/// nothing knows it (the key then covers the reference only, as before).
+pub(crate) async fn resolve_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+) -> Result<Option<BaseDigest>, BuildError> {
+    let recorded = run.options.recorded_bases.get(base).copied();
+    if run.options.offline || run.options.verify {
+        return match recorded {
+            Some(b) => Ok(Some(b)),
+            None if run.options.offline => Err(BuildError::OfflineBase {
+                image: image.to_owned(),
+                base: base.to_owned(),
+            }),
+            None => Ok(None),
+        };
+    }
+    // The engine is asked only when one answers: most builds need none.
+    let mut repo_digest = None;
+    if let Ok(docker) = run.engine.get_or_try_init(|| deps::connect(image)).await
+        && let Ok(found) = docker.inspect_image(base).await
+    {
+        // Only digests of the base's own repository count: the same image
+        // pushed elsewhere under another name is still local to this one.
+        let repository = base.parse::<Reference>().ok();
+        let digests: Vec<Digest> = found
+            .repo_digests
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let (name, digest) = d.split_once('@')?;
+                let name: Reference = name.parse().ok()?;
+                let wanted = repository.as_ref()?;
+                (name.registry() == wanted.registry() && name.repository() == wanted.repository())
+                    .then(|| digest.parse().ok())?
+            })
+            .collect();
+        if digests.is_empty() {
+            if let Some(id) = found.id.as_deref().and_then(|id| id.parse().ok()) {
+                return Ok(Some(BaseDigest {
+                    digest: id,
+                    local: true,
+                }));
+            }
+        } else {
+            repo_digest = digests.first().copied();
+        }
+    }
+    let mut why = String::from("no registry to ask");
+    if let Some(resolver) = &run.base_resolver {
+        match resolver.resolve(base).await {
+            Ok(Some(digest)) => {
+                return Ok(Some(BaseDigest {
+                    digest,
+                    local: false,
+                }));
+            }
+            Ok(None) => why = "its registry does not have it".to_owned(),
+            Err(e) => why = error_chain(e.as_ref()),
+        }
+    }
+    if let Some(digest) = repo_digest {
+        run.reporter.stage(
+            image,
+            &format!("base {base}: not resolved on its registry ({why}); using the engine's copy {digest}"),
+        );
+        return Ok(Some(BaseDigest {
+            digest,
+            local: false,
+        }));
+    }
+    if let Some(b) = recorded {
+        run.reporter.stage(
+            image,
+            &format!(
+                "base {base}: not resolved ({why}); keeping the digest the lock records, {}",
+                b.digest
+            ),
+        );
+        return Ok(Some(b));
+    }
+    run.reporter.stage(
+        image,
+        &format!("base {base}: not resolved ({why}); the deps key covers its reference only"),
+    );
+    Ok(None)
+}
+
+/// `err` and its causes on one line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,129 @@
+//! What a build run is given and shares: the options from the command
+//! line, the caller's hooks (where deps images and base digests are looked
+//! up, where progress goes), and the state every image's build reads.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use broker_oci::{Digest, SourceDateEpoch, Store};
+use futures::future::BoxFuture;
+use tokio::sync::OnceCell;
+
+use crate::build_error::DepsSourceError;
+use crate::deps::{self, BaseDigest, BuildOutput};
+use crate::sources::SourceTree;
+use broker_pins::LockedImage;
+
+/// A deps image to look for by its key.
+#[derive(Clone, Copy, Debug)]
+pub struct DepsWanted<'a> {
+    /// The image name (`python-base`).
+    pub name: &'a str,
+    /// The tag it is published under: `deps-<key>`.
+    pub tag: &'a str,
+    /// The tag to give it in the store (`NAME:deps-<key>`).
+    pub store_tag: &'a str,
+}
+
+/// What [`DepsSource::fetch`] returns: where the image came from, or
+/// `None` when the source does not have it.
+pub type DepsFetch<'a> = BoxFuture<'a, Result<Option<String>, DepsSourceError>>;
+
+/// Somewhere a deps image missing from the store may be found by its key,
+/// e.g. the registry the images are pushed to: image `NAME` with tag
+/// `deps-<key>`. The deps stage asks it before it starts the Docker engine.
+///
+/// A trait rather than a registry client so that this crate builds and
+/// nothing more: the binary implements it with its publisher.
+pub trait DepsSource: Send + Sync {
+    /// Copies the deps image `wanted` into `store`.
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: DepsWanted<'a>) -> DepsFetch<'a>;
+}
+
+/// What [`BaseResolver::resolve`] returns: the manifest digest the base's
+/// registry serves for it, or `None` when it does not have it.
+pub type BaseLookup<'a> = BoxFuture<'a, Result<Option<Digest>, DepsSourceError>>;
+
+/// Resolves a base image reference to the digest its registry serves (one
+/// manifest HEAD), so that a re-tagged base gives a new deps key. A trait
+/// for the same reason as [`DepsSource`]: the binary implements it with its
+/// registry client.
+pub trait BaseResolver: Send + Sync {
+    /// The manifest digest `reference` names on its registry.
+    fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a>;
+}
+
+/// Everything a build needs, resolved from the command line.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The folder holding `<name>/image.yaml` + Dockerfile per image.
+    pub images_dir: PathBuf,
+    /// The broker tree.
+    pub broker_tree: PathBuf,
+    /// ttn-formatters: a directory, or a git URL (`URL#COMMIT` allowed).
+    pub formatters: Option<String>,
+    /// The ttn-formatters commit to check out.
+    pub formatters_rev: Option<String>,
+    /// The broker tree's revision, for a tree that is not a git checkout
+    /// (a CI tarball, a release archive); it also wins over the checkout's.
+    pub source_revision: Option<String>,
+    /// Build only these images (all when empty).
+    pub only: Vec<String>,
+    /// Base image per image name, replacing the spec's (offline or test use).
+    pub base_overrides: BTreeMap<String, String>,
+    /// Extra build args per image name.
+    pub arg_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// What an earlier build recorded, by image name (`verify` passes the
+    /// lock's images): an image without a base override is built on the
+    /// base recorded here, with the build args recorded here under the
+    /// overrides, and a broker tree without a revision takes the one
+    /// recorded here — so the deps key and the labels are the build's.
+    pub recorded: BTreeMap<String, LockedImage>,
+    /// Base digests an earlier build recorded, by base reference (from the
+    /// lock): used when the base cannot be resolved now, always with
+    /// `offline` and in verification runs (which rebuild on what the build
+    /// used, not on what the tag names today).
+    pub recorded_bases: BTreeMap<String, BaseDigest>,
+    /// Resolve no base: take the digests of `recorded_bases`.
+    pub offline: bool,
+    /// PEM CA files the deps stage's RUN steps trust (`--deps-ca-file`);
+    /// they reach no image and do not change the deps key.
+    pub deps_ca_files: Vec<PathBuf>,
+    /// The network the deps stage's RUN steps use (`--deps-network`).
+    pub deps_network: Option<String>,
+    /// The local image store.
+    pub store_dir: PathBuf,
+    /// Where git checkouts are cached.
+    pub cache_dir: PathBuf,
+    /// Compression threads per layer.
+    pub layer_threads: usize,
+    /// Verification run: every layer is rebuilt (no layer cache), nothing
+    /// is tagged, and the deps image must already exist (store or deps
+    /// source) — a deps rebuild would not be reproducible anyway.
+    pub verify: bool,
+}
+
+/// Everything that reports build progress: the engine's build output and
+/// stage messages.
+pub trait BuildReporter: BuildOutput {
+    /// A stage of `image` happened, e.g. "deps from store (key …)".
+    fn stage(&self, image: &str, message: &str);
+
+    /// Something about the whole build users should know, in one line
+    /// (e.g. that the broker tree has no revision).
+    fn notice(&self, message: &str);
+}
+
+/// Shared state of one build run.
+pub(crate) struct Run {
+    pub(crate) options: BuildOptions,
+    pub(crate) store: Store,
+    pub(crate) trees: BTreeMap<String, SourceTree>,
+    pub(crate) epoch: SourceDateEpoch,
+    pub(crate) deps_source: Option<Arc<dyn DepsSource>>,
+    pub(crate) base_resolver: Option<Arc<dyn BaseResolver>>,
+    pub(crate) engine: OnceCell<bollard::Docker>,
+    pub(crate) engine_options: deps::EngineOptions,
+    pub(crate) reporter: Arc<dyn BuildReporter>,
+}

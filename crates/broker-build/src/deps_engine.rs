@@ -1,0 +1,257 @@
+//! The dependency stage through the Docker engine: connecting, building
+//! the deps image from its context, reporting and logging the build output,
+//! and exporting the result into the store (without the deps CA).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures::StreamExt;
+
+use crate::deps_ca::{drop_deps_ca, with_deps_ca};
+use crate::deps_error::DepsError;
+use crate::deps_key::{BASE_ARG, CONTEXT_DOCKERFILE, DepsInputs};
+
+/// How the engine runs a deps build beyond its inputs. Nothing here
+/// changes the deps key: it changes how the packages are fetched, not
+/// which.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// PEM certificates RUN steps trust (e.g. a TLS-intercepting proxy's
+    /// CA). The deps image keeps no trace of them: no layer, no config.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// The network RUN steps use (`host`, …); the engine's default when
+    /// `None`.
+    pub network: Option<String>,
+}
+
+/// Receives the engine's build output, line by line.
+pub trait BuildOutput: Send + Sync {
+    /// One line of `docker build` output for `image`.
+    fn line(&self, image: &str, line: &str);
+}
+
+/// Connects to the Docker engine (DOCKER_HOST or the local socket) and
+/// agrees on an API version; the engine here may be as old as 20.10.
+pub async fn connect(image: &str) -> Result<Docker, DepsError> {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    let no_engine = |why: String| DepsError::NoEngine {
+        image: image.to_owned(),
+        host: host.clone(),
+        why,
+    };
+    let docker = Docker::connect_with_local_defaults().map_err(|e| no_engine(e.to_string()))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| no_engine(e.to_string()))?;
+    docker.ping().await.map_err(|e| no_engine(e.to_string()))?;
+    Ok(docker)
+}
+
+/// Builds the deps image with the engine, tags it there as `engine_tag`,
+/// and imports it into the store as `store_tag`.
+pub async fn build_with_engine(
+    docker: &Docker,
+    inputs: &DepsInputs,
+    engine_tag: &str,
+    store: &broker_oci::Store,
+    store_tag: &str,
+    engine: &EngineOptions,
+    output: &dyn BuildOutput,
+) -> Result<broker_oci::StoredImage, DepsError> {
+    let image = inputs.image.clone();
+    let ca = engine.ca_bundle.as_deref();
+    let dockerfile = match ca {
+        Some(_) => with_deps_ca(&inputs.dockerfile_bytes),
+        None => inputs.dockerfile_bytes.clone(),
+    };
+    let context = inputs
+        .context_tar_with(&dockerfile, ca)
+        .map_err(|source| DepsError::Temp {
+            image: image.clone(),
+            source,
+        })?;
+    let mut args: HashMap<String, String> = inputs.args.clone().into_iter().collect();
+    if let Some(base) = &inputs.base_digest {
+        args.insert(BASE_ARG.to_owned(), base.pinned(&inputs.base));
+    }
+    let mut options = BuildImageOptionsBuilder::default()
+        .dockerfile(CONTEXT_DOCKERFILE)
+        .t(engine_tag)
+        .buildargs(&args)
+        .rm(true)
+        .forcerm(true);
+    if let Some(network) = &engine.network {
+        options = options.networkmode(network);
+    }
+    let options = options.build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut progress = StepOutput::new(&image, store, store_tag, output);
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(progress.failed(&error));
+            }
+            Err(e) => {
+                return Err(DepsError::Engine {
+                    image: image.clone(),
+                    why: e.to_string(),
+                });
+            }
+        };
+        if let Some(text) = info.stream.as_deref() {
+            progress.text(text);
+        }
+        if let Some(detail) = info.error_detail {
+            return Err(progress.failed(&detail.message.unwrap_or_default()));
+        }
+    }
+    progress.finish();
+    let stored = export_into_store(docker, &image, engine_tag, store, store_tag).await?;
+    if ca.is_none() {
+        return Ok(stored);
+    }
+    let stored = drop_deps_ca(store, store_tag).map_err(|source| DepsError::DropCa {
+        image: image.clone(),
+        source,
+    })?;
+    // The engine's copy still holds the CA layer: remove it, and the build
+    // steps below it that nothing else uses (no prune off).
+    let remove = bollard::query_parameters::RemoveImageOptions {
+        force: false,
+        noprune: false,
+        platforms: None,
+    };
+    docker
+        .remove_image(engine_tag, Some(remove), None)
+        .await
+        .map_err(|e| DepsError::Engine {
+            image,
+            why: format!("cannot remove {engine_tag}, which holds the deps CA: {e}"),
+        })?;
+    Ok(stored)
+}
+
+/// The engine's build output as it arrives: split into lines (a line may
+/// span two stream messages), terminal escapes removed, reported, written
+/// to the full log, and the current step's lines kept for an excerpt.
+struct StepOutput<'a> {
+    image: &'a str,
+    output: &'a dyn BuildOutput,
+    log: crate::deps_log::DepsLog,
+    pending: String,
+    step: String,
+    step_lines: Vec<String>,
+}
+
+impl<'a> StepOutput<'a> {
+    fn new(
+        image: &'a str,
+        store: &broker_oci::Store,
+        store_tag: &str,
+        output: &'a dyn BuildOutput,
+    ) -> Self {
+        Self {
+            image,
+            output,
+            log: crate::deps_log::DepsLog::create(store.dir(), store_tag),
+            pending: String::new(),
+            step: String::from("(before the first step)"),
+            step_lines: Vec::new(),
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        self.pending.push_str(text);
+        while let Some(end) = self.pending.find('\n') {
+            let raw: String = self.pending.drain(..=end).collect();
+            self.line(&raw);
+        }
+    }
+
+    fn line(&mut self, raw: &str) {
+        let line = crate::deps_log::strip_terminal_escapes(raw);
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            return;
+        }
+        self.log.line(line);
+        if line.starts_with("Step ") {
+            line.trim().clone_into(&mut self.step);
+            self.step_lines.clear();
+        } else {
+            self.step_lines.push(line.to_owned());
+        }
+        self.output.line(self.image, line);
+    }
+
+    /// The rest of an unterminated last line.
+    fn flush(&mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest);
+    }
+
+    fn finish(mut self) -> Option<PathBuf> {
+        self.flush();
+        self.log.finish()
+    }
+
+    /// The error for an engine failure `message`, with the excerpt of the
+    /// failing step and the log's path.
+    fn failed(mut self, message: &str) -> DepsError {
+        self.flush();
+        let message = crate::deps_log::strip_terminal_escapes(message);
+        self.log.line(&message);
+        DepsError::BuildFailed {
+            image: self.image.to_owned(),
+            step: std::mem::take(&mut self.step),
+            message: message.trim().to_owned(),
+            output: crate::deps_log::excerpt(&self.step_lines),
+            log: self.log.finish(),
+        }
+    }
+}
+
+/// Copies an engine image into the store (`docker save` format in,
+/// deterministic OCI layers out).
+pub async fn export_into_store(
+    docker: &Docker,
+    image: &str,
+    engine_ref: &str,
+    store: &broker_oci::Store,
+    store_tag: &str,
+) -> Result<broker_oci::StoredImage, DepsError> {
+    let temp = tempfile::NamedTempFile::new_in(store.dir()).map_err(|source| DepsError::Temp {
+        image: image.to_owned(),
+        source,
+    })?;
+    {
+        let mut file = std::io::BufWriter::new(temp.as_file());
+        let mut stream = docker.export_image(engine_ref);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| DepsError::Engine {
+                image: image.to_owned(),
+                why: format!("export of {engine_ref}: {e}"),
+            })?;
+            file.write_all(&chunk).map_err(|source| DepsError::Temp {
+                image: image.to_owned(),
+                source,
+            })?;
+        }
+        file.flush().map_err(|source| DepsError::Temp {
+            image: image.to_owned(),
+            source,
+        })?;
+    }
+    store
+        .import_docker_archive(temp.path(), store_tag)
+        .map_err(|source| DepsError::Store {
+            image: image.to_owned(),
+            source: Box::new(source),
+        })
+}
