@@ -92,17 +92,30 @@ pub fn resolve_trees(
     Ok(trees)
 }
 
+/// What one build run made. One image failing (its deps step, a source
+/// layer) does not stop the others: a release with one broken
+/// requirements file still refreshes the images that did build.
+#[derive(Debug)]
+pub struct BuildOutcome {
+    /// The images that built, in spec order.
+    pub built: Vec<BuiltImage>,
+    /// Their lock entries (references are store names until the caller
+    /// publishes).
+    pub lock: Lock,
+    /// The images that failed, in spec order, with why.
+    pub failed: Vec<(String, BuildError)>,
+}
+
 /// Builds the selected images concurrently into the store, looking deps
-/// images missing from the store up in `deps_source` first; returns what
-/// was built and its lock entries (references are store names until the
-/// caller publishes; the caller writes the lock, only when everything
-/// succeeded).
+/// images missing from the store up in `deps_source` first. An error here
+/// is one that stops every image (bad specs, unreadable trees, the store);
+/// a failure of one image is in [`BuildOutcome::failed`].
 pub async fn build(
     options: BuildOptions,
     deps_source: Option<Arc<dyn DepsSource>>,
     base_resolver: Option<Arc<dyn BaseResolver>>,
     reporter: Arc<dyn BuildReporter>,
-) -> Result<(Vec<BuiltImage>, Lock), BuildError> {
+) -> Result<BuildOutcome, BuildError> {
     let specs = select(
         spec::load_all(&options.images_dir)?,
         &options.only,
@@ -160,20 +173,23 @@ pub async fn build(
     });
     let builds = specs.into_iter().map(|spec| {
         let run = Arc::clone(&run);
-        async move {
-            build_one(&run, &spec)
-                .await
-                .map(|(built, locked)| (spec.name.clone(), built, locked))
-        }
+        async move { (spec.name.clone(), build_one(&run, &spec).await) }
     });
-    let results = futures::future::try_join_all(builds).await?;
-    let mut built = Vec::new();
-    let mut lock = Lock::new();
-    for (name, image, locked) in results {
-        lock.images.insert(name, locked);
-        built.push(image);
+    let mut outcome = BuildOutcome {
+        built: Vec::new(),
+        lock: Lock::new(),
+        failed: Vec::new(),
+    };
+    for (name, result) in futures::future::join_all(builds).await {
+        match result {
+            Ok((image, locked)) => {
+                outcome.lock.images.insert(name, locked);
+                outcome.built.push(image);
+            }
+            Err(err) => outcome.failed.push((name, err)),
+        }
     }
-    Ok((built, lock))
+    Ok(outcome)
 }
 
 /// The broker revision an earlier build recorded for a layer of the broker

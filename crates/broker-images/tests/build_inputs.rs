@@ -383,6 +383,42 @@ fn deps_failures_show_the_first_error_and_keep_the_full_log() {
     assert!(!full.contains('\u{1b}'), "{full:?}");
 }
 
+/// Issue 12 item 5: one image whose deps step fails does not stop the
+/// others; they are built and locked, and the error names the one that
+/// failed, once, and exits non-zero.
+#[test]
+fn one_failing_deps_build_does_not_stop_the_other_images() {
+    let base = busybox();
+    let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo 'ERROR: no such package'; exit 3\n");
+    let good = tiny.path("images/good");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::write(good.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
+    std::fs::write(
+        good.join("image.yaml"),
+        "deps:\n  base: unused/base:1\nlayers:\n  - name: app\n    from: app\n    to: /app\nconfig:\n  cmd: [\"sh\", \"/app/main.sh\"]\n",
+    )
+    .unwrap();
+    let out = tiny
+        .command("build", &base.docker_ref)
+        .arg("--base")
+        .arg(format!("good={}", base.docker_ref))
+        .output()
+        .unwrap();
+    let err = failed(&out);
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(
+        error_lines[0].starts_with("error: 1 of 2 images not built: tiny: "),
+        "{err}"
+    );
+    assert!(!error_lines[0].contains("good"), "{err}");
+    assert!(!error_lines[0].contains("tiny: tiny"), "{err}");
+    let lock = tiny.lock();
+    assert!(lock["images"]["good"]["digest"].is_string(), "{lock}");
+    assert!(lock["images"].get("tiny").is_none(), "{lock}");
+    assert!(tiny.ws.store().image("good").is_ok());
+}
+
 /// `openssl ARGS…` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let openssl = require_tool("openssl", "apt-get install -y openssl");

@@ -195,9 +195,16 @@ pub(crate) async fn run(
         .as_ref()
         .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, mut fresh) = build(options, deps_source, base_resolver, reporter)
+    let outcome = build(options, deps_source, base_resolver, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
+    let (built, mut fresh) = (outcome.built, outcome.lock);
+    let total = built.len() + outcome.failed.len();
+    let not_built: Vec<(String, anyhow::Error)> = outcome
+        .failed
+        .into_iter()
+        .map(|(name, err)| (name, explain(err, &progress)))
+        .collect();
     // Concurrently, as ko publishes: the client uploads a blob shared by
     // several images once and mounts it into the others. One image failing
     // does not stop the others; the lock records those that made it.
@@ -232,9 +239,12 @@ pub(crate) async fn run(
             pushed,
         });
     }
-    lock.merge(fresh);
-    lock.write(&args.lock)
-        .with_context(|| format!("cannot write {}", args.lock.display()))?;
+    // Nothing built or pushed leaves the lock as it was, byte for byte.
+    if !fresh.images.is_empty() {
+        lock.merge(fresh);
+        lock.write(&args.lock)
+            .with_context(|| format!("cannot write {}", args.lock.display()))?;
+    }
     let lines: Vec<String> = results
         .iter()
         .map(|r| match &r.pushed {
@@ -247,12 +257,17 @@ pub(crate) async fn run(
         &serde_json::json!({ "images": results, "lock": args.lock }),
         &lines,
     );
-    if !failed.is_empty() {
-        let registry = args.registry.as_ref().map(ToString::to_string);
-        let to = format!("pushed to {}", registry.unwrap_or_default());
-        return Err(super::failed_images(failed, built.len(), &to));
-    }
-    Ok(())
+    let registry = args.registry.as_ref().map(ToString::to_string);
+    let pushed_to = format!("pushed to {}", registry.unwrap_or_default());
+    let what = match (not_built.is_empty(), failed.is_empty()) {
+        (true, true) => return Ok(()),
+        (false, true) => "built".to_owned(),
+        (true, false) => pushed_to,
+        (false, false) => format!("built or {pushed_to}"),
+    };
+    let mut all_failed = not_built;
+    all_failed.extend(failed);
+    Err(super::failed_images(all_failed, total, &what))
 }
 
 /// Publishes one built image as `PREFIX/NAME:tag`. A deps image the engine
@@ -313,9 +328,19 @@ pub(crate) async fn verify(
     options.recorded = lock.images.clone();
     options.recorded_bases = recorded_bases(&lock);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let (built, rebuilt) = build(options, deps_source, None, reporter)
+    let outcome = build(options, deps_source, None, reporter)
         .await
         .map_err(|e| explain(e, &progress))?;
+    if !outcome.failed.is_empty() {
+        let total = outcome.built.len() + outcome.failed.len();
+        let failed = outcome
+            .failed
+            .into_iter()
+            .map(|(name, err)| (name, explain(err, &progress)))
+            .collect();
+        return Err(super::failed_images(failed, total, "rebuilt"));
+    }
+    let (built, rebuilt) = (outcome.built, outcome.lock);
     let mut differences = Vec::new();
     let mut report = Vec::new();
     for image in &built {

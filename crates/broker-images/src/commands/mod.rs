@@ -111,9 +111,19 @@ pub(crate) fn failed_images(
     }
     let summary = format!("{count} of {total} images not {what}");
     if groups.len() == 1
-        && let Some((names, _, err)) = groups.pop()
+        && let Some((names, cause, err)) = groups.pop()
     {
+        // The only image there was: the summary would add nothing.
+        if total == 1 {
+            return err;
+        }
         // One cause: keep it as the chain, so --json lists its causes.
+        // Build errors already open with the image's name: not twice.
+        if let [name] = names.as_slice()
+            && cause.starts_with(&format!("{name}: "))
+        {
+            return err.context(summary);
+        }
         return err.context(format!("{summary}: {}", names.join(", ")));
     }
     let parts: Vec<String> = groups
