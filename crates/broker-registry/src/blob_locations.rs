@@ -69,9 +69,11 @@ fn read(path: &Path) -> Option<Record> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Through a temporary file and a rename; no fsync: losing the record in a
-/// crash costs only uploads.
-fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Through a temporary file and a rename, so a kill mid-write leaves the
+/// previous record; no fsync: losing a record in a crash costs only
+/// uploads. Shared by the store's small records (blob locations, upload
+/// sessions).
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -10,10 +10,12 @@
 //! means starting afresh, and a failure to write costs only bytes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use broker_pins::Digest;
+
+use crate::blob_locations::write;
 
 /// Where, relative to the store, the sessions are kept.
 pub const UPLOAD_SESSIONS: &str = "cache/upload-sessions.json";
@@ -89,18 +91,4 @@ impl UploadSessions {
             s.remove(&key(registry, repository, digest));
         });
     }
-}
-
-/// Through a temporary file and a rename, so a kill mid-write leaves the
-/// previous record.
-fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut temp, bytes)?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
