@@ -8,12 +8,10 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::TcpListener as StdTcpListener;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,8 +27,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
+use crate::background::BackgroundServer;
 use crate::registry::TestRegistry;
 
 /// A fault injected into one request.
@@ -101,8 +100,7 @@ struct State {
 pub struct FaultProxy {
     host: String,
     state: Arc<State>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: BackgroundServer,
 }
 
 impl std::fmt::Debug for FaultProxy {
@@ -152,43 +150,28 @@ impl FaultProxy {
         policy: FaultPolicy,
         buffer_rate: Option<u64>,
     ) -> FaultProxy {
-        let listener =
-            StdTcpListener::bind("127.0.0.1:0").expect("FaultProxy cannot bind 127.0.0.1:0");
-        let host = listener
-            .local_addr()
-            .expect("FaultProxy has no local address")
-            .to_string();
-        listener
-            .set_nonblocking(true)
-            .expect("FaultProxy cannot make its listener non-blocking");
-        let state = Arc::new(State {
-            upstream: upstream_host.to_string(),
-            proxy_host: host.clone(),
-            policy: Mutex::new(policy),
-            seen: AtomicUsize::new(0),
-            faults: AtomicUsize::new(0),
-            buffer_rate,
-            body_bytes: AtomicU64::new(0),
-            receiving: AtomicU64::new(0),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+        let mut proxy_state = None;
+        let server = BackgroundServer::start("fault-proxy", |host| {
+            let state = Arc::new(State {
+                upstream: upstream_host.to_string(),
+                proxy_host: host.to_owned(),
+                policy: Mutex::new(policy),
+                seen: AtomicUsize::new(0),
+                faults: AtomicUsize::new(0),
+                buffer_rate,
+                body_bytes: AtomicU64::new(0),
+                receiving: AtomicU64::new(0),
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            });
+            proxy_state = Some(Arc::clone(&state));
+            move |stream| serve_connection(stream, Arc::clone(&state))
         });
-        let (shutdown, shutdown_rx) = oneshot::channel();
-        let thread_state = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("fault-proxy-{host}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("FaultProxy cannot build its tokio runtime");
-                rt.block_on(serve(listener, thread_state, shutdown_rx));
-            })
-            .expect("FaultProxy cannot spawn its thread");
+        let host = server.host().to_owned();
+        let state = proxy_state.expect("the handler factory ran");
         FaultProxy {
             host,
             state,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -239,33 +222,6 @@ impl FaultProxy {
     pub fn set_policy(&self, policy: FaultPolicy) {
         *self.state.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy;
     }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(listener: StdTcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .expect("FaultProxy cannot register its listener with tokio");
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    tokio::spawn(serve_connection(stream, state.clone()));
-                }
-            }
-        }
-    }
-    // Dropping the runtime after this returns cancels open connections.
 }
 
 async fn serve_connection(stream: TcpStream, state: Arc<State>) {

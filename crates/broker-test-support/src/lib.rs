@@ -6,6 +6,7 @@
 //! a missing component must fail the test, never skip it silently.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod background;
 pub mod base_images;
 pub mod cli;
 pub mod docker;

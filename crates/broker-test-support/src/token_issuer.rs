@@ -13,12 +13,10 @@
 //! ([`TokenIssuer::grant_foreign_pull`]); nothing is granted anonymously.
 
 use std::convert::Infallible;
-use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -29,8 +27,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
 
+use crate::background::BackgroundServer;
 use crate::docker::{require_tool, run_ok};
 
 /// The `service` (JWT audience) the issuer and its registries agree on.
@@ -69,8 +67,7 @@ pub struct TokenIssuer {
     host: String,
     state: Arc<State>,
     root_cert: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: BackgroundServer,
     _dir: tempfile::TempDir,
 }
 
@@ -106,24 +103,16 @@ impl TokenIssuer {
             issued: Mutex::new(Vec::new()),
             refused: AtomicU64::new(0),
         });
-        let listener = StdTcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
-        let host = listener.local_addr().unwrap().to_string();
-        listener.set_nonblocking(true).unwrap();
-        let (shutdown, shutdown_rx) = oneshot::channel();
-        let thread_state = Arc::clone(&state);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the token issuer cannot build its runtime");
-            rt.block_on(serve(listener, thread_state, shutdown_rx));
+        let handler_state = Arc::clone(&state);
+        let server = BackgroundServer::start("token-issuer", move |_host| {
+            move |stream| serve_connection(stream, Arc::clone(&handler_state))
         });
+        let host = server.host().to_owned();
         Self {
             host,
             state,
             root_cert,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
             _dir: dir,
         }
     }
@@ -166,39 +155,14 @@ impl TokenIssuer {
     }
 }
 
-impl Drop for TokenIssuer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(listener: StdTcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .expect("the token issuer cannot register its listener");
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let state = Arc::clone(&state);
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let state = Arc::clone(&state);
-                            async move { Ok::<_, Infallible>(answer(&req, &state)) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            }
-        }
-    }
+async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<State>) {
+    let svc = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(answer(&req, &state)) }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 fn respond(status: StatusCode, body: String) -> Response<Full<Bytes>> {

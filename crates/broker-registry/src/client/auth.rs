@@ -55,7 +55,11 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 impl Token {
     fn new(value: String, expires_in: Option<Duration>) -> Self {
         let lifetime = expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let margin = (lifetime / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        // The margin must cover a whole request in flight (a blob upload
+        // on a slow link or a loaded machine), not just clock skew: half a
+        // short token's life, at most 30 s of a long one. A token request
+        // more is cheap; an upload refused mid-body is not.
+        let margin = (lifetime / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
         Self {
             value,
             renew_at: Instant::now() + lifetime.saturating_sub(margin),
