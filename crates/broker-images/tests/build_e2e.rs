@@ -8,28 +8,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use broker_test_support::{
-    TestRegistry, Workspace, copy_dir, debian_minbase, docker_cli, repo_root, require_tool, run_ok,
+    TestRegistry, Workspace, copy_dir, debian_minbase, docker_cli, git, repo_root, require_tool,
     unique_suffix,
 };
 
 const IMAGES: [&str; 3] = ["mgmt-app", "python-base", "ttn_decoder"];
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    require_tool("git", "apt-get install -y git");
-    let out = run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args(args),
-    );
-    out.trim().to_owned()
-}
 
 /// A workspace (the shared one: store, Docker config) holding a copy of the
 /// example broker tree (not a git checkout) and the formatters as a git

@@ -12,27 +12,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use broker_test_support::{TestRegistry, Workspace, busybox, require_tool, run_ok, unique_suffix};
+use broker_test_support::{
+    TestRegistry, Workspace, busybox, git, require_tool, run_ok, unique_suffix,
+};
 
 /// The label prefix broker-build documents for further trees.
 const TREE_LABEL: &str = "io.github.broker-images.source.ttn-formatters";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    require_tool("git", "apt-get install -y git");
-    let out = run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args(args),
-    );
-    out.trim().to_owned()
-}
 
 /// A workspace with a broker tree (not a git checkout), a formatters git
 /// repository and an images folder holding one image, `tiny`, whose deps

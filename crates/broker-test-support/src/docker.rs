@@ -1,6 +1,6 @@
 //! The Docker engine and command-line tools tests use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -131,4 +131,23 @@ pub fn output_ok(cmd: &mut Command) -> std::process::Output {
         );
     }
     out
+}
+
+/// `git -C dir ARGS…` with a fixed author (tests commit into throwaway
+/// trees on machines without a git identity); returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    require_tool("git", "apt-get install -y git");
+    let out = run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
+            .args(args),
+    );
+    out.trim().to_owned()
 }
