@@ -638,17 +638,7 @@ async fn upload_resumable(
     // blob may keep a registry with remote storage quiet for long. A
     // failure here is retried by the caller, which continues the kept
     // session at its end and sends only this request again.
-    let url = with_query(&location, "digest", &blob.digest.to_string());
-    let response = client
-        .send(
-            &what,
-            &[Scope::PullPush(repository.to_owned())],
-            Idempotent::No,
-            reporter.as_ref(),
-            &|http| http.put(&url).header(CONTENT_LENGTH, "0"),
-        )
-        .await?;
-    let confirmed = confirm_upload(client, repository, blob, response).await;
+    let confirmed = close_upload(transfer, &what, &location).await;
     // Committed, or refused for good (a digest mismatch): either way the
     // session is over.
     forget();
@@ -689,10 +679,27 @@ async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryE
         reporter.blob_progress(&blob.digest, len);
         offset += len;
     }
-    let url = with_query(&location, "digest", &blob.digest.to_string());
+    close_upload(transfer, &what, &location).await
+}
+
+/// Closes an upload session whose bytes are all sent: an empty PUT naming
+/// the digest, then the registry's answer checked.
+async fn close_upload(
+    transfer: &BlobTransfer<'_, '_>,
+    what: &str,
+    location: &str,
+) -> Result<(), RegistryError> {
+    let BlobTransfer {
+        client,
+        repository,
+        blob,
+        reporter,
+        ..
+    } = *transfer;
+    let url = with_query(location, "digest", &blob.digest.to_string());
     let response = client
         .send(
-            &what,
+            what,
             &[Scope::PullPush(repository.to_owned())],
             Idempotent::No,
             reporter.as_ref(),
