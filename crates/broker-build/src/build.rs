@@ -12,17 +12,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use broker_oci::Store;
+use broker_oci::docker_archive::KnownLayers;
 use broker_oci::image::ImageBuilder;
+use broker_oci::{Store, StoredImage};
 use tokio::sync::OnceCell;
 
 use crate::build_base::resolve_base;
-use crate::build_deps::deps_image;
+use crate::build_deps::{Deps, Waiting, deps_image, export_engine_images};
 use crate::build_labels::{provenance, runtime_config};
 use crate::build_layers::build_layers;
 use crate::build_lock::BuildRecord;
-use crate::build_run::Run;
-use crate::deps::{self, DepsInputs};
+use crate::build_run::{Memo, Run};
+use crate::deps::{self, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
 use broker_pins::{Lock, LockedImage, UNKNOWN_REVISION};
@@ -32,7 +33,8 @@ pub use crate::build_error::{BuildError, DepsSourceError};
 pub use crate::build_labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build_lock::BuiltImage;
 pub use crate::build_run::{
-    BaseLookup, BaseResolver, BuildOptions, BuildReporter, DepsFetch, DepsSource, DepsWanted,
+    BaseFetch, BaseLookup, BaseResolver, BuildOptions, BuildReporter, DepsFetch, DepsSource,
+    DepsWanted,
 };
 
 /// The names of the images a build with `only` covers.
@@ -168,19 +170,65 @@ pub async fn build(
         deps_source,
         base_resolver,
         engine: OnceCell::new(),
+        resolved_bases: Memo::new(),
+        base_layers: Memo::new(),
         engine_options,
         reporter,
     });
-    let builds = specs.into_iter().map(|spec| {
-        let run = Arc::clone(&run);
-        async move { (spec.name.clone(), build_one(&run, &spec).await) }
-    });
+    // Three stages, each image through each concurrently: the deps image
+    // (found, fetched, or built by the engine), one export of everything
+    // the engine built, then the source layers and the image.
+    let prepared = futures::future::join_all(specs.iter().map(|spec| prepare(&run, spec))).await;
     let mut outcome = BuildOutcome {
         built: Vec::new(),
         lock: Lock::new(),
         failed: Vec::new(),
     };
-    for (name, result) in futures::future::join_all(builds).await {
+    let mut ready = Vec::new();
+    let mut waiting = Vec::new();
+    let mut known = KnownLayers::new();
+    for (spec, result) in specs.iter().zip(prepared) {
+        match result {
+            Ok(mut prepared) => match &mut prepared.deps {
+                Deps::InEngine {
+                    known: base_layers, ..
+                } => {
+                    known.append(base_layers);
+                    waiting.push(prepared);
+                }
+                Deps::Stored(image, origin) => {
+                    let (image, origin) = (*image.clone(), *origin);
+                    ready.push(prepared.ready(image, origin));
+                }
+            },
+            Err(err) => outcome.failed.push((spec.name.clone(), err)),
+        }
+    }
+    let to_export: Vec<Waiting<'_>> = waiting
+        .iter()
+        .filter_map(|p| match &p.deps {
+            Deps::InEngine {
+                engine_tag,
+                store_tag,
+                ..
+            } => Some(Waiting {
+                name: &p.spec.name,
+                engine_tag,
+                store_tag,
+            }),
+            Deps::Stored(..) => None,
+        })
+        .collect();
+    let exported = export_engine_images(&run, &to_export, &known).await;
+    drop(to_export);
+    for (prepared, result) in waiting.into_iter().zip(exported) {
+        match result {
+            Ok(image) => ready.push(prepared.ready(image, DepsOrigin::Engine)),
+            Err(err) => outcome.failed.push((prepared.spec.name.clone(), err)),
+        }
+    }
+    let finished = futures::future::join_all(ready.into_iter().map(|p| finish(&run, p))).await;
+    for (name, result) in finished {
         match result {
             Ok((image, locked)) => {
                 outcome.lock.images.insert(name, locked);
@@ -189,6 +237,10 @@ pub async fn build(
             Err(err) => outcome.failed.push((name, err)),
         }
     }
+    // Spec order, whichever stage an image finished or failed in.
+    let order = |name: &str| specs.iter().position(|s| s.name == name);
+    outcome.built.sort_by_key(|b| order(&b.name));
+    outcome.failed.sort_by_key(|(name, _)| order(name));
     Ok(outcome)
 }
 
@@ -208,7 +260,39 @@ fn recorded_broker_revision(
     })
 }
 
-async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedImage), BuildError> {
+/// One image after the deps stage.
+struct Prepared<'s> {
+    spec: &'s ImageSpec,
+    inputs: DepsInputs,
+    key: DepsKey,
+    deps: Deps,
+}
+
+impl<'s> Prepared<'s> {
+    /// This image with its deps image in the store.
+    fn ready(self, deps_image: StoredImage, deps_origin: DepsOrigin) -> Ready<'s> {
+        Ready {
+            spec: self.spec,
+            inputs: self.inputs,
+            key: self.key,
+            deps_image,
+            deps_origin,
+        }
+    }
+}
+
+/// One image whose deps image is in the store.
+struct Ready<'s> {
+    spec: &'s ImageSpec,
+    inputs: DepsInputs,
+    key: DepsKey,
+    deps_image: StoredImage,
+    deps_origin: DepsOrigin,
+}
+
+/// The deps stage of one image: its inputs, base digest and key, and the
+/// deps image found, fetched or built.
+async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<Prepared<'s>, BuildError> {
     let name = spec.name.as_str();
     let recorded = run.options.recorded.get(name);
     let mut args = recorded.map(|r| r.build_args.clone()).unwrap_or_default();
@@ -224,7 +308,38 @@ async fn build_one(run: &Run, spec: &ImageSpec) -> Result<(BuiltImage, LockedIma
     let mut inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
     inputs.base_digest = resolve_base(run, name, &inputs.base).await?;
     let key = inputs.key();
-    let (deps_image, deps_origin) = deps_image(run, spec, &inputs, &key).await?;
+    let deps = deps_image(run, spec, &inputs, &key).await?;
+    Ok(Prepared {
+        spec,
+        inputs,
+        key,
+        deps,
+    })
+}
+
+/// The source layers and the image on top of a stored deps image, and
+/// its lock entry.
+async fn finish(
+    run: &Run,
+    ready: Ready<'_>,
+) -> (String, Result<(BuiltImage, LockedImage), BuildError>) {
+    let name = ready.spec.name.clone();
+    let result = finish_image(run, ready).await;
+    (name, result)
+}
+
+async fn finish_image(
+    run: &Run,
+    ready: Ready<'_>,
+) -> Result<(BuiltImage, LockedImage), BuildError> {
+    let Ready {
+        spec,
+        inputs,
+        key,
+        deps_image,
+        deps_origin,
+    } = ready;
+    let name = spec.name.as_str();
     let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
         image: name.to_owned(),
         source,

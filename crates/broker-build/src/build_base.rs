@@ -2,6 +2,7 @@
 //! stands for in this run, so that a re-tagged base gives a new deps key.
 
 use broker_oci::Digest;
+use broker_oci::docker_archive::KnownLayers;
 use broker_pins::Reference;
 
 use crate::build_error::BuildError;
@@ -14,6 +15,68 @@ use crate::deps::{self, BaseDigest};
 /// RepoDigest, else the recorded digest (said in one line); `None` when
 /// nothing knows it (the key then covers the reference only, as before).
 pub(crate) async fn resolve_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+) -> Result<Option<BaseDigest>, BuildError> {
+    run.resolved_bases
+        .get_or_try_init(base, || resolve_base_once(run, image, base))
+        .await
+}
+
+/// The compressed layers of the registry base `base` at `digest`, copied
+/// into the store once per run, by diff_id: the deps images built on it
+/// then reuse them instead of compressing the base again. Empty when the
+/// base is local to the engine or its registry cannot give it (said in one
+/// line: the layers are then compressed here, which only costs time).
+pub(crate) async fn base_layers(
+    run: &Run,
+    image: &str,
+    base: &str,
+    digest: BaseDigest,
+) -> KnownLayers {
+    let Some(resolver) = run.base_resolver.as_ref().filter(|_| !digest.local) else {
+        return KnownLayers::new();
+    };
+    let store_tag = format!("base@{}", digest.digest);
+    let fetch = || async {
+        let why = match resolver
+            .fetch(&run.store, image, base, digest.digest, &store_tag)
+            .await
+        {
+            Ok(true) => match run
+                .store
+                .image(&store_tag)
+                .and_then(|stored| run.store.known_layers(&stored))
+            {
+                Ok(known) => {
+                    run.reporter.stage(
+                        image,
+                        &format!(
+                            "base {base}: {} layers kept as its registry compressed them",
+                            known.len()
+                        ),
+                    );
+                    return Ok::<_, std::convert::Infallible>(known);
+                }
+                Err(e) => error_chain(&e),
+            },
+            Ok(false) => "its registry does not have it".to_owned(),
+            Err(e) => error_chain(e.as_ref()),
+        };
+        run.reporter.stage(
+            image,
+            &format!("base {base}: its registry's layers are not available ({why}); compressing them here"),
+        );
+        Ok(KnownLayers::new())
+    };
+    match run.base_layers.get_or_try_init(&store_tag, fetch).await {
+        Ok(known) => known,
+        Err(never) => match never {},
+    }
+}
+
+async fn resolve_base_once(
     run: &Run,
     image: &str,
     base: &str,

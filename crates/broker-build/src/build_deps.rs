@@ -2,10 +2,12 @@
 //! caller's deps source, else the Docker engine.
 
 use broker_oci::StoredImage;
+use broker_oci::docker_archive::KnownLayers;
 
+use crate::build_base::base_layers;
 use crate::build_error::BuildError;
 use crate::build_run::{DepsWanted, Run};
-use crate::deps::{self, BuildOutput, DepsInputs, DepsKey};
+use crate::deps::{self, BuildOutput, DepsInputs, DepsKey, EngineImage};
 use crate::spec::ImageSpec;
 
 /// How the deps image of one build was obtained.
@@ -20,13 +22,30 @@ pub enum DepsOrigin {
     Engine,
 }
 
-/// The deps image: from the store, else the deps source, else the engine.
+/// Where the deps image of one build stands after the deps stage.
+pub(crate) enum Deps {
+    /// In the store: found there or copied from the deps source.
+    Stored(Box<StoredImage>, DepsOrigin),
+    /// Built by the engine, waiting for the run's one export
+    /// ([`export_engine_images`]).
+    InEngine {
+        /// Its name in the engine.
+        engine_tag: String,
+        /// The tag it gets in the store.
+        store_tag: String,
+        /// Its base's compressed layers, when the base came from a registry.
+        known: KnownLayers,
+    },
+}
+
+/// The deps image: from the store, else the deps source, else built by the
+/// engine (and its registry base's layers fetched meanwhile).
 pub(crate) async fn deps_image(
     run: &Run,
     spec: &ImageSpec,
     inputs: &DepsInputs,
     key: &DepsKey,
-) -> Result<(StoredImage, DepsOrigin), BuildError> {
+) -> Result<Deps, BuildError> {
     let name = spec.name.as_str();
     let store_tag = format!("{name}:{}", key.tag());
     let store_err = |source| BuildError::Store {
@@ -37,7 +56,7 @@ pub(crate) async fn deps_image(
         run.reporter
             .stage(name, &format!("deps {} from the store", key.tag()));
         let image = run.store.image(&store_tag).map_err(store_err)?;
-        return Ok((image, DepsOrigin::Store));
+        return Ok(Deps::Stored(Box::new(image), DepsOrigin::Store));
     }
     if let Some(source) = &run.deps_source {
         let tag = key.tag();
@@ -58,7 +77,7 @@ pub(crate) async fn deps_image(
             run.reporter
                 .stage(name, &format!("deps {} from {origin}", key.tag()));
             let image = run.store.image(&store_tag).map_err(store_err)?;
-            return Ok((image, DepsOrigin::Registry));
+            return Ok(Deps::Stored(Box::new(image), DepsOrigin::Registry));
         }
     }
     if run.options.verify {
@@ -78,7 +97,7 @@ pub(crate) async fn deps_image(
     let docker = run.engine.get_or_try_init(|| deps::connect(name)).await?;
     let engine_tag = format!("broker-images/{name}:{}", key.tag());
     let output: &dyn BuildOutput = &*run.reporter;
-    let image = deps::build_with_engine(
+    let build = deps::build_with_engine(
         docker,
         inputs,
         &engine_tag,
@@ -86,7 +105,100 @@ pub(crate) async fn deps_image(
         &store_tag,
         &run.engine_options,
         output,
-    )
-    .await?;
-    Ok((image, DepsOrigin::Engine))
+    );
+    // The base's layers are fetched while the engine builds.
+    let base_layers = async {
+        match inputs.base_digest {
+            Some(digest) => base_layers(run, name, &inputs.base, digest).await,
+            None => KnownLayers::new(),
+        }
+    };
+    let (built, known) = tokio::join!(build, base_layers);
+    built?;
+    Ok(Deps::InEngine {
+        engine_tag,
+        store_tag,
+        known,
+    })
+}
+
+/// One deps image the engine built, as [`export_engine_images`] takes it.
+pub(crate) struct Waiting<'a> {
+    /// The image it is the deps image of.
+    pub(crate) name: &'a str,
+    /// Its name in the engine.
+    pub(crate) engine_tag: &'a str,
+    /// The tag it gets in the store.
+    pub(crate) store_tag: &'a str,
+}
+
+/// Brings the deps images the engine built in this run into the store with
+/// one export, so a base they share leaves the engine and is compressed
+/// once (or not at all: `known` holds a registry base's layers). Should the
+/// joint export fail, each image is exported on its own, so that each gets
+/// its own error. Results in the order of `waiting`.
+pub(crate) async fn export_engine_images(
+    run: &Run,
+    waiting: &[Waiting<'_>],
+    known: &KnownLayers,
+) -> Vec<Result<StoredImage, BuildError>> {
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let Some(docker) = run.engine.get() else {
+        // Only a build that reached the engine waits for an export.
+        return waiting
+            .iter()
+            .map(|w| {
+                Err(BuildError::Deps(Box::new(deps::DepsError::Engine {
+                    image: w.name.to_owned(),
+                    why: "no engine connection to export from".to_owned(),
+                })))
+            })
+            .collect();
+    };
+    let threads = run.options.layer_threads;
+    let images: Vec<EngineImage<'_>> = waiting
+        .iter()
+        .map(|w| EngineImage {
+            image: w.name,
+            engine_tag: w.engine_tag,
+            store_tag: w.store_tag,
+        })
+        .collect();
+    let exported = match deps::export_into_store(docker, &images, &run.store, known, threads).await
+    {
+        Ok(stored) => stored.into_iter().map(Ok).collect(),
+        Err(err) if images.len() == 1 => vec![Err(err)],
+        Err(_) => {
+            let mut each = Vec::with_capacity(images.len());
+            for image in &images {
+                let one = deps::export_into_store(
+                    docker,
+                    std::slice::from_ref(image),
+                    &run.store,
+                    known,
+                    threads,
+                )
+                .await;
+                each.push(one.map(|mut stored| stored.remove(0)));
+            }
+            each
+        }
+    };
+    let mut results = Vec::with_capacity(waiting.len());
+    for (w, result) in waiting.iter().zip(exported) {
+        let result = match result {
+            Ok(_) if run.engine_options.ca_bundle.is_some() => {
+                deps::drop_ca_after_export(docker, w.name, w.engine_tag, &run.store, w.store_tag)
+                    .await
+            }
+            other => other,
+        };
+        if result.is_ok() {
+            run.reporter.stage(w.name, "deps image stored");
+        }
+        results.push(result.map_err(|e| BuildError::Deps(Box::new(e))));
+    }
+    results
 }

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 use crate::build_error::DepsSourceError;
 use crate::deps::{self, BaseDigest, BuildOutput};
 use crate::sources::SourceTree;
+use broker_oci::docker_archive::KnownLayers;
 use broker_pins::LockedImage;
 
 /// A deps image to look for by its key.
@@ -45,13 +46,31 @@ pub trait DepsSource: Send + Sync {
 /// registry serves for it, or `None` when it does not have it.
 pub type BaseLookup<'a> = BoxFuture<'a, Result<Option<Digest>, DepsSourceError>>;
 
+/// What [`BaseResolver::fetch`] returns: whether the base's registry had
+/// it (it is then in the store under the tag asked for).
+pub type BaseFetch<'a> = BoxFuture<'a, Result<bool, DepsSourceError>>;
+
 /// Resolves a base image reference to the digest its registry serves (one
-/// manifest HEAD), so that a re-tagged base gives a new deps key. A trait
-/// for the same reason as [`DepsSource`]: the binary implements it with its
-/// registry client.
+/// manifest HEAD), so that a re-tagged base gives a new deps key, and
+/// copies a base into the store so that the deps images built on it keep
+/// its registry's compressed layers instead of compressing them again. A
+/// trait for the same reason as [`DepsSource`]: the binary implements it
+/// with its registry client.
 pub trait BaseResolver: Send + Sync {
     /// The manifest digest `reference` names on its registry.
     fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a>;
+
+    /// Copies the base `reference` at `digest` (this machine's platform,
+    /// when the digest names an index) into `store` as `store_tag`, for
+    /// the deps image of `image` (the first of the run to need it).
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        image: &'a str,
+        reference: &'a str,
+        digest: Digest,
+        store_tag: &'a str,
+    ) -> BaseFetch<'a>;
 }
 
 /// Everything a build needs, resolved from the command line.
@@ -124,6 +143,42 @@ pub(crate) struct Run {
     pub(crate) deps_source: Option<Arc<dyn DepsSource>>,
     pub(crate) base_resolver: Option<Arc<dyn BaseResolver>>,
     pub(crate) engine: OnceCell<bollard::Docker>,
+    /// Each base reference resolved once per run, however many images
+    /// share it.
+    pub(crate) resolved_bases: Memo<Option<BaseDigest>>,
+    /// Each registry base's compressed layers, fetched once per run.
+    pub(crate) base_layers: Memo<KnownLayers>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) reporter: Arc<dyn BuildReporter>,
+}
+
+/// Values computed once per key and run, by whichever build asks first;
+/// the others wait for it. A failure is not kept: the next build asks
+/// again (and reports its own error).
+pub(crate) struct Memo<T> {
+    cells: std::sync::Mutex<BTreeMap<String, Arc<OnceCell<T>>>>,
+}
+
+impl<T: Clone> Memo<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            cells: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The value for `key`, computing it with `compute` if nobody has.
+    pub(crate) async fn get_or_try_init<E, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let cell = {
+            let mut cells = self
+                .cells
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(cells.entry(key.to_owned()).or_default())
+        };
+        cell.get_or_try_init(compute).await.cloned()
+    }
 }

@@ -11,7 +11,8 @@
 
 pub use crate::deps_ca::{DEPS_CA_PATH, DEPS_CA_VARIABLES, read_ca_bundle};
 pub use crate::deps_engine::{
-    BuildOutput, EngineOptions, build_with_engine, connect, export_into_store,
+    BuildOutput, EngineImage, EngineOptions, build_with_engine, connect, drop_ca_after_export,
+    export_into_store,
 };
 pub use crate::deps_error::DepsError;
 pub use crate::deps_key::{BASE_ARG, BaseDigest, DepsInputs, DepsKey};

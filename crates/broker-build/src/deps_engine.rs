@@ -10,6 +10,8 @@ use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 
+use broker_oci::docker_archive::{ArchiveImage, KnownLayers};
+
 use crate::deps_ca::{drop_deps_ca, with_deps_ca};
 use crate::deps_error::DepsError;
 use crate::deps_key::{BASE_ARG, CONTEXT_DOCKERFILE, DepsInputs};
@@ -52,8 +54,10 @@ pub async fn connect(image: &str) -> Result<Docker, DepsError> {
     Ok(docker)
 }
 
-/// Builds the deps image with the engine, tags it there as `engine_tag`,
-/// and imports it into the store as `store_tag`.
+/// Builds the deps image with the engine and tags it there as
+/// `engine_tag`; [`export_into_store`] then brings it (and the other deps
+/// images of the run) into the store in one export. `store_tag` names the
+/// build's log in the store.
 pub async fn build_with_engine(
     docker: &Docker,
     inputs: &DepsInputs,
@@ -62,7 +66,7 @@ pub async fn build_with_engine(
     store_tag: &str,
     engine: &EngineOptions,
     output: &dyn BuildOutput,
-) -> Result<broker_oci::StoredImage, DepsError> {
+) -> Result<(), DepsError> {
     let image = inputs.image.clone();
     let ca = engine.ca_bundle.as_deref();
     let dockerfile = match ca {
@@ -112,16 +116,23 @@ pub async fn build_with_engine(
         }
     }
     progress.finish();
-    let stored = export_into_store(docker, &image, engine_tag, store, store_tag).await?;
-    if ca.is_none() {
-        return Ok(stored);
-    }
+    Ok(())
+}
+
+/// Removes the deps CA from the stored deps image `store_tag`, and the
+/// engine's copy `engine_tag` (which still holds it) from the engine.
+pub async fn drop_ca_after_export(
+    docker: &Docker,
+    image: &str,
+    engine_tag: &str,
+    store: &broker_oci::Store,
+    store_tag: &str,
+) -> Result<broker_oci::StoredImage, DepsError> {
     let stored = drop_deps_ca(store, store_tag).map_err(|source| DepsError::DropCa {
-        image: image.clone(),
+        image: image.to_owned(),
         source,
     })?;
-    // The engine's copy still holds the CA layer: remove it, and the build
-    // steps below it that nothing else uses (no prune off).
+    // The build steps below it that nothing else uses go too (no prune off).
     let remove = bollard::query_parameters::RemoveImageOptions {
         force: false,
         noprune: false,
@@ -131,7 +142,7 @@ pub async fn build_with_engine(
         .remove_image(engine_tag, Some(remove), None)
         .await
         .map_err(|e| DepsError::Engine {
-            image,
+            image: image.to_owned(),
             why: format!("cannot remove {engine_tag}, which holds the deps CA: {e}"),
         })?;
     Ok(stored)
@@ -217,41 +228,72 @@ impl<'a> StepOutput<'a> {
     }
 }
 
-/// Copies an engine image into the store (`docker save` format in,
-/// deterministic OCI layers out).
+/// One engine image to copy into the store.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineImage<'a> {
+    /// The image it is the deps image of (for errors).
+    pub image: &'a str,
+    /// Its name in the engine.
+    pub engine_tag: &'a str,
+    /// The tag it gets in the store.
+    pub store_tag: &'a str,
+}
+
+/// Copies engine images into the store with one export (`docker save`
+/// format in, deterministic OCI layers out): the engine writes a layer the
+/// images share once, and the store compresses it once. Layers in `known`
+/// (a registry base's blobs) are not compressed at all. The archive is
+/// spooled to a temporary file in the store: its index comes last.
 pub async fn export_into_store(
     docker: &Docker,
-    image: &str,
-    engine_ref: &str,
+    images: &[EngineImage<'_>],
     store: &broker_oci::Store,
-    store_tag: &str,
-) -> Result<broker_oci::StoredImage, DepsError> {
-    let temp = tempfile::NamedTempFile::new_in(store.dir()).map_err(|source| DepsError::Temp {
-        image: image.to_owned(),
+    known: &KnownLayers,
+    threads: usize,
+) -> Result<Vec<broker_oci::StoredImage>, DepsError> {
+    let first = images.first().map_or("", |i| i.image).to_owned();
+    let names: Vec<&str> = images.iter().map(|i| i.engine_tag).collect();
+    let temp_err = |source| DepsError::Temp {
+        image: first.clone(),
         source,
-    })?;
+    };
+    let temp = tempfile::NamedTempFile::new_in(store.dir()).map_err(temp_err)?;
     {
-        let mut file = std::io::BufWriter::new(temp.as_file());
-        let mut stream = docker.export_image(engine_ref);
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, temp.as_file());
+        let mut stream = docker.export_images(&names);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| DepsError::Engine {
-                image: image.to_owned(),
-                why: format!("export of {engine_ref}: {e}"),
+                image: first.clone(),
+                why: format!("export of {}: {e}", names.join(", ")),
             })?;
-            file.write_all(&chunk).map_err(|source| DepsError::Temp {
-                image: image.to_owned(),
-                source,
-            })?;
+            file.write_all(&chunk).map_err(temp_err)?;
         }
-        file.flush().map_err(|source| DepsError::Temp {
-            image: image.to_owned(),
-            source,
-        })?;
+        file.flush().map_err(temp_err)?;
     }
-    store
-        .import_docker_archive(temp.path(), store_tag)
-        .map_err(|source| DepsError::Store {
-            image: image.to_owned(),
-            source: Box::new(source),
-        })
+    let tags: Vec<(String, String)> = images
+        .iter()
+        .map(|i| (i.engine_tag.to_owned(), i.store_tag.to_owned()))
+        .collect();
+    let store = store.clone();
+    let known = known.clone();
+    // Compression is CPU work: off the runtime's threads.
+    tokio::task::spawn_blocking(move || {
+        let wanted: Vec<ArchiveImage<'_>> = tags
+            .iter()
+            .map(|(engine_tag, store_tag)| ArchiveImage {
+                repo_tag: engine_tag,
+                store_tag,
+            })
+            .collect();
+        store.import_docker_archive_images(temp.path(), &wanted, &known, threads)
+    })
+    .await
+    .map_err(|e| DepsError::Engine {
+        image: first.clone(),
+        why: format!("the import stopped: {e}"),
+    })?
+    .map_err(|source| DepsError::Store {
+        image: first,
+        source: Box::new(source),
+    })
 }

@@ -3,7 +3,7 @@
 //! [`crate::layer`]).
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -120,14 +120,44 @@ pub fn dir_metadata(
     Ok(found)
 }
 
+/// Where the events of layer `digest` are cached.
+fn events_path(store: &Store, digest: &Digest) -> PathBuf {
+    store
+        .cache_dir()
+        .join("layer-dirs")
+        .join(format!("{}.json", digest.hex()))
+}
+
+/// Caches the events of layer `digest` from its uncompressed tar, which
+/// `open` gives (seekable: only the headers are read), unless they are
+/// cached already. An importer calls this while it has the tar at hand,
+/// so [`dir_metadata`] never decompresses the layer.
+///
+/// # Errors
+/// The tar cannot be opened or read.
+pub(crate) fn note_layer_events<R: Read + Seek>(
+    store: &Store,
+    digest: &Digest,
+    open: impl FnOnce() -> io::Result<R>,
+) -> io::Result<()> {
+    let cache = events_path(store, digest);
+    if cache.is_file() {
+        return Ok(());
+    }
+    let mut archive = tar::Archive::new(open()?);
+    let events = tar_events(archive.entries_with_seek()?)?;
+    if let Ok(bytes) = serde_json::to_vec(&events) {
+        // A cache that cannot be written only costs time next run.
+        let _ = store.write_file_atomically(&cache, &bytes);
+    }
+    Ok(())
+}
+
 /// The events of layer `digest`, from the store's cache or by reading the
 /// layer once. Concurrent callers in this process wait for one reading.
 fn layer_events(store: &Store, digest: &Digest) -> Result<Vec<Event>, InspectBaseError> {
     static READING: Mutex<BTreeMap<Digest, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
-    let cache = store
-        .cache_dir()
-        .join("layer-dirs")
-        .join(format!("{}.json", digest.hex()));
+    let cache = events_path(store, digest);
     let read_cache = || {
         std::fs::read(&cache)
             .ok()
@@ -168,9 +198,14 @@ fn read_layer_events(store: &Store, digest: &Digest) -> Result<Vec<Event>, Inspe
         Box::new(reader)
     };
     let mut archive = tar::Archive::new(reader);
+    tar_events(archive.entries().map_err(fail)?).map_err(fail)
+}
+
+/// What the entries of one layer tar do to the directory tree.
+fn tar_events<R: Read>(entries: tar::Entries<'_, R>) -> io::Result<Vec<Event>> {
     let mut events = Vec::new();
-    for entry in archive.entries().map_err(fail)? {
-        let entry = entry.map_err(fail)?;
+    for entry in entries {
+        let entry = entry?;
         let rel = normalise(&entry.path_bytes());
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
         if name == ".wh..wh..opq" {

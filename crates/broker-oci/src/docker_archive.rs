@@ -8,7 +8,7 @@
 //! Layers already compressed once (keyed on their `diff_id`) are not read
 //! again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::gzip;
-use crate::store::{Store, StoreError, StoredImage};
+use crate::store::{Store, StoreError, StoredImage, descriptor_digest};
 
 /// Why a docker-archive could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,8 @@ pub enum ImportDockerArchiveError {
 #[serde(rename_all = "PascalCase")]
 struct ArchiveManifest {
     config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
 }
 
@@ -73,6 +75,30 @@ struct ArchiveManifest {
 #[derive(Debug, Serialize, Deserialize)]
 struct CompressedLayer {
     digest: Digest,
+    size: u64,
+}
+
+/// One image to take out of a docker-archive.
+#[derive(Clone, Copy, Debug)]
+pub struct ArchiveImage<'a> {
+    /// The name it has in the archive (one of its `RepoTags`, as given to
+    /// `docker save`); ignored when the archive holds a single image.
+    pub repo_tag: &'a str,
+    /// The tag it gets in the store.
+    pub store_tag: &'a str,
+}
+
+/// Compressed blobs the caller vouches for, by the `diff_id` they
+/// decompress to: typically a base image's layers as its registry serves
+/// them. A layer listed here is not compressed again, so an image built on
+/// a registry base shares that base's blobs (mountable, already on the
+/// nodes) and gets the same digest on every machine.
+pub type KnownLayers = BTreeMap<Digest, Descriptor>;
+
+/// Where a file lies inside the archive.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    offset: u64,
     size: u64,
 }
 
@@ -87,6 +113,37 @@ impl Store {
         path: &Path,
         tag: &str,
     ) -> Result<StoredImage, ImportDockerArchiveError> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let wanted = [ArchiveImage {
+            repo_tag: "",
+            store_tag: tag,
+        }];
+        let mut images =
+            self.import_docker_archive_images(path, &wanted, &KnownLayers::new(), threads)?;
+        Ok(images.remove(0))
+    }
+
+    /// Import the images `wanted` from the docker-archive at `path` (as one
+    /// `docker save` of several images writes it, each shared layer once)
+    /// and tag each; returns them in the order asked. Layers in `known`
+    /// keep the caller's blob; a layer compressed by an earlier import is
+    /// not read again; every other layer is compressed once, however many
+    /// images share it, with `threads` threads (the bytes do not depend on
+    /// the count). What each layer does to the directory tree is noted on
+    /// the way (headers only), so no base layer is ever decompressed to
+    /// learn it.
+    ///
+    /// # Errors
+    /// Unreadable or malformed archive, an image missing from it, a layer
+    /// not matching its diff_id, or a store failure. Nothing is tagged on
+    /// error.
+    pub fn import_docker_archive_images(
+        &self,
+        path: &Path,
+        wanted: &[ArchiveImage<'_>],
+        known: &KnownLayers,
+        threads: usize,
+    ) -> Result<Vec<StoredImage>, ImportDockerArchiveError> {
         let read = |source| ImportDockerArchiveError::Read {
             path: path.to_path_buf(),
             source,
@@ -96,8 +153,8 @@ impl Store {
             reason,
         };
 
-        // Pass 1: where each file is. manifest.json may come last.
-        let mut files: HashMap<String, (u64, u64)> = HashMap::new();
+        // Pass 1: where each file is (headers only). manifest.json comes last.
+        let mut files: HashMap<String, Region> = HashMap::new();
         let mut archive = tar::Archive::new(File::open(path).map_err(read)?);
         for entry in archive.entries_with_seek().map_err(read)? {
             let entry = entry.map_err(read)?;
@@ -105,78 +162,157 @@ impl Store {
                 let name = String::from_utf8_lossy(&entry.path_bytes())
                     .trim_start_matches("./")
                     .to_owned();
-                files.insert(name, (entry.raw_file_position(), entry.size()));
+                let region = Region {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                };
+                files.insert(name, region);
             }
         }
         let mut file = File::open(path).map_err(read)?;
         let mut read_small = |name: &str| -> Result<Vec<u8>, ImportDockerArchiveError> {
-            let &(offset, size) = files
+            let region = *files
                 .get(name)
                 .ok_or_else(|| format(format!("`{name}` is missing")))?;
-            if size > 64 << 20 {
-                return Err(format(format!("`{name}` is too large ({size} bytes)")));
+            if region.size > 64 << 20 {
+                return Err(format(format!(
+                    "`{name}` is too large ({} bytes)",
+                    region.size
+                )));
             }
             let mut buf = Vec::new();
-            file.seek(SeekFrom::Start(offset)).map_err(read)?;
-            (&mut file).take(size).read_to_end(&mut buf).map_err(read)?;
+            file.seek(SeekFrom::Start(region.offset)).map_err(read)?;
+            (&mut file)
+                .take(region.size)
+                .read_to_end(&mut buf)
+                .map_err(read)?;
             Ok(buf)
         };
         let manifests: Vec<ArchiveManifest> = serde_json::from_slice(&read_small("manifest.json")?)
             .map_err(|e| format(format!("manifest.json: {e}")))?;
-        let [manifest] = <[ArchiveManifest; 1]>::try_from(manifests)
-            .map_err(|m| format(format!("it holds {} images, expected one", m.len())))?;
-        let config_bytes = read_small(&manifest.config)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-            .map_err(|e| format(format!("config `{}`: {e}", manifest.config)))?;
-        let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(format(format!(
-                "{} layers but {} diff_ids in the config",
-                manifest.layers.len(),
-                diff_ids.len()
-            )));
+        let single = manifests.len() == 1 && wanted.len() == 1;
+
+        // Each wanted image's config and layer files, checked before any
+        // layer is compressed.
+        let mut images = Vec::with_capacity(wanted.len());
+        for want in wanted {
+            let manifest = if single {
+                &manifests[0]
+            } else {
+                manifests
+                    .iter()
+                    .find(|m| {
+                        m.repo_tags
+                            .as_ref()
+                            .is_some_and(|tags| tags.iter().any(|t| t == want.repo_tag))
+                    })
+                    .ok_or_else(|| {
+                        format(format!(
+                            "it holds no image named `{}` ({} images)",
+                            want.repo_tag,
+                            manifests.len()
+                        ))
+                    })?
+            };
+            let config_bytes = read_small(&manifest.config)?;
+            let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+                .map_err(|e| format(format!("config `{}`: {e}", manifest.config)))?;
+            let diff_ids = config.rootfs().diff_ids();
+            if diff_ids.len() != manifest.layers.len() {
+                return Err(format(format!(
+                    "{} layers but {} diff_ids in the config of `{}`",
+                    manifest.layers.len(),
+                    diff_ids.len(),
+                    want.repo_tag
+                )));
+            }
+            let mut layers = Vec::with_capacity(manifest.layers.len());
+            for (name, diff_id) in manifest.layers.iter().zip(diff_ids) {
+                let region = *files
+                    .get(name.as_str())
+                    .ok_or_else(|| format(format!("layer `{name}` is missing")))?;
+                let diff_id: Digest = diff_id
+                    .parse()
+                    .map_err(|e| format(format!("diff_id `{diff_id}`: {e}")))?;
+                layers.push((name.clone(), diff_id, region));
+            }
+            images.push((config_bytes, layers));
         }
 
-        // Pass 2: each layer, compressed deterministically.
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let mut layers = Vec::with_capacity(manifest.layers.len());
-        for (name, expected) in manifest.layers.iter().zip(diff_ids) {
-            if let Some(done) = self.compressed_layer(expected) {
-                layers.push(Descriptor::new(
-                    MediaType::ImageLayerGzip,
-                    done.size,
-                    crate::oci_digest::to_oci(&done.digest),
-                ));
-                continue;
+        // Pass 2: each distinct layer once.
+        let mut done: HashMap<Digest, Descriptor> = HashMap::new();
+        let mut stored = Vec::with_capacity(images.len());
+        for (want, (config_bytes, layers)) in wanted.iter().zip(images) {
+            let mut descriptors = Vec::with_capacity(layers.len());
+            for (name, diff_id, region) in layers {
+                if let Some(descriptor) = done.get(&diff_id) {
+                    descriptors.push(descriptor.clone());
+                    continue;
+                }
+                let descriptor = match known.get(&diff_id) {
+                    Some(descriptor) => descriptor.clone(),
+                    None => match self.compressed_layer(&diff_id) {
+                        Some(hit) => gzip_layer(&hit.digest, hit.size),
+                        None => {
+                            let (digest, size) =
+                                self.compress_layer(path, &name, &diff_id, region, threads)?;
+                            gzip_layer(&digest, size)
+                        }
+                    },
+                };
+                let digest = crate::oci_digest::from_oci(descriptor.digest())
+                    .map_err(|e| format(format!("layer `{name}`: {e}")))?;
+                crate::base::note_layer_events(self, &digest, || FileRegion::open(path, region))
+                    .map_err(read)?;
+                done.insert(diff_id, descriptor.clone());
+                descriptors.push(descriptor);
             }
-            let &(offset, size) = files
-                .get(name.as_str())
-                .ok_or_else(|| format(format!("layer `{name}` is missing")))?;
-            let mut src = File::open(path).map_err(read)?;
-            src.seek(SeekFrom::Start(offset)).map_err(read)?;
-            let blob = self.blob_writer()?;
-            let (blob, c) = gzip::compress(blob, threads, |w| {
-                io::copy(&mut (&mut src).take(size), w).map(|_| ())
-            })
-            .map_err(read)?;
-            if c.diff_id.to_string() != *expected {
-                return Err(ImportDockerArchiveError::DiffIdMismatch {
-                    path: path.to_path_buf(),
-                    layer: name.clone(),
-                    expected: expected.clone(),
-                    actual: c.diff_id,
-                });
-            }
-            let (digest, size) = blob.finish()?;
-            self.remember_compressed_layer(expected, &CompressedLayer { digest, size })?;
-            layers.push(Descriptor::new(
-                MediaType::ImageLayerGzip,
-                size,
-                crate::oci_digest::to_oci(&digest),
-            ));
+            stored.push(self.put_imported(path, want.store_tag, &config_bytes, descriptors)?);
         }
+        Ok(stored)
+    }
 
-        let config_digest = self.write_blob(&config_bytes)?;
+    /// Compresses the layer `name` of the archive (its bytes at `region`)
+    /// into a blob, checking it against `diff_id`, and remembers it.
+    fn compress_layer(
+        &self,
+        path: &Path,
+        name: &str,
+        diff_id: &Digest,
+        region: Region,
+        threads: usize,
+    ) -> Result<(Digest, u64), ImportDockerArchiveError> {
+        let read = |source| ImportDockerArchiveError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut src = FileRegion::open(path, region).map_err(read)?;
+        let blob = self.blob_writer()?;
+        let (blob, c) =
+            gzip::compress(blob, threads, |w| io::copy(&mut src, w).map(|_| ())).map_err(read)?;
+        if c.diff_id != *diff_id {
+            return Err(ImportDockerArchiveError::DiffIdMismatch {
+                path: path.to_path_buf(),
+                layer: name.to_owned(),
+                expected: diff_id.to_string(),
+                actual: c.diff_id,
+            });
+        }
+        let (digest, size) = blob.finish()?;
+        self.remember_compressed_layer(diff_id, &CompressedLayer { digest, size })?;
+        Ok((digest, size))
+    }
+
+    /// Writes an imported image's config (byte for byte: its digest stays
+    /// the Docker image ID) and manifest, and tags it.
+    fn put_imported(
+        &self,
+        path: &Path,
+        tag: &str,
+        config_bytes: &[u8],
+        layers: Vec<Descriptor>,
+    ) -> Result<StoredImage, ImportDockerArchiveError> {
+        let config_digest = self.write_blob(config_bytes)?;
         let config_descriptor = Descriptor::new(
             MediaType::ImageConfig,
             config_bytes.len() as u64,
@@ -188,10 +324,48 @@ impl Store {
             .config(config_descriptor)
             .layers(layers)
             .build()
-            .map_err(|e| format(e.to_string()))?;
+            .map_err(|e| ImportDockerArchiveError::Format {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let descriptor = self.put_manifest(&oci_manifest)?;
         self.tag(tag, &descriptor)?;
         Ok(self.image(tag)?)
+    }
+
+    /// The compressed layers of `image` by the diff_id each decompresses
+    /// to, for [`import_docker_archive_images`](Self::import_docker_archive_images):
+    /// its gzip layers only (another compression is compressed again, as
+    /// gzip).
+    ///
+    /// # Errors
+    /// The config's diff_ids do not pair up with the manifest's layers.
+    pub fn known_layers(&self, image: &StoredImage) -> Result<KnownLayers, StoreError> {
+        let diff_ids = image.config.rootfs().diff_ids();
+        let layers = image.manifest.layers();
+        if diff_ids.len() != layers.len() {
+            return Err(StoreError::LayerCount {
+                image: image.digest()?,
+                layers: layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let mut known = KnownLayers::new();
+        for (diff_id, layer) in diff_ids.iter().zip(layers) {
+            let gzip = match layer.media_type() {
+                MediaType::ImageLayerGzip => true,
+                MediaType::Other(t) => t == crate::media_type::DOCKER_LAYER_GZIP,
+                _ => false,
+            };
+            let (Ok(diff_id), true) = (diff_id.parse::<Digest>(), gzip) else {
+                continue;
+            };
+            let digest = descriptor_digest(layer, "base layer descriptor")?;
+            if self.has_blob(&digest) {
+                known.insert(diff_id, gzip_layer(&digest, layer.size()));
+            }
+        }
+        Ok(known)
     }
 
     /// Import a docker-archive streamed from `reader` (spooled to a
@@ -212,15 +386,13 @@ impl Store {
         self.import_docker_archive(spool.path(), tag)
     }
 
-    fn compressed_layer_path(&self, diff_id: &str) -> PathBuf {
-        let name = diff_id.trim_start_matches("sha256:");
+    fn compressed_layer_path(&self, diff_id: &Digest) -> PathBuf {
         self.cache_dir()
             .join("imports")
-            .join(format!("{name}.json"))
+            .join(format!("{}.json", diff_id.hex()))
     }
 
-    fn compressed_layer(&self, diff_id: &str) -> Option<CompressedLayer> {
-        diff_id.parse::<Digest>().ok()?;
+    fn compressed_layer(&self, diff_id: &Digest) -> Option<CompressedLayer> {
         let bytes = std::fs::read(self.compressed_layer_path(diff_id)).ok()?;
         let hit: CompressedLayer = serde_json::from_slice(&bytes).ok()?;
         let ok = std::fs::metadata(self.blob_path(&hit.digest)).is_ok_and(|m| m.len() == hit.size);
@@ -229,17 +401,72 @@ impl Store {
 
     fn remember_compressed_layer(
         &self,
-        diff_id: &str,
+        diff_id: &Digest,
         c: &CompressedLayer,
     ) -> Result<(), StoreError> {
-        if diff_id.parse::<Digest>().is_err() {
-            return Ok(());
-        }
         let path = self.compressed_layer_path(diff_id);
         let bytes = serde_json::to_vec(c).map_err(|source| StoreError::Json {
             path: path.clone(),
             source,
         })?;
         self.write_file_atomically(&path, &bytes)
+    }
+}
+
+/// A gzip layer descriptor for the blob `digest` of `size` bytes.
+fn gzip_layer(digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(
+        MediaType::ImageLayerGzip,
+        size,
+        crate::oci_digest::to_oci(digest),
+    )
+}
+
+/// One file inside the archive, read (and seeked) as a file of its own.
+struct FileRegion {
+    file: File,
+    region: Region,
+    position: u64,
+}
+
+impl FileRegion {
+    fn open(path: &Path, region: Region) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(region.offset))?;
+        Ok(Self {
+            file,
+            region,
+            position: 0,
+        })
+    }
+}
+
+impl Read for FileRegion {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.region.size.saturating_sub(self.position);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for FileRegion {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.position.checked_add_signed(d),
+            SeekFrom::End(d) => self.region.size.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of a layer",
+            )
+        })?;
+        self.file
+            .seek(SeekFrom::Start(self.region.offset + target))?;
+        self.position = target;
+        Ok(target)
     }
 }

@@ -106,6 +106,18 @@ pub enum StoreError {
         /// The media type found.
         media_type: String,
     },
+    /// An image's config and manifest disagree on how many layers it has.
+    #[error(
+        "image `{image}` has {layers} layers but {diff_ids} diff_ids in its config; pull or build it again"
+    )]
+    LayerCount {
+        /// The image's manifest digest.
+        image: Digest,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
     /// A digest in a descriptor or document is not a sha256 digest.
     #[error("{context}")]
     BadDigest {

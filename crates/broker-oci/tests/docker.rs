@@ -231,3 +231,122 @@ fn built_image_runs_with_expected_owners_modes_and_contents() {
          print('broker')\n"
     );
 }
+
+/// Builds `FROM busybox` + one file `name` in the engine as `tag`.
+fn build_on_busybox(dir: &Path, tag: &str, name: &str) {
+    let context = dir.join(format!("ctx-{name}"));
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join(name), format!("{name}\n")).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {}\nCOPY {name} /{name}\n", busybox().docker_ref),
+    )
+    .unwrap();
+    run_ok(
+        docker_cli()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(&context),
+    );
+}
+
+#[test]
+fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_count() {
+    use broker_oci::docker_archive::{ArchiveImage, KnownLayers};
+    let t = tempfile::tempdir().unwrap();
+    let suffix = broker_test_support::unique_suffix();
+    let (a, b) = (
+        format!("broker-oci-test/a:{suffix}"),
+        format!("broker-oci-test/b:{suffix}"),
+    );
+    build_on_busybox(t.path(), &a, "a");
+    build_on_busybox(t.path(), &b, "b");
+    let archive = t.path().join("both.tar");
+    run_ok(docker_cli().args(["save", &a, &b, "-o"]).arg(&archive));
+    let _ = docker_cli().args(["rmi", &a, &b]).output();
+    let wanted = [
+        ArchiveImage {
+            repo_tag: &a,
+            store_tag: "a",
+        },
+        ArchiveImage {
+            repo_tag: &b,
+            store_tag: "b",
+        },
+    ];
+
+    let mut imports = Vec::new();
+    for threads in [1, 4] {
+        let store = Store::open(&t.path().join(format!("store-{threads}"))).unwrap();
+        let images = store
+            .import_docker_archive_images(&archive, &wanted, &KnownLayers::new(), threads)
+            .unwrap();
+        imports.push((store, images));
+    }
+    let (store, images) = &imports[0];
+    for (one, four) in images.iter().zip(&imports[1].1) {
+        assert_eq!(
+            one.raw_manifest, four.raw_manifest,
+            "thread count changed a digest"
+        );
+    }
+    // The busybox layer is shared: one blob, in both manifests.
+    let base_layer = images[0].manifest.layers()[0].digest().clone();
+    assert_eq!(images[1].manifest.layers()[0].digest(), &base_layer);
+    let blobs = fs::read_dir(store.dir().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let layers: std::collections::BTreeSet<_> = images
+        .iter()
+        .flat_map(|i| i.manifest.layers().iter().map(|l| l.digest().to_string()))
+        .collect();
+    assert_eq!(
+        blobs,
+        layers.len() + 2 + 2,
+        "layers, two configs, two manifests"
+    );
+
+    // What each layer does to the tree was noted on the way: the base layer
+    // is never decompressed again (its blob may even be gone).
+    let base_digest = broker_oci::oci_digest::from_oci(&base_layer).unwrap();
+    fs::remove_file(store.blob_path(&base_digest)).unwrap();
+    let dirs = dir_metadata(store, &images[0], &["/bin"]).unwrap();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+
+    // A layer the caller vouches for (here: the busybox layer compressed at
+    // another level, as a registry might serve it) is kept, not recompressed.
+    let known_store = Store::open(&t.path().join("store-known")).unwrap();
+    let diff_id: broker_oci::Digest = images[0].config.rootfs().diff_ids()[0].parse().unwrap();
+    let uncompressed = {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(fs::File::open(imports[1].0.blob_path(&base_digest)).unwrap())
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    let other_gzip = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&uncompressed).unwrap();
+        e.finish().unwrap()
+    };
+    let other_digest = known_store.write_blob(&other_gzip).unwrap();
+    let mut known = KnownLayers::new();
+    known.insert(
+        diff_id,
+        oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageLayerGzip,
+            other_gzip.len() as u64,
+            broker_oci::oci_digest::to_oci(&other_digest),
+        ),
+    );
+    let kept = known_store
+        .import_docker_archive_images(&archive, &wanted[..1], &known, 2)
+        .unwrap();
+    assert_eq!(
+        kept[0].manifest.layers()[0].digest().to_string(),
+        other_digest.to_string()
+    );
+    assert_ne!(kept[0].raw_manifest, images[0].raw_manifest);
+}

@@ -13,9 +13,11 @@ use broker_pins::{Reference, RegistryPrefix};
 use crate::blob_locations;
 use crate::client::{ClientOptions, RegistryClient};
 use crate::error::RegistryError;
+use crate::manifest::{Descriptor, Manifest};
 use crate::progress::Reporter;
 use crate::pull::pull_into_store;
 use crate::push::{MirroredImage, PushedImage, mirror, push_from_store};
+use crate::transfer::{BlobSource, TransferStats, put_blobs};
 
 /// Puts images under one registry prefix.
 pub struct Publisher {
@@ -94,6 +96,38 @@ impl Publisher {
             let _ = blob_locations::save(&self.client, record);
         }
         pushed
+    }
+
+    /// Uploads the layers of the store image `source` into `PREFIX/name`
+    /// ahead of the image that will need them — a base's layers while the
+    /// engine still builds and exports what goes on top — so the publish
+    /// that follows finds them there. Only what the registry lacks is sent.
+    pub async fn upload_layers_ahead(
+        &self,
+        store: &Store,
+        source: &str,
+        name: &str,
+    ) -> Result<TransferStats, RegistryError> {
+        let stored = store.image(source)?;
+        let layers = match Manifest::parse(&stored.raw_manifest, source)? {
+            Manifest::Image { layers, .. } => layers,
+            Manifest::Index { .. } => Vec::new(),
+        };
+        let target = self.prefix.image(name, "latest")?;
+        let image = format!("{} (ahead of the image)", target.name());
+        let stats = put_blobs(
+            &self.client,
+            target.repository(),
+            &image,
+            &layers,
+            &|blob: &Descriptor| BlobSource::File(store.blob_path(&blob.digest)),
+            &self.reporter,
+        )
+        .await;
+        if let Some(record) = &self.record {
+            let _ = blob_locations::save(&self.client, record);
+        }
+        stats
     }
 
     /// Pulls `PREFIX/name:tag` into `store` as `store_tag`; `Ok(None)` when

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use broker_oci::digest::DigestWriter;
 use broker_oci::{Digest, Store};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 
@@ -197,6 +197,9 @@ pub(crate) async fn download(
     check_digest(client, &what, &blob.digest, blob.size, hasher.finish())
 }
 
+/// How many blobs of one image are downloaded at once.
+const PARALLEL_BLOB_FETCHES: usize = 4;
+
 /// Pulls `reference` into the store and tags it `tag` there. An index is
 /// narrowed to the `linux/<arch>` manifest of this machine.
 pub async fn pull_into_store(
@@ -230,9 +233,17 @@ pub async fn pull_into_store(
         )
         .await?;
     }
-    for blob in fetched.manifest.blobs() {
-        fetch_blob_into(client, repository, blob, store, reporter.as_ref()).await?;
-    }
+    // A few blobs at once: a base's layers are large and independent.
+    let fetches: Vec<_> = fetched
+        .manifest
+        .blobs()
+        .into_iter()
+        .map(|blob| fetch_blob_into(client, repository, blob, store, reporter.as_ref()))
+        .collect();
+    futures::stream::iter(fetches)
+        .buffer_unordered(PARALLEL_BLOB_FETCHES)
+        .try_collect::<()>()
+        .await?;
     let stored = store.write_blob(&fetched.bytes)?;
     debug_assert_eq!(stored, fetched.digest);
     let descriptor = oci_spec::image::Descriptor::new(

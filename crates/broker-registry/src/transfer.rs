@@ -117,31 +117,7 @@ pub(crate) async fn put_graph<'s>(
             cancel_kept_session(&repo, &blob.digest).await;
         }
     } else {
-        let mut unique: Vec<&Descriptor> = Vec::new();
-        for blob in blobs {
-            if !unique.iter().any(|b| b.digest == blob.digest) {
-                unique.push(blob);
-            }
-        }
-        let results: Vec<(u64, BlobOutcome)> =
-            futures::stream::iter(unique.into_iter().map(|blob| async move {
-                let outcome = ensure_blob(&BlobTransfer {
-                    client,
-                    repository,
-                    image,
-                    blob,
-                    source: source(blob),
-                    reporter,
-                })
-                .await?;
-                Ok::<_, RegistryError>((blob.size, outcome))
-            }))
-            .buffer_unordered(client.options().concurrency.max(1))
-            .try_collect()
-            .await?;
-        for (size, outcome) in results {
-            stats.count(outcome, size);
-        }
+        stats = put_blobs(client, repository, image, blobs, source, reporter).await?;
         for manifest in manifests {
             put_manifest(&repo, &manifest.digest.to_string(), manifest).await?;
         }
@@ -150,6 +126,50 @@ pub(crate) async fn put_graph<'s>(
         && !tag_current
     {
         put_manifest(&repo, tag, root).await?;
+    }
+    Ok(stats)
+}
+
+/// Makes sure `repository` holds each of `blobs` (every digest once, a
+/// few at a time), for the image `image` (as reports name it).
+pub(crate) async fn put_blobs<'s>(
+    client: &RegistryClient,
+    repository: &str,
+    image: &str,
+    blobs: &[Descriptor],
+    source: &(dyn Fn(&Descriptor) -> BlobSource<'s> + Sync),
+    reporter: &Arc<dyn Reporter>,
+) -> Result<TransferStats, RegistryError> {
+    let mut unique: Vec<&Descriptor> = Vec::new();
+    for blob in blobs {
+        if !unique.iter().any(|b| b.digest == blob.digest) {
+            unique.push(blob);
+        }
+    }
+    // Collected first: a closure in the stream would tie the futures to a
+    // higher-ranked lifetime, and a spawned caller could not be Send.
+    let transfers: Vec<_> = unique
+        .into_iter()
+        .map(|blob| async move {
+            let outcome = ensure_blob(&BlobTransfer {
+                client,
+                repository,
+                image,
+                blob,
+                source: source(blob),
+                reporter,
+            })
+            .await?;
+            Ok::<_, RegistryError>((blob.size, outcome))
+        })
+        .collect();
+    let results: Vec<(u64, BlobOutcome)> = futures::stream::iter(transfers)
+        .buffer_unordered(client.options().concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut stats = TransferStats::default();
+    for (size, outcome) in results {
+        stats.count(outcome, size);
     }
     Ok(stats)
 }

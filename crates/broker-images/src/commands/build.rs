@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use broker_build::build::{
-    BaseLookup, BaseResolver, BuildError, BuildOptions, BuildReporter, BuiltImage, DepsFetch,
-    DepsOrigin, DepsSource, DepsWanted, build,
+    BaseFetch, BaseLookup, BaseResolver, BuildError, BuildOptions, BuildReporter, BuiltImage,
+    DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
-use broker_oci::Store;
+use broker_oci::{Digest, Store};
 use broker_pins::{ImageDifference, Lock, RegistryPrefix};
 use broker_registry::{
     ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
@@ -113,11 +113,17 @@ impl DepsSource for RegistryDeps {
 /// the Docker configuration's credentials (--username is for the target
 /// registry) and a single attempt — an unreachable base registry falls back
 /// to what the engine or the lock knows rather than holding the build up.
-struct RegistryBases(ClientOptions);
+/// A base fetched into the store for its layers is, with `--push`, also
+/// uploaded to the target at once, while the engine is still busy.
+struct RegistryBases {
+    options: ClientOptions,
+    ahead: Option<Arc<Publisher>>,
+    uploads: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
 
 impl RegistryBases {
-    fn new(access: &crate::cli::RegistryArgs) -> Self {
-        Self(ClientOptions {
+    fn new(access: &crate::cli::RegistryArgs, ahead: Option<Arc<Publisher>>) -> Self {
+        let options = ClientOptions {
             insecure_registries: access.insecure_registries.clone(),
             ca_files: access.ca_files.clone(),
             skip_tls_verify: access.skip_tls_verify,
@@ -128,7 +134,27 @@ impl RegistryBases {
             },
             read_timeout: std::time::Duration::from_secs(access.stall_timeout.max(1)),
             ..ClientOptions::default()
-        })
+        };
+        Self {
+            options,
+            ahead,
+            uploads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Waits for the uploads started ahead. Their errors are not reported
+    /// here: the publish that follows sends what did not arrive, and
+    /// reports what fails then.
+    async fn uploaded(&self) {
+        let uploads = std::mem::take(
+            &mut *self
+                .uploads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for upload in uploads {
+            let _ = upload.await;
+        }
     }
 }
 
@@ -136,12 +162,49 @@ impl BaseResolver for RegistryBases {
     fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a> {
         Box::pin(async move {
             let reference: Reference = reference.parse()?;
-            let client = RegistryClient::for_reference(&reference, &self.0)?;
+            let client = RegistryClient::for_reference(&reference, &self.options)?;
             match broker_registry::resolve(&client, &reference, &Silent).await {
                 Ok(digest) => Ok(Some(digest)),
                 Err(RegistryError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        store: &'a Store,
+        image: &'a str,
+        reference: &'a str,
+        digest: Digest,
+        store_tag: &'a str,
+    ) -> BaseFetch<'a> {
+        Box::pin(async move {
+            let reference: Reference = reference.parse()?;
+            let pinned = reference.with_digest(digest);
+            let client = RegistryClient::for_reference(&pinned, &self.options)?;
+            let silent: Arc<dyn broker_registry::Reporter> = Arc::new(Silent);
+            match broker_registry::pull_into_store(&client, &pinned, store, store_tag, &silent)
+                .await
+            {
+                Ok(_) => {}
+                Err(RegistryError::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(publisher) = &self.ahead {
+                let (publisher, store) = (Arc::clone(publisher), store.clone());
+                let (image, store_tag) = (image.to_owned(), store_tag.to_owned());
+                let upload = tokio::spawn(async move {
+                    let _ = publisher
+                        .upload_layers_ahead(&store, &store_tag, &image)
+                        .await;
+                });
+                self.uploads
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(upload);
+            }
+            Ok(true)
         })
     }
 }
@@ -180,8 +243,6 @@ pub(crate) async fn run(
     let mut lock = Lock::read_or_new(&args.lock)?;
     options.recorded_bases = recorded_bases(&lock);
     options.offline = args.offline;
-    let base_resolver = (!args.offline)
-        .then(|| Arc::new(RegistryBases::new(&args.access)) as Arc<dyn BaseResolver>);
     // --registry without --push still names where deps images are found.
     let publisher = match &args.registry {
         Some(registry) => {
@@ -191,13 +252,23 @@ pub(crate) async fn run(
         }
         None => None,
     };
+    let ahead = publisher
+        .as_ref()
+        .filter(|_| args.push)
+        .map(|(p, _)| Arc::clone(p));
+    let bases = (!args.offline).then(|| Arc::new(RegistryBases::new(&args.access, ahead)));
+    let base_resolver = bases
+        .as_ref()
+        .map(|b| Arc::clone(b) as Arc<dyn BaseResolver>);
     let deps_source = publisher
         .as_ref()
         .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let outcome = build(options, deps_source, base_resolver, reporter)
-        .await
-        .map_err(|e| explain(e, &progress))?;
+    let outcome = build(options, deps_source, base_resolver, reporter).await;
+    if let Some(bases) = &bases {
+        bases.uploaded().await;
+    }
+    let outcome = outcome.map_err(|e| explain(e, &progress))?;
     let (built, mut fresh) = (outcome.built, outcome.lock);
     let total = built.len() + outcome.failed.len();
     let not_built: Vec<(String, anyhow::Error)> = outcome
