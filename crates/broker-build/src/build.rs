@@ -12,13 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use broker_oci::docker_archive::KnownLayers;
 use broker_oci::image::ImageBuilder;
 use broker_oci::{Store, StoredImage};
 use tokio::sync::OnceCell;
 
 use crate::build_base::resolve_base;
-use crate::build_deps::{Deps, Waiting, deps_image, export_engine_images};
+use crate::build_deps::{Deps, InEngine, deps_image, export_engine_images};
 use crate::build_labels::{provenance, runtime_config};
 use crate::build_layers::build_layers;
 use crate::build_lock::BuildRecord;
@@ -64,15 +63,33 @@ pub fn resolve_trees(
     specs: &[ImageSpec],
     options: &BuildOptions,
 ) -> Result<BTreeMap<String, SourceTree>, BuildError> {
+    // The broker tree's git queries run beside the other trees'.
+    std::thread::scope(|scope| {
+        let broker =
+            scope.spawn(|| sources::local_tree(BROKER_TREE, &options.broker_tree, "--source"));
+        let others = other_trees(specs, options);
+        let mut broker = match broker.join() {
+            Ok(result) => result?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Some(revision) = &options.source_revision {
+            broker.revision = Some(revision.clone());
+        }
+        let mut trees = others?;
+        trees.insert(BROKER_TREE.to_owned(), broker);
+        Ok(trees)
+    })
+}
+
+/// The trees besides the broker tree that `specs` take layers from.
+fn other_trees(
+    specs: &[ImageSpec],
+    options: &BuildOptions,
+) -> Result<BTreeMap<String, SourceTree>, BuildError> {
     let mut trees = BTreeMap::new();
-    let mut broker = sources::local_tree(BROKER_TREE, &options.broker_tree, "--source")?;
-    if let Some(revision) = &options.source_revision {
-        broker.revision = Some(revision.clone());
-    }
-    trees.insert(BROKER_TREE.to_owned(), broker);
     for spec in specs {
         for layer in &spec.layers {
-            if trees.contains_key(&layer.tree) {
+            if layer.tree == BROKER_TREE || trees.contains_key(&layer.tree) {
                 continue;
             }
             let tree = match (layer.tree.as_str(), &options.formatters) {
@@ -186,45 +203,19 @@ pub async fn build(
     };
     let mut ready = Vec::new();
     let mut waiting = Vec::new();
-    let mut known = KnownLayers::new();
     for (spec, result) in specs.iter().zip(prepared) {
         match result {
-            Ok(mut prepared) => match &mut prepared.deps {
-                Deps::InEngine {
-                    known: base_layers, ..
-                } => {
-                    known.append(base_layers);
-                    waiting.push(prepared);
-                }
-                Deps::Stored(image, origin) => {
-                    let (image, origin) = (*image.clone(), *origin);
-                    ready.push(prepared.ready(image, origin));
-                }
-            },
+            Ok((keyed, Deps::Stored(image, origin))) => ready.push(keyed.ready(*image, origin)),
+            Ok((keyed, Deps::InEngine(engine))) => waiting.push((keyed, engine)),
             Err(err) => outcome.failed.push((spec.name.clone(), err)),
         }
     }
-    let to_export: Vec<Waiting<'_>> = waiting
-        .iter()
-        .filter_map(|p| match &p.deps {
-            Deps::InEngine {
-                engine_tag,
-                store_tag,
-                ..
-            } => Some(Waiting {
-                name: &p.spec.name,
-                engine_tag,
-                store_tag,
-            }),
-            Deps::Stored(..) => None,
-        })
-        .collect();
-    let exported = export_engine_images(&run, &to_export, &known).await;
-    drop(to_export);
-    for (prepared, result) in waiting.into_iter().zip(exported) {
+    let engine_built: Vec<&InEngine> = waiting.iter().map(|(_, engine)| engine).collect();
+    let exported = export_engine_images(&run, &engine_built).await;
+    for ((keyed, _), result) in waiting.into_iter().zip(exported) {
         match result {
-            Ok(image) => ready.push(prepared.ready(image, DepsOrigin::Engine)),
-            Err(err) => outcome.failed.push((prepared.spec.name.clone(), err)),
+            Ok(image) => ready.push(keyed.ready(image, DepsOrigin::Engine)),
+            Err(err) => outcome.failed.push((keyed.spec.name.clone(), err)),
         }
     }
     let finished = futures::future::join_all(ready.into_iter().map(|p| finish(&run, p))).await;
@@ -260,21 +251,18 @@ fn recorded_broker_revision(
     })
 }
 
-/// One image after the deps stage.
-struct Prepared<'s> {
+/// One image whose deps key is known.
+struct Keyed<'s> {
     spec: &'s ImageSpec,
     inputs: DepsInputs,
     key: DepsKey,
-    deps: Deps,
 }
 
-impl<'s> Prepared<'s> {
+impl<'s> Keyed<'s> {
     /// This image with its deps image in the store.
     fn ready(self, deps_image: StoredImage, deps_origin: DepsOrigin) -> Ready<'s> {
         Ready {
-            spec: self.spec,
-            inputs: self.inputs,
-            key: self.key,
+            keyed: self,
             deps_image,
             deps_origin,
         }
@@ -283,16 +271,14 @@ impl<'s> Prepared<'s> {
 
 /// One image whose deps image is in the store.
 struct Ready<'s> {
-    spec: &'s ImageSpec,
-    inputs: DepsInputs,
-    key: DepsKey,
+    keyed: Keyed<'s>,
     deps_image: StoredImage,
     deps_origin: DepsOrigin,
 }
 
 /// The deps stage of one image: its inputs, base digest and key, and the
 /// deps image found, fetched or built.
-async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<Prepared<'s>, BuildError> {
+async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<(Keyed<'s>, Deps), BuildError> {
     let name = spec.name.as_str();
     let recorded = run.options.recorded.get(name);
     let mut args = recorded.map(|r| r.build_args.clone()).unwrap_or_default();
@@ -309,12 +295,7 @@ async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<Prepared<'s>, Bui
     inputs.base_digest = resolve_base(run, name, &inputs.base).await?;
     let key = inputs.key();
     let deps = deps_image(run, spec, &inputs, &key).await?;
-    Ok(Prepared {
-        spec,
-        inputs,
-        key,
-        deps,
-    })
+    Ok((Keyed { spec, inputs, key }, deps))
 }
 
 /// The source layers and the image on top of a stored deps image, and
@@ -323,7 +304,7 @@ async fn finish(
     run: &Run,
     ready: Ready<'_>,
 ) -> (String, Result<(BuiltImage, LockedImage), BuildError>) {
-    let name = ready.spec.name.clone();
+    let name = ready.keyed.spec.name.clone();
     let result = finish_image(run, ready).await;
     (name, result)
 }
@@ -333,9 +314,7 @@ async fn finish_image(
     ready: Ready<'_>,
 ) -> Result<(BuiltImage, LockedImage), BuildError> {
     let Ready {
-        spec,
-        inputs,
-        key,
+        keyed: Keyed { spec, inputs, key },
         deps_image,
         deps_origin,
     } = ready;

@@ -28,14 +28,19 @@ pub(crate) enum Deps {
     Stored(Box<StoredImage>, DepsOrigin),
     /// Built by the engine, waiting for the run's one export
     /// ([`export_engine_images`]).
-    InEngine {
-        /// Its name in the engine.
-        engine_tag: String,
-        /// The tag it gets in the store.
-        store_tag: String,
-        /// Its base's compressed layers, when the base came from a registry.
-        known: KnownLayers,
-    },
+    InEngine(InEngine),
+}
+
+/// A deps image the engine built and the store does not hold yet.
+pub(crate) struct InEngine {
+    /// The image it is the deps image of.
+    pub(crate) name: String,
+    /// Its name in the engine.
+    pub(crate) engine_tag: String,
+    /// The tag it gets in the store.
+    pub(crate) store_tag: String,
+    /// Its base's compressed layers, when the base came from a registry.
+    pub(crate) known: KnownLayers,
 }
 
 /// The deps image: from the store, else the deps source, else built by the
@@ -115,33 +120,28 @@ pub(crate) async fn deps_image(
     };
     let (built, known) = tokio::join!(build, base_layers);
     built?;
-    Ok(Deps::InEngine {
+    Ok(Deps::InEngine(InEngine {
+        name: name.to_owned(),
         engine_tag,
         store_tag,
         known,
-    })
-}
-
-/// One deps image the engine built, as [`export_engine_images`] takes it.
-pub(crate) struct Waiting<'a> {
-    /// The image it is the deps image of.
-    pub(crate) name: &'a str,
-    /// Its name in the engine.
-    pub(crate) engine_tag: &'a str,
-    /// The tag it gets in the store.
-    pub(crate) store_tag: &'a str,
+    }))
 }
 
 /// Brings the deps images the engine built in this run into the store with
 /// one export, so a base they share leaves the engine and is compressed
-/// once (or not at all: `known` holds a registry base's layers). Should the
+/// once (or not at all: a registry base's layers are kept). Should the
 /// joint export fail, each image is exported on its own, so that each gets
 /// its own error. Results in the order of `waiting`.
 pub(crate) async fn export_engine_images(
     run: &Run,
-    waiting: &[Waiting<'_>],
-    known: &KnownLayers,
+    waiting: &[&InEngine],
 ) -> Vec<Result<StoredImage, BuildError>> {
+    let mut known = KnownLayers::new();
+    for w in waiting {
+        known.extend(w.known.iter().map(|(k, v)| (*k, v.clone())));
+    }
+    let known = &known;
     if waiting.is_empty() {
         return Vec::new();
     }
@@ -151,7 +151,7 @@ pub(crate) async fn export_engine_images(
             .iter()
             .map(|w| {
                 Err(BuildError::Deps(Box::new(deps::DepsError::Engine {
-                    image: w.name.to_owned(),
+                    image: w.name.clone(),
                     why: "no engine connection to export from".to_owned(),
                 })))
             })
@@ -161,9 +161,9 @@ pub(crate) async fn export_engine_images(
     let images: Vec<EngineImage<'_>> = waiting
         .iter()
         .map(|w| EngineImage {
-            image: w.name,
-            engine_tag: w.engine_tag,
-            store_tag: w.store_tag,
+            image: &w.name,
+            engine_tag: &w.engine_tag,
+            store_tag: &w.store_tag,
         })
         .collect();
     let exported = match deps::export_into_store(docker, &images, &run.store, known, threads).await
@@ -190,13 +190,13 @@ pub(crate) async fn export_engine_images(
     for (w, result) in waiting.iter().zip(exported) {
         let result = match result {
             Ok(_) if run.engine_options.ca_bundle.is_some() => {
-                deps::drop_ca_after_export(docker, w.name, w.engine_tag, &run.store, w.store_tag)
+                deps::drop_ca_after_export(docker, &w.name, &w.engine_tag, &run.store, &w.store_tag)
                     .await
             }
             other => other,
         };
         if result.is_ok() {
-            run.reporter.stage(w.name, "deps image stored");
+            run.reporter.stage(&w.name, "deps image stored");
         }
         results.push(result.map_err(|e| BuildError::Deps(Box::new(e))));
     }

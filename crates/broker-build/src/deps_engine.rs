@@ -45,13 +45,58 @@ pub async fn connect(image: &str) -> Result<Docker, DepsError> {
         host: host.clone(),
         why,
     };
+    if let Some(socket) = host.strip_prefix("unix://") {
+        let version = ping_api_version(socket)
+            .await
+            .map_err(|e| no_engine(e.to_string()))?;
+        // The older of the engine's and ours, as bollard's negotiation picks.
+        let ours = bollard::API_DEFAULT_VERSION;
+        let version = if version < *ours { version } else { *ours };
+        return Docker::connect_with_unix(socket, ENGINE_TIMEOUT_SECONDS, &version)
+            .map_err(|e| no_engine(e.to_string()));
+    }
     let docker = Docker::connect_with_local_defaults().map_err(|e| no_engine(e.to_string()))?;
-    let docker = docker
+    // Negotiating asks the engine for its version: an answer is the ping.
+    docker
         .negotiate_version()
         .await
-        .map_err(|e| no_engine(e.to_string()))?;
-    docker.ping().await.map_err(|e| no_engine(e.to_string()))?;
-    Ok(docker)
+        .map_err(|e| no_engine(e.to_string()))
+}
+
+/// How long one engine request may take (a deps build streams its output
+/// meanwhile; bollard's own default).
+const ENGINE_TIMEOUT_SECONDS: u64 = 120;
+
+/// The API version the engine on `socket` speaks, from the `Api-Version`
+/// header of `GET /_ping`: one cheap request, where `/version` makes the
+/// engine run its components (`runc --version`, …) and takes milliseconds.
+async fn ping_api_version(socket: &str) -> std::io::Result<bollard::ClientVersion> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let version = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("api-version") {
+            return None;
+        }
+        let (major, minor) = value.trim().split_once('.')?;
+        Some(bollard::ClientVersion {
+            major_version: major.parse().ok()?,
+            minor_version: minor.parse().ok()?,
+        })
+    });
+    version.ok_or_else(|| {
+        let status = head.lines().next().unwrap_or("no answer").to_owned();
+        std::io::Error::other(format!(
+            "`GET /_ping` gave no API version ({status}); is this a Docker engine?"
+        ))
+    })
 }
 
 /// Builds the deps image with the engine and tags it there as

@@ -100,13 +100,23 @@ fn in_dir(dir: Option<&Path>) -> String {
 }
 
 fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitFailure> {
+    git_output(git_command(dir, args).output())
+}
+
+/// `git [-C dir] args`, never prompting: a private URL without
+/// credentials must fail, not hang.
+fn git_command(dir: Option<&Path>, args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
-    // No prompts: a private URL without credentials must fail, not hang.
     cmd.args(args).env("GIT_TERMINAL_PROMPT", "0");
-    let out = cmd.output().map_err(GitFailure::NotRunnable)?;
+    cmd
+}
+
+/// What a finished git process printed, or why it failed.
+fn git_output(out: std::io::Result<std::process::Output>) -> Result<String, GitFailure> {
+    let out = out.map_err(GitFailure::NotRunnable)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -121,28 +131,60 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitFailure> {
     }
 }
 
-/// The last commit of the git checkout holding `dir` that touched `dir`
-/// (with `-dirty` when files under it changed) and that commit's time, or
-/// `None` outside git.
-fn checkout_revision(dir: &Path) -> Option<(String, u64)> {
+/// Several git queries on `dir`, run at once: each costs a process start,
+/// and a no-change build is mostly waiting for them.
+fn git_at_once<const N: usize>(
+    dir: &Path,
+    queries: [&[&str]; N],
+) -> [Result<String, GitFailure>; N] {
+    let children = queries.map(|args| {
+        git_command(Some(dir), args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    });
+    children.map(|child| git_output(child.and_then(std::process::Child::wait_with_output)))
+}
+
+/// What git says of a local tree: the last commit that touched it (with
+/// `-dirty` when files under it changed), that commit's time, and the
+/// checkout's `origin` URL; `None` outside git.
+struct Checkout {
+    revision: String,
+    commit_time: u64,
+    origin: Option<String>,
+}
+
+fn checkout(dir: &Path) -> Option<Checkout> {
     // Asking git costs a process each time: first see whether there is a
     // checkout at all (a copy of a tree usually is not one).
     let absolute = std::path::absolute(dir).ok()?;
     absolute.ancestors().find(|a| a.join(".git").exists())?;
     // The last commit that touched this tree, not HEAD: commits elsewhere in
     // a larger repository must not change the image's revision label.
-    let log = git(Some(dir), &["log", "-1", "--format=%H %ct", "--", "."]).ok()?;
+    let [log, status, origin] = git_at_once(
+        dir,
+        [
+            &["log", "-1", "--format=%H %ct", "--", "."],
+            &["status", "--porcelain", "--", "."],
+            &["remote", "get-url", "origin"],
+        ],
+    );
+    let log = log.ok()?;
     let (head, time) = log.split_once(' ')?;
-    let time = time.parse().ok()?;
-    let dirty = git(Some(dir), &["status", "--porcelain", "--", "."])
-        .map(|s| !s.is_empty())
-        .unwrap_or(false);
+    let commit_time = time.parse().ok()?;
+    let dirty = status.map(|s| !s.is_empty()).unwrap_or(false);
     let revision = if dirty {
         format!("{head}-dirty")
     } else {
         head.to_owned()
     };
-    Some((revision, time))
+    Some(Checkout {
+        revision,
+        commit_time,
+        origin: origin.ok(),
+    })
 }
 
 /// Opens a tree given as a local directory.
@@ -154,17 +196,13 @@ pub fn local_tree(name: &str, path: &Path, flag: &'static str) -> Result<SourceT
             flag,
         });
     }
-    let checkout = checkout_revision(path);
-    let origin = checkout
-        .as_ref()
-        .and_then(|_| git(Some(path), &["remote", "get-url", "origin"]).ok());
-    let (revision, commit_time) = checkout.unzip();
+    let checkout = checkout(path);
     Ok(SourceTree {
         name: name.to_owned(),
         root: path.to_path_buf(),
-        revision,
-        commit_time,
-        origin,
+        revision: checkout.as_ref().map(|c| c.revision.clone()),
+        commit_time: checkout.as_ref().map(|c| c.commit_time),
+        origin: checkout.and_then(|c| c.origin),
     })
 }
 

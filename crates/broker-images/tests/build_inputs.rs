@@ -752,3 +752,128 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     assert_eq!(tiny.lock()["images"]["tiny"]["base_digest"], v3.as_str());
     assert_ne!(online["deps_key"], second["deps_key"]);
 }
+
+/// The layer digests of `reference` as its registry serves it.
+fn registry_layers(reference: &str) -> Vec<String> {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--no-creds"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Issue 14: a base the engine pulled from a registry keeps that
+/// registry's compressed layers in the deps image (nothing recompressed:
+/// the same digest on every machine, whatever the thread count), they reach
+/// the target registry in one upload however many images share them, and a
+/// base registry that cannot answer only means they are compressed here.
+#[test]
+fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
+    let upstream = TestRegistry::start();
+    let base = format!("{}/library/bb-{}:1", upstream.host(), unique_suffix());
+    docker(&["tag", &busybox().docker_ref, &base]);
+    docker(&["push", &base]);
+    let base_layers = registry_layers(&base);
+    let dockerfile = "ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n";
+
+    let target = TestRegistry::start();
+    let tiny = Tiny::new(dockerfile);
+    let mut build = tiny.command("build", &base);
+    build
+        .args(["--json", "--push", "--registry"])
+        .arg(format!("{}/first", target.host()));
+    let out = build.output().unwrap();
+    let err = ok(&out);
+    assert!(
+        err.contains("layers kept as its registry compressed them"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let built = &v["images"][0];
+    let pushed = built["pushed"]["pinned"].as_str().unwrap();
+    let layers = registry_layers(pushed);
+    assert_eq!(layers[..base_layers.len()], base_layers[..], "{layers:?}");
+    // Each base layer went to the target once (ahead of the images), then
+    // only mounted or found: the deps image and the image share it.
+    for layer in &base_layers {
+        let uploads = target
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "PUT" && r.query().contains(layer.trim_start_matches("sha256:"))
+            })
+            .count();
+        assert_eq!(uploads, 1, "{layer} uploaded {uploads} times");
+    }
+
+    // Pushed to the base's own registry (Docker Hub and library/python):
+    // its layers are mounted from the base's repository, never uploaded.
+    let same = Tiny::new(dockerfile);
+    let mut build = same.command("build", &base);
+    build
+        .args(["--push", "--registry"])
+        .arg(format!("{}/mine", upstream.host()));
+    ok(&build.output().unwrap());
+    for layer in &base_layers {
+        let hex = layer.trim_start_matches("sha256:");
+        let requests = upstream.requests();
+        let puts = requests
+            .iter()
+            .filter(|r| r.method == "PUT" && r.query().contains(hex))
+            .count();
+        let mounts = requests
+            .iter()
+            .filter(|r| {
+                r.method == "POST" && r.query().contains("mount=") && r.query().contains(hex)
+            })
+            .count();
+        assert_eq!(puts, 1, "{layer}: only the base's own push uploads it");
+        assert!(mounts >= 1, "{layer} was not mounted");
+    }
+
+    // Another machine (an empty store), one compression thread: the same
+    // deps image. (Not the same image: the workspace's formatters commit
+    // differs.)
+    let other = Tiny::new(dockerfile);
+    let mut again = other.command("build", &base);
+    again.args(["--json", "--layer-threads", "1"]);
+    let out = again.output().unwrap();
+    ok(&out);
+    let deps_digest = |t: &Tiny| t.lock()["images"]["tiny"]["deps_digest"].clone();
+    assert_eq!(
+        deps_digest(&other),
+        deps_digest(&tiny),
+        "{:#}\n{:#}",
+        tiny.lock(),
+        other.lock()
+    );
+
+    // The base's registry gone: the build says so in one line and
+    // compresses the base layer itself.
+    drop(upstream);
+    let third = Tiny::new(dockerfile);
+    let mut offline_base = third.command("build", &base);
+    offline_base.arg("--json");
+    let out = offline_base.output().unwrap();
+    let err = ok(&out);
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("compressing them here"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    let stored = third.ws.store().image("tiny").unwrap();
+    assert_ne!(
+        stored.manifest.layers()[0].digest().to_string(),
+        base_layers[0],
+        "the base layer cannot be the registry's blob without the registry"
+    );
+}

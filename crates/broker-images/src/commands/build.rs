@@ -192,6 +192,20 @@ impl BaseResolver for RegistryBases {
                 Err(e) => return Err(e.into()),
             }
             if let Some(publisher) = &self.ahead {
+                if publisher.client().registry() == client.registry()
+                    && let Ok(stored) = store.image(store_tag)
+                {
+                    // The target is the base's registry (Docker Hub and
+                    // `library/python`): its layers are mounted from the
+                    // base's repository, never uploaded.
+                    for layer in stored.manifest.layers() {
+                        if let Ok(digest) = broker_oci::oci_digest::from_oci(layer.digest()) {
+                            publisher
+                                .client()
+                                .remember_blob(digest, pinned.repository());
+                        }
+                    }
+                }
                 let (publisher, store) = (Arc::clone(publisher), store.clone());
                 let (image, store_tag) = (image.to_owned(), store_tag.to_owned());
                 let upload = tokio::spawn(async move {
