@@ -32,8 +32,8 @@ pub use crate::build_error::{BuildError, DepsSourceError};
 pub use crate::build_labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build_lock::BuiltImage;
 pub use crate::build_run::{
-    BaseFetch, BaseLookup, BaseResolver, BuildOptions, BuildReporter, DepsFetch, DepsSource,
-    DepsWanted,
+    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildOptions, BuildReporter, DepsFetch,
+    DepsSource, DepsWanted,
 };
 
 /// The names of the images a build with `only` covers.

@@ -6,7 +6,7 @@ use broker_oci::docker_archive::KnownLayers;
 use broker_pins::Reference;
 
 use crate::build_error::BuildError;
-use crate::build_run::Run;
+use crate::build_run::{BaseWanted, Run};
 use crate::deps::{self, BaseDigest};
 
 /// What `base` resolves to: the recorded digest offline and when
@@ -41,7 +41,15 @@ pub(crate) async fn base_layers(
     let store_tag = format!("base@{}", digest.digest);
     let fetch = || async {
         let why = match resolver
-            .fetch(&run.store, image, base, digest.digest, &store_tag)
+            .fetch(
+                &run.store,
+                BaseWanted {
+                    image,
+                    reference: base,
+                    digest: digest.digest,
+                    store_tag: &store_tag,
+                },
+            )
             .await
         {
             Ok(true) => match run

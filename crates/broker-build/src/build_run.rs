@@ -60,17 +60,22 @@ pub trait BaseResolver: Send + Sync {
     /// The manifest digest `reference` names on its registry.
     fn resolve<'a>(&'a self, reference: &'a str) -> BaseLookup<'a>;
 
-    /// Copies the base `reference` at `digest` (this machine's platform,
-    /// when the digest names an index) into `store` as `store_tag`, for
-    /// the deps image of `image` (the first of the run to need it).
-    fn fetch<'a>(
-        &'a self,
-        store: &'a Store,
-        image: &'a str,
-        reference: &'a str,
-        digest: Digest,
-        store_tag: &'a str,
-    ) -> BaseFetch<'a>;
+    /// Copies the base `wanted` into `store` (this machine's platform,
+    /// when its digest names an index).
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
+}
+
+/// A base image to copy into the store.
+#[derive(Clone, Copy, Debug)]
+pub struct BaseWanted<'a> {
+    /// The image whose deps stage needs it first in this run.
+    pub image: &'a str,
+    /// The base as the spec names it (`python:3.10`).
+    pub reference: &'a str,
+    /// The digest it resolved to in this run.
+    pub digest: Digest,
+    /// The tag to give it in the store.
+    pub store_tag: &'a str,
 }
 
 /// Everything a build needs, resolved from the command line.

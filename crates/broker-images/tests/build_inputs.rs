@@ -117,8 +117,9 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The labels skopeo reads from `docker://<reference>` on `registry`.
-fn skopeo_labels(reference: &str) -> serde_json::Value {
+/// What `skopeo inspect docker://<reference>` says (plain HTTP, no
+/// credentials).
+fn skopeo_inspect(reference: &str) -> serde_json::Value {
     require_tool("skopeo", "apt-get install -y skopeo");
     let out = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--no-creds"])
@@ -126,8 +127,12 @@ fn skopeo_labels(reference: &str) -> serde_json::Value {
         .output()
         .unwrap();
     assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["Labels"].clone()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The labels skopeo reads from `docker://<reference>`.
+fn skopeo_labels(reference: &str) -> serde_json::Value {
+    skopeo_inspect(reference)["Labels"].clone()
 }
 
 const PLAIN: &str = "ARG BASE\nFROM ${BASE}\n";
@@ -755,15 +760,7 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
 
 /// The layer digests of `reference` as its registry serves it.
 fn registry_layers(reference: &str) -> Vec<String> {
-    require_tool("skopeo", "apt-get install -y skopeo");
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--no-creds"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo inspect: {}", describe(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["Layers"]
+    skopeo_inspect(reference)["Layers"]
         .as_array()
         .unwrap()
         .iter()

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use broker_build::build::{
-    BaseFetch, BaseLookup, BaseResolver, BuildError, BuildOptions, BuildReporter, BuiltImage,
-    DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
+    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildOptions, BuildReporter,
+    BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
-use broker_oci::{Digest, Store};
+use broker_oci::Store;
 use broker_pins::{ImageDifference, Lock, RegistryPrefix};
 use broker_registry::{
     ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
@@ -171,15 +171,14 @@ impl BaseResolver for RegistryBases {
         })
     }
 
-    fn fetch<'a>(
-        &'a self,
-        store: &'a Store,
-        image: &'a str,
-        reference: &'a str,
-        digest: Digest,
-        store_tag: &'a str,
-    ) -> BaseFetch<'a> {
+    fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a> {
         Box::pin(async move {
+            let BaseWanted {
+                image,
+                reference,
+                digest,
+                store_tag,
+            } = wanted;
             let reference: Reference = reference.parse()?;
             let pinned = reference.with_digest(digest);
             let client = RegistryClient::for_reference(&pinned, &self.options)?;
