@@ -32,8 +32,8 @@ pub use crate::build_error::{BuildError, DepsSourceError};
 pub use crate::build_labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build_lock::BuiltImage;
 pub use crate::build_run::{
-    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildOptions, BuildReporter, DepsFetch,
-    DepsSource, DepsWanted,
+    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
+    DepsFetch, DepsSource, DepsWanted,
 };
 
 /// The names of the images a build with `only` covers.
@@ -126,15 +126,16 @@ pub struct BuildOutcome {
 }
 
 /// Builds the selected images concurrently into the store, looking deps
-/// images missing from the store up in `deps_source` first. An error here
+/// images missing from the store up in `hooks.deps_source` first. An error here
 /// is one that stops every image (bad specs, unreadable trees, the store);
 /// a failure of one image is in [`BuildOutcome::failed`].
-pub async fn build(
-    options: BuildOptions,
-    deps_source: Option<Arc<dyn DepsSource>>,
-    base_resolver: Option<Arc<dyn BaseResolver>>,
-    reporter: Arc<dyn BuildReporter>,
-) -> Result<BuildOutcome, BuildError> {
+pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutcome, BuildError> {
+    let BuildHooks {
+        deps_source,
+        base_resolver,
+        layer_streams,
+        reporter,
+    } = hooks;
     let specs = select(
         spec::load_all(&options.images_dir)?,
         &options.only,
@@ -190,6 +191,7 @@ pub async fn build(
         resolved_bases: Memo::new(),
         base_layers: Memo::new(),
         engine_options,
+        layer_streams,
         reporter,
     });
     // Three stages, each image through each concurrently: the deps image

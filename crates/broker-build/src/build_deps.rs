@@ -166,26 +166,35 @@ pub(crate) async fn export_engine_images(
             store_tag: &w.store_tag,
         })
         .collect();
-    let exported = match deps::export_into_store(docker, &images, &run.store, known, threads).await
-    {
-        Ok(stored) => stored.into_iter().map(Ok).collect(),
-        Err(err) if images.len() == 1 => vec![Err(err)],
-        Err(_) => {
-            let mut each = Vec::with_capacity(images.len());
-            for image in &images {
-                let one = deps::export_into_store(
-                    docker,
-                    std::slice::from_ref(image),
-                    &run.store,
-                    known,
-                    threads,
-                )
-                .await;
-                each.push(one.map(|mut stored| stored.remove(0)));
+    let streams = run.layer_streams.clone();
+    let exported =
+        match deps::export_into_store(docker, &images, &run.store, known, threads, streams.clone())
+            .await
+        {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            Err(err) if images.len() == 1 => vec![Err(err)],
+            Err(err) => {
+                run.reporter.notice(&format!(
+                    "one export of {} deps images failed ({}); exporting each on its own",
+                    images.len(),
+                    crate::build_base::error_chain(&err)
+                ));
+                let mut each = Vec::with_capacity(images.len());
+                for image in &images {
+                    let one = deps::export_into_store(
+                        docker,
+                        std::slice::from_ref(image),
+                        &run.store,
+                        known,
+                        threads,
+                        streams.clone(),
+                    )
+                    .await;
+                    each.push(one.map(|mut stored| stored.remove(0)));
+                }
+                each
             }
-            each
-        }
-    };
+        };
     let mut results = Vec::with_capacity(waiting.len());
     for (w, result) in waiting.iter().zip(exported) {
         let result = match result {

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use crate::build_error::DepsSourceError;
 use crate::deps::{self, BaseDigest, BuildOutput};
 use crate::sources::SourceTree;
-use broker_oci::docker_archive::KnownLayers;
+use broker_oci::docker_archive::{KnownLayers, LayerStreams};
 use broker_pins::LockedImage;
 
 /// A deps image to look for by its key.
@@ -76,6 +76,21 @@ pub struct BaseWanted<'a> {
     pub digest: Digest,
     /// The tag to give it in the store.
     pub store_tag: &'a str,
+}
+
+/// What the caller plugs into a build.
+#[derive(Clone)]
+pub struct BuildHooks {
+    /// Where deps images missing from the store are looked for (the
+    /// registry), before the engine builds them.
+    pub deps_source: Option<Arc<dyn DepsSource>>,
+    /// Where bases are resolved to digests and fetched from.
+    pub base_resolver: Option<Arc<dyn BaseResolver>>,
+    /// Where layers compressed here stream to while they are written
+    /// (with `--push`: straight up to the registry).
+    pub layer_streams: Option<Arc<dyn LayerStreams>>,
+    /// Where progress goes.
+    pub reporter: Arc<dyn BuildReporter>,
 }
 
 /// Everything a build needs, resolved from the command line.
@@ -154,6 +169,7 @@ pub(crate) struct Run {
     /// Each registry base's compressed layers, fetched once per run.
     pub(crate) base_layers: Memo<KnownLayers>,
     pub(crate) engine_options: deps::EngineOptions,
+    pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,
 }
 

@@ -10,7 +10,9 @@ use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 
-use broker_oci::docker_archive::{ArchiveImage, KnownLayers};
+use std::sync::Arc;
+
+use broker_oci::docker_archive::{ArchiveImage, ImportOptions, KnownLayers, LayerStreams};
 
 use crate::deps_ca::{drop_deps_ca, with_deps_ca};
 use crate::deps_error::DepsError;
@@ -287,7 +289,8 @@ pub struct EngineImage<'a> {
 /// Copies engine images into the store with one export (`docker save`
 /// format in, deterministic OCI layers out): the engine writes a layer the
 /// images share once, and the store compresses it once. Layers in `known`
-/// (a registry base's blobs) are not compressed at all. The archive is
+/// (a registry base's blobs) are not compressed at all; the others stream
+/// to what `streams` opens while they are compressed. The archive is
 /// spooled to a temporary file in the store: its index comes last.
 pub async fn export_into_store(
     docker: &Docker,
@@ -295,6 +298,7 @@ pub async fn export_into_store(
     store: &broker_oci::Store,
     known: &KnownLayers,
     threads: usize,
+    streams: Option<Arc<dyn LayerStreams>>,
 ) -> Result<Vec<broker_oci::StoredImage>, DepsError> {
     let first = images.first().map_or("", |i| i.image).to_owned();
     let names: Vec<&str> = images.iter().map(|i| i.engine_tag).collect();
@@ -330,7 +334,12 @@ pub async fn export_into_store(
                 store_tag,
             })
             .collect();
-        store.import_docker_archive_images(temp.path(), &wanted, &known, threads)
+        let options = ImportOptions {
+            known: &known,
+            threads,
+            streams: streams.as_deref(),
+        };
+        store.import_docker_archive_images(temp.path(), &wanted, options)
     })
     .await
     .map_err(|e| DepsError::Engine {

@@ -874,3 +874,50 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
         "the base layer cannot be the registry's blob without the registry"
     );
 }
+
+/// Issue 14: with `--push`, a large layer compressed here goes up while
+/// it is compressed (PATCH pieces, then the PUT naming its digest), once;
+/// the publish then finds it there.
+#[test]
+fn a_large_layer_compressed_here_is_uploaded_while_it_is_compressed() {
+    let registry = TestRegistry::start();
+    // 40 MiB that do not compress: well above the streaming threshold.
+    let tiny = Tiny::new(
+        "ARG BASE\nFROM ${BASE}\nRUN dd if=/dev/urandom of=/big bs=1048576 count=40 2>/dev/null\n",
+    );
+    let mut build = tiny.command("build", &busybox().docker_ref);
+    build
+        .args(["--json", "--push", "--registry"])
+        .arg(format!("{}/streamed", registry.host()));
+    let out = build.output().unwrap();
+    let err = ok(&out);
+    let streamed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("(while compressing)"))
+        .collect();
+    assert_eq!(streamed.len(), 1, "{err}");
+    let stored = tiny.ws.store().image("tiny").unwrap();
+    let big = stored
+        .manifest
+        .layers()
+        .iter()
+        .max_by_key(|l| l.size())
+        .unwrap()
+        .digest()
+        .to_string();
+    assert!(streamed[0].contains(&big[7..19]), "{big}: {}", streamed[0]);
+    let requests = registry.requests();
+    let hex = big.trim_start_matches("sha256:");
+    let puts = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.query().contains(hex))
+        .count();
+    assert_eq!(puts, 1, "{big} stored {puts} times");
+    assert!(
+        requests.iter().filter(|r| r.method == "PATCH").count() >= 5,
+        "40 MiB in 8 MiB pieces"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pushed = v["images"][0]["pushed"]["pinned"].as_str().unwrap();
+    assert!(registry_layers(pushed).contains(&big));
+}

@@ -95,6 +95,40 @@ pub struct ArchiveImage<'a> {
 /// nodes) and gets the same digest on every machine.
 pub type KnownLayers = BTreeMap<Digest, Descriptor>;
 
+/// Receives a layer's compressed bytes while they are written, e.g. to
+/// upload them at once instead of after the whole layer is compressed.
+pub trait LayerStream: Send {
+    /// The next compressed bytes, in order. An error detaches this stream:
+    /// the layer is still compressed and stored, the stream gets nothing
+    /// more (not even [`finished`](Self::finished)).
+    ///
+    /// # Errors
+    /// Whatever makes the receiver give up (e.g. its upload failed).
+    fn bytes(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// Every byte was given: the layer's digest and size.
+    fn finished(self: Box<Self>, digest: Digest, size: u64);
+}
+
+/// Opens a [`LayerStream`] for a layer about to be compressed, or declines
+/// (a small layer gains nothing from streaming).
+pub trait LayerStreams: Send + Sync {
+    /// A stream for a layer of the image stored as `store_tag`, of
+    /// `uncompressed_size` bytes before compression.
+    fn open(&self, store_tag: &str, uncompressed_size: u64) -> Option<Box<dyn LayerStream>>;
+}
+
+/// How [`Store::import_docker_archive_images`] treats layers.
+#[derive(Clone, Copy)]
+pub struct ImportOptions<'a> {
+    /// Layers the caller vouches for: kept, not compressed.
+    pub known: &'a KnownLayers,
+    /// Compression threads per layer (the bytes do not depend on it).
+    pub threads: usize,
+    /// Where compressed layers stream to while they are written.
+    pub streams: Option<&'a dyn LayerStreams>,
+}
+
 /// Where a file lies inside the archive.
 #[derive(Clone, Copy, Debug)]
 struct Region {
@@ -118,20 +152,25 @@ impl Store {
             repo_tag: "",
             store_tag: tag,
         }];
-        let mut images =
-            self.import_docker_archive_images(path, &wanted, &KnownLayers::new(), threads)?;
+        let options = ImportOptions {
+            known: &KnownLayers::new(),
+            threads,
+            streams: None,
+        };
+        let mut images = self.import_docker_archive_images(path, &wanted, options)?;
         Ok(images.remove(0))
     }
 
     /// Import the images `wanted` from the docker-archive at `path` (as one
     /// `docker save` of several images writes it, each shared layer once)
-    /// and tag each; returns them in the order asked. Layers in `known`
-    /// keep the caller's blob; a layer compressed by an earlier import is
-    /// not read again; every other layer is compressed once, however many
-    /// images share it, with `threads` threads (the bytes do not depend on
-    /// the count). What each layer does to the directory tree is noted on
-    /// the way (headers only), so no base layer is ever decompressed to
-    /// learn it.
+    /// and tag each; returns them in the order asked. Layers in
+    /// `options.known` keep the caller's blob; a layer compressed by an
+    /// earlier import is not read again; every other layer is compressed
+    /// once, however many images share it, on `options.threads` threads
+    /// (the bytes do not depend on the count), and streamed as it is
+    /// written to what `options.streams` opens. What each layer does to
+    /// the directory tree is noted on the way (headers only), so no base
+    /// layer is ever decompressed to learn it.
     ///
     /// # Errors
     /// Unreadable or malformed archive, an image missing from it, a layer
@@ -141,8 +180,7 @@ impl Store {
         &self,
         path: &Path,
         wanted: &[ArchiveImage<'_>],
-        known: &KnownLayers,
-        threads: usize,
+        options: ImportOptions<'_>,
     ) -> Result<Vec<StoredImage>, ImportDockerArchiveError> {
         let read = |source| ImportDockerArchiveError::Read {
             path: path.to_path_buf(),
@@ -155,17 +193,31 @@ impl Store {
 
         // Pass 1: where each file is (headers only). manifest.json comes last.
         let mut files: HashMap<String, Region> = HashMap::new();
+        // A layer several images share is written once; the other images'
+        // `layer.tar` is a symlink to it (`../<id>/layer.tar`).
+        let mut links: Vec<(String, String)> = Vec::new();
         let mut archive = tar::Archive::new(File::open(path).map_err(read)?);
         for entry in archive.entries_with_seek().map_err(read)? {
             let entry = entry.map_err(read)?;
-            if entry.header().entry_type().is_file() {
-                let name = String::from_utf8_lossy(&entry.path_bytes())
-                    .trim_start_matches("./")
-                    .to_owned();
+            let name = String::from_utf8_lossy(&entry.path_bytes())
+                .trim_start_matches("./")
+                .to_owned();
+            let kind = entry.header().entry_type();
+            if kind.is_file() {
                 let region = Region {
                     offset: entry.raw_file_position(),
                     size: entry.size(),
                 };
+                files.insert(name, region);
+            } else if kind.is_symlink()
+                && let Some(target) = entry.link_name_bytes()
+            {
+                let target = resolve_link(&name, &String::from_utf8_lossy(&target));
+                links.push((name, target));
+            }
+        }
+        for (name, target) in links {
+            if let Some(region) = files.get(&target).copied() {
                 files.insert(name, region);
             }
         }
@@ -249,13 +301,22 @@ impl Store {
                     descriptors.push(descriptor.clone());
                     continue;
                 }
-                let descriptor = match known.get(&diff_id) {
+                let descriptor = match options.known.get(&diff_id) {
                     Some(descriptor) => descriptor.clone(),
                     None => match self.compressed_layer(&diff_id) {
                         Some(hit) => gzip_layer(&hit.digest, hit.size),
                         None => {
+                            let stream = options
+                                .streams
+                                .and_then(|s| s.open(want.store_tag, region.size));
+                            let layer = LayerFile {
+                                path,
+                                name: &name,
+                                diff_id: &diff_id,
+                                region,
+                            };
                             let (digest, size) =
-                                self.compress_layer(path, &name, &diff_id, region, threads)?;
+                                self.compress_layer(layer, options.threads, stream)?;
                             gzip_layer(&digest, size)
                         }
                     },
@@ -272,34 +333,40 @@ impl Store {
         Ok(stored)
     }
 
-    /// Compresses the layer `name` of the archive (its bytes at `region`)
-    /// into a blob, checking it against `diff_id`, and remembers it.
+    /// Compresses one layer of the archive into a blob (and into `stream`
+    /// as it goes), checking it against its diff_id, and remembers it.
     fn compress_layer(
         &self,
-        path: &Path,
-        name: &str,
-        diff_id: &Digest,
-        region: Region,
+        layer: LayerFile<'_>,
         threads: usize,
+        stream: Option<Box<dyn LayerStream>>,
     ) -> Result<(Digest, u64), ImportDockerArchiveError> {
+        let path = layer.path;
         let read = |source| ImportDockerArchiveError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let mut src = FileRegion::open(path, region).map_err(read)?;
-        let blob = self.blob_writer()?;
-        let (blob, c) =
-            gzip::compress(blob, threads, |w| io::copy(&mut src, w).map(|_| ())).map_err(read)?;
-        if c.diff_id != *diff_id {
+        let mut src = FileRegion::open(path, layer.region).map_err(read)?;
+        let sink = Tee {
+            blob: self.blob_writer()?,
+            stream,
+        };
+        let (sink, c) =
+            gzip::compress(sink, threads, |w| io::copy(&mut src, w).map(|_| ())).map_err(read)?;
+        if c.diff_id != *layer.diff_id {
             return Err(ImportDockerArchiveError::DiffIdMismatch {
                 path: path.to_path_buf(),
-                layer: name.to_owned(),
-                expected: diff_id.to_string(),
+                layer: layer.name.to_owned(),
+                expected: layer.diff_id.to_string(),
                 actual: c.diff_id,
             });
         }
+        let Tee { blob, stream } = sink;
         let (digest, size) = blob.finish()?;
-        self.remember_compressed_layer(diff_id, &CompressedLayer { digest, size })?;
+        self.remember_compressed_layer(layer.diff_id, &CompressedLayer { digest, size })?;
+        if let Some(stream) = stream {
+            stream.finished(digest, size);
+        }
         Ok((digest, size))
     }
 
@@ -468,5 +535,75 @@ impl Seek for FileRegion {
             .seek(SeekFrom::Start(self.region.offset + target))?;
         self.position = target;
         Ok(target)
+    }
+}
+
+/// One layer file of an archive.
+#[derive(Clone, Copy)]
+struct LayerFile<'a> {
+    /// The archive.
+    path: &'a Path,
+    /// The layer's file name inside it.
+    name: &'a str,
+    /// What its bytes must hash to.
+    diff_id: &'a Digest,
+    /// Where its bytes are.
+    region: Region,
+}
+
+/// The compressor's output: the store blob, and a stream while it keeps up.
+struct Tee {
+    blob: crate::store::BlobWriter,
+    stream: Option<Box<dyn LayerStream>>,
+}
+
+impl io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.blob.write(buf)?;
+        if let Some(stream) = &mut self.stream
+            && stream.bytes(&buf[..n]).is_err()
+        {
+            // The receiver gave up; the blob is still written.
+            self.stream = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.blob.flush()
+    }
+}
+
+/// The archive path a symlink at `name` pointing to `target` names
+/// (`a/layer.tar` → `../b/layer.tar` gives `b/layer.tar`).
+fn resolve_link(name: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        name.split('/').collect()
+    };
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_link;
+
+    #[test]
+    fn shared_layer_links_resolve_inside_the_archive() {
+        assert_eq!(resolve_link("a/layer.tar", "../b/layer.tar"), "b/layer.tar");
+        assert_eq!(resolve_link("a/layer.tar", "/b/layer.tar"), "b/layer.tar");
+        assert_eq!(resolve_link("a/layer.tar", "./c"), "a/c");
+        assert_eq!(resolve_link("a/layer.tar", "../../b"), "b");
     }
 }

@@ -232,14 +232,25 @@ fn built_image_runs_with_expected_owners_modes_and_contents() {
     );
 }
 
-/// Builds `FROM busybox` + one file `name` in the engine as `tag`.
+/// Builds `FROM busybox` + one file `name` + one file the same in every
+/// such image (same bytes, same mtime: the same layer on another parent,
+/// which `docker save` writes once and links to) in the engine as `tag`.
 fn build_on_busybox(dir: &Path, tag: &str, name: &str) {
     let context = dir.join(format!("ctx-{name}"));
     fs::create_dir_all(&context).unwrap();
     fs::write(context.join(name), format!("{name}\n")).unwrap();
+    fs::write(context.join("shared"), "shared\n").unwrap();
+    run_ok(
+        Command::new("touch")
+            .args(["-d", "@1700000000"])
+            .arg(context.join("shared")),
+    );
     fs::write(
         context.join("Dockerfile"),
-        format!("FROM {}\nCOPY {name} /{name}\n", busybox().docker_ref),
+        format!(
+            "FROM {}\nCOPY {name} /{name}\nCOPY shared /shared\n",
+            busybox().docker_ref
+        ),
     )
     .unwrap();
     run_ok(
@@ -252,7 +263,13 @@ fn build_on_busybox(dir: &Path, tag: &str, name: &str) {
 
 #[test]
 fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_count() {
-    use broker_oci::docker_archive::{ArchiveImage, KnownLayers};
+    use broker_oci::docker_archive::{ArchiveImage, ImportOptions, KnownLayers};
+    let options = |known, threads| ImportOptions {
+        known,
+        threads,
+        streams: None,
+    };
+    let none = KnownLayers::new();
     let t = tempfile::tempdir().unwrap();
     let suffix = broker_test_support::unique_suffix();
     let (a, b) = (
@@ -263,6 +280,15 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
     build_on_busybox(t.path(), &b, "b");
     let archive = t.path().join("both.tar");
     run_ok(docker_cli().args(["save", &a, &b, "-o"]).arg(&archive));
+    // The shared layer sits under both images' parents: one copy and a
+    // symlink in the archive, which the import must follow.
+    let listing = run_ok(Command::new("tar").arg("tvf").arg(&archive));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('l') && l.contains("layer.tar")),
+        "no linked layer in the archive:\n{listing}"
+    );
     let _ = docker_cli().args(["rmi", &a, &b]).output();
     let wanted = [
         ArchiveImage {
@@ -279,7 +305,7 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
     for threads in [1, 4] {
         let store = Store::open(&t.path().join(format!("store-{threads}"))).unwrap();
         let images = store
-            .import_docker_archive_images(&archive, &wanted, &KnownLayers::new(), threads)
+            .import_docker_archive_images(&archive, &wanted, options(&none, threads))
             .unwrap();
         imports.push((store, images));
     }
@@ -342,7 +368,7 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
         ),
     );
     let kept = known_store
-        .import_docker_archive_images(&archive, &wanted[..1], &known, 2)
+        .import_docker_archive_images(&archive, &wanted[..1], options(&known, 2))
         .unwrap();
     assert_eq!(
         kept[0].manifest.layers()[0].digest().to_string(),

@@ -36,6 +36,7 @@ mod publish;
 mod pull;
 mod push;
 mod repository;
+mod streamed;
 mod transfer;
 mod upload_sessions;
 
@@ -55,5 +56,6 @@ pub use pull::{
     FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
+pub use streamed::StreamedPiece;
 pub use transfer::TransferStats;
 pub use upload_sessions::UPLOAD_SESSIONS;

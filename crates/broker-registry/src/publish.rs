@@ -17,6 +17,7 @@ use crate::manifest::{Descriptor, Manifest};
 use crate::progress::Reporter;
 use crate::pull::pull_into_store;
 use crate::push::{MirroredImage, PushedImage, mirror, push_from_store};
+use crate::streamed::{StreamedPiece, upload_streamed};
 use crate::transfer::{BlobSource, TransferStats, put_blobs};
 
 /// Puts images under one registry prefix.
@@ -128,6 +129,30 @@ impl Publisher {
             let _ = blob_locations::save(&self.client, record);
         }
         stats
+    }
+
+    /// Uploads into `PREFIX/name` a blob that is still being written (a
+    /// layer as it leaves the compressor), so the upload runs beside the
+    /// compression instead of after it; `Ok(None)` when the writer gave up.
+    pub async fn upload_streamed(
+        &self,
+        name: &str,
+        pieces: &mut tokio::sync::mpsc::Receiver<StreamedPiece>,
+    ) -> Result<Option<broker_oci::Digest>, RegistryError> {
+        let target = self.prefix.image(name, "latest")?;
+        let image = format!("{} (while compressing)", target.name());
+        let uploaded = upload_streamed(
+            &self.client,
+            target.repository(),
+            &image,
+            pieces,
+            &self.reporter,
+        )
+        .await;
+        if let Some(record) = &self.record {
+            let _ = blob_locations::save(&self.client, record);
+        }
+        uploaded
     }
 
     /// Pulls `PREFIX/name:tag` into `store` as `store_tag`; `Ok(None)` when

@@ -520,16 +520,39 @@ async fn confirm_upload(
     )
 }
 
+/// Where an upload session lives: the registry, the repository, and who
+/// hears of its progress.
+#[derive(Clone, Copy)]
+pub(crate) struct SessionPlace<'a> {
+    pub(crate) client: &'a RegistryClient,
+    pub(crate) repository: &'a str,
+    pub(crate) reporter: &'a Arc<dyn Reporter>,
+}
+
+impl<'a> From<&BlobTransfer<'a, '_>> for SessionPlace<'a> {
+    fn from(transfer: &BlobTransfer<'a, '_>) -> Self {
+        Self {
+            client: transfer.client,
+            repository: transfer.repository,
+            reporter: transfer.reporter,
+        }
+    }
+}
+
 /// Sends `chunk` (starting at `offset`) into the session at `location`;
 /// the location the registry names for the next chunk.
-async fn patch_chunk(
-    transfer: &BlobTransfer<'_, '_>,
+pub(crate) async fn patch_chunk(
+    place: SessionPlace<'_>,
     what: &str,
     location: &str,
     offset: u64,
     chunk: Bytes,
 ) -> Result<String, RegistryError> {
-    let (client, repository, reporter) = (transfer.client, transfer.repository, transfer.reporter);
+    let SessionPlace {
+        client,
+        repository,
+        reporter,
+    } = place;
     let len = chunk.len() as u64;
     let range = format!("{offset}-{}", offset + len - 1);
     let progress = Progress::new();
@@ -624,7 +647,7 @@ async fn upload_resumable(
     while offset < blob.size {
         let len = chunk_size.min(blob.size - offset);
         let chunk = read_range(path, offset, len).await?;
-        match patch_chunk(transfer, &what, &location, offset, chunk).await {
+        match patch_chunk(transfer.into(), &what, &location, offset, chunk).await {
             Ok(next) => {
                 location = next;
                 offset += len;
@@ -658,7 +681,7 @@ async fn upload_resumable(
     // blob may keep a registry with remote storage quiet for long. A
     // failure here is retried by the caller, which continues the kept
     // session at its end and sends only this request again.
-    let confirmed = close_upload(transfer, &what, &location).await;
+    let confirmed = close_upload(transfer.into(), transfer.blob, &what, &location).await;
     // Committed, or refused for good (a digest mismatch): either way the
     // session is over.
     forget();
@@ -695,27 +718,26 @@ async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryE
     while offset < blob.size {
         let len = chunk_size.min(blob.size - offset);
         let chunk = read_range(&path, offset, len).await?;
-        location = patch_chunk(transfer, &what, &location, offset, chunk).await?;
+        location = patch_chunk(transfer.into(), &what, &location, offset, chunk).await?;
         reporter.blob_progress(&blob.digest, len);
         offset += len;
     }
-    close_upload(transfer, &what, &location).await
+    close_upload(transfer.into(), blob, &what, &location).await
 }
 
 /// Closes an upload session whose bytes are all sent: an empty PUT naming
 /// the digest, then the registry's answer checked.
-async fn close_upload(
-    transfer: &BlobTransfer<'_, '_>,
+pub(crate) async fn close_upload(
+    place: SessionPlace<'_>,
+    blob: &Descriptor,
     what: &str,
     location: &str,
 ) -> Result<(), RegistryError> {
-    let BlobTransfer {
+    let SessionPlace {
         client,
         repository,
-        blob,
         reporter,
-        ..
-    } = *transfer;
+    } = place;
     let url = with_query(location, "digest", &blob.digest.to_string());
     let response = client
         .send(

@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use broker_build::build::{
-    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildOptions, BuildReporter,
-    BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
+    BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildHooks, BuildOptions,
+    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
+use broker_oci::docker_archive::{LayerStream, LayerStreams};
 use broker_pins::{ImageDifference, Lock, RegistryPrefix};
 use broker_registry::{
     ClientOptions, CredentialSource, Publisher, PushedImage, Reference, RegistryClient,
-    RegistryError, RetryPolicy, Silent,
+    RegistryError, RetryPolicy, Silent, StreamedPiece,
 };
 
 use crate::cli::{BuildArgs, SourceArgs, VerifyArgs};
@@ -142,19 +143,9 @@ impl RegistryBases {
         }
     }
 
-    /// Waits for the uploads started ahead. Their errors are not reported
-    /// here: the publish that follows sends what did not arrive, and
-    /// reports what fails then.
+    /// Waits for the uploads started ahead.
     async fn uploaded(&self) {
-        let uploads = std::mem::take(
-            &mut *self
-                .uploads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for upload in uploads {
-            let _ = upload.await;
-        }
+        wait_for(&self.uploads).await;
     }
 }
 
@@ -212,13 +203,112 @@ impl BaseResolver for RegistryBases {
                         .upload_layers_ahead(&store, &store_tag, &image)
                         .await;
                 });
-                self.uploads
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(upload);
+                lock_or_poisoned(&self.uploads).push(upload);
             }
             Ok(true)
         })
+    }
+}
+
+/// Uncompressed layers smaller than this are not streamed: the publish
+/// sends them in one request, where streaming takes three.
+const STREAM_FROM_BYTES: u64 = 32 << 20;
+
+/// The pieces a streamed layer goes up in; at most two wait to be sent, so
+/// a slow registry holds back the compressor rather than filling memory.
+const STREAM_PIECE_BYTES: usize = 8 << 20;
+
+/// With `--push`, a layer compressed here goes up to the target while it
+/// is compressed: the upload runs beside the compression instead of after
+/// it. A stream that fails only means the publish sends the layer.
+struct StreamedLayers {
+    publisher: Arc<Publisher>,
+    runtime: tokio::runtime::Handle,
+    uploads: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl StreamedLayers {
+    fn new(publisher: Arc<Publisher>) -> Self {
+        Self {
+            publisher,
+            runtime: tokio::runtime::Handle::current(),
+            uploads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl LayerStreams for StreamedLayers {
+    fn open(&self, store_tag: &str, uncompressed_size: u64) -> Option<Box<dyn LayerStream>> {
+        if uncompressed_size < STREAM_FROM_BYTES {
+            return None;
+        }
+        // `NAME:deps-<key>`: the layer goes to the image's repository.
+        let name = store_tag.split(':').next().unwrap_or(store_tag).to_owned();
+        let (sender, mut pieces) = tokio::sync::mpsc::channel(2);
+        let publisher = Arc::clone(&self.publisher);
+        let upload = self.runtime.spawn(async move {
+            // A failure closes the channel: the compressor stops sending
+            // and the publish uploads the layer instead.
+            let _ = publisher.upload_streamed(&name, &mut pieces).await;
+        });
+        lock_or_poisoned(&self.uploads).push(upload);
+        Some(Box::new(ChannelStream {
+            sender,
+            pending: Vec::with_capacity(STREAM_PIECE_BYTES),
+        }))
+    }
+}
+
+/// The compressor's side of one streamed layer.
+struct ChannelStream {
+    sender: tokio::sync::mpsc::Sender<StreamedPiece>,
+    pending: Vec<u8>,
+}
+
+impl ChannelStream {
+    /// Hands the pending bytes to the upload, waiting while two pieces
+    /// are still unsent (the compressor runs on its own threads).
+    fn send_pending(&mut self) -> std::io::Result<()> {
+        let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_PIECE_BYTES));
+        self.sender
+            .blocking_send(StreamedPiece::Bytes(piece.into()))
+            .map_err(|_| std::io::Error::other("the streamed upload stopped"))
+    }
+}
+
+impl LayerStream for ChannelStream {
+    fn bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= STREAM_PIECE_BYTES {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    fn finished(mut self: Box<Self>, digest: broker_oci::Digest, size: u64) {
+        if self.send_pending().is_ok() {
+            let _ = self
+                .sender
+                .blocking_send(StreamedPiece::Done { digest, size });
+        }
+    }
+}
+
+/// The vector behind `mutex`, poisoned or not (a panicked upload task
+/// leaves it intact).
+fn lock_or_poisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits for uploads started during the build. Their errors are not
+/// reported here: the publish that follows sends what did not arrive, and
+/// reports what fails then.
+async fn wait_for(uploads: &std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>) {
+    let uploads = std::mem::take(&mut *lock_or_poisoned(uploads));
+    for upload in uploads {
+        let _ = upload.await;
     }
 }
 
@@ -269,6 +359,9 @@ pub(crate) async fn run(
         .as_ref()
         .filter(|_| args.push)
         .map(|(p, _)| Arc::clone(p));
+    let streams = ahead
+        .as_ref()
+        .map(|p| Arc::new(StreamedLayers::new(Arc::clone(p))));
     let bases = (!args.offline).then(|| Arc::new(RegistryBases::new(&args.access, ahead)));
     let base_resolver = bases
         .as_ref()
@@ -277,9 +370,20 @@ pub(crate) async fn run(
         .as_ref()
         .map(|(p, _)| Arc::new(RegistryDeps(Arc::clone(p))) as Arc<dyn DepsSource>);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let outcome = build(options, deps_source, base_resolver, reporter).await;
+    let hooks = BuildHooks {
+        deps_source,
+        base_resolver,
+        layer_streams: streams
+            .as_ref()
+            .map(|s| Arc::clone(s) as Arc<dyn LayerStreams>),
+        reporter,
+    };
+    let outcome = build(options, hooks).await;
     if let Some(bases) = &bases {
         bases.uploaded().await;
+    }
+    if let Some(streams) = &streams {
+        wait_for(&streams.uploads).await;
     }
     let outcome = outcome.map_err(|e| explain(e, &progress))?;
     let (built, mut fresh) = (outcome.built, outcome.lock);
@@ -412,7 +516,13 @@ pub(crate) async fn verify(
     options.recorded = lock.images.clone();
     options.recorded_bases = recorded_bases(&lock);
     let reporter: Arc<dyn BuildReporter> = progress.clone();
-    let outcome = build(options, deps_source, None, reporter)
+    let hooks = BuildHooks {
+        deps_source,
+        base_resolver: None,
+        layer_streams: None,
+        reporter,
+    };
+    let outcome = build(options, hooks)
         .await
         .map_err(|e| explain(e, &progress))?;
     if !outcome.failed.is_empty() {
