@@ -214,8 +214,9 @@ impl BaseResolver for RegistryBases {
 /// sends them in one request, where streaming takes three.
 const STREAM_FROM_BYTES: u64 = 32 << 20;
 
-/// The pieces a streamed layer goes up in; at most two wait to be sent, so
-/// a slow registry holds back the compressor rather than filling memory.
+/// The pieces a streamed layer goes up in; at most one waits to be sent
+/// besides the one going up, so a slow registry holds back the compressor
+/// rather than filling memory.
 const STREAM_PIECE_BYTES: usize = 8 << 20;
 
 /// With `--push`, a layer compressed here goes up to the target while it
@@ -244,7 +245,7 @@ impl LayerStreams for StreamedLayers {
         }
         // `NAME:deps-<key>`: the layer goes to the image's repository.
         let name = store_tag.split(':').next().unwrap_or(store_tag).to_owned();
-        let (sender, mut pieces) = tokio::sync::mpsc::channel(2);
+        let (sender, mut pieces) = tokio::sync::mpsc::channel(1);
         let publisher = Arc::clone(&self.publisher);
         let upload = self.runtime.spawn(async move {
             // A failure closes the channel: the compressor stops sending
@@ -266,8 +267,8 @@ struct ChannelStream {
 }
 
 impl ChannelStream {
-    /// Hands the pending bytes to the upload, waiting while two pieces
-    /// are still unsent (the compressor runs on its own threads).
+    /// Hands the pending bytes to the upload, waiting while a piece is
+    /// still unsent (the compressor runs on its own threads).
     fn send_pending(&mut self) -> std::io::Result<()> {
         let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_PIECE_BYTES));
         self.sender
