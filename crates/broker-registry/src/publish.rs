@@ -69,6 +69,15 @@ impl Publisher {
         self
     }
 
+    /// Records which repositories hold which blobs, after anything was
+    /// sent, even after a failure: what did land can be mounted by later
+    /// runs. Failing to record costs only uploads, never correctness.
+    fn save_record(&self) {
+        if let Some(record) = &self.record {
+            let _ = blob_locations::save(&self.client, record);
+        }
+    }
+
     /// Where this publisher puts images.
     pub fn prefix(&self) -> &RegistryPrefix {
         &self.prefix
@@ -91,11 +100,7 @@ impl Publisher {
     ) -> Result<PushedImage, RegistryError> {
         let target = self.prefix.image(name, tag)?;
         let pushed = push_from_store(&self.client, store, source, &target, &self.reporter).await;
-        // Also after a failure: what did get pushed can be mounted next time.
-        // Failing to record costs only uploads, never correctness.
-        if let Some(record) = &self.record {
-            let _ = blob_locations::save(&self.client, record);
-        }
+        self.save_record();
         pushed
     }
 
@@ -125,9 +130,7 @@ impl Publisher {
             &self.reporter,
         )
         .await;
-        if let Some(record) = &self.record {
-            let _ = blob_locations::save(&self.client, record);
-        }
+        self.save_record();
         stats
     }
 
@@ -149,9 +152,7 @@ impl Publisher {
             &self.reporter,
         )
         .await;
-        if let Some(record) = &self.record {
-            let _ = blob_locations::save(&self.client, record);
-        }
+        self.save_record();
         uploaded
     }
 
@@ -194,10 +195,7 @@ impl Publisher {
         let target: Reference = target.to_string().parse()?;
         let from = RegistryClient::for_reference(source, source_options)?;
         let mirrored = mirror(&from, source, &self.client, &target, &self.reporter).await;
-        // As after a publish: what landed can be mounted by later runs.
-        if let Some(record) = &self.record {
-            let _ = blob_locations::save(&self.client, record);
-        }
+        self.save_record();
         mirrored
     }
 }
