@@ -148,10 +148,7 @@ fn images_record_the_provenance_of_every_tree_and_the_real_base() {
 
     // No revision anywhere: one line says so; the lock says "unknown".
     let err = ok(&tiny.command("build", &base.docker_ref).output().unwrap());
-    let notes: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("not a git checkout"))
-        .collect();
+    let notes = lines_with(&err, "not a git checkout");
     assert_eq!(notes.len(), 1, "{err}");
     assert!(notes[0].contains("--source-revision"), "{err}");
     let lock = tiny.lock();
@@ -758,6 +755,25 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     assert_ne!(online["deps_key"], second["deps_key"]);
 }
 
+/// The lines of `output` that contain `needle`.
+fn lines_with<'a>(output: &'a str, needle: &str) -> Vec<&'a str> {
+    output.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// How many of `requests` with `method` name the blob `digest` in their
+/// query (a PUT closing its upload, a POST mounting it).
+fn blob_requests(
+    requests: &[broker_test_support::RequestRecord],
+    method: &str,
+    digest: &str,
+) -> usize {
+    let hex = digest.trim_start_matches("sha256:");
+    requests
+        .iter()
+        .filter(|r| r.method == method && r.query().contains(hex))
+        .count()
+}
+
 /// The layer digests of `reference` as its registry serves it.
 fn registry_layers(reference: &str) -> Vec<String> {
     skopeo_inspect(reference)["Layers"]
@@ -801,14 +817,9 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     assert_eq!(layers[..base_layers.len()], base_layers[..], "{layers:?}");
     // Each base layer went to the target once (ahead of the images), then
     // only mounted or found: the deps image and the image share it.
+    let requests = target.requests();
     for layer in &base_layers {
-        let uploads = target
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r.method == "PUT" && r.query().contains(layer.trim_start_matches("sha256:"))
-            })
-            .count();
+        let uploads = blob_requests(&requests, "PUT", layer);
         assert_eq!(uploads, 1, "{layer} uploaded {uploads} times");
     }
 
@@ -820,21 +831,19 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
         .args(["--push", "--registry"])
         .arg(format!("{}/mine", upstream.host()));
     ok(&build.output().unwrap());
+    let requests = upstream.requests();
     for layer in &base_layers {
-        let hex = layer.trim_start_matches("sha256:");
-        let requests = upstream.requests();
-        let puts = requests
-            .iter()
-            .filter(|r| r.method == "PUT" && r.query().contains(hex))
-            .count();
-        let mounts = requests
-            .iter()
-            .filter(|r| {
-                r.method == "POST" && r.query().contains("mount=") && r.query().contains(hex)
-            })
-            .count();
+        let puts = blob_requests(&requests, "PUT", layer);
         assert_eq!(puts, 1, "{layer}: only the base's own push uploads it");
-        assert!(mounts >= 1, "{layer} was not mounted");
+        let mounts: Vec<_> = requests
+            .iter()
+            .filter(|r| r.query().contains("mount="))
+            .cloned()
+            .collect();
+        assert!(
+            blob_requests(&mounts, "POST", layer) >= 1,
+            "{layer} was not mounted"
+        );
     }
 
     // Another machine (an empty store), one compression thread: the same
@@ -862,10 +871,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     offline_base.arg("--json");
     let out = offline_base.output().unwrap();
     let err = ok(&out);
-    let said: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("compressing them here"))
-        .collect();
+    let said = lines_with(&err, "compressing them here");
     assert_eq!(said.len(), 1, "{err}");
     let stored = third.ws.store().image("tiny").unwrap();
     assert_ne!(
@@ -891,10 +897,7 @@ fn a_large_layer_compressed_here_is_uploaded_while_it_is_compressed() {
         .arg(format!("{}/streamed", registry.host()));
     let out = build.output().unwrap();
     let err = ok(&out);
-    let streamed: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("(while compressing)"))
-        .collect();
+    let streamed = lines_with(&err, "(while compressing)");
     assert_eq!(streamed.len(), 1, "{err}");
     let stored = tiny.ws.store().image("tiny").unwrap();
     let big = stored
@@ -907,11 +910,7 @@ fn a_large_layer_compressed_here_is_uploaded_while_it_is_compressed() {
         .to_string();
     assert!(streamed[0].contains(&big[7..19]), "{big}: {}", streamed[0]);
     let requests = registry.requests();
-    let hex = big.trim_start_matches("sha256:");
-    let puts = requests
-        .iter()
-        .filter(|r| r.method == "PUT" && r.query().contains(hex))
-        .count();
+    let puts = blob_requests(&requests, "PUT", &big);
     assert_eq!(puts, 1, "{big} stored {puts} times");
     assert!(
         requests.iter().filter(|r| r.method == "PATCH").count() >= 5,
