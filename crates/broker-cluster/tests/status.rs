@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use broker_cluster::StatusReport;
 use broker_pins::{Digest, Lock, LockedImage};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,12 +10,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-fn load<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/status")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
+#[path = "support/status_fixture.rs"]
+mod status_fixture;
+use status_fixture::load;
 
 fn lock_with(digest_hex: char) -> Lock {
     let digest: Digest = format!("sha256:{}", digest_hex.to_string().repeat(64))

@@ -3,18 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use broker_cluster::wait::{Failure, Readiness, classify, registry_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
-fn load<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/status")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
+#[path = "support/status_fixture.rs"]
+mod status_fixture;
+use status_fixture::load;
 
 fn case(deployment: &str, pods: &[&str], claims: &[&str]) -> Readiness {
     let deployment: Deployment = load(deployment);

@@ -53,16 +53,25 @@ impl Setup {
         }
     }
 
-    fn render(&self) -> Rendered {
-        render(&Inputs {
+    /// The render inputs of this setup, every image required pinned.
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
             lock: &self.lock,
             source: &self.source,
             environment: &self.environment,
             env_file: Some(&self.env_file),
             manifests: &self.manifests,
             require_pinned: true,
-        })
-        .unwrap_or_else(|e| panic!("render failed: {e}"))
+        }
+    }
+
+    fn render(&self) -> Rendered {
+        render(&self.inputs()).unwrap_or_else(|e| panic!("render failed: {e}"))
+    }
+
+    /// Why rendering this setup fails (it must).
+    fn render_error(&self) -> String {
+        render(&self.inputs()).unwrap_err().to_string()
     }
 }
 
@@ -605,12 +614,8 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
     setup.lock = work.path().join("images.lock");
     std::fs::write(&setup.lock, lock.to_string()).unwrap();
     let inputs = Inputs {
-        lock: &setup.lock,
-        source: &setup.source,
-        environment: &setup.environment,
-        env_file: Some(&setup.env_file),
-        manifests: &setup.manifests,
         require_pinned: false,
+        ..setup.inputs()
     };
     let rendered = render(&inputs).unwrap();
     assert_eq!(rendered.warnings.len(), 1, "{:?}", rendered.warnings);
@@ -680,16 +685,7 @@ fn a_credential_in_the_environment_is_refused() {
         ),
     )
     .unwrap();
-    let err = render(&Inputs {
-        lock: &setup.lock,
-        source: &setup.source,
-        environment: &setup.environment,
-        env_file: Some(&setup.env_file),
-        manifests: &setup.manifests,
-        require_pinned: true,
-    })
-    .unwrap_err()
-    .to_string();
+    let err = setup.render_error();
     assert!(err.contains("env.PGPASSWORD is a credential"), "{err}");
     assert!(!err.contains("hunter2"));
 }
@@ -804,16 +800,7 @@ fn misshapen_objects_are_errors_not_panics() {
             format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: odd\n{body}"),
         )
         .unwrap();
-        let err = render(&Inputs {
-            lock: &setup.lock,
-            source: &setup.source,
-            environment: &setup.environment,
-            env_file: Some(&setup.env_file),
-            manifests: &setup.manifests,
-            require_pinned: true,
-        })
-        .unwrap_err()
-        .to_string();
+        let err = setup.render_error();
         assert!(
             err.contains("workloads/odd.yaml: ") && err.contains(expected),
             "{err}"
