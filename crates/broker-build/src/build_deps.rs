@@ -190,7 +190,16 @@ pub(crate) async fn export_engine_images(
                         streams.clone(),
                     )
                     .await;
-                    each.push(one.map(|mut stored| stored.remove(0)));
+                    // One image asked, one image returned (or an error).
+                    each.push(one.and_then(|stored| {
+                        stored
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| deps::DepsError::Engine {
+                                image: image.image.to_owned(),
+                                why: format!("the export of {} held no image", image.engine_tag),
+                            })
+                    }));
                 }
                 each
             }
