@@ -24,3 +24,7 @@ pub const APPLYSET_ADDITIONAL_NAMESPACES: &str = "applyset.kubernetes.io/additio
 pub const APPLIED_HASH: &str = "broker-images/applied-hash";
 /// The pod template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// On the parent: the workloads (Deployments) of the set as the last
+/// start rendered it, comma-separated, so `status` can name those that
+/// were never created (a start that failed half-way).
+pub const WORKLOADS: &str = "broker-images.io/workloads";

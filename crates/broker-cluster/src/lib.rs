@@ -11,6 +11,7 @@
 //! - [`compare`]: "unchanged" without a write; diffs with Secret values
 //!   masked.
 //! - [`wait`]: rollout classification into messages a person can act on.
+//! - [`lease`]: one start, stop or restart per namespace at a time.
 //! - [`status`]: the status report.
 //! - [`cluster`]: the I/O — server-side apply with field manager
 //!   `broker-images`, lists, waits, deletes.
@@ -37,6 +38,7 @@ pub mod cluster;
 pub mod compare;
 mod error;
 pub mod labels;
+pub mod lease;
 pub mod objects;
 pub mod plan;
 pub mod status;

@@ -153,7 +153,9 @@ async fn second_start_writes_nothing_and_status_lists_a_handful() {
     let requests = server.requests();
     assert_eq!(report.workloads.len(), 5);
     assert!(requests.iter().all(|r| r.method == "GET"));
-    assert_eq!(requests.len(), 5, "{requests:#?}");
+    // Namespace, parent (which workloads the set should have), and one
+    // list each of Deployments, ReplicaSets, Pods, Services and claims.
+    assert_eq!(requests.len(), 7, "{requests:#?}");
     println!("status: {} requests", requests.len());
 }
 
@@ -353,12 +355,15 @@ async fn stop_scales_with_its_own_manager_and_start_takes_the_count_back() {
             .count(),
         5
     );
-    let writes: Vec<Recorded> = server
+    let (lease, writes): (Vec<Recorded>, Vec<Recorded>) = server
         .requests()
         .into_iter()
         .filter(|r| r.is_write())
-        .collect();
+        .partition(|r| r.path.contains("/leases"));
     assert_eq!(writes.len(), 5, "{writes:#?}");
+    // Taken before the first scale, released after: one run at a time.
+    let methods: Vec<&str> = lease.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "DELETE"], "{lease:#?}");
     for w in &writes {
         assert!(w.path.contains("/deployments/"), "stop touched {}", w.path);
         let params = url_params(&w.query);
@@ -444,7 +449,7 @@ fn stuck(pods: serde_json::Value) -> support::Override {
 
 #[tokio::test]
 async fn a_crash_loop_fails_fast_with_exit_code_and_last_log_lines() {
-    let pod = json!({"metadata": {"name": "db-1", "labels": {"app.kubernetes.io/name": "db"}},
+    let pod = json!({"metadata": {"name": "db-1", "labels": {"app.kubernetes.io/name": "db", "pod-template-hash": "7d4b9c"}},
         "spec": {"containers": [{"name": "db", "image": "x"}]},
         "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "x", "imageID": "",
             "ready": false, "restartCount": 5,

@@ -14,6 +14,9 @@ use crate::applyset::ApplySet;
 use crate::error::ClusterError;
 use crate::objects::Kind;
 
+/// The `User-Agent` of every request to the API server.
+pub const USER_AGENT: &str = concat!("broker-images/", env!("CARGO_PKG_VERSION"));
+
 /// Where the cluster is and which namespace is ours.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -25,6 +28,9 @@ pub struct ConnectOptions {
     pub namespace: String,
     /// How long to wait for a TCP/TLS connection to the API server.
     pub connect_timeout: Duration,
+    /// How long `start`, `stop` and `restart` wait for another run's
+    /// hold on the namespace (its Lease) before giving up.
+    pub lease_wait: Duration,
 }
 
 impl ConnectOptions {
@@ -35,6 +41,7 @@ impl ConnectOptions {
             context: None,
             namespace: namespace.to_owned(),
             connect_timeout: Duration::from_secs(5),
+            lease_wait: Duration::from_secs(60),
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct Cluster {
     pub(super) server: String,
     pub(super) namespace: String,
     pub(super) set: ApplySet,
+    pub(super) lease_wait: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -232,9 +240,16 @@ impl Cluster {
         config.connect_timeout = Some(options.connect_timeout);
         config.read_timeout = Some(Duration::from_secs(60));
         config.default_namespace = options.namespace.clone();
+        // API server audit logs name the client by it.
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        ));
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClusterError::Kubeconfig(chain(&e)))?;
-        Ok(Self::from_client(client, &server, &options.namespace))
+        let mut cluster = Self::from_client(client, &server, &options.namespace);
+        cluster.lease_wait = options.lease_wait;
+        Ok(cluster)
     }
 
     /// Wraps an existing client (tests point one at a scripted server).
@@ -244,6 +259,7 @@ impl Cluster {
             server: server.to_owned(),
             namespace: namespace.to_owned(),
             set: ApplySet::new(namespace),
+            lease_wait: ConnectOptions::new(namespace).lease_wait,
         }
     }
 

@@ -9,9 +9,11 @@
 //! - `requests`: the gets, lists, applies and deletes all runs share.
 //! - `reporter`: how a run tells of its progress.
 //! - `wait`: the rollout wait that [`crate::wait`] classifies for.
+//! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 
 mod connect;
+mod lease;
 mod reporter;
 mod requests;
 mod restart;
@@ -20,7 +22,7 @@ mod status;
 mod stop;
 mod wait;
 
-pub use connect::{Cluster, ConnectOptions, Target, classify_error, load_kubeconfig};
+pub use connect::{Cluster, ConnectOptions, Target, USER_AGENT, classify_error, load_kubeconfig};
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;
 pub use restart::RESTART_MANAGER;

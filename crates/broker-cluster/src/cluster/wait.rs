@@ -34,6 +34,7 @@ impl Cluster {
         let mut last_line = String::new();
         loop {
             let deployments = self.deployments().await?;
+            let replica_sets = self.replica_sets().await?;
             let pods = self.pods().await?;
             let claims = self.claims().await?;
             let mut waiting = Vec::new();
@@ -50,7 +51,7 @@ impl Cluster {
                     .filter(|p| wait::selects(deployment, p))
                     .cloned()
                     .collect();
-                match wait::classify(deployment, &own, &claims) {
+                match wait::classify(deployment, &replica_sets, &own, &claims) {
                     Readiness::Ready => {}
                     Readiness::Progressing {
                         ready,
