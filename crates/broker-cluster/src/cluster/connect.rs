@@ -263,6 +263,12 @@ impl Cluster {
         }
     }
 
+    /// The same handle, waiting at most `wait` for another run's Lease.
+    pub fn with_lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
     /// The ApplySet this cluster handle works on.
     pub fn applyset(&self) -> &ApplySet {
         &self.set
