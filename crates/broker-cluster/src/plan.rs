@@ -221,6 +221,11 @@ pub enum StopStep {
     Delete(ObjectKey),
     /// Wait until the pods of the set's workloads are gone.
     WaitPodsGone,
+    /// With `--delete-data` on a single-node install: the node directories
+    /// (hostPath volumes) holding data, which broker-images never deletes
+    /// — they are on the node, outside the API — listed so the operator
+    /// knows what is left.
+    KeepNodeDirectories(Vec<String>),
 }
 
 impl std::fmt::Display for StopStep {
@@ -229,6 +234,11 @@ impl std::fmt::Display for StopStep {
             StopStep::Scale(key) => write!(f, "scale   {key} to 0"),
             StopStep::Delete(key) => write!(f, "delete  {key}"),
             StopStep::WaitPodsGone => write!(f, "wait    until their pods are gone"),
+            StopStep::KeepNodeDirectories(paths) => write!(
+                f,
+                "keep    node directories {} (hostPath data is not deleted through the API; remove them on the node to delete it)",
+                paths.join(", ")
+            ),
         }
     }
 }
@@ -264,9 +274,30 @@ pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions
         .unwrap_or(steps.len());
     if steps.iter().any(|s| match s {
         StopStep::Scale(k) | StopStep::Delete(k) => k.kind.is_workload(),
-        StopStep::WaitPodsGone => false,
+        StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
     }) {
         steps.insert(first_pvc, StopStep::WaitPodsGone);
+    }
+    if options.delete_data {
+        let paths: BTreeSet<String> = live
+            .iter()
+            .filter(|(k, o)| k.kind.is_workload() && is_ours(o))
+            .flat_map(|(_, o)| {
+                o.data
+                    .pointer("/spec/template/spec/volumes")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| {
+                v.pointer("/hostPath/path")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        if !paths.is_empty() {
+            steps.push(StopStep::KeepNodeDirectories(paths.into_iter().collect()));
+        }
     }
     steps
 }

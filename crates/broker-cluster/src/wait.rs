@@ -382,3 +382,24 @@ pub fn pod_failure(pod: &Pod, claims: &[PersistentVolumeClaim]) -> Option<Failur
         message: unschedulable.message.clone().unwrap_or_default(),
     })
 }
+
+/// A log line with every secret value replaced by `***`; `None` (the
+/// values could not be read) hides the line whole. Values shorter than
+/// four characters are left: masking them would blank ordinary words.
+pub fn mask(line: &str, secrets: &Option<Vec<String>>) -> String {
+    let Some(secrets) = secrets else {
+        return "(log line hidden: the broker's Secrets could not be read to mask it)".into();
+    };
+    let mut values: Vec<&str> = secrets
+        .iter()
+        .flat_map(|v| [v.as_str(), v.trim()])
+        .filter(|v| v.len() >= 4)
+        .collect();
+    // Longest first, so a value containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut masked = line.to_owned();
+    for value in values {
+        masked = masked.replace(value, "***");
+    }
+    masked
+}

@@ -213,7 +213,7 @@ fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
             .iter()
             .filter_map(|s| match s {
                 StopStep::Scale(k) | StopStep::Delete(k) => Some(k.clone()),
-                StopStep::WaitPodsGone => None,
+                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => None,
             })
             .collect()
     };
@@ -504,4 +504,41 @@ fn a_stopped_workload_without_replicas_is_applied_again() {
         text(&plan)
     );
     assert!(plan.writes());
+}
+
+/// Issue 19 item 12: on single-node the data is in node directories, which
+/// no API call deletes; `stop --delete-data` says which it kept.
+#[test]
+fn stop_delete_data_names_the_node_directories_it_keeps() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    let db = live.get_mut(&key(Kind::Deployment, "db")).unwrap();
+    db.data["spec"]["template"]["spec"]["volumes"] = json!([
+        {"name": "data", "hostPath": {"path": "/opt/broker_data/db", "type": "DirectoryOrCreate"}},
+        {"name": "init", "configMap": {"name": "db-init"}}
+    ]);
+    let steps = stop_plan(
+        &live,
+        StopOptions {
+            remove: false,
+            delete_data: true,
+        },
+    );
+    assert_eq!(
+        steps.last(),
+        Some(&StopStep::KeepNodeDirectories(vec![
+            "/opt/broker_data/db".into()
+        ]))
+    );
+    assert!(
+        steps.last().unwrap().to_string().starts_with(
+            "keep    node directories /opt/broker_data/db (hostPath data is not deleted"
+        )
+    );
+    assert!(
+        !stop_plan(&live, StopOptions::default())
+            .iter()
+            .any(|s| matches!(s, StopStep::KeepNodeDirectories(_)))
+    );
 }

@@ -118,13 +118,27 @@ pub struct KubeArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// The broker's namespace.
-    #[arg(long, short = 'n', default_value = "broker", value_name = "NAME")]
-    pub namespace: String,
+    /// The broker's namespace. Without it: the namespace the manifests
+    /// (or the --environment file) are rendered for, else `broker`.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
 
     /// Seconds to wait for workloads to become ready (or for pods to go).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Seconds start, stop and restart wait while another run holds the
+    /// namespace (its `broker-images` Lease) before giving up.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub lease_wait: u64,
+}
+
+impl KubeArgs {
+    /// The namespace when no objects say which: `--namespace`, else
+    /// `broker`.
+    pub fn namespace_or_default(&self) -> String {
+        self.namespace.clone().unwrap_or_else(|| "broker".to_owned())
+    }
 }
 
 /// The objects `start` (and `restart --hard`) apply: the directory an
@@ -179,9 +193,13 @@ pub struct StartArgs {
     pub force_conflicts: bool,
 
     /// Also prune PersistentVolumeClaims that left the rendered set (their
-    /// data is deleted).
+    /// data is deleted). Asks for confirmation on a terminal.
     #[arg(long)]
     pub delete_data: bool,
+
+    /// Confirm --delete-data without asking (scripts).
+    #[arg(long, requires = "delete_data")]
+    pub yes: bool,
 
     /// Which cluster.
     #[command(flatten)]

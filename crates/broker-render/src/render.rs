@@ -332,6 +332,16 @@ fn transform_catalogue(
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
+                // Half-supported is worse than refused: start, stop,
+                // restart and status wait on, scale and read Deployments.
+                if kind != "Deployment" {
+                    return Err(RenderError::invalid(
+                        &source.path,
+                        format!(
+                            "{kind} `{base}`: broker-images starts, stops, restarts and waits on Deployments only; make it a Deployment (with `strategy: Recreate` for one pod per volume, as db and mq)"
+                        ),
+                    ));
+                }
                 let missing = || {
                     RenderError::invalid(
                         &source.path,
@@ -428,12 +438,13 @@ fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
 
 fn claim_for_cluster(claim: &mut Value, storage: &crate::environment::Storage) {
     let spec = ensure_object(claim, "spec");
-    spec["accessModes"] = json!(
-        storage
-            .access_modes
-            .clone()
-            .unwrap_or_else(|| vec!["ReadWriteOnce".to_owned()])
-    );
+    // The catalogue's modes stand unless the environment sets its own:
+    // access modes are immutable, so a wrong default costs the claim.
+    if let Some(modes) = &storage.access_modes {
+        spec["accessModes"] = json!(modes);
+    } else if !spec["accessModes"].is_array() {
+        spec["accessModes"] = json!(["ReadWriteOnce"]);
+    }
     if let Some(size) = &storage.size {
         spec["resources"] = json!({"requests": {"storage": size}});
     }

@@ -807,3 +807,51 @@ fn misshapen_objects_are_errors_not_panics() {
         );
     }
 }
+
+/// Issue 19 item 9: access modes are immutable, so the catalogue's
+/// ReadWriteMany must survive an environment that sets none.
+#[test]
+fn read_write_many_from_the_catalogue_is_kept_unless_the_environment_sets_modes() {
+    let work = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("cluster");
+    let environment = std::fs::read_to_string(&setup.environment).unwrap();
+    assert!(environment.contains("    accessModes: [ReadWriteMany]\n"));
+    setup.environment = work.path().join("cluster.yaml");
+    std::fs::write(
+        &setup.environment,
+        environment.replace("    accessModes: [ReadWriteMany]\n", ""),
+    )
+    .unwrap();
+    let rendered = setup.render();
+    let modes = |name: &str| {
+        rendered
+            .objects
+            .iter()
+            .find(|o| o.kind == "PersistentVolumeClaim" && o.name == name)
+            .unwrap()
+            .value["spec"]["accessModes"]
+            .clone()
+    };
+    assert_eq!(modes("databolt-output"), serde_json::json!(["ReadWriteMany"]));
+    assert_eq!(modes("db-data"), serde_json::json!(["ReadWriteOnce"]));
+}
+
+/// Issue 19 item 10: start, stop, restart and status handle Deployments;
+/// another workload kind is refused by render, not half-run.
+#[test]
+fn a_stateful_set_is_refused_in_one_line_naming_the_file() {
+    let work = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("single-node");
+    setup.manifests = work.path().join("manifests");
+    copy_dir(&repo_root().join("manifests"), &setup.manifests);
+    let mq = setup.manifests.join("workloads/mq.yaml");
+    let text = std::fs::read_to_string(&mq).unwrap();
+    std::fs::write(&mq, text.replacen("kind: Deployment", "kind: StatefulSet", 1)).unwrap();
+    let error = setup.render_error();
+    assert!(!error.contains('\n'), "{error}");
+    assert!(
+        error.contains("workloads/mq.yaml")
+            && error.contains("StatefulSet `mq`: broker-images starts, stops, restarts and waits on Deployments only"),
+        "{error}"
+    );
+}

@@ -55,7 +55,7 @@ impl Cluster {
             .any(|step| match step {
                 StopStep::Scale(key) => replicas(&live[key]) != Some(0),
                 StopStep::Delete(_) => true,
-                StopStep::WaitPodsGone => false,
+                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
             });
         if !writes {
             // Already stopped: wait for stragglers, write nothing.
@@ -105,6 +105,7 @@ impl Cluster {
                     reporter.line(&format!("delete {key}"));
                     self.delete(key).await?;
                 }
+                StopStep::KeepNodeDirectories(_) => reporter.line(&step.to_string()),
                 StopStep::WaitPodsGone => loop {
                     let remaining = self
                         .pods()

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, LogParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, LogParams};
 
 use super::connect::Cluster;
 use super::reporter::Reporter;
@@ -96,7 +96,26 @@ impl Cluster {
         }
     }
 
-    /// Adds the last log lines of a crashing container.
+    /// Every value of the set's Secrets, to mask in log lines shown (a
+    /// crashing service may print its connection string). Unreadable
+    /// Secrets mean no logs are shown at all rather than unmasked ones.
+    async fn secret_values(&self) -> Option<Vec<String>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api
+            .list(&ListParams::default().labels(&self.set.member_selector()))
+            .await
+            .ok()?;
+        Some(
+            list.items
+                .iter()
+                .flat_map(|s| s.data.iter().flatten())
+                .filter_map(|(_, v)| String::from_utf8(v.0.clone()).ok())
+                .collect(),
+        )
+    }
+
+    /// Adds the last log lines of a crashing container, our Secrets'
+    /// values masked.
     async fn with_logs(&self, failure: Failure) -> Failure {
         let Failure::CrashLoop {
             pod,
@@ -114,10 +133,15 @@ impl Cluster {
             tail_lines: Some(5),
             ..LogParams::default()
         };
+        let secrets = self.secret_values().await;
         let logs = api
             .logs(&pod, &params)
             .await
-            .map(|text| text.lines().map(str::to_owned).collect())
+            .map(|text| {
+                text.lines()
+                    .map(|line| crate::wait::mask(line, &secrets))
+                    .collect()
+            })
             .unwrap_or_default();
         Failure::CrashLoop {
             pod,

@@ -15,10 +15,11 @@ use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, Stop
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
-async fn connect(kube: &KubeArgs) -> anyhow::Result<Cluster> {
-    let mut options = ConnectOptions::new(&kube.namespace);
+async fn connect(kube: &KubeArgs, namespace: &str) -> anyhow::Result<Cluster> {
+    let mut options = ConnectOptions::new(namespace);
     options.kubeconfig = kube.kubeconfig.clone();
     options.context = kube.context.clone();
+    options.lease_wait = Duration::from_secs(kube.lease_wait);
     Ok(Cluster::connect(&options).await?)
 }
 
@@ -31,17 +32,18 @@ fn reporter(json: bool, progress: &Arc<Progress>) -> &dyn Reporter {
 /// written to disk, so no Secret file is left behind).
 fn load_objects(
     objects: &ObjectsArgs,
-    namespace: &str,
+    kube: &KubeArgs,
     command: &str,
 ) -> anyhow::Result<RenderedSet> {
     if let Some(dir) = &objects.manifests {
-        return RenderedSet::read_dir(dir, namespace)
+        return RenderedSet::read_dir_into(dir, kube.namespace.as_deref(), DEFAULT_NAMESPACE)
             .with_context(|| format!("cannot {command} from {}", dir.display()));
     }
     let (Some(environment), Some(source)) = (&objects.environment, &objects.source) else {
-        bail!(
+        return Err(UsageError(format!(
             "{command} needs --manifests DIR (what `render --out` wrote) or --environment FILE --source DIR to render first"
-        );
+        ))
+        .into());
     };
     let rendered = broker_render::render(&broker_render::Inputs {
         lock: &objects.lock,
@@ -56,13 +58,29 @@ fn load_objects(
         eprintln!("warning: {warning}");
     }
     let values = rendered.objects.into_iter().map(|o| o.value).collect();
-    RenderedSet::from_values(namespace, values)
+    RenderedSet::from_values_into(kube.namespace.as_deref(), DEFAULT_NAMESPACE, values)
         .with_context(|| format!("cannot {command} from {}", environment.display()))
 }
 
+/// The namespace when neither `--namespace` nor the objects say.
+const DEFAULT_NAMESPACE: &str = "broker";
+
+/// A command line that cannot work as given: exits 2, as clap's own
+/// usage errors do.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// `start --manifests DIR`, or `start --environment FILE --source DIR`.
 pub async fn start(args: StartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let rendered = load_objects(&args.objects, &args.kube.namespace, "start")?;
+    let rendered = load_objects(&args.objects, &args.kube, "start")?;
     start_rendered(rendered, &args, json, progress).await
 }
 
@@ -74,7 +92,12 @@ pub async fn start_rendered(
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let cluster = connect(&args.kube).await?;
+    if args.delete_data && !(args.yes || confirm_delete_data(&rendered.namespace)?) {
+        bail!(
+            "--delete-data prunes the broker's PersistentVolumeClaims that left the rendered set, and their data; confirm on a terminal or pass --yes"
+        );
+    }
+    let cluster = connect(&args.kube, &rendered.namespace).await?;
     let run = StartRun {
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
@@ -135,8 +158,9 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
         remove: args.remove,
         delete_data: args.delete_data,
     };
-    let confirmed = args.delete_data && (args.yes || confirm_delete_data(&args.kube.namespace)?);
-    let cluster = connect(&args.kube).await?;
+    let namespace = args.kube.namespace_or_default();
+    let confirmed = args.delete_data && (args.yes || confirm_delete_data(&namespace)?);
+    let cluster = connect(&args.kube, &namespace).await?;
     let steps = cluster
         .stop(
             options,
@@ -159,17 +183,22 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
 pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
     if args.hard {
         if !args.workloads.is_empty() {
-            bail!("restart --hard stops and starts everything; name no workloads");
+            return Err(UsageError(
+                "restart --hard stops and starts everything; name no workloads".into(),
+            )
+            .into());
         }
         // Loaded before anything stops: bad input must not leave the
         // broker stopped.
-        let rendered = load_objects(&args.objects, &args.kube.namespace, "restart --hard")?;
+        let rendered = load_objects(&args.objects, &args.kube, "restart --hard")?;
+        let mut kube = args.kube.clone();
+        kube.namespace = Some(rendered.namespace.clone());
         stop(
             StopArgs {
                 remove: false,
                 delete_data: false,
                 yes: false,
-                kube: args.kube.clone(),
+                kube: kube.clone(),
             },
             json,
             progress.clone(),
@@ -180,11 +209,12 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             dry_run: false,
             force_conflicts: false,
             delete_data: false,
-            kube: args.kube.clone(),
+            yes: false,
+            kube,
         };
         return start_rendered(rendered, &start_args, json, progress).await;
     }
-    let cluster = connect(&args.kube).await?;
+    let cluster = connect(&args.kube, &args.kube.namespace_or_default()).await?;
     let restarted = cluster
         .restart(
             &args.workloads,
@@ -211,7 +241,8 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let cluster = connect(&args.kube).await?;
+    let namespace = args.kube.namespace_or_default();
+    let cluster = connect(&args.kube, &namespace).await?;
     let report = cluster
         .status(lock.as_ref())
         .await
@@ -223,8 +254,7 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
     );
     if !report.healthy {
         bail!(
-            "the broker in namespace {} is not healthy (not ready, drifted from the lock, or a claim unbound)",
-            args.kube.namespace
+            "the broker in namespace {namespace} is not healthy (not ready, drifted from the lock, a workload missing, or a claim unbound)"
         );
     }
     Ok(())
