@@ -311,7 +311,9 @@ impl RenderedSet {
     /// name, else the one namespace the namespaced objects name.
     pub fn namespace_of(objects: &[DynamicObject]) -> Option<String> {
         let namespace_object = objects.iter().find(|o| {
-            o.types.as_ref().is_some_and(|t| t.kind == "Namespace" && t.api_version == "v1")
+            o.types
+                .as_ref()
+                .is_some_and(|t| t.kind == "Namespace" && t.api_version == "v1")
         });
         if let Some(name) = namespace_object.and_then(|o| o.metadata.name.clone()) {
             return Some(name);

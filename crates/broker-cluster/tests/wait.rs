@@ -255,7 +255,11 @@ fn a_crashing_pod_of_the_previous_replica_set_does_not_fail_the_rollout() {
 /// Issue 19 item 13: crash-loop log lines never show a Secret's value.
 #[test]
 fn log_lines_have_every_secret_value_masked() {
-    let secrets = Some(vec!["s3cr3t-pw".to_owned(), "tok-123456\n".to_owned(), "ab".to_owned()]);
+    let secrets = Some(vec![
+        "s3cr3t-pw".to_owned(),
+        "tok-123456\n".to_owned(),
+        "ab".to_owned(),
+    ]);
     assert_eq!(
         broker_cluster::wait::mask(
             "connect postgres://broker:s3cr3t-pw@db/broker failed; token tok-123456 ab",

@@ -137,7 +137,9 @@ impl KubeArgs {
     /// The namespace when no objects say which: `--namespace`, else
     /// `broker`.
     pub fn namespace_or_default(&self) -> String {
-        self.namespace.clone().unwrap_or_else(|| "broker".to_owned())
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| "broker".to_owned())
     }
 }
 

@@ -832,7 +832,10 @@ fn read_write_many_from_the_catalogue_is_kept_unless_the_environment_sets_modes(
             .value["spec"]["accessModes"]
             .clone()
     };
-    assert_eq!(modes("databolt-output"), serde_json::json!(["ReadWriteMany"]));
+    assert_eq!(
+        modes("databolt-output"),
+        serde_json::json!(["ReadWriteMany"])
+    );
     assert_eq!(modes("db-data"), serde_json::json!(["ReadWriteOnce"]));
 }
 
@@ -846,7 +849,11 @@ fn a_stateful_set_is_refused_in_one_line_naming_the_file() {
     copy_dir(&repo_root().join("manifests"), &setup.manifests);
     let mq = setup.manifests.join("workloads/mq.yaml");
     let text = std::fs::read_to_string(&mq).unwrap();
-    std::fs::write(&mq, text.replacen("kind: Deployment", "kind: StatefulSet", 1)).unwrap();
+    std::fs::write(
+        &mq,
+        text.replacen("kind: Deployment", "kind: StatefulSet", 1),
+    )
+    .unwrap();
     let error = setup.render_error();
     assert!(!error.contains('\n'), "{error}");
     assert!(
