@@ -136,10 +136,26 @@ mod tests {
         let table: &[(&str, &str, &str)] = &[
             ("plain", "A=one\nB=two\n", "one|two"),
             ("export", "export A=one\nexport B=two\n", "one|two"),
-            ("double quotes keep spaces", "A=\"with spaces\"\nB=x\n", "with spaces|x"),
-            ("single quotes are literal", "A='a \\n $B'\nB=x\n", "a \\n $B|x"),
-            ("escapes in double quotes", "A=\"l1\\nl2 \\\"q\\\"\"\nB=x\n", "l1\nl2 \"q\"|x"),
-            ("comments", "# creds\nA=one # trailing\n\n  # indented\nB=two\n", "one|two"),
+            (
+                "double quotes keep spaces",
+                "A=\"with spaces\"\nB=x\n",
+                "with spaces|x",
+            ),
+            (
+                "single quotes are literal",
+                "A='a \\n $B'\nB=x\n",
+                "a \\n $B|x",
+            ),
+            (
+                "escapes in double quotes",
+                "A=\"l1\\nl2 \\\"q\\\"\"\nB=x\n",
+                "l1\nl2 \"q\"|x",
+            ),
+            (
+                "comments",
+                "# creds\nA=one # trailing\n\n  # indented\nB=two\n",
+                "one|two",
+            ),
             ("a # inside quotes stays", "A=\"p#ss\"\nB=x\n", "p#ss|x"),
             ("empty values", "A=\nB=\"\"\n", "|"),
             ("CRLF", "A=one\r\nB=two\r\n", "one|two"),
@@ -156,8 +172,16 @@ mod tests {
     #[test]
     fn bad_lines_are_named_by_number_without_their_value() {
         let cases: &[(&str, Option<u64>, &str)] = &[
-            ("A=one\nB=\"unclosed s3cret\n", Some(2), "cannot parse this line"),
-            ("A=one\nexport C=s3cret\nB=x\n", Some(2), "`C` is not a credential"),
+            (
+                "A=one\nB=\"unclosed s3cret\n",
+                Some(2),
+                "cannot parse this line",
+            ),
+            (
+                "A=one\nexport C=s3cret\nB=x\n",
+                Some(2),
+                "`C` is not a credential",
+            ),
             ("A=one\nB=x\nexport A=s3cret\n", Some(3), "`A` is set twice"),
             ("A=one\n", None, "missing B"),
         ];

@@ -69,12 +69,21 @@ impl std::fmt::Debug for Cluster {
 /// `KUBECONFIG`, else `~/.kube/config`) and checks the context exists.
 pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterError> {
     let kubeconfig = match &options.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).map_err(|e| {
-            ClusterError::Kubeconfig(format!("cannot read {}: {e}", path.display()))
-        })?,
+        Some(path) => {
+            if !path.exists() {
+                return Err(ClusterError::Kubeconfig(format!(
+                    "{} does not exist; pass --kubeconfig with the cluster's kubeconfig file",
+                    path.display()
+                )));
+            }
+            Kubeconfig::read_from(path).map_err(|e| {
+                ClusterError::Kubeconfig(format!("{}: {}", path.display(), kubeconfig_why(&e)))
+            })?
+        }
         None => Kubeconfig::read().map_err(|e| {
             ClusterError::Kubeconfig(format!(
-                "cannot read KUBECONFIG or ~/.kube/config ({e}); pass --kubeconfig"
+                "cannot use $KUBECONFIG or ~/.kube/config: {}; pass --kubeconfig",
+                kubeconfig_why(&e)
             ))
         })?,
     };
@@ -101,6 +110,64 @@ pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterEr
             }
         ))),
         Some(_) => Ok(kubeconfig),
+    }
+}
+
+/// What is wrong with a kubeconfig, on one line without kube's own
+/// repetition of the path or its YAML excerpt.
+fn kubeconfig_why(error: &kube::config::KubeconfigError) -> String {
+    use kube::config::KubeconfigError as E;
+    match error {
+        E::ReadConfig(io, _) => io.to_string(),
+        E::Parse(yaml) => {
+            let first = yaml.to_string();
+            let first = first.lines().next().unwrap_or("").trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            format!(
+                "not a valid kubeconfig (YAML {first}); fix the file or pass another --kubeconfig"
+            )
+        }
+        other => {
+            let text = other.to_string();
+            text.lines().next().unwrap_or("").to_owned()
+        }
+    }
+}
+
+/// What happened below HTTP, in words that say what to check; kube's and
+/// hyper's type names (`ServiceError: client error (Connect)`) left out.
+pub fn explain_transport(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut io_kind = None;
+    let mut texts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        texts.push(e.to_string().to_lowercase());
+        source = e.source();
+    }
+    let all = texts.join(" | ");
+    use std::io::ErrorKind as K;
+    match io_kind {
+        Some(K::ConnectionRefused) => {
+            "connection refused: nothing listens there; check the server address in the kubeconfig and that the cluster is running".into()
+        }
+        Some(K::TimedOut) => "no answer in time: check the address and any firewall or VPN in between".into(),
+        Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
+            "the connection was cut: check for a proxy or load balancer in between".into()
+        }
+        _ if all.contains("elapsed") || all.contains("timed out") || all.contains("timeout") => {
+            "no answer in time: check the address and any firewall or VPN in between".into()
+        }
+        _ if all.contains("dns error") || all.contains("failed to lookup") => {
+            "the server's host name does not resolve: check the address in the kubeconfig".into()
+        }
+        _ if all.contains("certificate") || all.contains("tls") => format!(
+            "TLS failed ({}): check the kubeconfig's certificate-authority data",
+            texts.iter().rev().find(|t| t.contains("certificate") || t.contains("tls")).cloned().unwrap_or_default()
+        ),
+        _ => texts.last().cloned().unwrap_or_default(),
     }
 }
 
@@ -206,7 +273,7 @@ pub fn classify_error(error: kube::Error, verb: &str, target: Target) -> Cluster
         other => ClusterError::Transport {
             verb: verb.to_owned(),
             object,
-            why: chain(&other),
+            why: explain_transport(&other),
         },
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::connect::{Cluster, Target, chain, classify_error};
+use super::connect::{Cluster, Target, classify_error, explain_transport};
 use crate::applyset::{ApplySet, ParentRecord};
 use crate::error::ClusterError;
 use crate::labels;
@@ -54,7 +54,7 @@ impl Cluster {
             kube::Error::Api(_) => self.error(e, "get", Kind::Namespace, Some(&self.namespace)),
             other => ClusterError::Unreachable {
                 server: self.server.clone(),
-                why: chain(&other),
+                why: explain_transport(&other),
             },
         })?;
         if let Some(ns) = &found {

@@ -36,8 +36,12 @@ fn load_objects(
     command: &str,
 ) -> anyhow::Result<RenderedSet> {
     if let Some(dir) = &objects.manifests {
-        return RenderedSet::read_dir_into(dir, kube.namespace.as_deref(), DEFAULT_NAMESPACE)
-            .with_context(|| format!("cannot {command} from {}", dir.display()));
+        // Its errors name the directory or file already.
+        return Ok(RenderedSet::read_dir_into(
+            dir,
+            kube.namespace.as_deref(),
+            DEFAULT_NAMESPACE,
+        )?);
     }
     let (Some(environment), Some(source)) = (&objects.environment, &objects.source) else {
         return Err(UsageError(format!(
@@ -235,8 +239,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
 pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
     let lock = match &args.lock {
         Some(path) => Some(
-            broker_pins::Lock::read(path)
-                .with_context(|| format!("cannot read the lock {}", path.display()))?
+            broker_pins::Lock::read(path)?
                 .with_context(|| format!("lock file {} does not exist", path.display()))?,
         ),
         None => None,
