@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use crate::base_images::{BaseImage, cached_engine_image, debian_minbase, sha256_hex};
 use crate::docker::{docker_cli, run_ok};
+use crate::registry::TestRegistry;
 
 /// Bump when the build changes in a way the recipe files do not show.
 const RECIPE_VERSION: &str = "1";
@@ -92,6 +93,38 @@ impl Standin {
         };
         cell.get_or_init(|| build(self)).clone()
     }
+
+    /// Pushes the stand-in to `registry` as
+    /// `HOST/PREFIX/library/NAME:TAG` (`prefix`: a repository path below
+    /// the registry's host) and records it in the lock file `lock`
+    /// under the catalogue's reference (`postgres:14.2`), where
+    /// `broker-images mirror` records the official image, so render pins
+    /// the workload to it. Returns the pinned reference.
+    ///
+    /// # Panics
+    /// When the push fails or the lock cannot be read or written.
+    pub fn mirror_into_lock(self, registry: &TestRegistry, prefix: &str, lock: &Path) -> String {
+        let repository = format!("{prefix}/{}", self.repository());
+        let pinned = self.image().push_to(registry, &repository, self.tag());
+        record_mirror(self, &pinned, lock);
+        pinned
+    }
+}
+
+/// Records `pinned` (a pushed stand-in) in the lock file `lock` under the
+/// stand-in's catalogue reference.
+///
+/// # Panics
+/// When `pinned` is not pinned by digest or the lock cannot be written.
+pub fn record_mirror(standin: Standin, pinned: &str, lock: &Path) {
+    let reference: broker_pins::PinnedRef = pinned
+        .parse()
+        .unwrap_or_else(|e| panic!("{pinned} is not a pinned reference: {e}"));
+    let mut file = broker_pins::Lock::read_or_new(lock)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", lock.display()));
+    file.record_mirror(standin.catalogue_reference(), &reference, &reference);
+    file.write(lock)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", lock.display()));
 }
 
 /// The postgres stand-in (see [`Standin::Postgres`]).
