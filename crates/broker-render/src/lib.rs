@@ -40,7 +40,7 @@ use std::path::Path;
 
 pub use environment::Profile;
 pub use error::RenderError;
-pub use render::{MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+pub use render::{HOST_PATH_INIT, MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
 
 /// What a render reads.
 #[derive(Clone, Copy, Debug)]

@@ -559,6 +559,8 @@ fn rewrite_pod(
             }
         }
     }
+    // Volumes that were claims and are node directories now.
+    let mut host_paths = Vec::new();
     if let Some(volumes) = pod.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes {
             rename_ref(
@@ -619,14 +621,95 @@ fn rewrite_pod(
                         "hostPath".to_owned(),
                         json!({"path": host_path, "type": "DirectoryOrCreate"}),
                     );
+                    if let Some(name) = map.get("name").and_then(Value::as_str) {
+                        host_paths.push(name.to_owned());
+                    }
                 }
             }
         }
     }
+    give_host_paths_the_fs_group(pod, &host_paths);
     if let Some(secret) = &context.environment.env.pull_secret {
         pod["imagePullSecrets"] = json!([{ "name": secret }]);
     }
     Ok(())
+}
+
+/// The name of the init container [`give_host_paths_the_fs_group`] adds.
+pub const HOST_PATH_INIT: &str = "host-path-ownership";
+
+/// What `fsGroup` does for a claim, done for the node directories that
+/// replace claims on single-node: the kubelet applies `fsGroup` to no
+/// hostPath, and `DirectoryOrCreate` makes a fresh directory root:root
+/// 0755, which a pod running as uid 1000 cannot write (issue 19, item 12).
+/// An init container of the pod's own image, as root with only CHOWN and
+/// FOWNER, gives each mounted directory's root the group `fsGroup`, group
+/// write and setgid, exactly as the kubelet does for a volume; what is
+/// below is left alone. Pods without `fsGroup` (db, mq: their images chown
+/// their own data as root) get none. Only the single-node profile renders
+/// hostPath, so the cluster profile's pods stay free of root containers.
+fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
+    let Some(group) = pod
+        .pointer("/securityContext/fsGroup")
+        .and_then(Value::as_i64)
+    else {
+        return;
+    };
+    let Some(first) = pod.pointer("/containers/0").cloned() else {
+        return;
+    };
+    // Where the pod's containers mount each directory (the first mount).
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    for volume in host_paths {
+        let mount_path = pod
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
+            .flatten()
+            .find(|m| {
+                m.get("name").and_then(Value::as_str) == Some(volume.as_str())
+                    && m.get("subPath").is_none()
+            })
+            .and_then(|m| m.get("mountPath").and_then(Value::as_str));
+        if let Some(path) = mount_path {
+            mounts.push((volume.clone(), path.to_owned()));
+        }
+    }
+    if mounts.is_empty() {
+        return;
+    }
+    let mut command = vec![
+        json!("install"),
+        json!("-d"),
+        json!("-g"),
+        json!(group.to_string()),
+        json!("-m"),
+        json!("2775"),
+    ];
+    command.extend(mounts.iter().map(|(_, path)| json!(path)));
+    let init = json!({
+        "name": HOST_PATH_INIT,
+        "image": first["image"],
+        "command": command,
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "volumeMounts": mounts
+            .iter()
+            .map(|(name, path)| json!({"name": name, "mountPath": path}))
+            .collect::<Vec<_>>(),
+    });
+    let slot = &mut pod["initContainers"];
+    match slot.as_array_mut() {
+        Some(list) => list.insert(0, init),
+        None => *slot = json!([init]),
+    }
 }
 
 /// Rewrites a reference to a generated ConfigMap or Secret; a reference to
