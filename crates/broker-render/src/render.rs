@@ -79,16 +79,83 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             .iter()
             .map(|o| (o.kind().to_owned(), o.name().to_owned()))
             .collect(),
+        unpinned: std::cell::RefCell::new(Vec::new()),
     };
-    pending.extend(transform_catalogue(&context, &mut warnings)?);
+    pending.extend(transform_catalogue(&context)?);
+    let unpinned = context.unpinned.into_inner();
+    if !unpinned.is_empty() {
+        if inputs.require_pinned {
+            let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for u in &unpinned {
+                images.entry(u.image.as_str()).or_default().push(format!(
+                    "{} in {}",
+                    u.workload,
+                    u.path.display()
+                ));
+            }
+            return Err(RenderError::Unpinned {
+                lock: inputs.lock.to_path_buf(),
+                verb: if images.len() == 1 { "has" } else { "have" },
+                command: mirror_command(images.keys().copied(), &lock, inputs.lock),
+                images: images
+                    .iter()
+                    .map(|(image, users)| format!("`{image}` ({})", users.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let images: std::collections::BTreeSet<&str> =
+            unpinned.iter().map(|u| u.image.as_str()).collect();
+        warnings.push(format!(
+            "{} not mirrored in {}, left unpinned: run `{}`",
+            images
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inputs.lock.display(),
+            mirror_command(images.iter().copied(), &lock, inputs.lock)
+        ));
+    }
     Ok(Rendered {
         objects: finish(pending, &environment.env.namespace),
         warnings,
     })
 }
 
+/// A third-party image the lock has no mirror of, where it is used.
+struct UnpinnedUse {
+    image: String,
+    workload: String,
+    path: PathBuf,
+}
+
+/// The one command that mirrors `images` into the registry the lock's
+/// broker images were pushed to (`HOST/PREFIX` when the lock has none).
+fn mirror_command<'i>(
+    images: impl Iterator<Item = &'i str>,
+    lock: &Lock,
+    lock_path: &Path,
+) -> String {
+    let registry = lock
+        .images
+        .iter()
+        .find_map(|(name, image)| {
+            let reference: broker_pins::Reference = image.reference.parse().ok()?;
+            broker_pins::RegistryPrefix::of_image(&reference, name)
+        })
+        .map_or_else(|| "HOST/PREFIX".to_owned(), |p| p.to_string());
+    format!(
+        "broker-images mirror {} --registry {registry} --lock {}",
+        images.collect::<Vec<_>>().join(" "),
+        lock_path.display()
+    )
+}
+
 /// What every transform may consult.
 struct Context<'a> {
+    /// Unmirrored third-party images met so far (said together at the end).
+    unpinned: std::cell::RefCell<Vec<UnpinnedUse>>,
     inputs: &'a Inputs<'a>,
     lock: &'a Lock,
     catalogue: &'a Catalogue,
@@ -300,10 +367,7 @@ fn generate_secrets(
 
 /// The catalogue's own objects for the environment: the namespace named,
 /// claims and Services shaped by the profile, pods pinned and rewired.
-fn transform_catalogue(
-    context: &Context<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Pending>, RenderError> {
+fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderError> {
     let environment = &context.environment.env;
     let mut out = Vec::new();
     for source in &context.catalogue.objects {
@@ -362,7 +426,7 @@ fn transform_catalogue(
                     path: &source.path,
                     name: &base,
                 };
-                rewrite_pod(pod, context, &workload, warnings)?;
+                rewrite_pod(pod, context, &workload)?;
             }
             _ => {}
         }
@@ -507,7 +571,6 @@ fn rewrite_pod(
     pod: &mut Value,
     context: &Context<'_>,
     workload: &Workload<'_>,
-    warnings: &mut Vec<String>,
 ) -> Result<(), RenderError> {
     for list in ["initContainers", "containers"] {
         let Some(containers) = pod.get_mut(list).and_then(Value::as_array_mut) else {
@@ -524,7 +587,7 @@ fn rewrite_pod(
                 ));
             }
             let image = container["image"].as_str().unwrap_or_default().to_owned();
-            container["image"] = json!(pin(&image, context, workload, warnings)?);
+            container["image"] = json!(pin(&image, context, workload)?);
             if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
                 for source in sources {
                     rename_ref(
@@ -749,12 +812,7 @@ fn rename_ref(
     Ok(())
 }
 
-fn pin(
-    image: &str,
-    context: &Context<'_>,
-    workload: &Workload<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<String, RenderError> {
+fn pin(image: &str, context: &Context<'_>, workload: &Workload<'_>) -> Result<String, RenderError> {
     let lock_path = context.inputs.lock;
     let registry = context.environment.env.registry.as_deref();
     let relocate = |pinned: broker_pins::PinnedRef| match registry {
@@ -778,18 +836,11 @@ fn pin(
             })?;
             return Ok(relocate(pinned));
         }
-        if context.inputs.require_pinned {
-            return Err(RenderError::Unpinned {
-                path: workload.path.clone(),
-                workload: workload.name.to_owned(),
-                image: written.clone(),
-            });
-        }
-        warnings.push(format!(
-            "workload `{}`: `{written}` is not mirrored in {}, left unpinned (run `broker-images mirror {written}`)",
-            workload.name,
-            lock_path.display()
-        ));
+        context.unpinned.borrow_mut().push(UnpinnedUse {
+            image: written.clone(),
+            workload: workload.name.to_owned(),
+            path: workload.path.clone(),
+        });
         return Ok(written.clone());
     }
     Err(RenderError::UnknownImage {

@@ -616,6 +616,10 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
         .as_object_mut()
         .unwrap()
         .remove("rabbitmq:3.9-management");
+    lock["mirrors"]
+        .as_object_mut()
+        .unwrap()
+        .remove("postgres:14.2");
     setup.lock = work.path().join("images.lock");
     std::fs::write(&setup.lock, lock.to_string()).unwrap();
     let inputs = Inputs {
@@ -623,8 +627,16 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
         ..setup.inputs()
     };
     let rendered = render(&inputs).unwrap();
+    // Issue 22 item 2: one warning with the whole command, which works
+    // as printed (the registry the lock's images went to, the lock).
     assert_eq!(rendered.warnings.len(), 1, "{:?}", rendered.warnings);
-    assert!(rendered.warnings[0].contains("rabbitmq:3.9-management"));
+    let lock_path = setup.lock.display().to_string();
+    assert_eq!(
+        rendered.warnings[0],
+        format!(
+            "`postgres:14.2`, `rabbitmq:3.9-management` not mirrored in {lock_path}, left unpinned: run `broker-images mirror postgres:14.2 rabbitmq:3.9-management --registry registry.example:5000/broker --lock {lock_path}`"
+        )
+    );
     assert!(
         rendered
             .to_stream()
@@ -636,8 +648,12 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
     })
     .unwrap_err()
     .to_string();
+    // Every unmirrored image named, not only the first.
     assert!(
-        err.contains("mq.yaml: workload `mq` uses `rabbitmq:3.9-management`"),
+        err.starts_with("--require-pinned: `postgres:14.2` (db in ")
+            && err.contains("db.yaml), `rabbitmq:3.9-management` (mq in ")
+            && err.contains("mq.yaml) have no mirror in")
+            && err.contains("run `broker-images mirror postgres:14.2 rabbitmq:3.9-management --registry registry.example:5000/broker --lock "),
         "{err}"
     );
 }
