@@ -362,6 +362,19 @@ fn unmirrored_third_party_images_warn_or_fail_with_require_pinned() {
             ),
         "{stderr}"
     );
+    // Issue 22 item 5: with --json the warning is a JSON event too.
+    let out = inputs.render_with("single-node", &inputs.creds, &inputs.out, &["--json"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let event: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(event["event"], "warning", "{stderr}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `broker-images mirror postgres:14.2"),
+        "{stderr}"
+    );
     let before = snapshot(&inputs.out);
     let out = inputs.render_with(
         "single-node",

@@ -34,6 +34,7 @@ fn load_objects(
     objects: &ObjectsArgs,
     kube: &KubeArgs,
     command: &str,
+    json: bool,
 ) -> anyhow::Result<RenderedSet> {
     if let Some(dir) = &objects.manifests {
         // Its errors name the directory or file already.
@@ -59,7 +60,7 @@ fn load_objects(
     })
     .context("render failed")?;
     for warning in &rendered.warnings {
-        eprintln!("warning: {warning}");
+        crate::reporter::warning(json, warning);
     }
     let values = rendered.objects.into_iter().map(|o| o.value).collect();
     RenderedSet::from_values_into(kube.namespace.as_deref(), DEFAULT_NAMESPACE, values)
@@ -84,7 +85,7 @@ impl std::error::Error for UsageError {}
 
 /// `start --manifests DIR`, or `start --environment FILE --source DIR`.
 pub async fn start(args: StartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let rendered = load_objects(&args.objects, &args.kube, "start")?;
+    let rendered = load_objects(&args.objects, &args.kube, "start", json)?;
     start_rendered(rendered, &args, json, progress).await
 }
 
@@ -194,7 +195,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
         }
         // Loaded before anything stops: bad input must not leave the
         // broker stopped.
-        let rendered = load_objects(&args.objects, &args.kube, "restart --hard")?;
+        let rendered = load_objects(&args.objects, &args.kube, "restart --hard", json)?;
         let mut kube = args.kube.clone();
         kube.namespace = Some(rendered.namespace.clone());
         stop(
