@@ -122,13 +122,18 @@ pub struct KubeArgs {
     /// (or the --environment file) are rendered for, else `broker`.
     #[arg(long, short = 'n', value_name = "NAME")]
     pub namespace: Option<String>,
+}
 
-    /// Seconds to wait for workloads to become ready (or for pods to go).
+/// How long start, stop and restart wait (status waits for nothing).
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Seconds to wait for workloads to become ready (start, restart) or
+    /// for their pods to go (stop).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
 
-    /// Seconds start, stop and restart wait while another run holds the
-    /// namespace (its `broker-images` Lease) before giving up.
+    /// Seconds to wait while another run holds the namespace (its
+    /// `broker-images` Lease) before giving up.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub lease_wait: u64,
 }
@@ -203,6 +208,10 @@ pub struct StartArgs {
     #[arg(long, requires = "delete_data")]
     pub yes: bool,
 
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
     /// Which cluster.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -225,6 +234,10 @@ pub struct StopArgs {
     #[arg(long, requires = "delete_data")]
     pub yes: bool,
 
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
     /// Which cluster.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -245,6 +258,10 @@ pub struct RestartArgs {
     /// What `--hard` starts.
     #[command(flatten)]
     pub objects: ObjectsArgs,
+
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// Which cluster.
     #[command(flatten)]

@@ -261,3 +261,22 @@ fn cluster_input_errors_read_as_snapshotted() {
         &["status", "--kubeconfig", "refused-kubeconfig"],
     );
 }
+
+/// Issue 22 item 9: status waits for nothing, so it offers no --timeout;
+/// the commands that wait say what for.
+#[test]
+fn only_the_commands_that_wait_take_a_timeout() {
+    let ws = workspace();
+    let help = |command: &str| {
+        let out = ws.run(&[command, "--help"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!help("status").contains("--timeout"), "{}", help("status"));
+    for command in ["start", "stop", "restart"] {
+        let text = help(command);
+        assert!(text.contains("--timeout <SECONDS>"), "{text}");
+        assert!(text.contains("--lease-wait <SECONDS>"), "{text}");
+    }
+    assert!(help("stop").contains("for their pods to go (stop)"));
+}

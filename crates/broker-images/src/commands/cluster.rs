@@ -11,15 +11,21 @@ use broker_cluster::{
     Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
 };
 
-use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs};
+use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs, WaitArgs};
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
-async fn connect(kube: &KubeArgs, namespace: &str) -> anyhow::Result<Cluster> {
+async fn connect(
+    kube: &KubeArgs,
+    namespace: &str,
+    wait: Option<&WaitArgs>,
+) -> anyhow::Result<Cluster> {
     let mut options = ConnectOptions::new(namespace);
     options.kubeconfig = kube.kubeconfig.clone();
     options.context = kube.context.clone();
-    options.lease_wait = Duration::from_secs(kube.lease_wait);
+    if let Some(wait) = wait {
+        options.lease_wait = Duration::from_secs(wait.lease_wait);
+    }
     Ok(Cluster::connect(&options).await?)
 }
 
@@ -102,12 +108,12 @@ pub async fn start_rendered(
             "--delete-data prunes the broker's PersistentVolumeClaims that left the rendered set, and their data; confirm on a terminal or pass --yes"
         );
     }
-    let cluster = connect(&args.kube, &rendered.namespace).await?;
+    let cluster = connect(&args.kube, &rendered.namespace, Some(&args.wait)).await?;
     let run = StartRun {
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
         delete_data: args.delete_data,
-        timeout: Duration::from_secs(args.kube.timeout),
+        timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome = cluster
         .start(&rendered, run, reporter(json, &progress))
@@ -165,12 +171,12 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
     };
     let namespace = args.kube.namespace_or_default();
     let confirmed = args.delete_data && (args.yes || confirm_delete_data(&namespace)?);
-    let cluster = connect(&args.kube, &namespace).await?;
+    let cluster = connect(&args.kube, &namespace, Some(&args.wait)).await?;
     let steps = cluster
         .stop(
             options,
             confirmed,
-            Duration::from_secs(args.kube.timeout),
+            Duration::from_secs(args.wait.timeout),
             reporter(json, &progress),
         )
         .await
@@ -203,6 +209,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
                 remove: false,
                 delete_data: false,
                 yes: false,
+                wait: args.wait.clone(),
                 kube: kube.clone(),
             },
             json,
@@ -215,15 +222,21 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             force_conflicts: false,
             delete_data: false,
             yes: false,
+            wait: args.wait.clone(),
             kube,
         };
         return start_rendered(rendered, &start_args, json, progress).await;
     }
-    let cluster = connect(&args.kube, &args.kube.namespace_or_default()).await?;
+    let cluster = connect(
+        &args.kube,
+        &args.kube.namespace_or_default(),
+        Some(&args.wait),
+    )
+    .await?;
     let restarted = cluster
         .restart(
             &args.workloads,
-            Duration::from_secs(args.kube.timeout),
+            Duration::from_secs(args.wait.timeout),
             reporter(json, &progress),
         )
         .await
@@ -246,7 +259,7 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
         None => None,
     };
     let namespace = args.kube.namespace_or_default();
-    let cluster = connect(&args.kube, &namespace).await?;
+    let cluster = connect(&args.kube, &namespace, None).await?;
     let report = cluster
         .status(lock.as_ref())
         .await
