@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use broker_cluster::wait::{Failure, Readiness, classify, selects};
+use broker_cluster::rollout::{Failure, Readiness, classify, selects};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use broker_cluster::StatusReport;
-use broker_cluster::status::{BrokerState, StatusInputs};
+use broker_cluster::health::{BrokerState, StatusInputs};
 use broker_pins::{Digest, Lock, LockedImage};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use broker_cluster::wait::{Failure, Readiness, classify, registry_of};
+use broker_cluster::rollout::{Failure, Readiness, classify, registry_of};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
@@ -261,11 +261,11 @@ fn log_lines_have_every_secret_value_masked() {
         "ab".to_owned(),
     ]);
     assert_eq!(
-        broker_cluster::wait::mask(
+        broker_cluster::rollout::mask(
             "connect postgres://broker:s3cr3t-pw@db/broker failed; token tok-123456 ab",
             &secrets
         ),
         "connect postgres://broker:***@db/broker failed; token *** ab"
     );
-    assert!(broker_cluster::wait::mask("s3cr3t-pw", &None).contains("hidden"));
+    assert!(broker_cluster::rollout::mask("s3cr3t-pw", &None).contains("hidden"));
 }

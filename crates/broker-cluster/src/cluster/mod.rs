@@ -2,13 +2,13 @@
 //! restart and status runs that walk the plans of [`crate::plan`].
 //!
 //! Each concern is a module adding its own `impl Cluster` block, so a run
-//! can be read without the others; the public names are re-exported here,
-//! where they always were. Each module imports only from those listed
-//! before it, so none of them import one another in a circle:
+//! can be read without the others; the public names are re-exported here.
+//! Each module imports only from those listed before it, so none of them
+//! import one another in a circle:
 //! - `connect`: the handle, the kubeconfig, kube errors turned into ours.
 //! - `requests`: the gets, lists, applies and deletes all runs share.
 //! - `reporter`: how a run tells of its progress.
-//! - `wait`: the rollout wait that [`crate::wait`] classifies for.
+//! - `wait`: the loop that polls until [`crate::rollout`] says ready.
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 

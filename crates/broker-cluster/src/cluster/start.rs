@@ -16,7 +16,7 @@ use crate::compare::{self, FIELD_MANAGER};
 use crate::error::ClusterError;
 use crate::objects::{Kind, ObjectKey, RenderedSet};
 use crate::plan::{self, StartOptions, StartPlan, StartStep};
-use crate::wait::{self, Readiness};
+use crate::rollout::{self, Readiness};
 
 /// What a start did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -393,5 +393,5 @@ fn rolled_out(object: &DynamicObject) -> bool {
     else {
         return false;
     };
-    wait::classify(&deployment, &[], &[], &[]) == Readiness::Ready
+    rollout::classify(&deployment, &[], &[], &[]) == Readiness::Ready
 }

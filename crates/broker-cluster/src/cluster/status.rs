@@ -1,5 +1,5 @@
 //! `status`: the few lists [`StatusReport`] is built from; the report
-//! itself, and what counts as healthy, is [`crate::status`]'s.
+//! itself, and what counts as healthy, is [`crate::health`]'s.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -8,8 +8,8 @@ use kube::api::{Api, ListParams};
 use super::connect::Cluster;
 use super::requests::NamespaceState;
 use crate::error::ClusterError;
+use crate::health::{StatusInputs, StatusReport};
 use crate::objects::Kind;
-use crate::status::{StatusInputs, StatusReport};
 
 impl Cluster {
     /// `status`: the parent and a handful of list calls, no per-object

@@ -1,6 +1,6 @@
-//! The rollout wait: polls the lists [`crate::wait`] classifies until the
+//! The rollout wait: polls the lists [`crate::rollout`] classifies until the
 //! workloads are ready, fails fast on what waiting cannot fix. The
-//! classification stays in [`crate::wait`] so it is tested without a
+//! classification stays in [`crate::rollout`] so it is tested without a
 //! server; this is the loop around it.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use super::connect::Cluster;
 use super::reporter::Reporter;
 use crate::error::ClusterError;
 use crate::objects::{Kind, ObjectKey};
-use crate::wait::{self, Failure, Readiness};
+use crate::rollout::{self, Failure, Readiness};
 
 /// How long a failure that may clear up by itself (scheduling, volume
 /// provisioning) must last before a wait gives up on it.
@@ -48,10 +48,10 @@ impl Cluster {
                 };
                 let own: Vec<Pod> = pods
                     .iter()
-                    .filter(|p| wait::selects(deployment, p))
+                    .filter(|p| rollout::selects(deployment, p))
                     .cloned()
                     .collect();
-                match wait::classify(deployment, &replica_sets, &own, &claims) {
+                match rollout::classify(deployment, &replica_sets, &own, &claims) {
                     Readiness::Ready => {}
                     Readiness::Progressing {
                         ready,
@@ -139,7 +139,7 @@ impl Cluster {
             .await
             .map(|text| {
                 text.lines()
-                    .map(|line| crate::wait::mask(line, &secrets))
+                    .map(|line| crate::rollout::mask(line, &secrets))
                     .collect()
             })
             .unwrap_or_default();

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::wait::{self, Readiness};
+use crate::rollout::{self, Readiness};
 
 /// Where the broker as a whole stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -185,10 +185,10 @@ impl StatusReport {
             let name = deployment.metadata.name.clone().unwrap_or_default();
             let own_pods: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| wait::selects(deployment, p))
+                .filter(|p| rollout::selects(deployment, p))
                 .collect();
             let owned: Vec<Pod> = own_pods.iter().map(|p| (*p).clone()).collect();
-            let readiness = wait::classify(deployment, replica_sets, &owned, claims);
+            let readiness = rollout::classify(deployment, replica_sets, &owned, claims);
             let status = deployment.status.clone().unwrap_or_default();
             let desired = deployment
                 .spec
