@@ -52,11 +52,16 @@ pub fn stamp(object: &mut DynamicObject) {
 /// only add fields, so a subset test is enough; a false "changed" merely
 /// costs one idempotent apply.
 pub fn unchanged(desired: &DynamicObject, live: &DynamicObject) -> bool {
+    // Objects applied before the annotation took our domain prefix carry
+    // the old name. Read either for the hash; the subset test below then
+    // misses the new name, so the next start applies once, writing the
+    // new name and (ours alone) dropping the old.
     let hash = |o: &DynamicObject| {
-        o.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(labels::APPLIED_HASH).cloned())
+        o.metadata.annotations.as_ref().and_then(|a| {
+            a.get(labels::APPLIED_HASH)
+                .or_else(|| a.get(labels::LEGACY_APPLIED_HASH))
+                .cloned()
+        })
     };
     if hash(desired).is_none() || hash(desired) != hash(live) {
         return false;

@@ -9,8 +9,10 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use crate::error::ClusterError;
 use crate::labels;
 
-/// A kind the cluster commands know how to apply, list and order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A kind the cluster commands know how to apply, list and order. Kinds
+/// order as [`broker_pins::ownership::apply_rank`] says, the order render
+/// writes them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `v1/Namespace`, cluster-scoped.
     Namespace,
@@ -28,6 +30,19 @@ pub enum Kind {
     Deployment,
     /// `apps/v1/StatefulSet`.
     StatefulSet,
+}
+
+impl Ord for Kind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let rank = |k: &Kind| (broker_pins::ownership::apply_rank(k.name()), k.name());
+        rank(self).cmp(&rank(other))
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Kind {

@@ -542,3 +542,46 @@ fn stop_delete_data_names_the_node_directories_it_keeps() {
             .any(|s| matches!(s, StopStep::KeepNodeDirectories(_)))
     );
 }
+
+/// Issue 21 item 2: our annotations take the `broker-images.io/` prefix;
+/// an object applied under the old name is applied once more (writing
+/// the new name), after which it is unchanged again.
+#[test]
+fn the_old_applied_hash_name_is_migrated_by_one_apply() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    let db = key(Kind::Deployment, "db");
+    let annotations = live
+        .get_mut(&db)
+        .unwrap()
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap();
+    let hash = annotations.remove("broker-images.io/applied-hash").unwrap();
+    annotations.insert("broker-images/applied-hash".into(), hash);
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepared)),
+        StartOptions::default(),
+    );
+    let applied: Vec<&ObjectKey> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            StartStep::Apply(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, [&db]);
+    assert!(
+        prepared.objects[&db]
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("broker-images.io/applied-hash")
+    );
+}

@@ -14,12 +14,8 @@ use crate::hash;
 use crate::secrets;
 use crate::{Inputs, Object, Rendered};
 
-/// The label every object carries with its own (base) name.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// The label tying every object to the broker.
-pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
-/// The label saying this tool made the object.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub use broker_pins::ownership::{MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+use broker_pins::ownership::{MANAGED_BY_VALUE, PART_OF_VALUE, apply_rank};
 
 const CLUSTER_SCOPED: &[&str] = &[
     "Namespace",
@@ -461,22 +457,9 @@ fn finish(pending: Vec<Pending>, namespace: &str) -> Vec<Object> {
         })
         .collect();
     rendered.sort_by(|a, b| {
-        (kind_rank(&a.kind), &a.kind, &a.name).cmp(&(kind_rank(&b.kind), &b.kind, &b.name))
+        (apply_rank(&a.kind), &a.kind, &a.name).cmp(&(apply_rank(&b.kind), &b.kind, &b.name))
     });
     rendered
-}
-
-/// The order `kubectl apply` needs: namespace, then config, storage,
-/// Services, workloads.
-fn kind_rank(kind: &str) -> u8 {
-    match kind {
-        "Namespace" => 0,
-        "ConfigMap" | "Secret" => 1,
-        "PersistentVolumeClaim" => 2,
-        "Service" => 3,
-        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => 5,
-        _ => 4,
-    }
 }
 
 /// The three labels; `app.kubernetes.io/name` only where the catalogue
@@ -488,8 +471,8 @@ fn add_common_labels(object: &mut Value, name: &str) {
         labels
             .entry(NAME_LABEL.to_owned())
             .or_insert_with(|| json!(name));
-        labels.insert(PART_OF_LABEL.to_owned(), json!("broker"));
-        labels.insert(MANAGED_BY_LABEL.to_owned(), json!("broker-images"));
+        labels.insert(PART_OF_LABEL.to_owned(), json!(PART_OF_VALUE));
+        labels.insert(MANAGED_BY_LABEL.to_owned(), json!(MANAGED_BY_VALUE));
     }
 }
 
