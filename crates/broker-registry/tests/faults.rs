@@ -589,3 +589,215 @@ fn connection_reset_mid_chunk_continues_from_what_the_registry_holds() {
     );
     assert_registry_serves(&registry, "broker/app", &image.digest);
 }
+
+/// The bytes of `blobs` in `store`, added up.
+fn blob_bytes(store: &Store, blobs: &[Digest]) -> u64 {
+    blobs
+        .iter()
+        .map(|d| std::fs::metadata(store.blob_path(d)).unwrap().len())
+        .sum()
+}
+
+/// Copies `repo:tag` straight from the registry with skopeo (every blob
+/// read and verified), failing the test when it cannot.
+fn assert_skopeo_copies(registry: &TestRegistry, repo: &str, tag: &str) {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let into = tempfile::tempdir().unwrap();
+    output_ok(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{repo}:{tag}", registry.host()))
+            .arg(format!("oci:{}:copy", into.path().display())),
+    );
+}
+
+/// Options for layers above the chunking threshold: 2 MiB chunks for
+/// blobs of 4 MiB and more, one blob at a time.
+fn chunked_options(read_timeout: Duration) -> ClientOptions {
+    const MIB: u64 = 1024 * 1024;
+    ClientOptions {
+        concurrency: 1,
+        chunk_size: 2 * MIB,
+        resumable_from: 4 * MIB,
+        give_up_after: Duration::from_secs(20),
+        ..fast_options(8, read_timeout)
+    }
+}
+
+#[test]
+fn mixed_faults_on_every_third_request_push_chunked_layers_within_1_5x_their_bytes() {
+    // Issue 20: with 503s, resets and stalls on every third request, a
+    // failed closing PUT restarted the chunked blob at byte 0, and with one
+    // upload in flight the commit always landed on a fault: 367 MiB sent
+    // for a 114.6 MiB blob, never committed.
+    const MIB: usize = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let policy = FaultPolicy::EveryNthMixed {
+        n: 3,
+        faults: vec![
+            Fault::Status(503),
+            Fault::ResetConnection,
+            Fault::Hang(Duration::from_secs(3)),
+        ],
+    };
+    let proxy = FaultProxy::start(&registry, policy);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 30, 2, 8 * MIB);
+    let blobs = image.blobs();
+    let bytes = blob_bytes(&store, &blobs);
+    let pushed = push(
+        &store,
+        "app",
+        &proxy.host(),
+        "broker/app",
+        &chunked_options(Duration::from_secs(1)),
+    );
+    let forwarded = proxy.body_bytes_forwarded();
+    eprintln!(
+        "pushed {bytes} blob bytes in {:.1}s: {forwarded} bytes forwarded ({:.2}x), {} requests, {} faults",
+        pushed.elapsed.as_secs_f64(),
+        forwarded as f64 / bytes as f64,
+        proxy.requests_seen(),
+        proxy.faults_injected()
+    );
+    let result = pushed
+        .result
+        .unwrap_or_else(|e| panic!("{e}\nretries: {:#?}\n{}", pushed.retries, registry.log()));
+    assert_eq!(result.digest, image.digest);
+    assert!(
+        proxy.faults_injected() >= 3,
+        "not every kind of fault was injected"
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+    let stored = registry.stored_blobs();
+    for blob in &blobs {
+        assert!(stored.contains(&blob.to_string()), "{blob} missing");
+    }
+    assert_skopeo_copies(&registry, "broker/app", "v1");
+    assert!(
+        forwarded as f64 <= 1.5 * bytes as f64,
+        "{forwarded} bytes forwarded for {bytes} bytes of blobs\nretries: {:#?}",
+        pushed.retries
+    );
+    assert!(
+        result.stats.bytes_sent >= bytes,
+        "sent {} of {bytes}",
+        result.stats.bytes_sent
+    );
+}
+
+#[test]
+fn a_failed_commit_continues_the_session_instead_of_resending_the_blob() {
+    // Issue 20, item 1: every closing PUT fails once (reset, then 503 in a
+    // second run); the upload continues its session, so no chunk reaches
+    // the registry twice and no session is opened again.
+    const MIB: usize = 1024 * 1024;
+    for (seed, fault) in [(31, Fault::ResetConnection), (32, Fault::Status(503))] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, FaultPolicy::CommitsFailOnce(fault.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = synthetic::image(&store, "app", seed, 2, 8 * MIB);
+        let blobs = image.blobs();
+        let bytes = blob_bytes(&store, &blobs);
+        let pushed = push(
+            &store,
+            "app",
+            &proxy.host(),
+            "broker/app",
+            &chunked_options(Duration::from_secs(5)),
+        );
+        let result = pushed.result.unwrap_or_else(|e| {
+            panic!(
+                "{fault:?}: {e}\nretries: {:#?}\n{}",
+                pushed.retries,
+                registry.log()
+            )
+        });
+        assert_eq!(result.digest, image.digest);
+        assert_eq!(
+            proxy.faults_injected(),
+            blobs.len(),
+            "one failed commit per blob"
+        );
+        let forwarded = proxy.body_bytes_forwarded();
+        let manifest = image.manifest.len() as u64;
+        assert_eq!(
+            forwarded,
+            bytes + manifest * 2,
+            "{fault:?}: every blob byte forwarded once (and the manifest by digest and by tag)"
+        );
+        let patches = registry
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .count();
+        assert_eq!(
+            patches, 8,
+            "{fault:?}: two 8 MiB layers in 2 MiB chunks, each once"
+        );
+        assert_eq!(
+            registry.blob_upload_count(),
+            blobs.len(),
+            "{fault:?}: one upload session per blob"
+        );
+        assert!(
+            pushed.retries.iter().any(|r| r.starts_with("commit of")),
+            "{fault:?}: {:#?}",
+            pushed.retries
+        );
+        assert!(registry.has_tag("broker/app", "v1"));
+        assert_registry_serves(&registry, "broker/app", &image.digest);
+    }
+}
+
+#[test]
+fn one_request_stalled_past_the_give_up_budget_is_retried_with_the_default_timeouts() {
+    // Issue 20, item 2: with the default --stall-timeout (60 s) above the
+    // default --give-up-after (30 s), one stalled blob HEAD made the run
+    // give up on a registry that answered everything else. Request 4 is
+    // the first blob's HEAD (after the scheme probe and the two manifest
+    // HEADs); it hangs for longer than the budget.
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(
+        &registry,
+        FaultPolicy::Only {
+            n: 4,
+            fault: Fault::Hang(Duration::from_secs(45)),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 33, 2, 64 * 1024);
+    let defaults = ClientOptions::default();
+    let options = ClientOptions {
+        concurrency: 1,
+        read_timeout: defaults.read_timeout,
+        give_up_after: defaults.give_up_after,
+        ..fast_options(6, defaults.read_timeout)
+    };
+    let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+    let result = pushed.result.unwrap_or_else(|e| {
+        panic!(
+            "after {:?}: {e}\nretries: {:#?}",
+            pushed.elapsed, pushed.retries
+        )
+    });
+    assert_eq!(result.digest, image.digest);
+    assert_eq!(proxy.faults_injected(), 1, "the stall was not injected");
+    assert!(
+        pushed
+            .retries
+            .iter()
+            .any(|r| r.starts_with("check of blob")),
+        "the stalled HEAD was not retried: {:#?}",
+        pushed.retries
+    );
+    assert!(
+        pushed.elapsed < defaults.give_up_after,
+        "took {:?}",
+        pushed.elapsed
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+}
