@@ -66,7 +66,7 @@ pub(crate) async fn upload_streamed(
                     let len = chunk.len() as u64;
                     step.on(format!("streamed upload to {repository} at byte {offset}"));
                     loop {
-                        let what = step_what(&step);
+                        let what = step.what().to_owned();
                         match patch_chunk(place, &what, &location, offset, chunk.clone()).await {
                             Ok(next) => {
                                 location = next;
@@ -109,7 +109,7 @@ pub(crate) async fn upload_streamed(
                     }
                     step.on(format!("commit of {digest} to {repository}"));
                     loop {
-                        let what = step_what(&step);
+                        let what = step.what().to_owned();
                         match close_upload(place, &blob, &what, &location).await {
                             Ok(()) => break,
                             Err(err) if retryable(&err) => {
@@ -139,10 +139,6 @@ pub(crate) async fn upload_streamed(
         let _ = repo.cancel_upload(&location).await;
     }
     sent
-}
-
-fn step_what(step: &Step<'_>) -> String {
-    step.what().to_owned()
 }
 
 /// Failures after which asking where the session stands may help.
