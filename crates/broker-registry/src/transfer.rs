@@ -358,7 +358,12 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         match sent {
             Err(err) if !resent && is_session_failure(&err) => {
                 let delay = client.options().retry.min_delay;
-                let what = format!("upload of {} to {repository}", blob.digest);
+                // Not an attempt of the upload (those `ensure_blob`
+                // counts): the same attempt, its body once more.
+                let what = format!(
+                    "upload of {} to {repository}, into the same session",
+                    blob.digest
+                );
                 reporter.retrying(&what, 1, delay, &err.to_string());
                 tokio::time::sleep(delay).await;
                 resent = true;

@@ -801,3 +801,92 @@ fn one_request_stalled_past_the_give_up_budget_is_retried_with_the_default_timeo
     );
     assert!(registry.has_tag("broker/app", "v1"));
 }
+
+/// The highest attempt number the retries report for `what`.
+fn last_reported_attempt(retries: &[String], what: &str) -> u32 {
+    retries
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("{what} (attempt ")))
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_final_error_counts_the_attempts_the_retries_reported() {
+    // Issue 20, item 3: the error said `after 1 attempts` while the retry
+    // lines said `attempt 5 failed`. Every commit fails: the chunked layer
+    // gives up on its commit, the small one on its upload.
+    const MIB: usize = 1024 * 1024;
+    for (seed, size) in [(36, 8 * MIB), (37, 64 * 1024)] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, FaultPolicy::CommitsFail(Fault::Status(503)));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = synthetic::image(&store, "app", seed, 1, size);
+        if size >= 4 * MIB {
+            // The config goes first; put it there directly, so the
+            // chunked layer's commit is what fails.
+            let curl = require_tool("curl", "apt-get install -y curl");
+            let started = output_ok(
+                Command::new(&curl)
+                    .args(["-fsS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+                    .arg(format!(
+                        "http://{}/v2/broker/app/blobs/uploads/",
+                        registry.host()
+                    )),
+            );
+            let headers = String::from_utf8_lossy(&started.stdout).into_owned();
+            let location = headers
+                .lines()
+                .find_map(|l| l.strip_prefix("Location: "))
+                .expect("the registry names the session")
+                .trim()
+                .to_owned();
+            output_ok(
+                Command::new(&curl)
+                    .args([
+                        "-fsS",
+                        "-X",
+                        "PUT",
+                        "-H",
+                        "Content-Type: application/octet-stream",
+                    ])
+                    .arg("--data-binary")
+                    .arg(format!("@{}", store.blob_path(&image.config).display()))
+                    .arg(format!("{location}&digest={}", image.config)),
+            );
+        }
+        let pushed = push(
+            &store,
+            "app",
+            &proxy.host(),
+            "broker/app",
+            &chunked_options(Duration::from_secs(5)),
+        );
+        let err = pushed.result.expect_err("no commit ever succeeds");
+        if size >= 4 * MIB {
+            assert!(
+                pushed.retries.iter().any(|r| r.starts_with("commit of")),
+                "the chunked commit was not what failed: {:#?}",
+                pushed.retries
+            );
+        }
+        let RegistryError::GaveUp { what, attempts, .. } = &err else {
+            panic!("{size}: not a give-up: {err}");
+        };
+        assert_eq!(*attempts, 8, "{size}: {err}");
+        assert_eq!(
+            last_reported_attempt(&pushed.retries, what),
+            attempts - 1,
+            "{size}: {err}\n{:#?}",
+            pushed.retries
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("after 8 attempts") && text.contains(&proxy.host()),
+            "{text}"
+        );
+        assert!(!registry.has_tag("broker/app", "v1"));
+    }
+}

@@ -89,12 +89,17 @@ pub enum FaultPolicy {
     /// `…/blobs/uploads/<id>?digest=…`) gets `fault`; a `PUT` to the same
     /// session after that is forwarded.
     CommitsFailOnce(Fault),
+    /// Every closing `PUT` of an upload session gets `fault`, every time;
+    /// everything else is forwarded.
+    CommitsFail(Fault),
 }
 
 impl FaultPolicy {
     fn fault_for(&self, request_number: usize) -> Option<Fault> {
         match self {
-            FaultPolicy::None | FaultPolicy::CommitsFailOnce(_) => None,
+            FaultPolicy::None | FaultPolicy::CommitsFailOnce(_) | FaultPolicy::CommitsFail(_) => {
+                None
+            }
             FaultPolicy::EveryNth { n, fault } => {
                 (*n > 0 && request_number.is_multiple_of(*n)).then(|| fault.clone())
             }
@@ -348,6 +353,7 @@ async fn handle(
             .unwrap_or_else(|e| e.into_inner())
             .insert(session)
             .then(|| fault.clone()),
+        (FaultPolicy::CommitsFail(fault), Some(_)) => Some(fault.clone()),
         _ => policy.fault_for(number),
     };
     if fault.is_some() {
