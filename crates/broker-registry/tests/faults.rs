@@ -890,3 +890,118 @@ fn the_final_error_counts_the_attempts_the_retries_reported() {
         assert!(!registry.has_tag("broker/app", "v1"));
     }
 }
+
+/// Drops every upload session of `broker/app` from the registry's storage
+/// once the first chunk of `layer` was acknowledged, and counts the
+/// restarts reported.
+struct SessionDropper {
+    uploads: std::path::PathBuf,
+    layer: Digest,
+    dropped: AtomicBool,
+    restarts: AtomicUsize,
+}
+
+impl Reporter for SessionDropper {
+    fn blob_progress(&self, digest: &Digest, _bytes: u64) {
+        if *digest == self.layer && !self.dropped.swap(true, Ordering::SeqCst) {
+            std::fs::remove_dir_all(&self.uploads).unwrap();
+        }
+    }
+
+    fn blob_restarted(&self, _image: &str, _digest: &Digest, why: &str) {
+        assert!(why.contains("dropped"), "{why}");
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_session_the_registry_dropped_restarts_from_byte_0_and_says_so() {
+    // Issue 20, item 1: the blob starts over only when the registry says
+    // the session is gone, and the progress says it did.
+    const MIB: usize = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 38, 1, 8 * MIB);
+    let dropper = Arc::new(SessionDropper {
+        uploads: registry
+            .storage_dir()
+            .join("docker/registry/v2/repositories/broker/app/_uploads"),
+        layer: image.layers[0],
+        dropped: AtomicBool::new(false),
+        restarts: AtomicUsize::new(0),
+    });
+    let reporter: Arc<dyn Reporter> = dropper.clone();
+    let target: Reference = format!("{}/broker/app:v1", registry.host())
+        .parse()
+        .unwrap();
+    let options = chunked_options(Duration::from_secs(5));
+    let pushed = runtime().block_on(async {
+        let client = RegistryClient::for_reference(&target, &options)?;
+        push_from_store(&client, &store, "app", &target, &reporter).await
+    });
+    let pushed = pushed.unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+    assert_eq!(pushed.digest, image.digest);
+    assert_eq!(dropper.restarts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        registry.blob_upload_count(),
+        3,
+        "config, layer, layer again"
+    );
+    assert_registry_serves(&registry, "broker/app", &image.digest);
+}
+
+#[test]
+fn a_streamed_upload_continues_its_session_after_faults() {
+    // Issue 20, item 1, for layers uploaded while they are compressed: a
+    // failed piece or commit is continued, not the stream abandoned.
+    use broker_registry::{Publisher, StreamedPiece};
+    const MIB: usize = 1024 * 1024;
+    for policy in [
+        FaultPolicy::CommitsFailOnce(Fault::ResetConnection),
+        FaultPolicy::EveryNthMixed {
+            n: 3,
+            faults: vec![
+                Fault::Status(503),
+                Fault::ResetConnection,
+                Fault::Hang(Duration::from_secs(2)),
+            ],
+        },
+    ] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, policy.clone());
+        let bytes = synthetic::noise(39, 6 * MIB);
+        let digest = Digest::of(&bytes);
+        let prefix = format!("{}/broker", proxy.host()).parse().unwrap();
+        let reporter: Arc<dyn Reporter> = Arc::new(Retries::default());
+        let publisher =
+            Publisher::new(prefix, &chunked_options(Duration::from_secs(1)), reporter).unwrap();
+        let uploaded = runtime().block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let pieces = bytes.clone();
+            let writer = tokio::spawn(async move {
+                for piece in pieces.chunks(MIB) {
+                    let piece = bytes::Bytes::copy_from_slice(piece);
+                    tx.send(StreamedPiece::Bytes(piece)).await.unwrap();
+                }
+                let size = pieces.len() as u64;
+                tx.send(StreamedPiece::Done { digest, size }).await.unwrap();
+            });
+            let uploaded = publisher.upload_streamed("app", &mut rx).await;
+            writer.await.unwrap();
+            uploaded
+        });
+        let uploaded = uploaded.unwrap_or_else(|e| panic!("{policy:?}: {e}\n{}", registry.log()));
+        assert_eq!(uploaded, Some(digest), "{policy:?}");
+        assert!(proxy.faults_injected() > 0, "{policy:?}");
+        assert!(
+            registry.stored_blobs().contains(&digest.to_string()),
+            "{policy:?}"
+        );
+        assert_eq!(
+            proxy.body_bytes_forwarded(),
+            bytes.len() as u64,
+            "{policy:?}: every piece reached the registry once"
+        );
+    }
+}
