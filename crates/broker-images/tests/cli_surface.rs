@@ -220,3 +220,25 @@ fn a_non_utf8_file_name_is_shown_escaped() {
         ],
     );
 }
+
+/// Issue 20, item 2: a stall timeout at or above the give-up budget would
+/// make one stalled request end the run; it is refused up front.
+#[test]
+fn a_stall_timeout_not_below_the_give_up_budget_is_refused() {
+    let ws = workspace();
+    broker_test_support::synthetic::image(&ws.store(), "app", 40, 1, 1024);
+    snapshot_both(
+        &ws,
+        "stall_timeout_not_below_give_up",
+        &[
+            "push",
+            "app",
+            "--registry",
+            "127.0.0.1:9/broker",
+            "--stall-timeout",
+            "60",
+            "--give-up-after",
+            "30",
+        ],
+    );
+}
