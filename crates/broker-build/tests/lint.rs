@@ -24,6 +24,15 @@ fn dockerfiles() -> Vec<PathBuf> {
         .collect();
     files.sort();
     assert_eq!(files.len(), 3, "{files:?}");
+    // The postgres and rabbitmq stand-ins of broker-test-support.
+    for standin in ["postgres", "rabbitmq"] {
+        let file = repo_root()
+            .join("crates/broker-test-support/standins")
+            .join(standin)
+            .join("Dockerfile");
+        assert!(file.is_file(), "{}", file.display());
+        files.push(file);
+    }
     files
 }
 

@@ -23,6 +23,23 @@ pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> Stri
     )
 }
 
+/// A kind in a parent's `contains-group-kinds` that this version of
+/// broker-images does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the ApplySet parent names kind {0}, which this broker-images does not know; use the broker-images that started the broker (or a newer one)"
+)]
+pub struct UnknownGroupKind(pub String);
+
+/// What a live parent records: its member kinds and the set's workloads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParentRecord {
+    /// `contains-group-kinds`, parsed.
+    pub kinds: BTreeSet<Kind>,
+    /// [`labels::WORKLOADS`], parsed (empty when absent).
+    pub workloads: Vec<String>,
+}
+
 /// Our ApplySet in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplySet {
@@ -60,17 +77,31 @@ impl ApplySet {
         names.into_iter().collect::<Vec<_>>().join(",")
     }
 
-    /// The kinds named by a parent's annotation; names we do not know are
-    /// skipped (we never prune what we cannot identify).
-    pub fn parse_group_kinds(value: &str) -> BTreeSet<Kind> {
+    /// The kinds named by a parent's annotation. A name we do not know is
+    /// an error, never skipped: its members could neither be pruned nor
+    /// kept on the parent, and would be orphaned.
+    pub fn parse_group_kinds(value: &str) -> Result<BTreeSet<Kind>, UnknownGroupKind> {
         value
             .split(',')
-            .filter_map(|gk| Kind::from_group_kind(gk.trim()))
+            .map(str::trim)
+            .filter(|gk| !gk.is_empty())
+            .map(|gk| Kind::from_group_kind(gk).ok_or_else(|| UnknownGroupKind(gk.to_owned())))
             .collect()
     }
 
-    /// The parent object to server-side apply, naming `kinds`.
-    pub fn parent(&self, kinds: &BTreeSet<Kind>) -> DynamicObject {
+    /// The workloads named by a parent's [`labels::WORKLOADS`] annotation.
+    pub fn parse_workloads(value: &str) -> Vec<String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The parent object to server-side apply, naming `kinds` and the
+    /// set's `workloads`.
+    pub fn parent(&self, kinds: &BTreeSet<Kind>, workloads: &[String]) -> DynamicObject {
         let mut annotations = BTreeMap::new();
         annotations.insert(labels::APPLYSET_TOOLING.to_owned(), Self::tooling());
         annotations.insert(
@@ -81,6 +112,7 @@ impl ApplySet {
             labels::APPLYSET_ADDITIONAL_NAMESPACES.to_owned(),
             String::new(),
         );
+        annotations.insert(labels::WORKLOADS.to_owned(), workloads.join(","));
         let mut object_labels = BTreeMap::new();
         object_labels.insert(labels::APPLYSET_ID.to_owned(), self.id.clone());
         for (key, value) in labels::OURS {
@@ -147,10 +179,17 @@ mod tests {
         let kinds = BTreeSet::from([Kind::Service, Kind::Deployment, Kind::ConfigMap]);
         let value = ApplySet::group_kinds(&kinds);
         assert_eq!(value, "ConfigMap,Deployment.apps,Service");
-        assert_eq!(ApplySet::parse_group_kinds(&value), kinds);
+        assert_eq!(ApplySet::parse_group_kinds(&value), Ok(kinds));
+        assert_eq!(ApplySet::parse_group_kinds(""), Ok(BTreeSet::new()));
+    }
+
+    /// Dropping an unknown kind would leave its members outside every
+    /// later start, stop and prune.
+    #[test]
+    fn an_unknown_kind_on_the_parent_is_an_error() {
         assert_eq!(
             ApplySet::parse_group_kinds("Foo.example.com,Secret"),
-            BTreeSet::from([Kind::Secret])
+            Err(UnknownGroupKind("Foo.example.com".into()))
         );
     }
 }

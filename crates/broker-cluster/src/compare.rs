@@ -10,6 +10,20 @@ use crate::labels;
 /// The field manager of every apply `start` makes.
 pub const FIELD_MANAGER: &str = "broker-images";
 
+/// The field manager `stop` scales with. Separate from `start`'s so the
+/// rendered replica count stays what start owns; start releases it.
+pub const STOP_MANAGER: &str = "broker-images-stop";
+
+/// Whether `stop` scaled this workload to zero and no start has taken the
+/// replica count back since.
+pub fn stopped(live: &DynamicObject) -> bool {
+    live.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(STOP_MANAGER))
+}
+
 /// The hash stored in [`labels::APPLIED_HASH`]: sha256 over the object as
 /// we apply it, without the hash annotation itself. serde_json's map is
 /// ordered, so the same object always hashes the same.
@@ -38,13 +52,23 @@ pub fn stamp(object: &mut DynamicObject) {
 /// only add fields, so a subset test is enough; a false "changed" merely
 /// costs one idempotent apply.
 pub fn unchanged(desired: &DynamicObject, live: &DynamicObject) -> bool {
+    // Objects applied before the annotation took our domain prefix carry
+    // the old name. Read either for the hash; the subset test below then
+    // misses the new name, so the next start applies once, writing the
+    // new name and (ours alone) dropping the old.
     let hash = |o: &DynamicObject| {
-        o.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(labels::APPLIED_HASH).cloned())
+        o.metadata.annotations.as_ref().and_then(|a| {
+            a.get(labels::APPLIED_HASH)
+                .or_else(|| a.get(labels::LEGACY_APPLIED_HASH))
+                .cloned()
+        })
     };
     if hash(desired).is_none() || hash(desired) != hash(live) {
+        return false;
+    }
+    // A workload without `replicas` in the manifests looks the same
+    // stopped or running: only the stop's ownership tells.
+    if stopped(live) {
         return false;
     }
     let ours = live.metadata.managed_fields.iter().flatten().any(|entry| {

@@ -75,6 +75,15 @@ pub enum ClusterError {
         /// Its `applyset.kubernetes.io/tooling` value.
         tooling: String,
     },
+    /// The parent names a kind this version cannot list or prune.
+    #[error(transparent)]
+    UnknownKind(#[from] crate::applyset::UnknownGroupKind),
+    /// The workloads asked for are scaled to zero by `stop`.
+    #[error("{0}")]
+    Stopped(String),
+    /// Another broker-images run holds the namespace's lease.
+    #[error("{0}")]
+    Busy(String),
     /// Any other answer of the API server.
     #[error("{verb} {object}: the API server answered {code} {reason}: {message}")]
     Api {

@@ -10,8 +10,11 @@
 //!   [`stop_plan`]), including pruning and old-config collection.
 //! - [`compare`]: "unchanged" without a write; diffs with Secret values
 //!   masked.
-//! - [`wait`]: rollout classification into messages a person can act on.
-//! - [`status`]: the status report.
+//! - [`rollout`]: whether a workload has rolled out, and if it cannot,
+//!   why, in messages a person can act on (pure; the polling loop is in
+//!   [`cluster`]).
+//! - [`lease`]: one start, stop or restart per namespace at a time.
+//! - [`health`]: the status report and what counts as healthy (pure).
 //! - [`cluster`]: the I/O — server-side apply with field manager
 //!   `broker-images`, lists, waits, deletes.
 //!
@@ -36,16 +39,17 @@ pub mod applyset;
 pub mod cluster;
 pub mod compare;
 mod error;
+pub mod health;
 pub mod labels;
+pub mod lease;
 pub mod objects;
 pub mod plan;
-pub mod status;
-pub mod wait;
+pub mod rollout;
 
 pub use applyset::{ApplySet, applyset_id};
 pub use cluster::{Cluster, ConnectOptions, PlannedStart, Quiet, Reporter, StartOutcome, StartRun};
 pub use compare::FIELD_MANAGER;
 pub use error::ClusterError;
+pub use health::StatusReport;
 pub use objects::{Kind, ObjectKey, RenderedSet};
 pub use plan::{StartOptions, StartPlan, StartStep, StopOptions, StopStep, stop_plan};
-pub use status::StatusReport;

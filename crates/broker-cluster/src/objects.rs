@@ -9,8 +9,10 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use crate::error::ClusterError;
 use crate::labels;
 
-/// A kind the cluster commands know how to apply, list and order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A kind the cluster commands know how to apply, list and order. Kinds
+/// order as [`broker_pins::ownership::apply_rank`] says, the order render
+/// writes them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `v1/Namespace`, cluster-scoped.
     Namespace,
@@ -28,6 +30,19 @@ pub enum Kind {
     Deployment,
     /// `apps/v1/StatefulSet`.
     StatefulSet,
+}
+
+impl Ord for Kind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let rank = |k: &Kind| (broker_pins::ownership::apply_rank(k.name()), k.name());
+        rank(self).cmp(&rank(other))
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Kind {
@@ -230,7 +245,7 @@ impl RenderedSet {
                         return Err(ClusterError::Object {
                             object: key.to_string(),
                             why: format!(
-                                "is in namespace {ns}, not {namespace}; render with --namespace {namespace} or pass --namespace {ns}"
+                                "is in namespace {ns}, not {namespace}; pass --namespace {ns}, or set `namespace: {namespace}` in the environment file and render again"
                             ),
                         });
                     }
@@ -279,6 +294,55 @@ impl RenderedSet {
         Self::new(namespace, objects)
     }
 
+    /// Reads `dir` as [`RenderedSet::read_dir`] does, into `namespace` when
+    /// given, else the namespace the objects are rendered for
+    /// ([`RenderedSet::namespace_of`]), else `default`.
+    pub fn read_dir_into(
+        dir: &Path,
+        namespace: Option<&str>,
+        default: &str,
+    ) -> Result<Self, ClusterError> {
+        let objects = read_objects(dir)?;
+        let target = resolve(namespace, &objects, default);
+        Self::new(&target, objects)
+    }
+
+    /// Checks objects rendered in memory as [`RenderedSet::read_dir_into`]
+    /// picks their namespace.
+    pub fn from_values_into(
+        namespace: Option<&str>,
+        default: &str,
+        values: Vec<serde_json::Value>,
+    ) -> Result<Self, ClusterError> {
+        let parsed: Vec<DynamicObject> = values
+            .iter()
+            .filter_map(|v| serde_json::from_value(v.clone()).ok())
+            .collect();
+        let target = resolve(namespace, &parsed, default);
+        Self::from_values(&target, values)
+    }
+
+    /// The namespace rendered objects are for: the Namespace object's
+    /// name, else the one namespace the namespaced objects name.
+    pub fn namespace_of(objects: &[DynamicObject]) -> Option<String> {
+        let namespace_object = objects.iter().find(|o| {
+            o.types
+                .as_ref()
+                .is_some_and(|t| t.kind == "Namespace" && t.api_version == "v1")
+        });
+        if let Some(name) = namespace_object.and_then(|o| o.metadata.name.clone()) {
+            return Some(name);
+        }
+        let named: std::collections::BTreeSet<&str> = objects
+            .iter()
+            .filter_map(|o| o.metadata.namespace.as_deref())
+            .collect();
+        match named.len() {
+            1 => named.into_iter().next().map(str::to_owned),
+            _ => None,
+        }
+    }
+
     /// Reads every `*.yaml`/`*.yml` in `dir` except `kustomization.yaml`
     /// (multi-document files allowed) and checks them as [`RenderedSet::new`].
     pub fn read_dir(dir: &Path, namespace: &str) -> Result<Self, ClusterError> {
@@ -289,6 +353,13 @@ impl RenderedSet {
     pub fn kinds(&self) -> std::collections::BTreeSet<Kind> {
         self.objects.keys().map(|k| k.kind).collect()
     }
+}
+
+fn resolve(namespace: Option<&str>, objects: &[DynamicObject], default: &str) -> String {
+    namespace
+        .map(str::to_owned)
+        .or_else(|| RenderedSet::namespace_of(objects))
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// Parses the YAML files of a rendered directory into dynamic objects, in

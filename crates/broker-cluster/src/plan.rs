@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::DynamicObject;
 use serde_json::Value;
 
-use crate::applyset::ApplySet;
+use crate::applyset::{ApplySet, ParentRecord};
 use crate::compare;
 use crate::labels;
 use crate::objects::{Kind, ObjectKey, RenderedSet};
@@ -18,10 +18,11 @@ pub const FIRST_WORKLOADS: &[&str] = &["db", "mq"];
 /// One step of a start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartStep {
-    /// Server-side apply the ApplySet parent naming these group kinds
-    /// (before the members, with old and new kinds, so an interrupted
-    /// start still leaves every member findable; after pruning, the new).
-    ApplyParent(String),
+    /// Server-side apply the ApplySet parent naming these kinds and
+    /// workloads: before the members with old and new kinds, so an
+    /// interrupted start still leaves every member findable; after
+    /// pruning, the rendered kinds plus those of members still kept.
+    ApplyParent(ParentRecord),
     /// Server-side apply (create or update).
     Apply(ObjectKey),
     /// Already as rendered: no request.
@@ -47,7 +48,11 @@ impl std::fmt::Display for StartStep {
                 .join(", ")
         };
         match self {
-            StartStep::ApplyParent(kinds) => write!(f, "apply   ApplySet parent ({kinds})"),
+            StartStep::ApplyParent(record) => write!(
+                f,
+                "apply   ApplySet parent ({})",
+                ApplySet::group_kinds(&record.kinds)
+            ),
             StartStep::Apply(key) => write!(f, "apply   {key}"),
             StartStep::Unchanged(key) => write!(f, "same    {key}"),
             StartStep::Wait(keys) => write!(f, "wait    {}", list(keys)),
@@ -77,12 +82,12 @@ pub struct StartPlan {
 impl StartPlan {
     /// Plans a start of `desired` (objects already labelled and stamped by
     /// [`prepare`]) over `live` (the set's members as listed, plus the
-    /// namespace), where the parent currently names `parent_kinds` (`None`
+    /// namespace), where the parent currently records `parent` (`None`
     /// when there is no parent yet).
     pub fn new(
         desired: &RenderedSet,
         live: &BTreeMap<ObjectKey, DynamicObject>,
-        parent_kinds: Option<&str>,
+        parent: Option<&ParentRecord>,
         options: StartOptions,
     ) -> Self {
         let mut steps = Vec::new();
@@ -93,11 +98,18 @@ impl StartPlan {
             _ => StartStep::Apply(key.clone()),
         };
         let new_kinds = desired.kinds();
-        let old_kinds = parent_kinds
-            .map(ApplySet::parse_group_kinds)
-            .unwrap_or_default();
+        let old_kinds = parent.map(|p| p.kinds.clone()).unwrap_or_default();
         let union: BTreeSet<Kind> = new_kinds.union(&old_kinds).copied().collect();
-        let union_text = ApplySet::group_kinds(&union);
+        let workload_names: Vec<String> = desired
+            .objects
+            .keys()
+            .filter(|k| k.kind.is_workload())
+            .map(|k| k.name.clone())
+            .collect();
+        let first_parent = ParentRecord {
+            kinds: union.clone(),
+            workloads: workload_names.clone(),
+        };
 
         let is_first = |key: &ObjectKey| FIRST_WORKLOADS.contains(&key.name.as_str());
         let (workloads, others): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
@@ -106,8 +118,8 @@ impl StartPlan {
             others.into_iter().partition(|k| k.kind == Kind::Namespace);
 
         steps.extend(namespace.into_iter().map(step));
-        if parent_kinds != Some(union_text.as_str()) {
-            steps.push(StartStep::ApplyParent(union_text.clone()));
+        if parent != Some(&first_parent) {
+            steps.push(StartStep::ApplyParent(first_parent.clone()));
         }
         steps.extend(config.into_iter().map(step));
         let (first, rest): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
@@ -121,6 +133,10 @@ impl StartPlan {
         }
 
         let mut old_config = Vec::new();
+        // Members that stay although they left the set keep their kind on
+        // the parent, or no later start, stop or collection would find
+        // them. Old config may stay too (a previous ReplicaSet uses it).
+        let mut final_kinds = new_kinds.clone();
         // Reverse apply order: workloads go before the Services and claims
         // they use.
         for (key, object) in live.iter().rev() {
@@ -129,20 +145,28 @@ impl StartPlan {
             }
             match key.kind {
                 Kind::Namespace => steps.push(StartStep::Keep(key.clone(), "never pruned")),
-                Kind::PersistentVolumeClaim if !options.delete_data => steps.push(StartStep::Keep(
-                    key.clone(),
-                    "holds data; --delete-data prunes it",
-                )),
-                Kind::ConfigMap | Kind::Secret => old_config.insert(0, key.clone()),
+                Kind::PersistentVolumeClaim if !options.delete_data => {
+                    final_kinds.insert(key.kind);
+                    steps.push(StartStep::Keep(
+                        key.clone(),
+                        "holds data; --delete-data prunes it",
+                    ));
+                }
+                Kind::ConfigMap | Kind::Secret => {
+                    final_kinds.insert(key.kind);
+                    old_config.insert(0, key.clone());
+                }
                 _ => steps.push(StartStep::Prune(key.clone())),
             }
         }
         if !old_config.is_empty() {
             steps.push(StartStep::CollectOldConfig(old_config));
         }
-        let new_text = ApplySet::group_kinds(&new_kinds);
-        if new_text != union_text {
-            steps.push(StartStep::ApplyParent(new_text));
+        if final_kinds != union {
+            steps.push(StartStep::ApplyParent(ParentRecord {
+                kinds: final_kinds,
+                workloads: workload_names,
+            }));
         }
         Self { steps }
     }
@@ -197,6 +221,11 @@ pub enum StopStep {
     Delete(ObjectKey),
     /// Wait until the pods of the set's workloads are gone.
     WaitPodsGone,
+    /// With `--delete-data` on a single-node install: the node directories
+    /// (hostPath volumes) holding data, which broker-images never deletes
+    /// — they are on the node, outside the API — listed so the operator
+    /// knows what is left.
+    KeepNodeDirectories(Vec<String>),
 }
 
 impl std::fmt::Display for StopStep {
@@ -205,6 +234,11 @@ impl std::fmt::Display for StopStep {
             StopStep::Scale(key) => write!(f, "scale   {key} to 0"),
             StopStep::Delete(key) => write!(f, "delete  {key}"),
             StopStep::WaitPodsGone => write!(f, "wait    until their pods are gone"),
+            StopStep::KeepNodeDirectories(paths) => write!(
+                f,
+                "keep    node directories {} (hostPath data is not deleted through the API; remove them on the node to delete it)",
+                paths.join(", ")
+            ),
         }
     }
 }
@@ -240,9 +274,30 @@ pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions
         .unwrap_or(steps.len());
     if steps.iter().any(|s| match s {
         StopStep::Scale(k) | StopStep::Delete(k) => k.kind.is_workload(),
-        StopStep::WaitPodsGone => false,
+        StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
     }) {
         steps.insert(first_pvc, StopStep::WaitPodsGone);
+    }
+    if options.delete_data {
+        let paths: BTreeSet<String> = live
+            .iter()
+            .filter(|(k, o)| k.kind.is_workload() && is_ours(o))
+            .flat_map(|(_, o)| {
+                o.data
+                    .pointer("/spec/template/spec/volumes")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| {
+                v.pointer("/hostPath/path")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        if !paths.is_empty() {
+            steps.push(StopStep::KeepNodeDirectories(paths.into_iter().collect()));
+        }
     }
     steps
 }

@@ -153,7 +153,9 @@ async fn second_start_writes_nothing_and_status_lists_a_handful() {
     let requests = server.requests();
     assert_eq!(report.workloads.len(), 5);
     assert!(requests.iter().all(|r| r.method == "GET"));
-    assert_eq!(requests.len(), 5, "{requests:#?}");
+    // Namespace, parent (which workloads the set should have), and one
+    // list each of Deployments, ReplicaSets, Pods, Services and claims.
+    assert_eq!(requests.len(), 7, "{requests:#?}");
     println!("status: {} requests", requests.len());
 }
 
@@ -353,12 +355,15 @@ async fn stop_scales_with_its_own_manager_and_start_takes_the_count_back() {
             .count(),
         5
     );
-    let writes: Vec<Recorded> = server
+    let (lease, writes): (Vec<Recorded>, Vec<Recorded>) = server
         .requests()
         .into_iter()
         .filter(|r| r.is_write())
-        .collect();
+        .partition(|r| r.path.contains("/leases"));
     assert_eq!(writes.len(), 5, "{writes:#?}");
+    // Taken before the first scale, released after: one run at a time.
+    let methods: Vec<&str> = lease.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "DELETE"], "{lease:#?}");
     for w in &writes {
         assert!(w.path.contains("/deployments/"), "stop touched {}", w.path);
         let params = url_params(&w.query);
@@ -444,7 +449,7 @@ fn stuck(pods: serde_json::Value) -> support::Override {
 
 #[tokio::test]
 async fn a_crash_loop_fails_fast_with_exit_code_and_last_log_lines() {
-    let pod = json!({"metadata": {"name": "db-1", "labels": {"app.kubernetes.io/name": "db"}},
+    let pod = json!({"metadata": {"name": "db-1", "labels": {"app.kubernetes.io/name": "db", "pod-template-hash": "7d4b9c"}},
         "spec": {"containers": [{"name": "db", "image": "x"}]},
         "status": {"phase": "Running", "containerStatuses": [{"name": "db", "image": "x", "imageID": "",
             "ready": false, "restartCount": 5,
@@ -544,4 +549,185 @@ async fn manifests_without_a_namespace_into_a_missing_one_are_refused() {
         "{error}"
     );
     assert!(server.requests().iter().all(|r| !r.is_write()));
+}
+
+fn lease(holder: &str, renewed_secs_ago: i64) -> serde_json::Value {
+    let renewed = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs_ago);
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "broker-images", "namespace": "broker", "resourceVersion": "1"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+            "renewTime": renewed.to_string(), "acquireTime": renewed.to_string()}})
+}
+
+/// Issue 19 item 11: two starts with different inputs no longer
+/// interleave; the second waits a bounded time, then fails in one line
+/// naming the holder, having written nothing.
+#[tokio::test]
+async fn a_second_run_fails_in_one_line_naming_the_holder_and_writes_nothing() {
+    let server = serve(None).await;
+    server.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
+    // Renewed by its holder all along (the scripted server does not age it).
+    server.put(lease("broker-images start on ci-7 (pid 4242)", 0));
+    let cluster = server
+        .cluster("broker")
+        .with_lease_wait(Duration::from_secs(2));
+    let started = Instant::now();
+    let error = cluster.start(&fixture(), run(), &Quiet).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(error, ClusterError::Busy(_)), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.starts_with("namespace broker is being changed by broker-images start on ci-7 (pid 4242) (Lease broker-images, last renewed "),
+        "{text}"
+    );
+    assert!(!text.contains('\n'));
+    let writes: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+}
+
+/// A holder killed with -9 never releases; once its claim lapses the next
+/// run takes the Lease over (guarded by the resourceVersion it read) and
+/// gives it back at the end.
+#[tokio::test]
+async fn a_lapsed_lease_of_a_killed_run_is_taken_over() {
+    let server = serve(None).await;
+    server.put(lease("broker-images stop on ci-7 (pid 1)", 60));
+    let cluster = server
+        .cluster("broker")
+        .with_lease_wait(Duration::from_secs(2));
+    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
+    let lease_requests: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/leases"))
+        .map(|r| (r.method, r.body))
+        .collect();
+    let methods: Vec<&str> = lease_requests.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(methods[..2], ["GET", "PUT"], "{lease_requests:#?}");
+    let taken: serde_json::Value = serde_json::from_str(&lease_requests[1].1).unwrap();
+    assert_eq!(taken["metadata"]["resourceVersion"], "1");
+    assert!(
+        taken["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .starts_with("broker-images start on ")
+    );
+    assert_eq!(taken["spec"]["leaseTransitions"], 1);
+    assert_eq!(methods.last(), Some(&"DELETE"));
+}
+
+/// Issue 19 item 13: API server audit logs name the tool.
+#[tokio::test]
+async fn every_request_carries_the_tools_user_agent() {
+    let server = serve(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user: {{}}\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let mut options = ConnectOptions::new("broker");
+    options.kubeconfig = Some(kubeconfig);
+    let cluster = broker_cluster::Cluster::connect(&options).await.unwrap();
+    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
+    cluster.status(None).await.unwrap();
+    let requests = server.requests();
+    assert!(requests.len() > 10);
+    let expected = format!("broker-images/{}", env!("CARGO_PKG_VERSION"));
+    for r in &requests {
+        assert_eq!(r.user_agent, expected, "{} {}", r.method, r.path);
+    }
+}
+
+/// Issue 19 item 4: after stop, the replica count is the stop's field
+/// manager's; a dry run cannot release it first, so it takes exactly
+/// those fields — a conflict with another manager still stands.
+#[tokio::test]
+async fn a_dry_run_after_stop_takes_only_the_stops_fields() {
+    let conflict_with = Arc::new(std::sync::Mutex::new("broker-images-stop".to_owned()));
+    let shared = conflict_with.clone();
+    let conflicts: support::Override = Arc::new(move |r: &Recorded| {
+        let params = url_params(&r.query);
+        let dry = params.get("dryRun").map(String::as_str) == Some("All");
+        let forced = params.get("force").map(String::as_str) == Some("true");
+        if r.method == "PATCH" && dry && !forced && r.path.ends_with("/deployments/db") {
+            let manager = shared.lock().unwrap().clone();
+            return Some((
+                409,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                    "reason": "Conflict",
+                    "message": format!("Apply failed with 1 conflict: conflict with \"{manager}\": .spec.replicas"),
+                    "details": {"causes": [{"reason": "FieldManagerConflict",
+                        "message": format!("conflict with \"{manager}\""), "field": ".spec.replicas"}]}}),
+            ));
+        }
+        None
+    });
+    let server = serve(Some(conflicts)).await;
+    let cluster = server.cluster("broker");
+    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
+    cluster
+        .stop(
+            StopOptions::default(),
+            false,
+            Duration::from_secs(5),
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    let dry = StartRun {
+        dry_run: true,
+        ..run()
+    };
+    let outcome = cluster.start(&fixture(), dry, &Quiet).await.unwrap();
+    assert!(
+        outcome.applied.contains(&"Deployment/db".to_owned()),
+        "{outcome:?}"
+    );
+    *conflict_with.lock().unwrap() = "kubectl-edit".into();
+    let error = cluster.start(&fixture(), dry, &Quiet).await.unwrap_err();
+    assert!(error.to_string().contains("kubectl-edit"), "{error}");
+}
+
+/// Issue 19 item 7: restarting a stopped broker is an error, not
+/// "restarted" with 0 replicas.
+#[tokio::test]
+async fn restart_of_a_stopped_broker_says_it_is_stopped() {
+    let server = serve(None).await;
+    let cluster = server.cluster("broker");
+    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
+    cluster
+        .stop(
+            StopOptions::default(),
+            false,
+            Duration::from_secs(5),
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    let error = cluster
+        .restart(&[], Duration::from_secs(5), &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the broker in namespace broker is stopped (every workload at 0 replicas): nothing to restart; run broker-images start"
+    );
+    let error = cluster
+        .restart(&["mq".to_owned()], Duration::from_secs(5), &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Deployment/mq is stopped (0 replicas) in namespace broker: restart runs only running workloads; run broker-images start"
+    );
 }

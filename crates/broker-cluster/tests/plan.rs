@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use broker_cluster::applyset::ParentRecord;
 use broker_cluster::objects::read_objects;
 use broker_cluster::plan::{self, prepare, stale_config};
 use broker_cluster::{
@@ -26,6 +27,19 @@ fn key(kind: Kind, name: &str) -> ObjectKey {
         kind,
         namespace: kind.namespaced().then(|| "broker".to_owned()),
         name: name.to_owned(),
+    }
+}
+
+/// What the parent records after a start of `prepared`.
+fn parent_of(prepared: &RenderedSet) -> ParentRecord {
+    ParentRecord {
+        kinds: prepared.kinds(),
+        workloads: prepared
+            .objects
+            .keys()
+            .filter(|k| k.kind.is_workload())
+            .map(|k| k.name.clone())
+            .collect(),
     }
 }
 
@@ -69,7 +83,7 @@ fn unchanged_start_plans_no_write() {
     let set = ApplySet::new("broker");
     let prepared = prepare(&fixture(), &set);
     let live = as_live(&prepared);
-    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let kinds = parent_of(&prepared);
     let plan = StartPlan::new(&prepared, &live, Some(&kinds), StartOptions::default());
     assert!(!plan.writes(), "{}", text(&plan));
     assert!(
@@ -95,7 +109,7 @@ fn an_edited_or_rerendered_object_is_applied_again() {
         .unwrap();
     mq.data["spec"].as_object_mut().unwrap().remove("strategy");
     let prepared_again = prepare(&rendered, &set);
-    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let kinds = parent_of(&prepared);
     let plan = StartPlan::new(
         &prepared_again,
         &live,
@@ -135,7 +149,7 @@ fn prune_selection_spares_data_config_and_foreign_objects() {
         .remove("app.kubernetes.io/managed-by");
     live.insert(foreign_key, foreign);
 
-    let kinds = ApplySet::group_kinds(&prepared.kinds());
+    let kinds = parent_of(&prepared);
     let plan = StartPlan::new(&prepared, &live, Some(&kinds), StartOptions::default());
     insta::assert_snapshot!("prune_without_delete_data", text(&plan));
     let with_data = StartPlan::new(
@@ -163,9 +177,12 @@ fn a_kind_that_left_the_set_keeps_the_parent_wide_until_pruned() {
     let set = ApplySet::new("broker");
     let prepared = prepare(&fixture(), &set);
     let live = as_live(&prepared);
-    let old =
-        "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service,StatefulSet.apps";
-    let plan = StartPlan::new(&prepared, &live, Some(old), StartOptions::default());
+    let mut old = parent_of(&prepared);
+    old.kinds = ApplySet::parse_group_kinds(
+        "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service,StatefulSet.apps",
+    )
+    .unwrap();
+    let plan = StartPlan::new(&prepared, &live, Some(&old), StartOptions::default());
     let parents: Vec<&StartStep> = plan
         .steps
         .iter()
@@ -173,11 +190,12 @@ fn a_kind_that_left_the_set_keeps_the_parent_wide_until_pruned() {
         .collect();
     // Unchanged union: no first parent write; the narrowing comes last.
     assert_eq!(parents.len(), 1);
+    let Some(StartStep::ApplyParent(last)) = plan.steps.last() else {
+        panic!("{}", text(&plan));
+    };
     assert_eq!(
-        plan.steps.last(),
-        Some(&StartStep::ApplyParent(
-            "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service".into()
-        ))
+        ApplySet::group_kinds(&last.kinds),
+        "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Secret,Service"
     );
 }
 
@@ -195,7 +213,7 @@ fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
             .iter()
             .filter_map(|s| match s {
                 StopStep::Scale(k) | StopStep::Delete(k) => Some(k.clone()),
-                StopStep::WaitPodsGone => None,
+                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => None,
             })
             .collect()
     };
@@ -341,4 +359,229 @@ fn the_example_reads_multi_document_files() {
     // services.yaml holds three documents, pvc.yaml two.
     assert_eq!(objects.len(), 14);
     assert_eq!(fixture().objects.len(), 14);
+}
+
+/// Issue 19 item 3: switching cluster → single-node drops the claims from
+/// the rendered set; they are kept (no --delete-data), so their kind must
+/// stay on the parent or no later start, stop --delete-data or prune
+/// would find them.
+#[test]
+fn kept_claims_keep_their_kind_on_the_parent() {
+    let set = ApplySet::new("broker");
+    let mut rendered = fixture();
+    rendered
+        .objects
+        .retain(|k, _| k.kind != Kind::PersistentVolumeClaim);
+    let prepared = prepare(&rendered, &set);
+    let mut live = as_live(&prepare(&fixture(), &set));
+    live.retain(|k, _| k.kind == Kind::PersistentVolumeClaim || prepared.objects.contains_key(k));
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepare(&fixture(), &set))),
+        StartOptions::default(),
+    );
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, StartStep::Keep(k, _) if k.kind == Kind::PersistentVolumeClaim)),
+        "{}",
+        text(&plan)
+    );
+    let parents: Vec<&ParentRecord> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            StartStep::ApplyParent(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        parents
+            .iter()
+            .all(|p| p.kinds.contains(&Kind::PersistentVolumeClaim)),
+        "{}",
+        text(&plan)
+    );
+
+    // With --delete-data the claims go, and so may their kind.
+    let with_data = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepare(&fixture(), &set))),
+        StartOptions { delete_data: true },
+    );
+    let Some(StartStep::ApplyParent(last)) = with_data.steps.last() else {
+        panic!("{}", text(&with_data));
+    };
+    assert!(!last.kinds.contains(&Kind::PersistentVolumeClaim));
+}
+
+/// Old config left behind (credentials moved to existingSecrets) is
+/// collected only when no ReplicaSet uses it, so its kind stays listed.
+#[test]
+fn old_config_keeps_its_kind_on_the_parent_until_collected() {
+    let set = ApplySet::new("broker");
+    let mut rendered = fixture();
+    rendered.objects.retain(|k, _| k.kind != Kind::Secret);
+    let prepared = prepare(&rendered, &set);
+    let live = as_live(&prepare(&fixture(), &set));
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepare(&fixture(), &set))),
+        StartOptions::default(),
+    );
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, StartStep::CollectOldConfig(keys) if keys.iter().any(|k| k.kind == Kind::Secret)))
+    );
+    for step in &plan.steps {
+        if let StartStep::ApplyParent(p) = step {
+            assert!(p.kinds.contains(&Kind::Secret), "{}", text(&plan));
+        }
+    }
+}
+
+/// The parent records the workloads, so `status` can name those a start
+/// that failed half-way never created.
+#[test]
+fn the_parent_records_the_sets_workloads_before_any_of_them() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let plan = StartPlan::new(&prepared, &BTreeMap::new(), None, StartOptions::default());
+    let first_workload = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, StartStep::Apply(k) if k.kind.is_workload()))
+        .unwrap();
+    let Some(StartStep::ApplyParent(parent)) = plan.steps[..first_workload]
+        .iter()
+        .find(|s| matches!(s, StartStep::ApplyParent(_)))
+    else {
+        panic!("{}", text(&plan));
+    };
+    assert_eq!(
+        parent.workloads,
+        ["db", "mq", "restapi", "ttn-decoder", "website"]
+    );
+}
+
+/// Issue 19 item 5: a workload whose manifest has no `replicas` looks the
+/// same stopped (0, owned by the stop's manager) and running; it must be
+/// applied again so start takes the count back.
+#[test]
+fn a_stopped_workload_without_replicas_is_applied_again() {
+    let set = ApplySet::new("broker");
+    let mut rendered = fixture();
+    let website = key(Kind::Deployment, "website");
+    rendered.objects.get_mut(&website).unwrap().data["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("replicas");
+    let prepared = prepare(&rendered, &set);
+    let mut live = as_live(&prepared);
+    let stopped = live.get_mut(&website).unwrap();
+    stopped.data["spec"]["replicas"] = json!(0);
+    stopped
+        .metadata
+        .managed_fields
+        .get_or_insert_with(Vec::new)
+        .push(
+            serde_json::from_value(json!({"manager": "broker-images-stop", "operation": "Apply"}))
+                .unwrap(),
+        );
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepared)),
+        StartOptions::default(),
+    );
+    assert!(
+        plan.steps.contains(&StartStep::Apply(website)),
+        "{}",
+        text(&plan)
+    );
+    assert!(plan.writes());
+}
+
+/// Issue 19 item 12: on single-node the data is in node directories, which
+/// no API call deletes; `stop --delete-data` says which it kept.
+#[test]
+fn stop_delete_data_names_the_node_directories_it_keeps() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    let db = live.get_mut(&key(Kind::Deployment, "db")).unwrap();
+    db.data["spec"]["template"]["spec"]["volumes"] = json!([
+        {"name": "data", "hostPath": {"path": "/opt/broker_data/db", "type": "DirectoryOrCreate"}},
+        {"name": "init", "configMap": {"name": "db-init"}}
+    ]);
+    let steps = stop_plan(
+        &live,
+        StopOptions {
+            remove: false,
+            delete_data: true,
+        },
+    );
+    assert_eq!(
+        steps.last(),
+        Some(&StopStep::KeepNodeDirectories(vec![
+            "/opt/broker_data/db".into()
+        ]))
+    );
+    assert!(
+        steps.last().unwrap().to_string().starts_with(
+            "keep    node directories /opt/broker_data/db (hostPath data is not deleted"
+        )
+    );
+    assert!(
+        !stop_plan(&live, StopOptions::default())
+            .iter()
+            .any(|s| matches!(s, StopStep::KeepNodeDirectories(_)))
+    );
+}
+
+/// Issue 21 item 2: our annotations take the `broker-images.io/` prefix;
+/// an object applied under the old name is applied once more (writing
+/// the new name), after which it is unchanged again.
+#[test]
+fn the_old_applied_hash_name_is_migrated_by_one_apply() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    let db = key(Kind::Deployment, "db");
+    let annotations = live
+        .get_mut(&db)
+        .unwrap()
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap();
+    let hash = annotations.remove("broker-images.io/applied-hash").unwrap();
+    annotations.insert("broker-images/applied-hash".into(), hash);
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&parent_of(&prepared)),
+        StartOptions::default(),
+    );
+    let applied: Vec<&ObjectKey> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            StartStep::Apply(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, [&db]);
+    assert!(
+        prepared.objects[&db]
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("broker-images.io/applied-hash")
+    );
 }

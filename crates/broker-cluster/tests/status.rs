@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use broker_cluster::StatusReport;
+use broker_cluster::health::{BrokerState, StatusInputs};
 use broker_pins::{Digest, Lock, LockedImage};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
@@ -38,7 +39,15 @@ fn lock_with(digest_hex: char) -> Lock {
 }
 
 fn report(lock: Option<&Lock>, claims: &[PersistentVolumeClaim]) -> StatusReport {
-    let deployment: Deployment = load("deployment-ready.json");
+    report_of(load("deployment-ready.json"), lock, claims, &[])
+}
+
+fn report_of(
+    deployment: Deployment,
+    lock: Option<&Lock>,
+    claims: &[PersistentVolumeClaim],
+    expected: &[String],
+) -> StatusReport {
     let pod: Pod = load("pod-running.json");
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "restapi"},
@@ -47,12 +56,19 @@ fn report(lock: Option<&Lock>, claims: &[PersistentVolumeClaim]) -> StatusReport
         "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
     }))
     .unwrap();
+    let replica_sets: Vec<ReplicaSet> = vec![load("replicaset-restapi-revision-2.json")];
+    let inputs = StatusInputs {
+        has_parent: true,
+        expected_workloads: expected,
+        deployments: &[deployment],
+        replica_sets: &replica_sets,
+        pods: &[pod],
+        services: &[service],
+        claims,
+    };
     StatusReport::build(
         "broker",
-        &[deployment],
-        &[pod],
-        &[service],
-        claims,
+        inputs,
         lock,
         "2026-11-30T10:05:00Z".parse::<Timestamp>().unwrap(),
     )
@@ -88,7 +104,7 @@ fn a_digest_other_than_the_locks_is_drift_and_unhealthy() {
         report
             .lines()
             .iter()
-            .any(|l| l.contains("DRIFT (lock sha256:ffffffffffff)")),
+            .any(|l| l.contains("DRIFT (lock sha256:ffffffffffff; should be registry.internal:5000/broker/python-base@sha256:ffff")),
         "{:?}",
         report.lines()
     );
@@ -101,4 +117,100 @@ fn an_unbound_claim_is_unhealthy() {
     assert!(!report.healthy);
     assert_eq!(report.claims[0].phase, "Pending");
     assert_eq!(report.claims[0].storage_class.as_deref(), Some("fast-ssd"));
+}
+
+/// Issue 19 item 6: an environment's `registry:` makes nodes pull the
+/// same digests from another host; that is not drift.
+#[test]
+fn a_relocated_registry_host_is_not_drift() {
+    let mut lock = lock_with('c');
+    let image = lock.images.get_mut("python-base").unwrap();
+    image.reference = image
+        .reference
+        .replace("registry.internal:5000", "127.0.0.1:5000");
+    let report = report(Some(&lock), &[]);
+    assert!(!report.workloads[0].images[0].drift, "{:#?}", report);
+    assert!(report.healthy);
+}
+
+/// A workload running a tag: the report names the digest it should be.
+#[test]
+fn a_tag_reference_names_the_locked_digest_it_should_be() {
+    let lock = lock_with('f');
+    let mut deployment: Deployment = load("deployment-ready.json");
+    deployment
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("registry.internal:5000/broker/python-base:latest".into());
+    let report = report_of(deployment, Some(&lock), &[], &[]);
+    let image = &report.workloads[0].images[0];
+    assert_eq!(
+        image.locked.as_deref(),
+        Some(format!("sha256:{}", "f".repeat(64)).as_str())
+    );
+    assert!(image.drift);
+    let text = report.lines().join("\n");
+    assert!(
+        text.contains(&format!(
+            "should be registry.internal:5000/broker/python-base@sha256:{}",
+            "f".repeat(64)
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_stopped_broker_says_so_and_is_not_healthy() {
+    let mut deployment: Deployment = load("deployment-ready.json");
+    deployment.spec.as_mut().unwrap().replicas = Some(0);
+    let report = report_of(deployment, None, &[], &[]);
+    assert_eq!(report.state, BrokerState::Stopped);
+    assert!(!report.healthy);
+    assert_eq!(
+        report.lines().last().unwrap(),
+        "the broker is stopped: every workload is scaled to 0 (broker-images start brings it back)"
+    );
+}
+
+#[test]
+fn a_namespace_without_a_broker_says_so() {
+    let inputs = StatusInputs {
+        has_parent: false,
+        expected_workloads: &[],
+        deployments: &[],
+        replica_sets: &[],
+        pods: &[],
+        services: &[],
+        claims: &[],
+    };
+    let report = StatusReport::build("broker", inputs, None, Timestamp::now());
+    assert_eq!(report.state, BrokerState::Absent);
+    assert!(!report.healthy);
+    assert_eq!(
+        report.lines(),
+        [
+            "no broker in namespace broker: nothing broker-images started is there (broker-images start deploys it)"
+        ]
+    );
+}
+
+/// A start that timed out on db left ten workloads unapplied: status
+/// lists them, and is not healthy.
+#[test]
+fn workloads_of_the_set_the_cluster_lacks_are_listed_as_missing() {
+    let expected: Vec<String> = ["db", "restapi", "website"].map(String::from).to_vec();
+    let report = report_of(load("deployment-ready.json"), None, &[], &expected);
+    assert_eq!(report.missing, ["db", "website"]);
+    assert!(!report.healthy);
+    let text = report.lines().join("\n");
+    assert!(
+        text.contains("db             missing: the last start meant to run it"),
+        "{text}"
+    );
 }

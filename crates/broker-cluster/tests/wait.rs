@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use broker_cluster::wait::{Failure, Readiness, classify, registry_of};
-use k8s_openapi::api::apps::v1::Deployment;
+use broker_cluster::rollout::{Failure, Readiness, classify, registry_of};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 #[path = "support/status_fixture.rs"]
@@ -15,7 +15,14 @@ fn case(deployment: &str, pods: &[&str], claims: &[&str]) -> Readiness {
     let deployment: Deployment = load(deployment);
     let pods: Vec<Pod> = pods.iter().map(|p| load(p)).collect();
     let claims: Vec<PersistentVolumeClaim> = claims.iter().map(|c| load(c)).collect();
-    classify(&deployment, &pods, &claims)
+    let replica_sets: Vec<ReplicaSet> = [
+        "replicaset-restapi-revision-2.json",
+        "replicaset-db-revision-2.json",
+    ]
+    .iter()
+    .map(|r| load(r))
+    .collect();
+    classify(&deployment, &replica_sets, &pods, &claims)
 }
 
 fn message(readiness: Readiness) -> String {
@@ -174,4 +181,91 @@ fn registries_as_a_node_resolves_them() {
         registry_of("127.0.0.1:5000/broker/x@sha256:aa"),
         "127.0.0.1:5000"
     );
+}
+
+/// Issue 19 item 2: right after an apply the Deployment still carries the
+/// previous rollout's conditions until the controller observes the new
+/// generation; a stale ProgressDeadlineExceeded must not fail the wait.
+#[test]
+fn a_stale_deadline_before_the_new_generation_is_observed_is_progress() {
+    let mut deployment: Deployment = load("deployment-deadline.json");
+    deployment.metadata.generation = Some(3);
+    let replica_sets: Vec<ReplicaSet> = vec![load("replicaset-restapi-revision-2.json")];
+    assert_eq!(
+        classify(&deployment, &replica_sets, &[], &[]),
+        Readiness::Progressing {
+            ready: 0,
+            desired: 1,
+            updated: 0
+        }
+    );
+}
+
+/// Issue 19 item 2: re-running start to fix a crash loop makes a new
+/// ReplicaSet; the old one's crashing pod is not the new rollout's
+/// failure.
+#[test]
+fn a_crashing_pod_of_the_previous_replica_set_does_not_fail_the_rollout() {
+    let mut deployment: Deployment = load("deployment-progressing.json");
+    deployment
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("deployment.kubernetes.io/revision".into(), "3".into());
+    let mut new_rs: ReplicaSet = load("replicaset-restapi-revision-2.json");
+    new_rs.metadata.name = Some("restapi-99fbd5".into());
+    new_rs
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("deployment.kubernetes.io/revision".into(), "3".into());
+    new_rs
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("pod-template-hash".into(), "99fbd5".into());
+    let old_rs: ReplicaSet = load("replicaset-restapi-revision-2.json");
+    let crashing_old: Pod = load("pod-crashloop.json");
+    assert!(matches!(
+        classify(
+            &deployment,
+            &[old_rs.clone(), new_rs.clone()],
+            std::slice::from_ref(&crashing_old),
+            &[]
+        ),
+        Readiness::Progressing { .. }
+    ));
+    // The same pod under the new ReplicaSet's hash is the new rollout's.
+    let mut crashing_new = crashing_old;
+    crashing_new
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("pod-template-hash".into(), "99fbd5".into());
+    assert!(matches!(
+        classify(&deployment, &[old_rs, new_rs], &[crashing_new], &[]),
+        Readiness::Failed(Failure::CrashLoop { .. })
+    ));
+}
+
+/// Issue 19 item 13: crash-loop log lines never show a Secret's value.
+#[test]
+fn log_lines_have_every_secret_value_masked() {
+    let secrets = Some(vec![
+        "s3cr3t-pw".to_owned(),
+        "tok-123456\n".to_owned(),
+        "ab".to_owned(),
+    ]);
+    assert_eq!(
+        broker_cluster::rollout::mask(
+            "connect postgres://broker:s3cr3t-pw@db/broker failed; token tok-123456 ab",
+            &secrets
+        ),
+        "connect postgres://broker:***@db/broker failed; token *** ab"
+    );
+    assert!(broker_cluster::rollout::mask("s3cr3t-pw", &None).contains("hidden"));
 }

@@ -122,13 +122,34 @@ pub struct KubeArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// The broker's namespace.
-    #[arg(long, short = 'n', default_value = "broker", value_name = "NAME")]
-    pub namespace: String,
+    /// The broker's namespace. Without it: the namespace the manifests
+    /// (or the --environment file) are rendered for, else `broker`.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+}
 
-    /// Seconds to wait for workloads to become ready (or for pods to go).
+/// How long start, stop and restart wait (status waits for nothing).
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Seconds to wait for workloads to become ready (start, restart) or
+    /// for their pods to go (stop).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Seconds to wait while another run holds the namespace (its
+    /// `broker-images` Lease) before giving up.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub lease_wait: u64,
+}
+
+impl KubeArgs {
+    /// The namespace when no objects say which: `--namespace`, else
+    /// `broker`.
+    pub fn namespace_or_default(&self) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| "broker".to_owned())
+    }
 }
 
 /// The objects `start` (and `restart --hard`) apply: the directory an
@@ -183,9 +204,17 @@ pub struct StartArgs {
     pub force_conflicts: bool,
 
     /// Also prune PersistentVolumeClaims that left the rendered set (their
-    /// data is deleted).
+    /// data is deleted). Asks for confirmation on a terminal.
     #[arg(long)]
     pub delete_data: bool,
+
+    /// Confirm --delete-data without asking (scripts).
+    #[arg(long, requires = "delete_data")]
+    pub yes: bool,
+
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// Which cluster.
     #[command(flatten)]
@@ -209,6 +238,10 @@ pub struct StopArgs {
     #[arg(long, requires = "delete_data")]
     pub yes: bool,
 
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
     /// Which cluster.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -229,6 +262,10 @@ pub struct RestartArgs {
     /// What `--hard` starts.
     #[command(flatten)]
     pub objects: ObjectsArgs,
+
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// Which cluster.
     #[command(flatten)]

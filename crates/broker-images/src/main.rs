@@ -34,7 +34,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{}", error_report::render(&err, json));
-            ExitCode::FAILURE
+            // A command line that cannot work as given is a usage error,
+            // as clap's own are.
+            if err.is::<commands::cluster::UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -227,3 +227,16 @@ impl broker_cluster::Reporter for Progress {
         Progress::line(self, text);
     }
 }
+
+/// A warning on stderr: `warning: …`, or with `--json` a JSON event like
+/// every other line the tool writes there.
+pub fn warning(json: bool, message: &str) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "warning", "message": message})
+        );
+    } else {
+        eprintln!("warning: {message}");
+    }
+}

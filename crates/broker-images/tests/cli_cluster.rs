@@ -285,11 +285,39 @@ fn start_renders_first_from_an_environment() {
     assert!(!text.contains("cannot reach"), "{text}");
     assert_eq!(text.trim().lines().count(), 1, "{text}");
 
+    // A command line that cannot work is a usage error, as clap's are.
     let out = run(&["start", "--kubeconfig", config.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("start needs --manifests DIR"),
         "{}",
         stderr(&out)
     );
+
+    // Issue 19 item 8: start --delete-data asks as stop --delete-data
+    // does; off a terminal only --yes confirms, before any request.
+    let out = run(&[
+        "start",
+        "--environment",
+        root.join("environments/single-node.yaml").to_str().unwrap(),
+        "--source",
+        source.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--env-file",
+        root.join("environments/env.sample").to_str().unwrap(),
+        "--catalogue",
+        catalogue.to_str().unwrap(),
+        "--kubeconfig",
+        config.to_str().unwrap(),
+        "--delete-data",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("--delete-data prunes the broker's PersistentVolumeClaims")
+            && text.contains("pass --yes"),
+        "{text}"
+    );
+    assert!(!text.contains("cannot reach"), "{text}");
 }

@@ -242,3 +242,91 @@ fn a_stall_timeout_not_below_the_give_up_budget_is_refused() {
         ],
     );
 }
+
+/// Issue 22 item 3: cluster-side bad input is one line saying each cause
+/// once — no YAML excerpt, no path twice, no position twice, no kube or
+/// hyper type names.
+#[test]
+fn cluster_input_errors_read_as_snapshotted() {
+    let ws = workspace();
+    std::fs::write(ws.path("bad-kubeconfig"), "garbage: [\n").unwrap();
+    snapshot_both(
+        &ws,
+        "malformed_kubeconfig",
+        &["status", "--kubeconfig", "bad-kubeconfig"],
+    );
+    snapshot_both(
+        &ws,
+        "missing_kubeconfig",
+        &["status", "--kubeconfig", "no-such-kubeconfig"],
+    );
+    snapshot_both(
+        &ws,
+        "missing_manifests",
+        &[
+            "start",
+            "--manifests",
+            "no-such-dir",
+            "--kubeconfig",
+            "bad-kubeconfig",
+        ],
+    );
+    std::fs::write(
+        ws.path("newer.lock"),
+        "{\"version\": 2, \"written_by\": \"broker-images 0.9.0\", \"platforms\": {}}\n",
+    )
+    .unwrap();
+    snapshot_both(
+        &ws,
+        "newer_lock",
+        &[
+            "status",
+            "--lock",
+            "newer.lock",
+            "--kubeconfig",
+            "bad-kubeconfig",
+        ],
+    );
+    std::fs::write(ws.path("damaged.lock"), "{\"version\": 1, \"images\": {\n").unwrap();
+    snapshot_both(
+        &ws,
+        "damaged_lock",
+        &[
+            "status",
+            "--lock",
+            "damaged.lock",
+            "--kubeconfig",
+            "bad-kubeconfig",
+        ],
+    );
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    std::fs::write(
+        ws.path("refused-kubeconfig"),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    snapshot_both(
+        &ws,
+        "refused_api_server",
+        &["status", "--kubeconfig", "refused-kubeconfig"],
+    );
+}
+
+/// Issue 22 item 9: status waits for nothing, so it offers no --timeout;
+/// the commands that wait say what for.
+#[test]
+fn only_the_commands_that_wait_take_a_timeout() {
+    let ws = workspace();
+    let help = |command: &str| {
+        let out = ws.run(&[command, "--help"]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!help("status").contains("--timeout"), "{}", help("status"));
+    for command in ["start", "stop", "restart"] {
+        let text = help(command);
+        assert!(text.contains("--timeout <SECONDS>"), "{text}");
+        assert!(text.contains("--lease-wait <SECONDS>"), "{text}");
+    }
+    assert!(help("stop").contains("for their pods to go (stop)"));
+}

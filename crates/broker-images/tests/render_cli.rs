@@ -354,9 +354,25 @@ fn unmirrored_third_party_images_warn_or_fail_with_require_pinned() {
     let out = inputs.render("single-node", &inputs.creds, &inputs.out);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("warning: workload `db`: `postgres:14.2` is not mirrored"),
+        stderr.contains("warning: `postgres:14.2`, `rabbitmq:3.9-management` not mirrored in")
+            && stderr.contains(
+                "run `broker-images mirror postgres:14.2 rabbitmq:3.9-management --registry "
+            ),
+        "{stderr}"
+    );
+    // Issue 22 item 5: with --json the warning is a JSON event too.
+    let out = inputs.render_with("single-node", &inputs.creds, &inputs.out, &["--json"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let event: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+    assert_eq!(event["event"], "warning", "{stderr}");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `broker-images mirror postgres:14.2"),
         "{stderr}"
     );
     let before = snapshot(&inputs.out);
@@ -369,9 +385,8 @@ fn unmirrored_third_party_images_warn_or_fail_with_require_pinned() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success());
     assert!(
-        stderr.contains(
-            "workloads/db.yaml: workload `db` uses `postgres:14.2`, which the lock has no mirror of"
-        ),
+        stderr.contains("--require-pinned: `postgres:14.2` (db in ")
+            && stderr.contains("`rabbitmq:3.9-management` (mq in "),
         "{stderr}"
     );
     assert_eq!(snapshot(&inputs.out), before);

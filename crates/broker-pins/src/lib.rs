@@ -36,6 +36,7 @@
 
 pub mod digest;
 pub mod lock;
+pub mod ownership;
 pub mod reference;
 
 pub use digest::{Digest, DigestWriter, ParseDigestError};

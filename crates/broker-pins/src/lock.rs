@@ -22,6 +22,10 @@ pub const LOCK_VERSION: u32 = 1;
 pub struct Lock {
     /// Format version, [`LOCK_VERSION`].
     pub version: u32,
+    /// The tool that wrote the file (`broker-images 0.1.0`), so a tool
+    /// too old for it can say which version to upgrade to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
     /// Broker images by name (`python-base`, …).
     #[serde(default)]
     pub images: BTreeMap<String, LockedImage>,
@@ -203,7 +207,7 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a lock file this version understands.
+    /// The file is damaged or was not written by broker-images.
     #[error("{path}:{line}:{column}: not a valid lock file ({why}); delete it and build again")]
     Parse {
         /// The lock file.
@@ -214,6 +218,20 @@ pub enum LockError {
         column: usize,
         /// What is wrong.
         why: String,
+    },
+    /// The file is of a newer lock format than this tool reads.
+    #[error(
+        "{path} is lock format {version}, written by {written_by}; this broker-images ({ours}) reads format {LOCK_VERSION}: upgrade broker-images (the lock is fine, keep it)"
+    )]
+    NewerFormat {
+        /// The lock file.
+        path: PathBuf,
+        /// Its format version.
+        version: u64,
+        /// Who wrote it, as it says.
+        written_by: String,
+        /// This tool's version.
+        ours: String,
     },
 }
 
@@ -239,12 +257,31 @@ impl Lock {
                 });
             }
         };
-        let lock: Lock = serde_json::from_str(&text).map_err(|e| LockError::Parse {
+        // The format version first: a newer file is no damage, and its
+        // unknown fields must not read as if it were.
+        if let Ok(loose) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(version) = loose.get("version").and_then(serde_json::Value::as_u64)
+            && version > u64::from(LOCK_VERSION)
+        {
+            return Err(LockError::NewerFormat {
+                path: path.to_path_buf(),
+                version,
+                written_by: loose
+                    .get("written_by")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("a newer broker-images")
+                    .to_owned(),
+                ours: env!("CARGO_PKG_VERSION").to_owned(),
+            });
+        }
+        let mut lock: Lock = serde_json::from_str(&text).map_err(|e| LockError::Parse {
             path: path.to_path_buf(),
             line: e.line(),
             column: e.column(),
-            why: e.to_string(),
+            why: without_position(&e.to_string()),
         })?;
+        // Who wrote it matters only to a tool too old to read it.
+        lock.written_by = None;
         if lock.version != LOCK_VERSION {
             return Err(LockError::Parse {
                 path: path.to_path_buf(),
@@ -318,10 +355,13 @@ impl Lock {
         out
     }
 
-    /// The exact bytes [`Lock::write`] puts on disk.
+    /// The exact bytes [`Lock::write`] puts on disk, naming this tool as
+    /// their writer.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut stamped = self.clone();
+        stamped.written_by = Some(concat!("broker-images ", env!("CARGO_PKG_VERSION")).to_owned());
         // Serialising plain maps of strings cannot fail.
-        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        let mut text = serde_json::to_string_pretty(&stamped).unwrap_or_default();
         text.push('\n');
         text.into_bytes()
     }
@@ -343,6 +383,15 @@ impl Lock {
     }
 }
 
+/// serde_json's message without its trailing ` at line L column C`: the
+/// position is said once, as `path:line:column`.
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => message[..at].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -351,7 +400,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    // A lock is no secret: it gets the umask's mode (tempfile's own
+    // default, 0600, leaves it unreadable to a CI step of another user).
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut temp = builder.tempfile_in(dir)?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
@@ -361,6 +418,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22 item 7: written with the umask's mode, as `touch` would.
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_gets_the_umasks_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.lock");
+        Lock::new().write(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let expected = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+        assert_eq!(format!("{mode:o}"), format!("{expected:o}"));
+        assert_ne!(mode, 0o600, "umask here is 022 or 002");
+    }
+
+    /// Issue 22 item 2: a newer format is no damage — say to upgrade.
+    #[test]
+    fn a_lock_of_a_newer_format_says_which_version_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.lock");
+        std::fs::write(
+            &path,
+            r#"{"version": 2, "written_by": "broker-images 0.9.0", "images": {}, "platforms": {}}"#,
+        )
+        .unwrap();
+        let text = Lock::read(&path).unwrap_err().to_string();
+        assert!(
+            text.contains("is lock format 2, written by broker-images 0.9.0"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade broker-images"), "{text}");
+        assert!(!text.contains("delete it"), "{text}");
+        // A damaged one may be rebuilt; its position is said once.
+        std::fs::write(&path, "{\"version\": 1, \"images\": {").unwrap();
+        let text = Lock::read(&path).unwrap_err().to_string();
+        assert!(text.ends_with("delete it and build again"), "{text}");
+        assert_eq!(text.matches("line").count(), 0, "{text}");
+    }
 
     #[test]
     fn round_trips_and_is_stable() {

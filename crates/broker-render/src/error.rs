@@ -66,18 +66,21 @@ pub enum RenderError {
         /// The broker images the lock holds, comma-separated.
         known: String,
     },
-    /// `--require-pinned` and a third-party image has no mirror in the lock.
+    /// `--require-pinned` and third-party images have no mirror in the
+    /// lock: every one named, with the command that mirrors them all.
     #[error(
-        "{}: workload `{workload}` uses `{image}`, which the lock has no mirror of; run `broker-images mirror {image}` or drop --require-pinned",
-        path.display()
+        "--require-pinned: {images} {verb} no mirror in {}; run `{command}` or drop --require-pinned",
+        lock.display()
     )]
     Unpinned {
-        /// The manifest file.
-        path: PathBuf,
-        /// The workload.
-        workload: String,
-        /// The reference as written in the catalogue.
-        image: String,
+        /// The lock file.
+        lock: PathBuf,
+        /// Each unmirrored reference with the workloads (and files) using it.
+        images: String,
+        /// `has` or `have`.
+        verb: &'static str,
+        /// The whole `broker-images mirror …` command.
+        command: String,
     },
     /// Something in a file is well-formed YAML but wrong for render.
     #[error("{}: {why}", path.display())]

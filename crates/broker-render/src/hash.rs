@@ -1,8 +1,9 @@
 //! The content-hash suffix kustomize gives generated ConfigMaps and Secrets
 //! (`db-init-7fb8m5k2hd`). Render must produce the very same suffix as
 //! `kubectl kustomize` for the same generator input, so that output made by
-//! either tool names the same objects; the differential test in
-//! `tests/kustomize.rs` holds the two together.
+//! either tool names the same objects; the differential test
+//! `generated_names_equal_kubectl_kustomize` (in `tests/render.rs`) holds
+//! the two together.
 //!
 //! The suffix is computed from a JSON object with the keys `kind`, `name`,
 //! `data` (and `type` for Secrets, `binaryData` for ConfigMaps when present),

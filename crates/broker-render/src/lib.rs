@@ -40,7 +40,7 @@ use std::path::Path;
 
 pub use environment::Profile;
 pub use error::RenderError;
-pub use render::{MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+pub use render::{HOST_PATH_INIT, MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
 
 /// What a render reads.
 #[derive(Clone, Copy, Debug)]
@@ -179,10 +179,10 @@ impl Rendered {
             .objects
             .iter()
             .map(|o| {
-                let mode = if o.secret { 0o600 } else { 0o644 };
+                let mode = if o.secret { SECRET_MODE } else { 0o666 };
                 (o.file_name.as_str(), o.yaml.as_bytes(), mode)
             })
-            .chain([(KUSTOMIZATION, kustomization.as_bytes(), 0o644)]);
+            .chain([(KUSTOMIZATION, kustomization.as_bytes(), 0o666)]);
         // Everything is written before anything is synced, so the disk sees
         // one batch rather than a flush per file.
         let mut written = Vec::new();
@@ -194,7 +194,11 @@ impl Rendered {
             file.sync_all()
                 .map_err(|e| RenderError::io("write", &path, e))?;
         }
-        set_mode(staging.path(), 0o755)?;
+        // The directory follows the umask as the files did (a CI step
+        // running as another user may need to read it): read bits of the
+        // kustomization file, with search bits where reading is allowed.
+        let file_mode = file_mode(&staging.path().join(KUSTOMIZATION));
+        set_mode(staging.path(), file_mode | ((file_mode & 0o444) >> 2))?;
         sync_dir(staging.path())?;
         // A directory cannot replace a non-empty one in a single rename:
         // move the old one aside first, then drop it.
@@ -223,7 +227,25 @@ impl Rendered {
     }
 }
 
-/// Creates `path` with exactly `mode` and writes `bytes`; the caller syncs.
+/// Rendered Secrets are readable by their owner only, whatever the umask.
+const SECRET_MODE: u32 = 0o600;
+
+/// The permission bits a file got (0o644 where there are none).
+fn file_mode(path: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        0o644
+    }
+}
+
+/// Creates `path` with `mode` less the umask — or, for Secrets, exactly
+/// [`SECRET_MODE`] — and writes `bytes`; the caller syncs.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<std::fs::File, RenderError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -239,7 +261,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<std::fs::File, Ren
         .map_err(|e| RenderError::io("write", path, e))?;
     // The umask may have taken bits away; Secrets must be exactly 0600.
     #[cfg(unix)]
-    {
+    if mode == SECRET_MODE {
         use std::os::unix::fs::PermissionsExt as _;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| RenderError::io("set permissions of", path, e))?;

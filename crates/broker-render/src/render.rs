@@ -14,12 +14,8 @@ use crate::hash;
 use crate::secrets;
 use crate::{Inputs, Object, Rendered};
 
-/// The label every object carries with its own (base) name.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// The label tying every object to the broker.
-pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
-/// The label saying this tool made the object.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub use broker_pins::ownership::{MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+use broker_pins::ownership::{MANAGED_BY_VALUE, PART_OF_VALUE, apply_rank};
 
 const CLUSTER_SCOPED: &[&str] = &[
     "Namespace",
@@ -79,16 +75,83 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
             .iter()
             .map(|o| (o.kind().to_owned(), o.name().to_owned()))
             .collect(),
+        unpinned: std::cell::RefCell::new(Vec::new()),
     };
-    pending.extend(transform_catalogue(&context, &mut warnings)?);
+    pending.extend(transform_catalogue(&context)?);
+    let unpinned = context.unpinned.into_inner();
+    if !unpinned.is_empty() {
+        if inputs.require_pinned {
+            let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for u in &unpinned {
+                images.entry(u.image.as_str()).or_default().push(format!(
+                    "{} in {}",
+                    u.workload,
+                    u.path.display()
+                ));
+            }
+            return Err(RenderError::Unpinned {
+                lock: inputs.lock.to_path_buf(),
+                verb: if images.len() == 1 { "has" } else { "have" },
+                command: mirror_command(images.keys().copied(), &lock, inputs.lock),
+                images: images
+                    .iter()
+                    .map(|(image, users)| format!("`{image}` ({})", users.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let images: std::collections::BTreeSet<&str> =
+            unpinned.iter().map(|u| u.image.as_str()).collect();
+        warnings.push(format!(
+            "{} not mirrored in {}, left unpinned: run `{}`",
+            images
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inputs.lock.display(),
+            mirror_command(images.iter().copied(), &lock, inputs.lock)
+        ));
+    }
     Ok(Rendered {
         objects: finish(pending, &environment.env.namespace),
         warnings,
     })
 }
 
+/// A third-party image the lock has no mirror of, where it is used.
+struct UnpinnedUse {
+    image: String,
+    workload: String,
+    path: PathBuf,
+}
+
+/// The one command that mirrors `images` into the registry the lock's
+/// broker images were pushed to (`HOST/PREFIX` when the lock has none).
+fn mirror_command<'i>(
+    images: impl Iterator<Item = &'i str>,
+    lock: &Lock,
+    lock_path: &Path,
+) -> String {
+    let registry = lock
+        .images
+        .iter()
+        .find_map(|(name, image)| {
+            let reference: broker_pins::Reference = image.reference.parse().ok()?;
+            broker_pins::RegistryPrefix::of_image(&reference, name)
+        })
+        .map_or_else(|| "HOST/PREFIX".to_owned(), |p| p.to_string());
+    format!(
+        "broker-images mirror {} --registry {registry} --lock {}",
+        images.collect::<Vec<_>>().join(" "),
+        lock_path.display()
+    )
+}
+
 /// What every transform may consult.
 struct Context<'a> {
+    /// Unmirrored third-party images met so far (said together at the end).
+    unpinned: std::cell::RefCell<Vec<UnpinnedUse>>,
     inputs: &'a Inputs<'a>,
     lock: &'a Lock,
     catalogue: &'a Catalogue,
@@ -300,10 +363,7 @@ fn generate_secrets(
 
 /// The catalogue's own objects for the environment: the namespace named,
 /// claims and Services shaped by the profile, pods pinned and rewired.
-fn transform_catalogue(
-    context: &Context<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Pending>, RenderError> {
+fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderError> {
     let environment = &context.environment.env;
     let mut out = Vec::new();
     for source in &context.catalogue.objects {
@@ -332,6 +392,16 @@ fn transform_catalogue(
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
+                // Half-supported is worse than refused: start, stop,
+                // restart and status wait on, scale and read Deployments.
+                if kind != "Deployment" {
+                    return Err(RenderError::invalid(
+                        &source.path,
+                        format!(
+                            "{kind} `{base}`: broker-images starts, stops, restarts and waits on Deployments only; make it a Deployment (with `strategy: Recreate` for one pod per volume, as db and mq)"
+                        ),
+                    ));
+                }
                 let missing = || {
                     RenderError::invalid(
                         &source.path,
@@ -352,7 +422,7 @@ fn transform_catalogue(
                     path: &source.path,
                     name: &base,
                 };
-                rewrite_pod(pod, context, &workload, warnings)?;
+                rewrite_pod(pod, context, &workload)?;
             }
             _ => {}
         }
@@ -387,22 +457,9 @@ fn finish(pending: Vec<Pending>, namespace: &str) -> Vec<Object> {
         })
         .collect();
     rendered.sort_by(|a, b| {
-        (kind_rank(&a.kind), &a.kind, &a.name).cmp(&(kind_rank(&b.kind), &b.kind, &b.name))
+        (apply_rank(&a.kind), &a.kind, &a.name).cmp(&(apply_rank(&b.kind), &b.kind, &b.name))
     });
     rendered
-}
-
-/// The order `kubectl apply` needs: namespace, then config, storage,
-/// Services, workloads.
-fn kind_rank(kind: &str) -> u8 {
-    match kind {
-        "Namespace" => 0,
-        "ConfigMap" | "Secret" => 1,
-        "PersistentVolumeClaim" => 2,
-        "Service" => 3,
-        "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => 5,
-        _ => 4,
-    }
 }
 
 /// The three labels; `app.kubernetes.io/name` only where the catalogue
@@ -414,8 +471,8 @@ fn add_common_labels(object: &mut Value, name: &str) {
         labels
             .entry(NAME_LABEL.to_owned())
             .or_insert_with(|| json!(name));
-        labels.insert(PART_OF_LABEL.to_owned(), json!("broker"));
-        labels.insert(MANAGED_BY_LABEL.to_owned(), json!("broker-images"));
+        labels.insert(PART_OF_LABEL.to_owned(), json!(PART_OF_VALUE));
+        labels.insert(MANAGED_BY_LABEL.to_owned(), json!(MANAGED_BY_VALUE));
     }
 }
 
@@ -428,12 +485,13 @@ fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
 
 fn claim_for_cluster(claim: &mut Value, storage: &crate::environment::Storage) {
     let spec = ensure_object(claim, "spec");
-    spec["accessModes"] = json!(
-        storage
-            .access_modes
-            .clone()
-            .unwrap_or_else(|| vec!["ReadWriteOnce".to_owned()])
-    );
+    // The catalogue's modes stand unless the environment sets its own:
+    // access modes are immutable, so a wrong default costs the claim.
+    if let Some(modes) = &storage.access_modes {
+        spec["accessModes"] = json!(modes);
+    } else if !spec["accessModes"].is_array() {
+        spec["accessModes"] = json!(["ReadWriteOnce"]);
+    }
     if let Some(size) = &storage.size {
         spec["resources"] = json!({"requests": {"storage": size}});
     }
@@ -496,7 +554,6 @@ fn rewrite_pod(
     pod: &mut Value,
     context: &Context<'_>,
     workload: &Workload<'_>,
-    warnings: &mut Vec<String>,
 ) -> Result<(), RenderError> {
     for list in ["initContainers", "containers"] {
         let Some(containers) = pod.get_mut(list).and_then(Value::as_array_mut) else {
@@ -513,7 +570,7 @@ fn rewrite_pod(
                 ));
             }
             let image = container["image"].as_str().unwrap_or_default().to_owned();
-            container["image"] = json!(pin(&image, context, workload, warnings)?);
+            container["image"] = json!(pin(&image, context, workload)?);
             if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
                 for source in sources {
                     rename_ref(
@@ -548,6 +605,8 @@ fn rewrite_pod(
             }
         }
     }
+    // Volumes that were claims and are node directories now.
+    let mut host_paths = Vec::new();
     if let Some(volumes) = pod.get_mut("volumes").and_then(Value::as_array_mut) {
         for volume in volumes {
             rename_ref(
@@ -608,14 +667,95 @@ fn rewrite_pod(
                         "hostPath".to_owned(),
                         json!({"path": host_path, "type": "DirectoryOrCreate"}),
                     );
+                    if let Some(name) = map.get("name").and_then(Value::as_str) {
+                        host_paths.push(name.to_owned());
+                    }
                 }
             }
         }
     }
+    give_host_paths_the_fs_group(pod, &host_paths);
     if let Some(secret) = &context.environment.env.pull_secret {
         pod["imagePullSecrets"] = json!([{ "name": secret }]);
     }
     Ok(())
+}
+
+/// The name of the init container [`give_host_paths_the_fs_group`] adds.
+pub const HOST_PATH_INIT: &str = "host-path-ownership";
+
+/// What `fsGroup` does for a claim, done for the node directories that
+/// replace claims on single-node: the kubelet applies `fsGroup` to no
+/// hostPath, and `DirectoryOrCreate` makes a fresh directory root:root
+/// 0755, which a pod running as uid 1000 cannot write (issue 19, item 12).
+/// An init container of the pod's own image, as root with only CHOWN and
+/// FOWNER, gives each mounted directory's root the group `fsGroup`, group
+/// write and setgid, exactly as the kubelet does for a volume; what is
+/// below is left alone. Pods without `fsGroup` (db, mq: their images chown
+/// their own data as root) get none. Only the single-node profile renders
+/// hostPath, so the cluster profile's pods stay free of root containers.
+fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
+    let Some(group) = pod
+        .pointer("/securityContext/fsGroup")
+        .and_then(Value::as_i64)
+    else {
+        return;
+    };
+    let Some(first) = pod.pointer("/containers/0").cloned() else {
+        return;
+    };
+    // Where the pod's containers mount each directory (the first mount).
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    for volume in host_paths {
+        let mount_path = pod
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("volumeMounts").and_then(Value::as_array))
+            .flatten()
+            .find(|m| {
+                m.get("name").and_then(Value::as_str) == Some(volume.as_str())
+                    && m.get("subPath").is_none()
+            })
+            .and_then(|m| m.get("mountPath").and_then(Value::as_str));
+        if let Some(path) = mount_path {
+            mounts.push((volume.clone(), path.to_owned()));
+        }
+    }
+    if mounts.is_empty() {
+        return;
+    }
+    let mut command = vec![
+        json!("install"),
+        json!("-d"),
+        json!("-g"),
+        json!(group.to_string()),
+        json!("-m"),
+        json!("2775"),
+    ];
+    command.extend(mounts.iter().map(|(_, path)| json!(path)));
+    let init = json!({
+        "name": HOST_PATH_INIT,
+        "image": first["image"],
+        "command": command,
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "volumeMounts": mounts
+            .iter()
+            .map(|(name, path)| json!({"name": name, "mountPath": path}))
+            .collect::<Vec<_>>(),
+    });
+    let slot = &mut pod["initContainers"];
+    match slot.as_array_mut() {
+        Some(list) => list.insert(0, init),
+        None => *slot = json!([init]),
+    }
 }
 
 /// Rewrites a reference to a generated ConfigMap or Secret; a reference to
@@ -655,12 +795,7 @@ fn rename_ref(
     Ok(())
 }
 
-fn pin(
-    image: &str,
-    context: &Context<'_>,
-    workload: &Workload<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<String, RenderError> {
+fn pin(image: &str, context: &Context<'_>, workload: &Workload<'_>) -> Result<String, RenderError> {
     let lock_path = context.inputs.lock;
     let registry = context.environment.env.registry.as_deref();
     let relocate = |pinned: broker_pins::PinnedRef| match registry {
@@ -684,18 +819,11 @@ fn pin(
             })?;
             return Ok(relocate(pinned));
         }
-        if context.inputs.require_pinned {
-            return Err(RenderError::Unpinned {
-                path: workload.path.clone(),
-                workload: workload.name.to_owned(),
-                image: written.clone(),
-            });
-        }
-        warnings.push(format!(
-            "workload `{}`: `{written}` is not mirrored in {}, left unpinned (run `broker-images mirror {written}`)",
-            workload.name,
-            lock_path.display()
-        ));
+        context.unpinned.borrow_mut().push(UnpinnedUse {
+            image: written.clone(),
+            workload: workload.name.to_owned(),
+            path: workload.path.clone(),
+        });
         return Ok(written.clone());
     }
     Err(RenderError::UnknownImage {

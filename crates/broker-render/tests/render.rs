@@ -348,7 +348,12 @@ fn every_container_image_is_digest_pinned() {
                 }
             }
         }
-        assert_eq!(images, 12, "{profile}: one container per workload");
+        // Single-node: frred's init container prepares its node directory.
+        let expected = if profile == "single-node" { 13 } else { 12 };
+        assert_eq!(
+            images, expected,
+            "{profile}: one container per workload (and frred's init container)"
+        );
     }
 }
 
@@ -611,6 +616,10 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
         .as_object_mut()
         .unwrap()
         .remove("rabbitmq:3.9-management");
+    lock["mirrors"]
+        .as_object_mut()
+        .unwrap()
+        .remove("postgres:14.2");
     setup.lock = work.path().join("images.lock");
     std::fs::write(&setup.lock, lock.to_string()).unwrap();
     let inputs = Inputs {
@@ -618,8 +627,16 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
         ..setup.inputs()
     };
     let rendered = render(&inputs).unwrap();
+    // Issue 22 item 2: one warning with the whole command, which works
+    // as printed (the registry the lock's images went to, the lock).
     assert_eq!(rendered.warnings.len(), 1, "{:?}", rendered.warnings);
-    assert!(rendered.warnings[0].contains("rabbitmq:3.9-management"));
+    let lock_path = setup.lock.display().to_string();
+    assert_eq!(
+        rendered.warnings[0],
+        format!(
+            "`postgres:14.2`, `rabbitmq:3.9-management` not mirrored in {lock_path}, left unpinned: run `broker-images mirror postgres:14.2 rabbitmq:3.9-management --registry registry.example:5000/broker --lock {lock_path}`"
+        )
+    );
     assert!(
         rendered
             .to_stream()
@@ -631,8 +648,12 @@ fn an_unmirrored_third_party_image_is_a_warning_or_with_require_pinned_an_error(
     })
     .unwrap_err()
     .to_string();
+    // Every unmirrored image named, not only the first.
     assert!(
-        err.contains("mq.yaml: workload `mq` uses `rabbitmq:3.9-management`"),
+        err.starts_with("--require-pinned: `postgres:14.2` (db in ")
+            && err.contains("db.yaml), `rabbitmq:3.9-management` (mq in ")
+            && err.contains("mq.yaml) have no mirror in")
+            && err.contains("run `broker-images mirror postgres:14.2 rabbitmq:3.9-management --registry registry.example:5000/broker --lock "),
         "{err}"
     );
 }
@@ -714,15 +735,19 @@ fn the_seed_defects_stay_fixed() {
         container("website")["command"],
         serde_json::json!(["python", "./app/main.py"])
     );
-    for probe in ["readinessProbe", "livenessProbe"] {
-        let command = &container("db")[probe]["exec"]["command"];
-        assert_eq!(command[0], "sh");
-        assert_eq!(command[1], "-c");
-        let script = command[2].as_str().unwrap();
-        assert!(
-            script.contains("\"$PGUSER\"") && script.contains("\"$PGDATABASE\""),
-            "{script}"
-        );
+    // Issue 19 item 1: db's probes ask the local server in exec form
+    // (probe commands expand no variables, so none may appear).
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let command = container("db")[probe]["exec"]["command"].clone();
+        let words: Vec<&str> = command
+            .as_array()
+            .unwrap_or_else(|| panic!("db {probe} is not an exec probe"))
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert_eq!(words[0], "pg_isready", "{probe}: {words:?}");
+        assert!(words.contains(&"--host=127.0.0.1"), "{probe}: {words:?}");
+        assert!(words.iter().all(|w| !w.contains('$')), "{probe}: {words:?}");
     }
     for name in ["db", "mq"] {
         assert_eq!(
@@ -805,5 +830,227 @@ fn misshapen_objects_are_errors_not_panics() {
             err.contains("workloads/odd.yaml: ") && err.contains(expected),
             "{err}"
         );
+    }
+}
+
+/// Issue 19 item 9: access modes are immutable, so the catalogue's
+/// ReadWriteMany must survive an environment that sets none.
+#[test]
+fn read_write_many_from_the_catalogue_is_kept_unless_the_environment_sets_modes() {
+    let work = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("cluster");
+    let environment = std::fs::read_to_string(&setup.environment).unwrap();
+    assert!(environment.contains("    accessModes: [ReadWriteMany]\n"));
+    setup.environment = work.path().join("cluster.yaml");
+    std::fs::write(
+        &setup.environment,
+        environment.replace("    accessModes: [ReadWriteMany]\n", ""),
+    )
+    .unwrap();
+    let rendered = setup.render();
+    let modes = |name: &str| {
+        rendered
+            .objects
+            .iter()
+            .find(|o| o.kind == "PersistentVolumeClaim" && o.name == name)
+            .unwrap()
+            .value["spec"]["accessModes"]
+            .clone()
+    };
+    assert_eq!(
+        modes("databolt-output"),
+        serde_json::json!(["ReadWriteMany"])
+    );
+    assert_eq!(modes("db-data"), serde_json::json!(["ReadWriteOnce"]));
+}
+
+/// Issue 19 item 10: start, stop, restart and status handle Deployments;
+/// another workload kind is refused by render, not half-run.
+#[test]
+fn a_stateful_set_is_refused_in_one_line_naming_the_file() {
+    let work = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("single-node");
+    setup.manifests = work.path().join("manifests");
+    copy_dir(&repo_root().join("manifests"), &setup.manifests);
+    let mq = setup.manifests.join("workloads/mq.yaml");
+    let text = std::fs::read_to_string(&mq).unwrap();
+    std::fs::write(
+        &mq,
+        text.replacen("kind: Deployment", "kind: StatefulSet", 1),
+    )
+    .unwrap();
+    let error = setup.render_error();
+    assert!(!error.contains('\n'), "{error}");
+    assert!(
+        error.contains("workloads/mq.yaml")
+            && error.contains("StatefulSet `mq`: broker-images starts, stops, restarts and waits on Deployments only"),
+        "{error}"
+    );
+}
+
+/// Every Service name of the rendered set, and every key of the environment
+/// ConfigMap (client settings such as PGHOST=db).
+fn services_and_client_keys(rendered: &Rendered) -> (Vec<String>, Vec<String>) {
+    let services = rendered
+        .objects
+        .iter()
+        .filter(|o| o.kind == "Service")
+        .map(|o| o.name.clone())
+        .collect();
+    let env = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind == "ConfigMap" && o.name.starts_with("broker-env-"))
+        .expect("no broker-env ConfigMap");
+    let keys = env.value["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    (services, keys)
+}
+
+/// Issue 19 item 1: on a real node the db probe honoured PGHOST=db, dialled
+/// the db Service, which has no endpoint until that very probe passes, and
+/// db never came up. No probe of any workload may name a Service, set a
+/// host, or read the environment meant for clients.
+#[test]
+fn no_probe_depends_on_a_service_or_on_client_environment() {
+    for profile in ["single-node", "cluster"] {
+        let rendered = Setup::new(profile).render();
+        let (services, client_keys) = services_and_client_keys(&rendered);
+        let mut probes = 0;
+        for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
+            let pod = &object.value["spec"]["template"]["spec"];
+            for container in pod["containers"].as_array().unwrap() {
+                for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
+                    let probe = &container[kind];
+                    if probe.is_null() {
+                        continue;
+                    }
+                    probes += 1;
+                    let what = format!("{profile}: {} {kind}", object.name);
+                    for action in ["httpGet", "tcpSocket", "grpc"] {
+                        assert!(probe[action]["host"].is_null(), "{what} sets a host");
+                    }
+                    let Some(words) = probe["exec"]["command"].as_array() else {
+                        continue;
+                    };
+                    for word in words.iter().map(|w| w.as_str().unwrap()) {
+                        assert!(!word.contains('$'), "{what} reads a variable: {word}");
+                        for service in &services {
+                            let named = word
+                                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                                .any(|part| part == service);
+                            assert!(!named, "{what} names the Service `{service}`: {word}");
+                        }
+                        for key in &client_keys {
+                            assert!(!word.contains(key.as_str()), "{what} uses {key}: {word}");
+                        }
+                    }
+                }
+            }
+        }
+        // db: startup, readiness, liveness; mq: the same; four HTTP/TCP
+        // workloads: readiness and liveness.
+        assert_eq!(probes, 14, "{profile}");
+    }
+}
+
+/// Issue 19 item 1: in the db container `psql` means this server. The
+/// environment's PGHOST=db routes through the Service, which asks for a
+/// password; the db container points PGHOST at the local socket instead.
+#[test]
+fn the_db_container_points_clients_at_its_own_socket() {
+    let rendered = Setup::new("single-node").render();
+    let db = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind == "Deployment" && o.name == "db")
+        .unwrap();
+    let env = db.value["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let pghost = env
+        .iter()
+        .find(|v| v["name"] == "PGHOST")
+        .expect("db sets no PGHOST of its own");
+    assert_eq!(pghost["value"], "/var/run/postgresql");
+}
+
+/// Issue 19 item 1: a worker with no port has no probe, so a pod would
+/// count as ready the moment its process starts, even one that crashes a
+/// second later. They count only after staying up.
+#[test]
+fn port_less_workers_count_as_ready_only_after_staying_up() {
+    let rendered = Setup::new("cluster").render();
+    let mut workers = Vec::new();
+    for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
+        let containers = object.value["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        let probed = containers
+            .iter()
+            .any(|c| c["readinessProbe"].is_object() || c["ports"].is_array());
+        if !probed {
+            workers.push(object.name.clone());
+            let seconds = object.value["spec"]["minReadySeconds"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!(seconds >= 10, "{}: minReadySeconds {seconds}", object.name);
+        }
+    }
+    workers.sort();
+    assert_eq!(
+        workers,
+        ["delivery", "frred", "lm", "ttn-processor", "wombat", "ydoc"]
+    );
+}
+
+/// Issue 19 item 12: on a fresh single-node install the node directory of
+/// databolt-output is made root:root 0755 and frred (uid 1000) could not
+/// write it. Single-node gives that directory frred's fsGroup through an
+/// init container; the cluster profile (a claim, fsGroup applies) has none.
+#[test]
+fn single_node_gives_node_directories_the_pods_fs_group() {
+    let frred = |profile: &str| {
+        Setup::new(profile)
+            .render()
+            .objects
+            .into_iter()
+            .find(|o| o.kind == "Deployment" && o.name == "frred")
+            .unwrap()
+            .value["spec"]["template"]["spec"]
+            .clone()
+    };
+    let single = frred("single-node");
+    let init = &single["initContainers"][0];
+    assert_eq!(init["name"], broker_render::HOST_PATH_INIT);
+    assert_eq!(init["image"], single["containers"][0]["image"]);
+    assert_eq!(
+        init["command"],
+        serde_json::json!(["install", "-d", "-g", "1000", "-m", "2775", "/raw_data"])
+    );
+    assert_eq!(
+        init["volumeMounts"],
+        serde_json::json!([{"name": "databolt-output", "mountPath": "/raw_data"}])
+    );
+    assert_eq!(init["securityContext"]["runAsUser"], 0);
+    assert_eq!(
+        init["securityContext"]["capabilities"],
+        serde_json::json!({"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]})
+    );
+    assert!(frred("cluster")["initContainers"].is_null());
+    // db and mq chown their own data as root: no init container.
+    let rendered = Setup::new("single-node").render();
+    for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
+        if object.name != "frred" {
+            assert!(
+                object.value["spec"]["template"]["spec"]["initContainers"].is_null(),
+                "{}",
+                object.name
+            );
+        }
     }
 }

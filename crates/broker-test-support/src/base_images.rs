@@ -107,7 +107,7 @@ pub fn debian_minbase() -> BaseImage {
     IMAGE.get_or_init(make_debian_minbase).clone()
 }
 
-fn sha256_hex(parts: &[&[u8]]) -> String {
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -396,6 +396,45 @@ fn cached_image(
     changes: &[&str],
     make_rootfs: impl FnOnce(&Path) -> PathBuf,
 ) -> BaseImage {
+    cached_engine_image(name, key, |work, docker_ref| {
+        let rootfs = make_rootfs(work);
+        let tarball = work.join("rootfs.tar");
+        let tar = require_tool("tar", "apt-get install -y tar");
+        run_ok(
+            Command::new(tar)
+                .args([
+                    "--sort=name",
+                    "--mtime=@0",
+                    "--numeric-owner",
+                    "--exclude=./dev/*",
+                ])
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tarball)
+                .arg("."),
+        );
+        let mut import = docker_cli();
+        import.arg("import");
+        for change in changes {
+            import.arg("--change").arg(change);
+        }
+        run_ok(import.arg(&tarball).arg(docker_ref));
+        remove_tree(&rootfs);
+        let _ = fs::remove_file(&tarball);
+    })
+}
+
+/// Returns the cached image `name` with recipe hash `key`: when the cache
+/// lacks it, `load` (given a work directory and the reference to give the
+/// image) puts it into the engine and it is kept as an OCI layout; when
+/// only the engine lost it, it is loaded back from that layout. One build
+/// at a time across processes (an exclusive file lock per image).
+pub(crate) fn cached_engine_image(
+    name: &str,
+    key: &str,
+    load: impl FnOnce(&Path, &str),
+) -> BaseImage {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let cache = fixtures_dir();
     fs::create_dir_all(&cache)
@@ -422,29 +461,7 @@ fn cached_image(
         let work = cache.join(format!("tmp-{name}-{key}-{}", std::process::id()));
         fs::create_dir_all(&work).expect("cannot create the build directory");
         let started = Instant::now();
-        let rootfs = make_rootfs(&work);
-        let tarball = work.join("rootfs.tar");
-        let tar = require_tool("tar", "apt-get install -y tar");
-        run_ok(
-            Command::new(tar)
-                .args([
-                    "--sort=name",
-                    "--mtime=@0",
-                    "--numeric-owner",
-                    "--exclude=./dev/*",
-                ])
-                .arg("-C")
-                .arg(&rootfs)
-                .arg("-cf")
-                .arg(&tarball)
-                .arg("."),
-        );
-        let mut import = docker_cli();
-        import.arg("import");
-        for change in changes {
-            import.arg("--change").arg(change);
-        }
-        run_ok(import.arg(&tarball).arg(&image.docker_ref));
+        load(&work, &image.docker_ref);
         run_ok(
             Command::new(&skopeo)
                 .args(["--insecure-policy", "copy", "--src-daemon-host"])
@@ -452,8 +469,6 @@ fn cached_image(
                 .arg(&daemon)
                 .arg(format!("oci:{}:{key}", work.join("oci").display())),
         );
-        remove_tree(&rootfs);
-        let _ = fs::remove_file(&tarball);
         if final_dir.exists() {
             remove_tree(&final_dir);
         }
@@ -465,7 +480,7 @@ fn cached_image(
             )
         });
         eprintln!(
-            "broker-test-support: made base image {} in {:.1?}",
+            "broker-test-support: made image {} in {:.1?}",
             image.docker_ref,
             started.elapsed()
         );

@@ -1,5 +1,6 @@
 //! Fixtures that start the real components tests run against: a CNCF
-//! Distribution registry, the Docker engine, and locally made base images.
+//! Distribution registry, the Docker engine, locally made base images and
+//! stand-ins for the official postgres and rabbitmq images.
 //!
 //! Everything here panics with a clear message (and an install hint when a
 //! tool is missing) instead of returning errors: these are test fixtures, and
@@ -13,6 +14,7 @@ pub mod docker;
 pub mod fault_proxy;
 pub mod registry;
 pub mod silent_server;
+pub mod standins;
 pub mod synthetic;
 pub mod token_issuer;
 
@@ -22,6 +24,7 @@ pub use docker::{docker_cli, engine, git, output_ok, require_tool, run_ok};
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 pub use silent_server::SilentServer;
+pub use standins::Standin;
 pub use token_issuer::{IssuedToken, TokenIssuer};
 
 use std::path::{Path, PathBuf};

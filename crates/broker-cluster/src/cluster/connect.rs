@@ -14,6 +14,9 @@ use crate::applyset::ApplySet;
 use crate::error::ClusterError;
 use crate::objects::Kind;
 
+/// The `User-Agent` of every request to the API server.
+pub const USER_AGENT: &str = concat!("broker-images/", env!("CARGO_PKG_VERSION"));
+
 /// Where the cluster is and which namespace is ours.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -25,6 +28,9 @@ pub struct ConnectOptions {
     pub namespace: String,
     /// How long to wait for a TCP/TLS connection to the API server.
     pub connect_timeout: Duration,
+    /// How long `start`, `stop` and `restart` wait for another run's
+    /// hold on the namespace (its Lease) before giving up.
+    pub lease_wait: Duration,
 }
 
 impl ConnectOptions {
@@ -35,6 +41,7 @@ impl ConnectOptions {
             context: None,
             namespace: namespace.to_owned(),
             connect_timeout: Duration::from_secs(5),
+            lease_wait: Duration::from_secs(60),
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct Cluster {
     pub(super) server: String,
     pub(super) namespace: String,
     pub(super) set: ApplySet,
+    pub(super) lease_wait: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -61,12 +69,21 @@ impl std::fmt::Debug for Cluster {
 /// `KUBECONFIG`, else `~/.kube/config`) and checks the context exists.
 pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterError> {
     let kubeconfig = match &options.kubeconfig {
-        Some(path) => Kubeconfig::read_from(path).map_err(|e| {
-            ClusterError::Kubeconfig(format!("cannot read {}: {e}", path.display()))
-        })?,
+        Some(path) => {
+            if !path.exists() {
+                return Err(ClusterError::Kubeconfig(format!(
+                    "{} does not exist; pass --kubeconfig with the cluster's kubeconfig file",
+                    path.display()
+                )));
+            }
+            Kubeconfig::read_from(path).map_err(|e| {
+                ClusterError::Kubeconfig(format!("{}: {}", path.display(), kubeconfig_why(&e)))
+            })?
+        }
         None => Kubeconfig::read().map_err(|e| {
             ClusterError::Kubeconfig(format!(
-                "cannot read KUBECONFIG or ~/.kube/config ({e}); pass --kubeconfig"
+                "cannot use $KUBECONFIG or ~/.kube/config: {}; pass --kubeconfig",
+                kubeconfig_why(&e)
             ))
         })?,
     };
@@ -93,6 +110,64 @@ pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterEr
             }
         ))),
         Some(_) => Ok(kubeconfig),
+    }
+}
+
+/// What is wrong with a kubeconfig, on one line without kube's own
+/// repetition of the path or its YAML excerpt.
+fn kubeconfig_why(error: &kube::config::KubeconfigError) -> String {
+    use kube::config::KubeconfigError as E;
+    match error {
+        E::ReadConfig(io, _) => io.to_string(),
+        E::Parse(yaml) => {
+            let first = yaml.to_string();
+            let first = first.lines().next().unwrap_or("").trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            format!(
+                "not a valid kubeconfig (YAML {first}); fix the file or pass another --kubeconfig"
+            )
+        }
+        other => {
+            let text = other.to_string();
+            text.lines().next().unwrap_or("").to_owned()
+        }
+    }
+}
+
+/// What happened below HTTP, in words that say what to check; kube's and
+/// hyper's type names (`ServiceError: client error (Connect)`) left out.
+pub fn explain_transport(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut io_kind = None;
+    let mut texts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        texts.push(e.to_string().to_lowercase());
+        source = e.source();
+    }
+    let all = texts.join(" | ");
+    use std::io::ErrorKind as K;
+    match io_kind {
+        Some(K::ConnectionRefused) => {
+            "connection refused: nothing listens there; check the server address in the kubeconfig and that the cluster is running".into()
+        }
+        Some(K::TimedOut) => "no answer in time: check the address and any firewall or VPN in between".into(),
+        Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
+            "the connection was cut: check for a proxy or load balancer in between".into()
+        }
+        _ if all.contains("elapsed") || all.contains("timed out") || all.contains("timeout") => {
+            "no answer in time: check the address and any firewall or VPN in between".into()
+        }
+        _ if all.contains("dns error") || all.contains("failed to lookup") => {
+            "the server's host name does not resolve: check the address in the kubeconfig".into()
+        }
+        _ if all.contains("certificate") || all.contains("tls") => format!(
+            "TLS failed ({}): check the kubeconfig's certificate-authority data",
+            texts.iter().rev().find(|t| t.contains("certificate") || t.contains("tls")).cloned().unwrap_or_default()
+        ),
+        _ => texts.last().cloned().unwrap_or_default(),
     }
 }
 
@@ -198,7 +273,7 @@ pub fn classify_error(error: kube::Error, verb: &str, target: Target) -> Cluster
         other => ClusterError::Transport {
             verb: verb.to_owned(),
             object,
-            why: chain(&other),
+            why: explain_transport(&other),
         },
     }
 }
@@ -232,9 +307,16 @@ impl Cluster {
         config.connect_timeout = Some(options.connect_timeout);
         config.read_timeout = Some(Duration::from_secs(60));
         config.default_namespace = options.namespace.clone();
+        // API server audit logs name the client by it.
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        ));
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClusterError::Kubeconfig(chain(&e)))?;
-        Ok(Self::from_client(client, &server, &options.namespace))
+        let mut cluster = Self::from_client(client, &server, &options.namespace);
+        cluster.lease_wait = options.lease_wait;
+        Ok(cluster)
     }
 
     /// Wraps an existing client (tests point one at a scripted server).
@@ -244,7 +326,14 @@ impl Cluster {
             server: server.to_owned(),
             namespace: namespace.to_owned(),
             set: ApplySet::new(namespace),
+            lease_wait: ConnectOptions::new(namespace).lease_wait,
         }
+    }
+
+    /// The same handle, waiting at most `wait` for another run's Lease.
+    pub fn with_lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
     }
 
     /// The ApplySet this cluster handle works on.

@@ -2,16 +2,18 @@
 //! restart and status runs that walk the plans of [`crate::plan`].
 //!
 //! Each concern is a module adding its own `impl Cluster` block, so a run
-//! can be read without the others; the public names are re-exported here,
-//! where they always were. Each module imports only from those listed
-//! before it, so none of them import one another in a circle:
+//! can be read without the others; the public names are re-exported here.
+//! Each module imports only from those listed before it, so none of them
+//! import one another in a circle:
 //! - `connect`: the handle, the kubeconfig, kube errors turned into ours.
 //! - `requests`: the gets, lists, applies and deletes all runs share.
 //! - `reporter`: how a run tells of its progress.
-//! - `wait`: the rollout wait that [`crate::wait`] classifies for.
+//! - `wait`: the loop that polls until [`crate::rollout`] says ready.
+//! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 
 mod connect;
+mod lease;
 mod reporter;
 mod requests;
 mod restart;
@@ -20,7 +22,7 @@ mod status;
 mod stop;
 mod wait;
 
-pub use connect::{Cluster, ConnectOptions, Target, classify_error, load_kubeconfig};
+pub use connect::{Cluster, ConnectOptions, Target, USER_AGENT, classify_error, load_kubeconfig};
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;
 pub use restart::RESTART_MANAGER;

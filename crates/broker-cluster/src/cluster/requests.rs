@@ -5,19 +5,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::connect::{Cluster, Target, chain, classify_error};
+use super::connect::{Cluster, Target, classify_error, explain_transport};
+use crate::applyset::{ApplySet, ParentRecord};
 use crate::error::ClusterError;
 use crate::labels;
 use crate::objects::{Kind, ObjectKey};
 
-/// The field manager `stop` scales with. Separate from `start`'s so the
-/// rendered replica count stays what start owns; start releases it.
-pub const STOP_MANAGER: &str = "broker-images-stop";
+pub use crate::compare::STOP_MANAGER;
 
 impl Cluster {
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
@@ -55,7 +54,7 @@ impl Cluster {
             kube::Error::Api(_) => self.error(e, "get", Kind::Namespace, Some(&self.namespace)),
             other => ClusterError::Unreachable {
                 server: self.server.clone(),
-                why: chain(&other),
+                why: explain_transport(&other),
             },
         })?;
         if let Some(ns) = &found {
@@ -70,9 +69,10 @@ impl Cluster {
         })
     }
 
-    /// The parent's member kinds annotation, `None` without a parent; an
-    /// error when the parent is another tool's or its id is not ours.
-    pub(super) async fn parent_kinds(&self) -> Result<Option<String>, ClusterError> {
+    /// What the parent records, `None` without a parent; an error when
+    /// the parent is another tool's, its id is not ours, or it names a
+    /// kind we do not know.
+    pub(super) async fn parent_record(&self) -> Result<Option<ParentRecord>, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let Some(parent) = api
             .get_opt(&self.set.name)
@@ -102,12 +102,11 @@ impl Cluster {
                 },
             });
         }
-        Ok(Some(
-            annotations
-                .get(labels::APPLYSET_GROUP_KINDS)
-                .cloned()
-                .unwrap_or_default(),
-        ))
+        let text = |key: &str| annotations.get(key).map_or("", String::as_str);
+        Ok(Some(ParentRecord {
+            kinds: ApplySet::parse_group_kinds(text(labels::APPLYSET_GROUP_KINDS))?,
+            workloads: ApplySet::parse_workloads(text(labels::WORKLOADS)),
+        }))
     }
 
     /// The set's members of `kinds`: one list call per kind, by label.
@@ -191,6 +190,23 @@ impl Cluster {
             .list(&ListParams::default().labels(&self.set.member_selector()))
             .await
             .map_err(|e| self.error(e, "list", Kind::Deployment, None))?
+            .items)
+    }
+
+    /// The namespace's ReplicaSets: which one is a Deployment's current
+    /// revision, and which revisions still need old config.
+    pub(super) async fn replica_sets(&self) -> Result<Vec<ReplicaSet>, ClusterError> {
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        Ok(api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| {
+                classify_error(
+                    e,
+                    "list",
+                    Target::new("replicasets.apps", "replicasets", Some(&self.namespace)),
+                )
+            })?
             .items)
     }
 

@@ -31,6 +31,18 @@ impl Cluster {
                 why: "does not exist: nothing to restart; run start first".into(),
             });
         }
+        let lease = self.hold_lease("restart", self.lease_wait).await?;
+        let result = self.restart_held(workloads, timeout, reporter).await;
+        lease.release().await;
+        result
+    }
+
+    async fn restart_held(
+        &self,
+        workloads: &[String],
+        timeout: Duration,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<String>, ClusterError> {
         let deployments = self.deployments().await?;
         let names: Vec<String> = deployments
             .iter()
@@ -48,11 +60,50 @@ impl Cluster {
                 });
             }
         }
+        let stopped: Vec<String> = deployments
+            .iter()
+            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0))
+            .filter_map(|d| d.metadata.name.clone())
+            .collect();
         let chosen: Vec<String> = if workloads.is_empty() {
-            names
+            if !names.is_empty() && stopped.len() == names.len() {
+                return Err(ClusterError::Stopped(format!(
+                    "the broker in namespace {} is stopped (every workload at 0 replicas): nothing to restart; run broker-images start",
+                    self.namespace
+                )));
+            }
+            for name in &stopped {
+                reporter.line(&format!("skip Deployment/{name}: stopped (0 replicas)"));
+            }
+            names.into_iter().filter(|n| !stopped.contains(n)).collect()
         } else {
+            let asked_stopped: Vec<&String> =
+                workloads.iter().filter(|w| stopped.contains(w)).collect();
+            if !asked_stopped.is_empty() {
+                return Err(ClusterError::Stopped(format!(
+                    "{} stopped (0 replicas) in namespace {}: restart runs only running workloads; run broker-images start",
+                    asked_stopped
+                        .iter()
+                        .map(|n| format!("Deployment/{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + if asked_stopped.len() == 1 {
+                            " is"
+                        } else {
+                            " are"
+                        },
+                    self.namespace
+                )));
+            }
             workloads.to_vec()
         };
+        if chosen.is_empty() {
+            return Err(ClusterError::Object {
+                object: format!("Namespace/{}", self.namespace),
+                why: "has no broker workloads: nothing to restart; run broker-images start first"
+                    .into(),
+            });
+        }
         let now = Timestamp::now().to_string();
         let mut keys = Vec::new();
         for name in &chosen {

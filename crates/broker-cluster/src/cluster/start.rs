@@ -12,12 +12,11 @@ use serde_json::{Value, json};
 use super::connect::{Cluster, Target, classify_error};
 use super::reporter::Reporter;
 use super::requests::{NamespaceState, STOP_MANAGER, minimal, typed};
-use crate::applyset::ApplySet;
 use crate::compare::{self, FIELD_MANAGER};
 use crate::error::ClusterError;
 use crate::objects::{Kind, ObjectKey, RenderedSet};
 use crate::plan::{self, StartOptions, StartPlan, StartStep};
-use crate::wait::{self, Readiness};
+use crate::rollout::{self, Readiness};
 
 /// What a start did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -113,14 +112,14 @@ impl Cluster {
             live.insert(namespace_key, typed(Kind::Namespace, object));
         }
         if !matches!(state, NamespaceState::Missing) {
-            parent = self.parent_kinds().await?;
+            parent = self.parent_record().await?;
             let mut kinds = prepared.kinds();
             if let Some(p) = &parent {
-                kinds.extend(ApplySet::parse_group_kinds(p));
+                kinds.extend(p.kinds.iter().copied());
             }
             live.extend(self.members(&kinds).await?);
         }
-        let plan = StartPlan::new(&prepared, &live, parent.as_deref(), options);
+        let plan = StartPlan::new(&prepared, &live, parent.as_ref(), options);
         Ok(PlannedStart {
             prepared,
             live,
@@ -140,24 +139,64 @@ impl Cluster {
         let options = StartOptions {
             delete_data: run.delete_data,
         };
+        // Planned (reads only) before anything is written: bad input and
+        // a start with nothing to do never touch the Lease either.
+        let planned = self.plan_start(rendered, options).await?;
+        if run.dry_run {
+            return self.dry_run(&planned, run, reporter).await;
+        }
+        if !planned.plan.writes() {
+            return self.execute(planned, run, reporter).await;
+        }
+        // The Lease lives in the namespace: a first start creates that
+        // first (an apply, so a race of two first starts is harmless).
+        if !planned.namespace_exists {
+            self.ensure_namespace(&planned.prepared).await?;
+        }
+        let lease = self.hold_lease("start", self.lease_wait).await?;
+        // Planned again under the Lease: another run may have changed the
+        // set while this one waited.
+        let result = match self.plan_start(rendered, options).await {
+            Ok(planned) => self.execute(planned, run, reporter).await,
+            Err(e) => Err(e),
+        };
+        lease.release().await;
+        result
+    }
+
+    /// Applies the rendered Namespace (the plan checked there is one).
+    async fn ensure_namespace(&self, prepared: &RenderedSet) -> Result<(), ClusterError> {
+        if let Some((key, namespace)) = prepared
+            .objects
+            .iter()
+            .find(|(k, _)| k.kind == Kind::Namespace)
+        {
+            self.apply(key, namespace, FIELD_MANAGER, false, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Walks a plan: applies, waits, prunes, collects.
+    async fn execute(
+        &self,
+        planned: PlannedStart,
+        run: StartRun,
+        reporter: &dyn Reporter,
+    ) -> Result<StartOutcome, ClusterError> {
         let PlannedStart {
             prepared,
             live,
             plan,
-            namespace_exists,
-        } = self.plan_start(rendered, options).await?;
+            ..
+        } = planned;
         let mut outcome = StartOutcome::default();
-        if run.dry_run {
-            return self
-                .dry_run(&prepared, &live, &plan, namespace_exists, run, reporter)
-                .await;
-        }
         let deadline = Instant::now() + run.timeout;
         let any_change = plan.writes();
         for step in &plan.steps {
             match step {
-                StartStep::ApplyParent(kinds) => {
-                    let parent = self.set.parent(&ApplySet::parse_group_kinds(kinds));
+                StartStep::ApplyParent(record) => {
+                    let parent = self.set.parent(&record.kinds, &record.workloads);
                     let key = ObjectKey {
                         kind: Kind::Secret,
                         namespace: Some(self.namespace.clone()),
@@ -223,13 +262,17 @@ impl Cluster {
 
     async fn dry_run(
         &self,
-        prepared: &RenderedSet,
-        live: &BTreeMap<ObjectKey, DynamicObject>,
-        plan: &StartPlan,
-        namespace_exists: bool,
+        planned: &PlannedStart,
         run: StartRun,
         reporter: &dyn Reporter,
     ) -> Result<StartOutcome, ClusterError> {
+        let PlannedStart {
+            prepared,
+            live,
+            plan,
+            namespace_exists,
+        } = planned;
+        let namespace_exists = *namespace_exists;
         let mut outcome = StartOutcome::default();
         for step in &plan.steps {
             match step {
@@ -240,9 +283,21 @@ impl Cluster {
                     let after = if key.kind.namespaced() && !namespace_exists {
                         serde_json::to_value(desired).unwrap_or_default()
                     } else {
-                        let result = self
+                        let result = match self
                             .apply(key, desired, FIELD_MANAGER, run.force_conflicts, true)
-                            .await?;
+                            .await
+                        {
+                            // The real start first releases what stop owns
+                            // (the replica count); a dry run cannot write
+                            // that release, so it takes those fields as the
+                            // start will. Other managers' conflicts stand.
+                            Err(ClusterError::Conflict { manager, .. })
+                                if manager.split(", ").all(|m| m == STOP_MANAGER) =>
+                            {
+                                self.apply(key, desired, FIELD_MANAGER, true, true).await?
+                            }
+                            other => other?,
+                        };
                         serde_json::to_value(result).unwrap_or_default()
                     };
                     let before = live.get(key).and_then(|l| serde_json::to_value(l).ok());
@@ -291,13 +346,7 @@ impl Cluster {
         key: &ObjectKey,
         live: &DynamicObject,
     ) -> Result<(), ClusterError> {
-        let stopped = live
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .any(|m| m.manager.as_deref() == Some(STOP_MANAGER));
-        if !stopped {
+        if !compare::stopped(live) {
             return Ok(());
         }
         let empty = minimal(key, &self.namespace, json!({}));
@@ -344,5 +393,5 @@ fn rolled_out(object: &DynamicObject) -> bool {
     else {
         return false;
     };
-    wait::classify(&deployment, &[], &[]) == Readiness::Ready
+    rollout::classify(&deployment, &[], &[], &[]) == Readiness::Ready
 }

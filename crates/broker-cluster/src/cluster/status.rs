@@ -1,23 +1,29 @@
 //! `status`: the few lists [`StatusReport`] is built from; the report
-//! itself, and what counts as healthy, is [`crate::status`]'s.
+//! itself, and what counts as healthy, is [`crate::health`]'s.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 
 use super::connect::Cluster;
+use super::requests::NamespaceState;
 use crate::error::ClusterError;
+use crate::health::{StatusInputs, StatusReport};
 use crate::objects::Kind;
-use crate::status::StatusReport;
 
 impl Cluster {
-    /// `status`: a handful of list calls, no per-object request.
+    /// `status`: the parent and a handful of list calls, no per-object
+    /// request. Nothing is listed in a namespace that does not exist.
     pub async fn status(
         &self,
         lock: Option<&broker_pins::Lock>,
     ) -> Result<StatusReport, ClusterError> {
-        self.namespace_state().await?;
+        let parent = match self.namespace_state().await? {
+            NamespaceState::Missing => None,
+            _ => self.parent_record().await?,
+        };
         let deployments = self.deployments().await?;
+        let replica_sets = self.replica_sets().await?;
         let pods = self.pods().await?;
         let services: Vec<Service> =
             Api::<Service>::namespaced(self.client.clone(), &self.namespace)
@@ -31,12 +37,22 @@ impl Cluster {
                 .await
                 .map_err(|e| self.error(e, "list", Kind::PersistentVolumeClaim, None))?
                 .items;
+        let expected = parent
+            .as_ref()
+            .map(|p| p.workloads.clone())
+            .unwrap_or_default();
+        let inputs = StatusInputs {
+            has_parent: parent.is_some(),
+            expected_workloads: &expected,
+            deployments: &deployments,
+            replica_sets: &replica_sets,
+            pods: &pods,
+            services: &services,
+            claims: &claims,
+        };
         Ok(StatusReport::build(
             &self.namespace,
-            &deployments,
-            &pods,
-            &services,
-            &claims,
+            inputs,
             lock,
             Timestamp::now(),
         ))

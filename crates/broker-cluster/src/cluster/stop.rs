@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use super::connect::Cluster;
 use super::reporter::Reporter;
 use super::requests::{NamespaceState, STOP_MANAGER, minimal};
-use crate::applyset::ApplySet;
 use crate::error::ClusterError;
 use crate::objects::ObjectKey;
 use crate::plan::{self, StopOptions, StopStep};
@@ -23,11 +22,10 @@ impl Cluster {
         if matches!(self.namespace_state().await?, NamespaceState::Missing) {
             return Ok(None);
         }
-        let Some(kinds) = self.parent_kinds().await? else {
+        let Some(parent) = self.parent_record().await? else {
             return Ok(None);
         };
-        let kinds = ApplySet::parse_group_kinds(&kinds);
-        Ok(Some(self.members(&kinds).await?))
+        Ok(Some(self.members(&parent.kinds).await?))
     }
 
     /// `stop`: scales (or with `remove` deletes) the set's workloads, waits
@@ -52,7 +50,37 @@ impl Cluster {
             ));
             return Ok(Vec::new());
         };
-        let steps = plan::stop_plan(&live, options);
+        let writes = plan::stop_plan(&live, options)
+            .iter()
+            .any(|step| match step {
+                StopStep::Scale(key) => replicas(&live[key]) != Some(0),
+                StopStep::Delete(_) => true,
+                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
+            });
+        if !writes {
+            // Already stopped: wait for stragglers, write nothing.
+            return self.stop_held(&live, options, timeout, reporter).await;
+        }
+        let lease = self.hold_lease("stop", self.lease_wait).await?;
+        // Read again under the Lease: a start may have changed the set
+        // while this run waited.
+        let result = match self.live_members().await {
+            Ok(Some(live)) => self.stop_held(&live, options, timeout, reporter).await,
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        };
+        lease.release().await;
+        result
+    }
+
+    async fn stop_held(
+        &self,
+        live: &BTreeMap<ObjectKey, DynamicObject>,
+        options: StopOptions,
+        timeout: Duration,
+        reporter: &dyn Reporter,
+    ) -> Result<Vec<StopStep>, ClusterError> {
+        let steps = plan::stop_plan(live, options);
         let deadline = Instant::now() + timeout;
         let selectors: Vec<BTreeMap<String, String>> = live
             .iter()
@@ -66,11 +94,7 @@ impl Cluster {
         for step in &steps {
             match step {
                 StopStep::Scale(key) => {
-                    let replicas = live[key]
-                        .data
-                        .pointer("/spec/replicas")
-                        .and_then(Value::as_i64);
-                    if replicas == Some(0) {
+                    if replicas(&live[key]) == Some(0) {
                         continue;
                     }
                     reporter.line(&format!("scale {key} to 0"));
@@ -81,6 +105,7 @@ impl Cluster {
                     reporter.line(&format!("delete {key}"));
                     self.delete(key).await?;
                 }
+                StopStep::KeepNodeDirectories(_) => reporter.line(&step.to_string()),
                 StopStep::WaitPodsGone => loop {
                     let remaining = self
                         .pods()
@@ -110,4 +135,11 @@ impl Cluster {
         }
         Ok(steps)
     }
+}
+
+fn replicas(workload: &DynamicObject) -> Option<i64> {
+    workload
+        .data
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
 }

@@ -1,19 +1,19 @@
-//! The rollout wait: polls the lists [`crate::wait`] classifies until the
+//! The rollout wait: polls the lists [`crate::rollout`] classifies until the
 //! workloads are ready, fails fast on what waiting cannot fix. The
-//! classification stays in [`crate::wait`] so it is tested without a
+//! classification stays in [`crate::rollout`] so it is tested without a
 //! server; this is the loop around it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, LogParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, LogParams};
 
 use super::connect::Cluster;
 use super::reporter::Reporter;
 use crate::error::ClusterError;
 use crate::objects::{Kind, ObjectKey};
-use crate::wait::{self, Failure, Readiness};
+use crate::rollout::{self, Failure, Readiness};
 
 /// How long a failure that may clear up by itself (scheduling, volume
 /// provisioning) must last before a wait gives up on it.
@@ -34,6 +34,7 @@ impl Cluster {
         let mut last_line = String::new();
         loop {
             let deployments = self.deployments().await?;
+            let replica_sets = self.replica_sets().await?;
             let pods = self.pods().await?;
             let claims = self.claims().await?;
             let mut waiting = Vec::new();
@@ -47,10 +48,10 @@ impl Cluster {
                 };
                 let own: Vec<Pod> = pods
                     .iter()
-                    .filter(|p| wait::selects(deployment, p))
+                    .filter(|p| rollout::selects(deployment, p))
                     .cloned()
                     .collect();
-                match wait::classify(deployment, &own, &claims) {
+                match rollout::classify(deployment, &replica_sets, &own, &claims) {
                     Readiness::Ready => {}
                     Readiness::Progressing {
                         ready,
@@ -95,7 +96,26 @@ impl Cluster {
         }
     }
 
-    /// Adds the last log lines of a crashing container.
+    /// Every value of the set's Secrets, to mask in log lines shown (a
+    /// crashing service may print its connection string). Unreadable
+    /// Secrets mean no logs are shown at all rather than unmasked ones.
+    async fn secret_values(&self) -> Option<Vec<String>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api
+            .list(&ListParams::default().labels(&self.set.member_selector()))
+            .await
+            .ok()?;
+        Some(
+            list.items
+                .iter()
+                .flat_map(|s| s.data.iter().flatten())
+                .filter_map(|(_, v)| String::from_utf8(v.0.clone()).ok())
+                .collect(),
+        )
+    }
+
+    /// Adds the last log lines of a crashing container, our Secrets'
+    /// values masked.
     async fn with_logs(&self, failure: Failure) -> Failure {
         let Failure::CrashLoop {
             pod,
@@ -113,10 +133,15 @@ impl Cluster {
             tail_lines: Some(5),
             ..LogParams::default()
         };
+        let secrets = self.secret_values().await;
         let logs = api
             .logs(&pod, &params)
             .await
-            .map(|text| text.lines().map(str::to_owned).collect())
+            .map(|text| {
+                text.lines()
+                    .map(|line| crate::rollout::mask(line, &secrets))
+                    .collect()
+            })
             .unwrap_or_default();
         Failure::CrashLoop {
             pod,

@@ -26,6 +26,7 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub content_type: String,
+    pub user_agent: String,
     pub body: String,
 }
 
@@ -44,6 +45,15 @@ pub struct State {
     pub requests: Vec<Recorded>,
     /// Objects by URL path of the object (`/api/v1/namespaces/broker/secrets/x`).
     pub objects: BTreeMap<String, Value>,
+    /// The last resourceVersion handed out.
+    pub version: u64,
+}
+
+impl State {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
 }
 
 pub struct Scripted {
@@ -134,6 +144,7 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
                 "pods",
                 "replicasets",
                 "serviceaccounts",
+                "leases",
             ];
             if is_collection && known_collections.contains(&last) {
                 (
@@ -169,15 +180,65 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
             );
             body["metadata"]["managedFields"] = Value::Array(fields);
             if body["kind"] == "Deployment" {
+                // As the controller would have it at once: revision 1 and
+                // its ReplicaSet, every replica available.
                 let replicas = body["spec"]["replicas"].as_i64().unwrap_or(1);
+                let name = body["metadata"]["name"].as_str().unwrap_or("").to_owned();
                 body["metadata"]["generation"] = json!(1);
+                body["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("1");
                 body["status"] = json!({"observedGeneration": 1, "replicas": replicas,
                     "updatedReplicas": replicas, "availableReplicas": replicas, "readyReplicas": replicas});
+                if !dry {
+                    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "metadata": {"name": format!("{name}-7d4b9c"), "namespace": "broker",
+                            "labels": {"app.kubernetes.io/name": name, "pod-template-hash": "7d4b9c"},
+                            "annotations": {"deployment.kubernetes.io/revision": "1"},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": name, "uid": format!("uid-{name}")}]},
+                        "spec": {"selector": {}, "template": body["spec"]["template"].clone()},
+                        "status": {"replicas": replicas}});
+                    let path = object_path(&rs);
+                    state.objects.insert(path, rs);
+                }
             }
             if !dry {
+                body["metadata"]["resourceVersion"] = json!(state.next_version());
                 state.objects.insert(request.path.clone(), body.clone());
             }
             (if existing.is_some() { 200 } else { 201 }, body)
+        }
+        "POST" => {
+            let mut body: Value = serde_json::from_str(&request.body).unwrap_or(Value::Null);
+            let name = body["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            let path = format!("{}/{name}", request.path);
+            if state.objects.contains_key(&path) {
+                return (
+                    409,
+                    status(409, "AlreadyExists", &format!("{name} already exists")),
+                );
+            }
+            body["metadata"]["resourceVersion"] = json!(state.next_version());
+            state.objects.insert(path, body.clone());
+            (201, body)
+        }
+        "PUT" => {
+            let mut body: Value = serde_json::from_str(&request.body).unwrap_or(Value::Null);
+            let Some(live) = state.objects.get(&request.path) else {
+                return (404, status(404, "NotFound", "not found"));
+            };
+            if body["metadata"]["resourceVersion"] != live["metadata"]["resourceVersion"] {
+                return (
+                    409,
+                    status(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ),
+                );
+            }
+            body["metadata"]["resourceVersion"] = json!(state.next_version());
+            state.objects.insert(request.path.clone(), body.clone());
+            (200, body)
         }
         "DELETE" => match state.objects.remove(&request.path) {
             Some(object) => (200, object),
@@ -258,6 +319,12 @@ pub async fn serve(overrides: Option<Override>) -> Scripted {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("")
                                 .to_owned();
+                            let user_agent = req
+                                .headers()
+                                .get("user-agent")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
                             let body = req
                                 .into_body()
                                 .collect()
@@ -269,6 +336,7 @@ pub async fn serve(overrides: Option<Override>) -> Scripted {
                                 path,
                                 query,
                                 content_type,
+                                user_agent,
                                 body: String::from_utf8_lossy(&body).into_owned(),
                             };
                             let (code, value) = {

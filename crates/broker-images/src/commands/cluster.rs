@@ -11,14 +11,21 @@ use broker_cluster::{
     Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
 };
 
-use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs};
+use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs, WaitArgs};
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
-async fn connect(kube: &KubeArgs) -> anyhow::Result<Cluster> {
-    let mut options = ConnectOptions::new(&kube.namespace);
+async fn connect(
+    kube: &KubeArgs,
+    namespace: &str,
+    wait: Option<&WaitArgs>,
+) -> anyhow::Result<Cluster> {
+    let mut options = ConnectOptions::new(namespace);
     options.kubeconfig = kube.kubeconfig.clone();
     options.context = kube.context.clone();
+    if let Some(wait) = wait {
+        options.lease_wait = Duration::from_secs(wait.lease_wait);
+    }
     Ok(Cluster::connect(&options).await?)
 }
 
@@ -31,17 +38,23 @@ fn reporter(json: bool, progress: &Arc<Progress>) -> &dyn Reporter {
 /// written to disk, so no Secret file is left behind).
 fn load_objects(
     objects: &ObjectsArgs,
-    namespace: &str,
+    kube: &KubeArgs,
     command: &str,
+    json: bool,
 ) -> anyhow::Result<RenderedSet> {
     if let Some(dir) = &objects.manifests {
-        return RenderedSet::read_dir(dir, namespace)
-            .with_context(|| format!("cannot {command} from {}", dir.display()));
+        // Its errors name the directory or file already.
+        return Ok(RenderedSet::read_dir_into(
+            dir,
+            kube.namespace.as_deref(),
+            DEFAULT_NAMESPACE,
+        )?);
     }
     let (Some(environment), Some(source)) = (&objects.environment, &objects.source) else {
-        bail!(
+        return Err(UsageError(format!(
             "{command} needs --manifests DIR (what `render --out` wrote) or --environment FILE --source DIR to render first"
-        );
+        ))
+        .into());
     };
     let rendered = broker_render::render(&broker_render::Inputs {
         lock: &objects.lock,
@@ -53,16 +66,32 @@ fn load_objects(
     })
     .context("render failed")?;
     for warning in &rendered.warnings {
-        eprintln!("warning: {warning}");
+        crate::reporter::warning(json, warning);
     }
     let values = rendered.objects.into_iter().map(|o| o.value).collect();
-    RenderedSet::from_values(namespace, values)
+    RenderedSet::from_values_into(kube.namespace.as_deref(), DEFAULT_NAMESPACE, values)
         .with_context(|| format!("cannot {command} from {}", environment.display()))
 }
 
+/// The namespace when neither `--namespace` nor the objects say.
+const DEFAULT_NAMESPACE: &str = "broker";
+
+/// A command line that cannot work as given: exits 2, as clap's own
+/// usage errors do.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// `start --manifests DIR`, or `start --environment FILE --source DIR`.
 pub async fn start(args: StartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let rendered = load_objects(&args.objects, &args.kube.namespace, "start")?;
+    let rendered = load_objects(&args.objects, &args.kube, "start", json)?;
     start_rendered(rendered, &args, json, progress).await
 }
 
@@ -74,12 +103,17 @@ pub async fn start_rendered(
     json: bool,
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
-    let cluster = connect(&args.kube).await?;
+    if args.delete_data && !(args.yes || confirm_delete_data(&rendered.namespace)?) {
+        bail!(
+            "--delete-data prunes the broker's PersistentVolumeClaims that left the rendered set, and their data; confirm on a terminal or pass --yes"
+        );
+    }
+    let cluster = connect(&args.kube, &rendered.namespace, Some(&args.wait)).await?;
     let run = StartRun {
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
         delete_data: args.delete_data,
-        timeout: Duration::from_secs(args.kube.timeout),
+        timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome = cluster
         .start(&rendered, run, reporter(json, &progress))
@@ -135,13 +169,14 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
         remove: args.remove,
         delete_data: args.delete_data,
     };
-    let confirmed = args.delete_data && (args.yes || confirm_delete_data(&args.kube.namespace)?);
-    let cluster = connect(&args.kube).await?;
+    let namespace = args.kube.namespace_or_default();
+    let confirmed = args.delete_data && (args.yes || confirm_delete_data(&namespace)?);
+    let cluster = connect(&args.kube, &namespace, Some(&args.wait)).await?;
     let steps = cluster
         .stop(
             options,
             confirmed,
-            Duration::from_secs(args.kube.timeout),
+            Duration::from_secs(args.wait.timeout),
             reporter(json, &progress),
         )
         .await
@@ -159,17 +194,23 @@ pub async fn stop(args: StopArgs, json: bool, progress: Arc<Progress>) -> anyhow
 pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
     if args.hard {
         if !args.workloads.is_empty() {
-            bail!("restart --hard stops and starts everything; name no workloads");
+            return Err(UsageError(
+                "restart --hard stops and starts everything; name no workloads".into(),
+            )
+            .into());
         }
         // Loaded before anything stops: bad input must not leave the
         // broker stopped.
-        let rendered = load_objects(&args.objects, &args.kube.namespace, "restart --hard")?;
+        let rendered = load_objects(&args.objects, &args.kube, "restart --hard", json)?;
+        let mut kube = args.kube.clone();
+        kube.namespace = Some(rendered.namespace.clone());
         stop(
             StopArgs {
                 remove: false,
                 delete_data: false,
                 yes: false,
-                kube: args.kube.clone(),
+                wait: args.wait.clone(),
+                kube: kube.clone(),
             },
             json,
             progress.clone(),
@@ -180,15 +221,22 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             dry_run: false,
             force_conflicts: false,
             delete_data: false,
-            kube: args.kube.clone(),
+            yes: false,
+            wait: args.wait.clone(),
+            kube,
         };
         return start_rendered(rendered, &start_args, json, progress).await;
     }
-    let cluster = connect(&args.kube).await?;
+    let cluster = connect(
+        &args.kube,
+        &args.kube.namespace_or_default(),
+        Some(&args.wait),
+    )
+    .await?;
     let restarted = cluster
         .restart(
             &args.workloads,
-            Duration::from_secs(args.kube.timeout),
+            Duration::from_secs(args.wait.timeout),
             reporter(json, &progress),
         )
         .await
@@ -205,13 +253,13 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
 pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
     let lock = match &args.lock {
         Some(path) => Some(
-            broker_pins::Lock::read(path)
-                .with_context(|| format!("cannot read the lock {}", path.display()))?
+            broker_pins::Lock::read(path)?
                 .with_context(|| format!("lock file {} does not exist", path.display()))?,
         ),
         None => None,
     };
-    let cluster = connect(&args.kube).await?;
+    let namespace = args.kube.namespace_or_default();
+    let cluster = connect(&args.kube, &namespace, None).await?;
     let report = cluster
         .status(lock.as_ref())
         .await
@@ -223,8 +271,7 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
     );
     if !report.healthy {
         bail!(
-            "the broker in namespace {} is not healthy (not ready, drifted from the lock, or a claim unbound)",
-            args.kube.namespace
+            "the broker in namespace {namespace} is not healthy (not ready, drifted from the lock, a workload missing, or a claim unbound)"
         );
     }
     Ok(())

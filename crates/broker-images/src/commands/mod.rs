@@ -2,7 +2,7 @@
 //! a module; this one holds what they share.
 
 mod build;
-mod cluster;
+pub mod cluster;
 mod mirror;
 mod push;
 mod render;

@@ -20,7 +20,7 @@ pub(crate) fn run(args: &RenderArgs, json: bool) -> anyhow::Result<()> {
     })
     .context("render failed")?;
     for warning in &rendered.warnings {
-        eprintln!("warning: {warning}");
+        crate::reporter::warning(json, warning);
     }
     if args.out == Path::new("-") {
         let mut stdout = std::io::stdout().lock();

@@ -4,7 +4,7 @@ Run as `python -m delivery.UbidotsWriter` from src/python.
 """
 
 from pdmodels.models import LogicalDevice, Message
-from util import config
+from util import config, service
 
 
 def to_ubidots(ld, msg):
@@ -17,11 +17,13 @@ def to_ubidots(ld, msg):
 
 
 def main():
+    service.exit_on_sigterm()
     # The example only builds the request body; it never sends it.
     _ = config.get("UBIDOTS_API_TOKEN")
     body = to_ubidots(LogicalDevice(10, "ld-10"), Message(1, "2024-01-01T00:00:00Z", [{"t": 21.5}]))
     assert body["t"]["value"] == 21.5
     print(config.banner("delivery.UbidotsWriter"), flush=True)
+    service.stay_up_if_asked()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from pdmodels.models import Message  # noqa: E402
-from util import config  # noqa: E402
+from util import config, service  # noqa: E402
 
 
 def row(msg):
@@ -22,8 +22,10 @@ def row(msg):
 
 
 def main():
+    service.exit_on_sigterm()
     assert row(Message(1, "2024-01-01T00:00:00Z", [{"t": 1}])) == (1, "2024-01-01T00:00:00Z", 1)
     print(config.banner("ttn.AllMsgsWriter"), flush=True)
+    service.stay_up_if_asked()
 
 
 if __name__ == "__main__":

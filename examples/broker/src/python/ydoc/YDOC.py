@@ -4,7 +4,7 @@ Run as `python -m ydoc.YDOC` from src/python.
 """
 
 from pdmodels.models import PhysicalDevice
-from util import config
+from util import config, service
 
 
 def parse(line):
@@ -18,9 +18,11 @@ def parse(line):
 
 
 def main():
+    service.exit_on_sigterm()
     pd, values = parse("Y123,ch1=1.5,ch2=2")
     assert pd.name == "Y123" and values["ch2"] == 2.0
     print(config.banner("ydoc.YDOC"), flush=True)
+    service.stay_up_if_asked()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ or on the port in the PORT environment variable.
 """
 
 import os
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -36,10 +38,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    # As PID 1 of a container, SIGTERM without a handler is ignored and a
+    # stop waits out the whole grace period.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     port = int(os.environ.get("PORT", "5000"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     print(f"broker-example mgmt-app listening on port {port}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

@@ -126,3 +126,11 @@ const port = Number(process.env.PORT || 3001);
 server.listen(port, () => {
   console.log(`broker-example ttn_decoder listening on port ${port}`);
 });
+
+// As PID 1 of a container, Node sets no SIGTERM handler and the signal is
+// ignored: a stop would wait out the whole grace period. Requests in flight
+// are small; exit at once.
+process.on('SIGTERM', () => {
+  server.close();
+  process.exit(0);
+});

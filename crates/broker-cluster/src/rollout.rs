@@ -2,8 +2,14 @@
 //! person can act on. Pure functions over recorded objects; the polling
 //! loop is in [`crate::cluster`].
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+
+/// The annotation the Deployment controller numbers each revision with,
+/// on the Deployment and on the ReplicaSet of that revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The label the Deployment controller gives a ReplicaSet and its pods.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// Where a workload stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,10 +179,54 @@ pub fn selects(deployment: &Deployment, pod: &Pod) -> bool {
             .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
 
-/// Classifies a Deployment from its status, its pods and the namespace's
-/// claims.
+/// The ReplicaSet of the Deployment's current revision, once the
+/// controller has made it: owned by the Deployment and numbered with the
+/// Deployment's `deployment.kubernetes.io/revision`.
+pub fn new_replica_set<'a>(
+    deployment: &Deployment,
+    replica_sets: &'a [ReplicaSet],
+) -> Option<&'a ReplicaSet> {
+    let name = deployment.metadata.name.as_deref()?;
+    let revision = deployment.metadata.annotations.as_ref()?.get(REVISION)?;
+    replica_sets.iter().find(|rs| {
+        let owned = rs
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Deployment" && o.name == name);
+        let same_revision = rs
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            == Some(revision);
+        owned && same_revision
+    })
+}
+
+/// Whether `pod` was made from the ReplicaSet `rs` (same
+/// `pod-template-hash`).
+pub fn made_by(rs: &ReplicaSet, pod: &Pod) -> bool {
+    let hash = |labels: Option<&std::collections::BTreeMap<String, String>>| {
+        labels.and_then(|l| l.get(POD_TEMPLATE_HASH)).cloned()
+    };
+    let wanted = hash(rs.metadata.labels.as_ref());
+    wanted.is_some() && hash(pod.metadata.labels.as_ref()) == wanted
+}
+
+/// Classifies a Deployment as `kubectl rollout status` does, from its
+/// status, the namespace's ReplicaSets and pods and its claims.
+///
+/// Nothing in the status is read until the controller has observed the
+/// current generation: before that, conditions and counts still describe
+/// the previous rollout (a stale `ProgressDeadlineExceeded`, an old
+/// ready count). Pods are diagnosed only when they belong to the
+/// ReplicaSet of the current revision, so the crash-looping pod of the
+/// rollout a re-run of `start` is replacing does not fail the new one.
 pub fn classify(
     deployment: &Deployment,
+    replica_sets: &[ReplicaSet],
     pods: &[Pod],
     claims: &[PersistentVolumeClaim],
 ) -> Readiness {
@@ -187,6 +237,16 @@ pub fn classify(
         .unwrap_or(1);
     let generation = deployment.metadata.generation.unwrap_or(0);
     let status = deployment.status.clone().unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Readiness::Progressing {
+            ready: 0,
+            desired,
+            updated: 0,
+        };
+    }
     for condition in status.conditions.iter().flatten() {
         let stalled = (condition.type_ == "Progressing"
             && condition.status == "False"
@@ -202,19 +262,20 @@ pub fn classify(
             });
         }
     }
-    for pod in pods.iter().filter(|p| selects(deployment, p)) {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if let Some(failure) = pod_failure(pod, claims) {
-            return Readiness::Failed(failure);
+    if let Some(rs) = new_replica_set(deployment, replica_sets) {
+        let current = pods
+            .iter()
+            .filter(|p| selects(deployment, p) && made_by(rs, p));
+        for pod in current {
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(failure) = pod_failure(pod, claims) {
+                return Readiness::Failed(failure);
+            }
         }
     }
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
-    let observed = status.observed_generation.unwrap_or(0) >= generation;
-    if observed && updated == desired && available == desired && total == desired {
+    if updated == desired && available == desired && total == desired {
         Readiness::Ready
     } else {
         Readiness::Progressing {
@@ -320,4 +381,25 @@ pub fn pod_failure(pod: &Pod, claims: &[PersistentVolumeClaim]) -> Option<Failur
         pod: name,
         message: unschedulable.message.clone().unwrap_or_default(),
     })
+}
+
+/// A log line with every secret value replaced by `***`; `None` (the
+/// values could not be read) hides the line whole. Values shorter than
+/// four characters are left: masking them would blank ordinary words.
+pub fn mask(line: &str, secrets: &Option<Vec<String>>) -> String {
+    let Some(secrets) = secrets else {
+        return "(log line hidden: the broker's Secrets could not be read to mask it)".into();
+    };
+    let mut values: Vec<&str> = secrets
+        .iter()
+        .flat_map(|v| [v.as_str(), v.trim()])
+        .filter(|v| v.len() >= 4)
+        .collect();
+    // Longest first, so a value containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut masked = line.to_owned();
+    for value in values {
+        masked = masked.replace(value, "***");
+    }
+    masked
 }

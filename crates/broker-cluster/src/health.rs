@@ -3,21 +3,38 @@
 
 use std::collections::BTreeMap;
 
-use broker_pins::{Lock, PinnedRef};
-use k8s_openapi::api::apps::v1::Deployment;
+use broker_pins::{Lock, PinnedRef, Reference};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::wait::{self, Readiness};
+use crate::rollout::{self, Readiness};
+
+/// Where the broker as a whole stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerState {
+    /// No broker-images ApplySet and no workload of ours in the namespace.
+    Absent,
+    /// Every workload is scaled to zero (`broker-images stop`).
+    Stopped,
+    /// Workloads are meant to run (some may not be ready).
+    Running,
+}
 
 /// The whole report; `--json` prints it as is.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
     /// The namespace shown.
     pub namespace: String,
+    /// Absent, stopped or running.
+    pub state: BrokerState,
     /// One entry per workload of the set.
     pub workloads: Vec<WorkloadStatus>,
+    /// Workloads the last start meant to run (the ApplySet parent names
+    /// them) that the cluster does not have.
+    pub missing: Vec<String>,
     /// One entry per claim of the set.
     pub claims: Vec<ClaimStatus>,
     /// Whether every workload is ready and every image matches the lock
@@ -98,40 +115,80 @@ pub fn digest_of_image_id(image_id: &str) -> Option<String> {
         .or_else(|| image_id.starts_with("sha256:").then(|| image_id.to_owned()))
 }
 
-/// The locked digest for an image reference: the lock entry (built or
-/// mirrored) with the same registry and repository.
+/// The locked digest for an image reference (pinned or by tag): the lock
+/// entry (built or mirrored) with the same registry and repository, or,
+/// when none has that registry, the one entry with the same repository —
+/// an environment's `registry:` relocates the images nodes pull without
+/// changing what they are.
 pub fn locked_digest(lock: &Lock, image: &str) -> Option<String> {
-    let wanted: PinnedRef = image.parse().ok()?;
-    let same =
-        |r: &PinnedRef| r.registry() == wanted.registry() && r.repository() == wanted.repository();
-    lock.images
+    let wanted: Reference = image.parse().ok()?;
+    let entries: Vec<PinnedRef> = lock
+        .images
         .values()
         .filter_map(|i| i.pinned().ok())
         .chain(lock.mirrors.values().filter_map(|m| m.pinned().ok()))
-        .find(same)
-        .map(|r| r.digest().to_string())
+        .collect();
+    let same_repository = |r: &&PinnedRef| r.repository() == wanted.repository();
+    let exact = entries
+        .iter()
+        .filter(same_repository)
+        .find(|r| r.registry() == wanted.registry());
+    let relocated = || {
+        let mut candidates = entries.iter().filter(same_repository);
+        match (candidates.next(), candidates.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    };
+    exact.or_else(relocated).map(|r| r.digest().to_string())
+}
+
+/// The lists a status report is built from, as the API server returned
+/// them.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusInputs<'a> {
+    /// Whether the namespace has our ApplySet parent.
+    pub has_parent: bool,
+    /// The workloads the parent says the set holds (empty for a parent
+    /// written before it recorded them).
+    pub expected_workloads: &'a [String],
+    /// The set's Deployments.
+    pub deployments: &'a [Deployment],
+    /// The namespace's ReplicaSets.
+    pub replica_sets: &'a [ReplicaSet],
+    /// The namespace's pods.
+    pub pods: &'a [Pod],
+    /// The set's Services.
+    pub services: &'a [Service],
+    /// The set's claims.
+    pub claims: &'a [PersistentVolumeClaim],
 }
 
 impl StatusReport {
     /// Builds the report from the namespace's lists.
     pub fn build(
         namespace: &str,
-        deployments: &[Deployment],
-        pods: &[Pod],
-        services: &[Service],
-        claims: &[PersistentVolumeClaim],
+        inputs: StatusInputs<'_>,
         lock: Option<&Lock>,
         now: Timestamp,
     ) -> Self {
+        let StatusInputs {
+            deployments,
+            replica_sets,
+            pods,
+            services,
+            claims,
+            ..
+        } = inputs;
         let mut workloads = Vec::new();
         for deployment in deployments {
             let name = deployment.metadata.name.clone().unwrap_or_default();
             let own_pods: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| wait::selects(deployment, p))
+                .filter(|p| rollout::selects(deployment, p))
                 .collect();
             let owned: Vec<Pod> = own_pods.iter().map(|p| (*p).clone()).collect();
-            let readiness = wait::classify(deployment, &owned, claims);
+            let readiness = rollout::classify(deployment, replica_sets, &owned, claims);
             let status = deployment.status.clone().unwrap_or_default();
             let desired = deployment
                 .spec
@@ -242,14 +299,31 @@ impl StatusReport {
                 storage_class: c.spec.as_ref().and_then(|s| s.storage_class_name.clone()),
             })
             .collect();
-        let healthy = !workloads.is_empty()
+        let missing: Vec<String> = inputs
+            .expected_workloads
+            .iter()
+            .filter(|name| !workloads.iter().any(|w| &&w.name == name))
+            .cloned()
+            .collect();
+        let state = if workloads.is_empty() && !inputs.has_parent {
+            BrokerState::Absent
+        } else if !workloads.is_empty() && workloads.iter().all(|w| w.desired == 0) {
+            BrokerState::Stopped
+        } else {
+            BrokerState::Running
+        };
+        let healthy = state == BrokerState::Running
+            && !workloads.is_empty()
+            && missing.is_empty()
             && workloads
                 .iter()
                 .all(|w| w.is_ready && w.images.iter().all(|i| !i.drift))
             && claims.iter().all(|c| c.phase == "Bound");
         Self {
             namespace: namespace.to_owned(),
+            state,
             workloads,
+            missing,
             claims,
             healthy,
         }
@@ -257,6 +331,12 @@ impl StatusReport {
 
     /// The report as lines for a terminal.
     pub fn lines(&self) -> Vec<String> {
+        if self.state == BrokerState::Absent {
+            return vec![format!(
+                "no broker in namespace {}: nothing broker-images started is there (broker-images start deploys it)",
+                self.namespace
+            )];
+        }
         let mut lines = vec![format!(
             "{:<14} {:>5} {:>8} {:>6}  {:<40} {}",
             "WORKLOAD", "READY", "RESTARTS", "AGE", "IMAGE", "EXPOSURE"
@@ -269,12 +349,14 @@ impl StatusReport {
                     let digest = i.running.clone().unwrap_or_else(|| "not running".into());
                     let short = digest.get(..19).unwrap_or(&digest).to_owned();
                     if i.drift {
-                        format!(
-                            "{short} DRIFT (lock {})",
-                            i.locked
-                                .as_deref()
-                                .map_or("has no entry", |l| l.get(..19).unwrap_or(l))
-                        )
+                        match &i.locked {
+                            Some(locked) => format!(
+                                "{short} DRIFT (lock {}; should be {}@{locked})",
+                                locked.get(..19).unwrap_or(locked),
+                                repository_of(&i.image)
+                            ),
+                            None => format!("{short} DRIFT (lock has no entry for {})", i.image),
+                        }
                     } else {
                         short
                     }
@@ -307,6 +389,11 @@ impl StatusReport {
                 lines.push(format!("  ! {problem}"));
             }
         }
+        for name in &self.missing {
+            lines.push(format!(
+                "{name:<14} missing: the last start meant to run it but the cluster has no such workload (broker-images start creates it)"
+            ));
+        }
         for c in &self.claims {
             lines.push(format!(
                 "claim {} {} (storage class {})",
@@ -315,13 +402,22 @@ impl StatusReport {
                 c.storage_class.as_deref().unwrap_or("default")
             ));
         }
-        lines.push(if self.healthy {
-            "all workloads ready, images as locked".into()
-        } else {
-            "NOT healthy: see above".into()
+        lines.push(match (self.state, self.healthy) {
+            (BrokerState::Stopped, _) => {
+                "the broker is stopped: every workload is scaled to 0 (broker-images start brings it back)".into()
+            }
+            (_, true) => "all workloads ready, images as locked".into(),
+            (_, false) => "NOT healthy: see above".into(),
         });
         lines
     }
+}
+
+/// `registry/repository` of a reference, without tag or digest.
+fn repository_of(image: &str) -> String {
+    image
+        .parse::<Reference>()
+        .map_or_else(|_| image.to_owned(), |r| r.name())
 }
 
 fn human_age(seconds: i64) -> String {
