@@ -63,13 +63,17 @@ pub struct RegistryArgs {
     #[arg(long, default_value_t = DEFAULT_RETRIES, value_name = "N")]
     pub retries: u32,
 
-    /// Seconds without progress after which a request counts as stalled and
-    /// is retried.
+    /// Seconds without progress after which one request counts as stalled:
+    /// it is abandoned and sent again (an upload continues where the
+    /// registry stands). Must be below --give-up-after, so a stalled
+    /// request is retried before the registry is given up on.
     #[arg(long, default_value_t = DEFAULT_STALL_TIMEOUT_SECS, value_name = "SECONDS")]
     pub stall_timeout: u64,
 
-    /// Seconds a registry may answer nothing at all before the run gives
-    /// up on it (whatever --retries says).
+    /// Seconds the registry may answer nothing at all, on any request,
+    /// before the run gives up on it (whatever --retries says). Any answer,
+    /// to a retried stalled request or to another one, starts the count
+    /// afresh; an upload whose bytes keep moving is not silence.
     #[arg(long, default_value_t = DEFAULT_GIVE_UP_SECS, value_name = "SECONDS")]
     pub give_up_after: u64,
 

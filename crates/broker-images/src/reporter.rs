@@ -110,6 +110,39 @@ impl Reporter for Progress {
         }
     }
 
+    fn blob_resumed(&self, image: &str, digest: &Digest, offset: u64) {
+        if let Some(bar) = self.active().get(digest) {
+            bar.set_position(offset);
+        }
+        match self.mode {
+            Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "resume", "image": image, "digest": digest.to_string(), "offset": offset})
+            ),
+            _ => self.line(&format!(
+                "  resumed {} at {}  {image}",
+                short(digest),
+                human(offset)
+            )),
+        }
+    }
+
+    fn blob_restarted(&self, image: &str, digest: &Digest, why: &str) {
+        if let Some(bar) = self.active().get(digest) {
+            bar.set_position(0);
+        }
+        match self.mode {
+            Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "restart", "image": image, "digest": digest.to_string(), "why": why})
+            ),
+            _ => self.line(&format!(
+                "restarted {} from byte 0 ({why})  {image}",
+                short(digest)
+            )),
+        }
+    }
+
     fn blob_finished(&self, image: &str, digest: &Digest, size: u64, outcome: BlobOutcome) {
         if let Some(bar) = self.active().remove(digest) {
             bar.finish_and_clear();

@@ -429,7 +429,7 @@ fn mirror_on_the_same_registry_mounts_every_blob_from_the_source() {
     assert!(out.status.success(), "{}", describe(&out));
     let blobs = image.blobs().len();
     assert!(
-        text(&out.stderr).contains(&format!("0 uploaded (0 B), {blobs} mounted")),
+        text(&out.stderr).contains(&format!("0 uploaded (0 B sent), {blobs} mounted")),
         "{}",
         describe(&out)
     );
@@ -807,6 +807,13 @@ fn push_killed_mid_blob_resumes_where_the_registry_stands() {
         sent < remaining + chunk,
         "the rerun sent {sent} bytes; {remaining} were missing (chunk {chunk})"
     );
+    // Issue 20, item 5: the summary tells what was sent from what the
+    // registry already held.
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = &json["pushed"][0]["stats"];
+    assert_eq!(stats["bytes_resumed"], held, "{json}");
+    assert_eq!(stats["bytes_sent"], remaining, "{json}");
+    assert_eq!(stats["bytes_uploaded"], size, "{json}");
     // It asked where the session stood, and left none behind.
     assert!(
         registry
@@ -822,4 +829,44 @@ fn push_killed_mid_blob_resumes_where_the_registry_stands() {
     );
     let pinned = format!("{}/broker/big@{}", registry.host(), image.digest);
     assert_eq!(skopeo_digest(&registry, &pinned), image.digest);
+}
+
+#[test]
+fn a_failed_push_is_said_once_in_one_line() {
+    // Issue 20, item 6: a `   failed NAME` progress line came before the
+    // error, in --json too.
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let store = ws.store();
+    let broken = synthetic::image(&store, "broken", 34, 2, 16 * 1024);
+    std::fs::remove_file(store.blob_path(&broken.layers[1])).unwrap();
+    synthetic::image(&store, "app", 35, 1, 16 * 1024);
+    let prefix = format!("{}/broker", registry.host());
+    for json in [false, true] {
+        let mut args = vec!["push", "broken", "app", "--registry", &prefix];
+        if json {
+            args.push("--json");
+        }
+        let out = ws.run(&args);
+        assert!(!out.status.success(), "{}", describe(&out));
+        let stderr = text(&out.stderr);
+        let naming: Vec<&str> = stderr.lines().filter(|l| l.contains("broken")).collect();
+        assert_eq!(naming.len(), 1, "json {json}: {}", describe(&out));
+        let error = naming[0];
+        if json {
+            let value: serde_json::Value = serde_json::from_str(error).unwrap();
+            assert!(
+                value["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("1 of 2 images not pushed")),
+                "{error}"
+            );
+        } else {
+            assert!(
+                error.starts_with("error: 1 of 2 images not pushed"),
+                "{error}"
+            );
+        }
+        assert_eq!(error.matches("broken").count(), 1, "{error}");
+    }
 }

@@ -193,6 +193,56 @@ fn a_fifo_in_a_source_tree_is_one_error_saying_each_cause_once() {
     );
 }
 
+/// Issue 20: a file name that is not UTF-8 is shown with its bytes
+/// escaped (`bad\xff\xfename.py`), so it can be found and excluded, not
+/// with U+FFFD.
+#[test]
+fn a_non_utf8_file_name_is_shown_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = workspace();
+    let images = ws.path("images/odd");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
+    std::fs::write(
+        images.join("image.yaml"),
+        "deps:\n  base: unused\nlayers:\n  - name: app\n    from: src\n    to: /app\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(ws.path("broker/src")).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff\xfename.py");
+    std::fs::write(ws.path("broker/src").join(name), "print('hi')\n").unwrap();
+    let base = format!("odd={}", busybox().docker_ref);
+    snapshot_both(
+        &ws,
+        "non_utf8_file_name",
+        &[
+            "build", "--images", "images", "--source", "broker", "--base", &base,
+        ],
+    );
+}
+
+/// Issue 20, item 2: a stall timeout at or above the give-up budget would
+/// make one stalled request end the run; it is refused up front.
+#[test]
+fn a_stall_timeout_not_below_the_give_up_budget_is_refused() {
+    let ws = workspace();
+    broker_test_support::synthetic::image(&ws.store(), "app", 40, 1, 1024);
+    snapshot_both(
+        &ws,
+        "stall_timeout_not_below_give_up",
+        &[
+            "push",
+            "app",
+            "--registry",
+            "127.0.0.1:9/broker",
+            "--stall-timeout",
+            "60",
+            "--give-up-after",
+            "30",
+        ],
+    );
+}
+
 /// Issue 22 item 3: cluster-side bad input is one line saying each cause
 /// once — no YAML excerpt, no path twice, no position twice, no kube or
 /// hyper type names.

@@ -127,7 +127,10 @@ impl SourceLayer {
 #[non_exhaustive]
 pub enum BuildLayerError {
     /// The source is missing or not a directory.
-    #[error("source `{path}` is not a directory: point the mapping at the tree to bake in")]
+    #[error(
+        "source `{}` is not a directory: point the mapping at the tree to bake in",
+        escaped(path)
+    )]
     SourceNotADirectory {
         /// The source path.
         path: PathBuf,
@@ -154,7 +157,7 @@ pub enum BuildLayerError {
     #[error(transparent)]
     Pattern(#[from] PatternError),
     /// A file or directory cannot be read.
-    #[error("cannot read `{path}` (fix its permissions or exclude it)")]
+    #[error("cannot read `{}` (fix its permissions or exclude it)", escaped(path))]
     Unreadable {
         /// The path.
         path: PathBuf,
@@ -163,14 +166,18 @@ pub enum BuildLayerError {
         source: io::Error,
     },
     /// A name that is not UTF-8.
-    #[error("`{}` has a name or link target that is not valid UTF-8: rename it or exclude it", path.display())]
+    #[error(
+        "`{}` has a name or link target that is not valid UTF-8: rename it or exclude it",
+        escaped(path)
+    )]
     NonUtf8Name {
-        /// The path (shown lossily).
+        /// The path (shown with its bytes that are not UTF-8 escaped).
         path: PathBuf,
     },
     /// A symlink whose target leaves the tree.
     #[error(
-        "symlink `{path}` points to `{target}`, outside the source tree: make it relative and inside the tree, or exclude it"
+        "symlink `{}` points to `{target}`, outside the source tree: make it relative and inside the tree, or exclude it",
+        escaped(path)
     )]
     SymlinkEscapes {
         /// The link.
@@ -179,7 +186,10 @@ pub enum BuildLayerError {
         target: String,
     },
     /// A device, socket or fifo.
-    #[error("`{path}` is a {kind}, which a layer cannot hold: exclude it")]
+    #[error(
+        "`{}` is a {kind}, which a layer cannot hold: exclude it",
+        escaped(path)
+    )]
     SpecialFile {
         /// The path.
         path: PathBuf,
@@ -188,7 +198,8 @@ pub enum BuildLayerError {
     },
     /// A file that looks like it holds a secret.
     #[error(
-        "`{path}` looks like a secret and is refused: exclude it, or list `{rel}` in the mapping's includes to bake it in"
+        "`{}` looks like a secret and is refused: exclude it, or list `{rel}` in the mapping's includes to bake it in",
+        escaped(path)
     )]
     SecretRefused {
         /// The path.
@@ -198,14 +209,18 @@ pub enum BuildLayerError {
     },
     /// A file changed while the layer was written.
     #[error(
-        "`{path}` changed while the layer was being built: build again once nothing writes to the tree"
+        "`{}` changed while the layer was being built: build again once nothing writes to the tree",
+        escaped(path)
     )]
     ChangedWhileBuilding {
         /// The path.
         path: PathBuf,
     },
     /// Writing the layer blob failed.
-    #[error("cannot write the layer blob `{path}` (check free space in the store)")]
+    #[error(
+        "cannot write the layer blob `{}` (check free space in the store)",
+        escaped(path)
+    )]
     Write {
         /// The blob's temporary file.
         path: PathBuf,
@@ -216,6 +231,22 @@ pub enum BuildLayerError {
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// `path` as a message shows it: bytes that are not UTF-8 escaped as
+/// `\xNN` (`bad\xff\xfename.py`), so the file can be found and named in an
+/// exclude, where `Path::display` would show U+FFFD.
+pub(crate) fn escaped(path: &std::path::Path) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut shown = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        shown.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            let _ = write!(shown, "\\x{byte:02x}");
+        }
+    }
+    shown
 }
 
 /// What an entry is, with what its header needs.

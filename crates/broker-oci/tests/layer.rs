@@ -528,6 +528,9 @@ fn a_non_utf8_name_is_a_clear_error() {
     let e = expect_error(t.path(), &mapping(t.path()), "app/caf");
     assert!(matches!(e, BuildLayerError::NonUtf8Name { .. }));
     assert!(e.to_string().contains("UTF-8"));
+    // Issue 20: the name as its bytes are, escaped, not with U+FFFD.
+    assert!(e.to_string().contains("app/caf\\xe9.txt"), "{e}");
+    assert!(!e.to_string().contains('\u{fffd}'), "{e}");
 }
 
 #[test]

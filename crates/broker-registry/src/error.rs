@@ -42,8 +42,9 @@ pub enum RegistryError {
         why: String,
     },
     /// The registry could not be reached or the connection broke, after
-    /// every retry.
-    #[error("cannot reach {registry} ({what}) after {attempts} attempts: {why}")]
+    /// every retry (one attempt for a request that is not resent as it is:
+    /// an upload, whose caller retries at a higher level).
+    #[error("cannot reach {registry} ({what}){}: {why}", after_attempts(*attempts))]
     Unreachable {
         /// The registry host.
         registry: String,
@@ -53,6 +54,21 @@ pub enum RegistryError {
         attempts: u32,
         /// The last error.
         why: String,
+    },
+    /// A blob transfer failed every time it was tried: `attempts` tries of
+    /// the step that failed last (a chunk, the commit, or the whole
+    /// upload), the last failure as the source.
+    #[error("{what} at {registry} failed{}", after_attempts(*attempts))]
+    GaveUp {
+        /// The registry host.
+        registry: String,
+        /// The step, e.g. "commit of the upload of sha256:… to broker/app".
+        what: String,
+        /// How many times that step was tried.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<RegistryError>,
     },
     /// The registry answered nothing at all for the give-up budget
     /// (`--give-up-after`) while requests waited on it.
@@ -145,4 +161,46 @@ pub enum RegistryError {
         /// The cause, flattened.
         why: String,
     },
+}
+
+/// " after N attempts" (nothing for a single attempt: there was no retry
+/// to count).
+fn after_attempts(attempts: u32) -> String {
+    match attempts {
+        0 | 1 => String::new(),
+        n => format!(" after {n} attempts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_counted_in_words_that_fit() {
+        let unreachable = |attempts| RegistryError::Unreachable {
+            registry: "r:5000".into(),
+            what: "check of blob".into(),
+            attempts,
+            why: "HTTP 503".into(),
+        };
+        assert_eq!(
+            unreachable(1).to_string(),
+            "cannot reach r:5000 (check of blob): HTTP 503"
+        );
+        assert_eq!(
+            unreachable(6).to_string(),
+            "cannot reach r:5000 (check of blob) after 6 attempts: HTTP 503"
+        );
+        let gave_up = RegistryError::GaveUp {
+            registry: "r:5000".into(),
+            what: "commit of the upload of sha256:ab to broker/app".into(),
+            attempts: 5,
+            last: Box::new(unreachable(1)),
+        };
+        assert_eq!(
+            gave_up.to_string(),
+            "commit of the upload of sha256:ab to broker/app at r:5000 failed after 5 attempts"
+        );
+    }
 }

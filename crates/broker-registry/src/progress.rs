@@ -24,6 +24,13 @@ pub trait Reporter: Send + Sync {
     fn blob_started(&self, _image: &str, _digest: &Digest, _size: u64) {}
     /// `bytes` more bytes of a blob were sent.
     fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
+    /// An upload continues at `offset`: the registry already holds the
+    /// bytes before it (an earlier run's session, or this run's after a
+    /// failed request), and only the rest is sent.
+    fn blob_resumed(&self, _image: &str, _digest: &Digest, _offset: u64) {}
+    /// The registry dropped the session of an upload (`why`), so the blob
+    /// is sent again from byte 0.
+    fn blob_restarted(&self, _image: &str, _digest: &Digest, _why: &str) {}
     /// A blob is confirmed present in the target repository.
     fn blob_finished(&self, _image: &str, _digest: &Digest, _size: u64, _outcome: BlobOutcome) {}
     /// A request failed transiently and will be retried after `delay`.

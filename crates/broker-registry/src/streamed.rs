@@ -4,6 +4,7 @@
 //! the registry checks it then, so a wrong or cut stream is never stored.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use broker_oci::Digest;
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use crate::error::RegistryError;
 use crate::manifest::Descriptor;
 use crate::progress::{BlobOutcome, Reporter};
 use crate::repository::Repository;
-use crate::transfer::{SessionPlace, close_upload, patch_chunk};
+use crate::transfer::{SessionPlace, Standing, Step, close_upload, patch_chunk, session_standing};
 
 /// One piece of a blob being written, in order.
 #[derive(Debug)]
@@ -33,6 +34,12 @@ pub enum StreamedPiece {
 /// Uploads the blob `pieces` carries into `repository`; `Ok(None)` when
 /// the writer gave up (the channel closed before [`StreamedPiece::Done`]),
 /// in which case the session is cancelled.
+///
+/// A piece or the closing PUT that fails is continued like a resumable
+/// upload's ([`crate::transfer`]): the registry is asked where the session
+/// stands and only what it lacks is sent again. Pieces already sent are
+/// not kept, so a session that lost more than the piece in hand fails the
+/// stream, and the publish that follows uploads the blob from the store.
 pub(crate) async fn upload_streamed(
     client: &RegistryClient,
     repository: &str,
@@ -42,20 +49,45 @@ pub(crate) async fn upload_streamed(
 ) -> Result<Option<Digest>, RegistryError> {
     let repo = Repository::new(client, repository, reporter.as_ref());
     let mut location = repo.start_upload().await?;
+    let sent_bytes = Arc::new(AtomicU64::new(0));
     let place = SessionPlace {
         client,
         repository,
         reporter,
+        sent: &sent_bytes,
     };
-    let what = format!("streamed upload to {repository}");
     let mut offset = 0u64;
+    let mut step = Step::new(client, reporter.as_ref());
     let sent = async {
         while let Some(piece) = pieces.recv().await {
             match piece {
                 StreamedPiece::Bytes(chunk) if chunk.is_empty() => {}
                 StreamedPiece::Bytes(chunk) => {
                     let len = chunk.len() as u64;
-                    location = patch_chunk(place, &what, &location, offset, chunk).await?;
+                    step.on(format!("streamed upload to {repository} at byte {offset}"));
+                    loop {
+                        let what = step.what().to_owned();
+                        match patch_chunk(place, &what, &location, offset, chunk.clone()).await {
+                            Ok(next) => {
+                                location = next;
+                                break;
+                            }
+                            Err(err) if retryable(&err) => {
+                                step.failed(err).await?;
+                                match session_standing(place, &location, None).await? {
+                                    // Nothing of the piece arrived: again.
+                                    Standing::At(next, held) if held == offset => location = next,
+                                    // All of it arrived, the answer was lost.
+                                    Standing::At(next, held) if held == offset + len => {
+                                        location = next;
+                                        break;
+                                    }
+                                    _ => return Err(lost(client, repository, offset)),
+                                }
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
                     offset += len;
                 }
                 StreamedPiece::Done { digest, size } => {
@@ -75,7 +107,23 @@ pub(crate) async fn upload_streamed(
                             actual: format!("{offset} bytes"),
                         });
                     }
-                    close_upload(place, &blob, &what, &location).await?;
+                    step.on(format!("commit of {digest} to {repository}"));
+                    loop {
+                        let what = step.what().to_owned();
+                        match close_upload(place, &blob, &what, &location).await {
+                            Ok(()) => break,
+                            Err(err) if retryable(&err) => {
+                                step.failed(err).await?;
+                                match session_standing(place, &location, Some(size)).await? {
+                                    Standing::At(next, held) if held == size => location = next,
+                                    // Gone: the commit may have landed.
+                                    Standing::Gone if repo.has_blob(&digest).await? => break,
+                                    _ => return Err(lost(client, repository, offset)),
+                                }
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
                     client.remember_blob(digest, repository);
                     reporter.blob_finished(image, &digest, size, BlobOutcome::Uploaded);
                     return Ok(Some(digest));
@@ -91,4 +139,19 @@ pub(crate) async fn upload_streamed(
         let _ = repo.cancel_upload(&location).await;
     }
     sent
+}
+
+/// Failures after which asking where the session stands may help.
+fn retryable(err: &RegistryError) -> bool {
+    crate::transfer::is_session_failure(err)
+}
+
+/// The error for a streamed session that lost bytes no longer at hand.
+fn lost(client: &RegistryClient, repository: &str, offset: u64) -> RegistryError {
+    RegistryError::NotFound {
+        registry: client.registry().to_owned(),
+        what: format!(
+            "upload session streamed to {repository} (it no longer holds the {offset} bytes sent)"
+        ),
+    }
 }

@@ -59,18 +59,35 @@ pub struct TransferStats {
     pub mounted: usize,
     /// Blobs the repository already held.
     pub existed: usize,
-    /// Bytes uploaded.
+    /// Sizes of the uploaded blobs, added up.
     pub bytes_uploaded: u64,
+    /// Request body bytes actually sent for them, resends after failures
+    /// included.
+    pub bytes_sent: u64,
+    /// Bytes of them the registry already held from an interrupted earlier
+    /// run, whose upload sessions this run continued: not sent again.
+    pub bytes_resumed: u64,
+}
+
+/// What became of one blob, and what it cost.
+#[derive(Clone, Copy, Debug)]
+struct BlobResult {
+    outcome: BlobOutcome,
+    size: u64,
+    sent: u64,
+    resumed: u64,
 }
 
 impl TransferStats {
-    fn count(&mut self, outcome: BlobOutcome, size: u64) {
-        match outcome {
+    fn count(&mut self, blob: BlobResult) {
+        self.bytes_sent += blob.sent;
+        match blob.outcome {
             BlobOutcome::Existed => self.existed += 1,
             BlobOutcome::Mounted => self.mounted += 1,
             BlobOutcome::Uploaded => {
                 self.uploaded += 1;
-                self.bytes_uploaded += size;
+                self.bytes_uploaded += blob.size;
+                self.bytes_resumed += blob.resumed;
             }
         }
     }
@@ -111,7 +128,12 @@ pub(crate) async fn put_graph<'s>(
         tag_current || repo.manifest_digest(&root.digest.to_string()).await? == Some(root.digest);
     if stored {
         for blob in blobs {
-            stats.count(BlobOutcome::Existed, blob.size);
+            stats.count(BlobResult {
+                outcome: BlobOutcome::Existed,
+                size: blob.size,
+                sent: 0,
+                resumed: 0,
+            });
             client.remember_blob(blob.digest, repository);
             // An interrupted run's session for it is abandoned now.
             cancel_kept_session(&repo, &blob.digest).await;
@@ -151,25 +173,32 @@ pub(crate) async fn put_blobs<'s>(
     let transfers: Vec<_> = unique
         .into_iter()
         .map(|blob| async move {
-            let outcome = ensure_blob(&BlobTransfer {
+            let transfer = BlobTransfer {
                 client,
                 repository,
                 image,
                 blob,
                 source: source(blob),
                 reporter,
+                sent: Arc::new(AtomicU64::new(0)),
+                resumed: AtomicU64::new(0),
+            };
+            let outcome = ensure_blob(&transfer).await?;
+            Ok::<_, RegistryError>(BlobResult {
+                outcome,
+                size: blob.size,
+                sent: transfer.sent.load(Ordering::Relaxed),
+                resumed: transfer.resumed.load(Ordering::Relaxed),
             })
-            .await?;
-            Ok::<_, RegistryError>((blob.size, outcome))
         })
         .collect();
-    let results: Vec<(u64, BlobOutcome)> = futures::stream::iter(transfers)
+    let results: Vec<BlobResult> = futures::stream::iter(transfers)
         .buffer_unordered(client.options().concurrency.max(1))
         .try_collect()
         .await?;
     let mut stats = TransferStats::default();
-    for (size, outcome) in results {
-        stats.count(outcome, size);
+    for blob in results {
+        stats.count(blob);
     }
     Ok(stats)
 }
@@ -206,6 +235,10 @@ struct BlobTransfer<'a, 's> {
     blob: &'a Descriptor,
     source: BlobSource<'s>,
     reporter: &'a Arc<dyn Reporter>,
+    /// Request body bytes sent for it so far, resends included.
+    sent: Arc<AtomicU64>,
+    /// Bytes an earlier run's session held when this run continued it.
+    resumed: AtomicU64,
 }
 
 /// Makes sure `repository` holds `blob`: mount (when a repository is known
@@ -239,7 +272,14 @@ async fn ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, Reg
                     );
                     tokio::time::sleep(delay).await;
                 }
-                None => return Err(err),
+                None => {
+                    return Err(RegistryError::GaveUp {
+                        registry: client.registry().to_owned(),
+                        what: format!("upload of {} to {repository}", blob.digest),
+                        attempts: attempt,
+                        last: Box::new(err),
+                    });
+                }
             },
             Err(err) => return Err(err),
         }
@@ -247,7 +287,7 @@ async fn ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome, Reg
 }
 
 /// Errors after which a fresh upload session may succeed.
-fn is_session_failure(err: &RegistryError) -> bool {
+pub(crate) fn is_session_failure(err: &RegistryError) -> bool {
     match err {
         RegistryError::Unreachable { .. } | RegistryError::DigestMismatch { .. } => true,
         RegistryError::Status { status, .. } => {
@@ -318,7 +358,12 @@ async fn try_ensure_blob(transfer: &BlobTransfer<'_, '_>) -> Result<BlobOutcome,
         match sent {
             Err(err) if !resent && is_session_failure(&err) => {
                 let delay = client.options().retry.min_delay;
-                let what = format!("upload of {} to {repository}", blob.digest);
+                // Not an attempt of the upload (those `ensure_blob`
+                // counts): the same attempt, its body once more.
+                let what = format!(
+                    "upload of {} to {repository}, into the same session",
+                    blob.digest
+                );
                 reporter.retrying(&what, 1, delay, &err.to_string());
                 tokio::time::sleep(delay).await;
                 resent = true;
@@ -433,6 +478,7 @@ async fn blob_body(
     source: BlobSource<'_>,
     reporter: &Arc<dyn Reporter>,
     progress: &Arc<Progress>,
+    sent: &Arc<AtomicU64>,
 ) -> Result<Body, RegistryError> {
     let digest = blob.digest;
     let stream: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> = match source {
@@ -459,8 +505,10 @@ async fn blob_body(
     // The body must be 'static, hence the shared reporter.
     let reporter = Arc::clone(reporter);
     let progress = Arc::clone(progress);
+    let sent = Arc::clone(sent);
     let counted = stream.inspect_ok(move |chunk| {
         progress.moved();
+        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         reporter.blob_progress(&digest, chunk.len() as u64);
     });
     Ok(Body::wrap_stream(counted))
@@ -476,7 +524,8 @@ async fn upload_monolithic(
     let url = with_query(location, "digest", &blob.digest.to_string());
     let what = format!("upload of {} to {repository}", blob.digest);
     let progress = Progress::new();
-    let body = tokio::sync::Mutex::new(Some(blob_body(blob, source, reporter, &progress).await?));
+    let body = blob_body(blob, source, reporter, &progress, &transfer.sent).await?;
+    let body = tokio::sync::Mutex::new(Some(body));
     let size = blob.size;
     // The body is a one-shot stream and the request is not idempotent:
     // `send` makes exactly one attempt (plus the auth handshake, which
@@ -520,22 +569,31 @@ async fn confirm_upload(
     )
 }
 
-/// Where an upload session lives: the registry, the repository, and who
-/// hears of its progress.
+/// Where an upload session lives: the registry, the repository, who
+/// hears of its progress, and what counts the bytes sent.
 #[derive(Clone, Copy)]
 pub(crate) struct SessionPlace<'a> {
     pub(crate) client: &'a RegistryClient,
     pub(crate) repository: &'a str,
     pub(crate) reporter: &'a Arc<dyn Reporter>,
+    /// Request body bytes sent, resends included.
+    pub(crate) sent: &'a Arc<AtomicU64>,
 }
 
-impl<'a> From<&BlobTransfer<'a, '_>> for SessionPlace<'a> {
-    fn from(transfer: &BlobTransfer<'a, '_>) -> Self {
+impl<'a> From<&'a BlobTransfer<'a, '_>> for SessionPlace<'a> {
+    fn from(transfer: &'a BlobTransfer<'a, '_>) -> Self {
         Self {
             client: transfer.client,
             repository: transfer.repository,
             reporter: transfer.reporter,
+            sent: &transfer.sent,
         }
+    }
+}
+
+impl SessionPlace<'_> {
+    fn repo(&self) -> Repository<'_> {
+        Repository::new(self.client, self.repository, self.reporter.as_ref())
     }
 }
 
@@ -552,6 +610,7 @@ pub(crate) async fn patch_chunk(
         client,
         repository,
         reporter,
+        sent,
     } = place;
     let len = chunk.len() as u64;
     let range = format!("{offset}-{}", offset + len - 1);
@@ -563,7 +622,11 @@ pub(crate) async fn patch_chunk(
             .map(|at| Ok(chunk.slice(at..chunk.len().min(at + 256 * 1024))))
             .collect();
         let progress = Arc::clone(&progress);
-        let body = futures::stream::iter(pieces).inspect_ok(move |_| progress.moved());
+        let sent = Arc::clone(sent);
+        let body = futures::stream::iter(pieces).inspect_ok(move |piece| {
+            progress.moved();
+            sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        });
         http.patch(location)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_RANGE, &range)
@@ -574,15 +637,99 @@ pub(crate) async fn patch_chunk(
     let response = client
         .expect(what, &[StatusCode::ACCEPTED], response)
         .await?;
-    let repo = Repository::new(client, repository, reporter.as_ref());
-    Ok(repo
+    Ok(place
+        .repo()
         .location(&response)
         .unwrap_or_else(|| location.to_owned()))
 }
 
-/// Uploads a large blob from `path` in chunks: a connection broken
-/// mid-chunk continues from what the registry holds rather than from byte 0,
-/// and with `sessions` (a publisher that records) the session is kept after
+/// Where an upload session stands after one of its requests failed.
+pub(crate) enum Standing {
+    /// The registry holds this many bytes of it; the session continues at
+    /// this location.
+    At(String, u64),
+    /// The registry no longer knows the session (expired, committed, or
+    /// cancelled because it got a request it could not continue).
+    Gone,
+}
+
+/// Asks the registry where the session at `location` of a blob of `size`
+/// bytes stands. Failing requests are the caller's to retry; a status that
+/// holds more than the blob counts as gone.
+pub(crate) async fn session_standing(
+    place: SessionPlace<'_>,
+    location: &str,
+    size: Option<u64>,
+) -> Result<Standing, RegistryError> {
+    Ok(match place.repo().upload_status(location).await? {
+        Some((next, held)) if size.is_none_or(|size| held <= size) => Standing::At(next, held),
+        _ => Standing::Gone,
+    })
+}
+
+/// The attempts of one step of an upload (a chunk, or the commit): counted
+/// from the step's first try, with the retry policy's backoff, started
+/// afresh once the upload moves past the step.
+pub(crate) struct Step<'a> {
+    client: &'a RegistryClient,
+    reporter: &'a dyn Reporter,
+    what: String,
+    attempts: u32,
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+}
+
+impl<'a> Step<'a> {
+    pub(crate) fn new(client: &'a RegistryClient, reporter: &'a dyn Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            what: String::new(),
+            attempts: 0,
+            delays: Box::new(client.options().retry.delays()),
+        }
+    }
+
+    /// The step being counted.
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Starts counting for `what`, unless it is the step already counted.
+    pub(crate) fn on(&mut self, what: String) {
+        if what != self.what {
+            self.what = what;
+            self.attempts = 0;
+            self.delays = Box::new(self.client.options().retry.delays());
+        }
+    }
+
+    /// The step failed with `err`: waits the next backoff delay (after
+    /// reporting the retry), or gives up when no attempt is left.
+    pub(crate) async fn failed(&mut self, err: RegistryError) -> Result<(), RegistryError> {
+        self.attempts += 1;
+        match self.delays.next() {
+            Some(delay) => {
+                self.reporter
+                    .retrying(&self.what, self.attempts, delay, &err.to_string());
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+            None => Err(RegistryError::GaveUp {
+                registry: self.client.registry().to_owned(),
+                what: std::mem::take(&mut self.what),
+                attempts: self.attempts,
+                last: Box::new(err),
+            }),
+        }
+    }
+}
+
+/// Uploads a large blob from `path` in chunks. A request that fails (a
+/// chunk, or the closing PUT) is followed by asking the registry where
+/// the session stands, and only what it lacks is sent again; the blob
+/// starts over at byte 0 only when the registry says the session is gone
+/// and it does not hold the blob (a lost answer to a commit that landed).
+/// With `sessions` (a publisher that records) the session is kept after
 /// every acknowledged chunk, so a kept session (from a run that was
 /// interrupted) continues at the offset the registry reports (issue 12,
 /// item 4). `opened` is a session the registry already opened (a declined
@@ -596,9 +743,9 @@ async fn upload_resumable(
     use crate::upload_sessions::Session;
     let (client, repository, blob) = (transfer.client, transfer.repository, transfer.blob);
     let (image, reporter) = (transfer.image, transfer.reporter);
+    let place = SessionPlace::from(transfer);
     let registry = client.registry();
-    let repo = Repository::new(client, repository, reporter.as_ref());
-    let what = format!("upload of {} to {repository}", blob.digest);
+    let repo = place.repo();
     let forget = || {
         if let Some(sessions) = sessions {
             sessions.remove(registry, repository, &blob.digest);
@@ -606,9 +753,9 @@ async fn upload_resumable(
     };
     let mut resumed = None;
     if let Some(kept) = sessions.and_then(|s| s.get(registry, repository, &blob.digest)) {
-        match repo.upload_status(&kept.location).await? {
-            Some(status) => resumed = Some(status),
-            None => {
+        match session_standing(place, &kept.location, Some(blob.size)).await? {
+            Standing::At(location, held) => resumed = Some((location, held)),
+            Standing::Gone => {
                 // Abandoned: cancelled, so the registry frees its storage.
                 let _ = repo.cancel_upload(&kept.location).await;
                 forget();
@@ -639,64 +786,106 @@ async fn upload_resumable(
     keep(&location, offset);
     reporter.blob_started(image, &blob.digest, blob.size);
     if offset > 0 {
-        reporter.blob_progress(&blob.digest, offset);
+        transfer.resumed.store(offset, Ordering::Relaxed);
+        reporter.blob_resumed(image, &blob.digest, offset);
     }
     let chunk_size = client.options().chunk_size.max(1);
-    let mut delays = client.options().retry.delays();
-    let mut attempt = 0;
-    while offset < blob.size {
-        let len = chunk_size.min(blob.size - offset);
-        let chunk = read_range(path, offset, len).await?;
-        match patch_chunk(transfer.into(), &what, &location, offset, chunk).await {
-            Ok(next) => {
-                location = next;
-                offset += len;
-                keep(&location, offset);
-                reporter.blob_progress(&blob.digest, len);
-            }
-            Err(err) if is_session_failure(&err) => {
-                attempt += 1;
-                let Some(delay) = delays.next() else {
-                    return Err(err);
-                };
-                reporter.retrying(&what, attempt, delay, &err.to_string());
-                tokio::time::sleep(delay).await;
-                // Continue from what the registry holds; a session it will
-                // not continue is dropped and the caller starts afresh.
-                match repo.upload_status(&location).await? {
-                    Some((next, held)) => {
-                        (location, offset) = (next, held);
-                        keep(&location, offset);
+    let mut step = Step::new(client, reporter.as_ref());
+    // Restarts from byte 0, bounded like the attempts of a step: a
+    // registry that drops every session would otherwise be sent the blob
+    // forever.
+    let mut restarts = Step::new(client, reporter.as_ref());
+    restarts.on(format!("upload of {} to {repository}", blob.digest));
+    // After a failed request: where the session stands is asked before
+    // anything is sent (Distribution cancels a session that gets a request
+    // at an offset other than the one it holds).
+    let mut uncertain = false;
+    loop {
+        if uncertain {
+            match session_standing(place, &location, Some(blob.size)).await {
+                Ok(Standing::At(next, held)) => {
+                    if held != offset {
+                        reporter.blob_resumed(image, &blob.digest, held);
                     }
-                    None => {
+                    (location, offset) = (next, held);
+                    keep(&location, offset);
+                }
+                Ok(Standing::Gone) => {
+                    // The commit may have landed, its answer lost.
+                    if repo.has_blob(&blob.digest).await? {
                         forget();
-                        return Err(err);
+                        return Ok(());
                     }
+                    let why = "the registry dropped the upload session";
+                    restarts
+                        .failed(RegistryError::NotFound {
+                            registry: registry.to_owned(),
+                            what: format!("upload session of {} in {repository}", blob.digest),
+                        })
+                        .await?;
+                    reporter.blob_restarted(image, &blob.digest, why);
+                    location = repo.start_upload().await?;
+                    offset = 0;
+                    keep(&location, offset);
+                }
+                Err(err) if is_session_failure(&err) => {
+                    step.failed(err).await?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+            uncertain = false;
+        }
+        if offset < blob.size {
+            let len = chunk_size.min(blob.size - offset);
+            step.on(format!(
+                "upload of {} to {repository} at byte {offset}",
+                blob.digest
+            ));
+            let chunk = read_range(path, offset, len).await?;
+            let what = step.what().to_owned();
+            match patch_chunk(place, &what, &location, offset, chunk).await {
+                Ok(next) => {
+                    location = next;
+                    offset += len;
+                    keep(&location, offset);
+                    reporter.blob_progress(&blob.digest, len);
+                }
+                Err(err) if is_session_failure(&err) => {
+                    step.failed(err).await?;
+                    uncertain = true;
+                }
+                Err(err) => return Err(err),
+            }
+        } else {
+            // Not under the silence watch (Idempotent::No): committing a
+            // large blob may keep a registry with remote storage quiet for
+            // long.
+            step.on(format!("commit of {} to {repository}", blob.digest));
+            let what = step.what().to_owned();
+            match close_upload(place, blob, &what, &location).await {
+                Ok(()) => {
+                    forget();
+                    return Ok(());
+                }
+                Err(err) if is_session_failure(&err) => {
+                    step.failed(err).await?;
+                    uncertain = true;
+                }
+                Err(err) => {
+                    // Refused for good: the session is over.
+                    forget();
+                    return Err(err);
                 }
             }
-            Err(err) => return Err(err),
         }
     }
-    // Not under the silence watch (Idempotent::No): committing a large
-    // blob may keep a registry with remote storage quiet for long. A
-    // failure here is retried by the caller, which continues the kept
-    // session at its end and sends only this request again.
-    let confirmed = close_upload(transfer.into(), transfer.blob, &what, &location).await;
-    // Committed, or refused for good (a digest mismatch): either way the
-    // session is over.
-    forget();
-    confirmed
 }
 
-/// Uploads in `chunk_size` PATCH requests, then closes the session.
+/// Uploads in `chunk_size` PATCH requests, then closes the session, each
+/// request continued like a resumable upload's when it fails.
 async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryError> {
-    let BlobTransfer {
-        client,
-        repository,
-        blob,
-        reporter,
-        ..
-    } = *transfer;
+    let (blob, reporter) = (transfer.blob, transfer.reporter);
     let source = transfer.source.clone();
     // Chunks are read from a file; a remote source is spooled first.
     let spooled;
@@ -710,19 +899,7 @@ async fn upload_chunked(transfer: &BlobTransfer<'_, '_>) -> Result<(), RegistryE
             spooled.path().to_path_buf()
         }
     };
-    let what = format!("chunked upload of {} to {repository}", blob.digest);
-    let repo = Repository::new(client, repository, reporter.as_ref());
-    let mut location = repo.start_upload().await?;
-    let chunk_size = client.options().chunk_size.max(1);
-    let mut offset = 0u64;
-    while offset < blob.size {
-        let len = chunk_size.min(blob.size - offset);
-        let chunk = read_range(&path, offset, len).await?;
-        location = patch_chunk(transfer.into(), &what, &location, offset, chunk).await?;
-        reporter.blob_progress(&blob.digest, len);
-        offset += len;
-    }
-    close_upload(transfer.into(), blob, &what, &location).await
+    upload_resumable(transfer, &path, None, None).await
 }
 
 /// Closes an upload session whose bytes are all sent: an empty PUT naming
@@ -737,6 +914,7 @@ pub(crate) async fn close_upload(
         client,
         repository,
         reporter,
+        ..
     } = place;
     let url = with_query(location, "digest", &blob.digest.to_string());
     let response = client

@@ -589,3 +589,419 @@ fn connection_reset_mid_chunk_continues_from_what_the_registry_holds() {
     );
     assert_registry_serves(&registry, "broker/app", &image.digest);
 }
+
+/// The bytes of `blobs` in `store`, added up.
+fn blob_bytes(store: &Store, blobs: &[Digest]) -> u64 {
+    blobs
+        .iter()
+        .map(|d| std::fs::metadata(store.blob_path(d)).unwrap().len())
+        .sum()
+}
+
+/// Copies `repo:tag` straight from the registry with skopeo (every blob
+/// read and verified), failing the test when it cannot.
+fn assert_skopeo_copies(registry: &TestRegistry, repo: &str, tag: &str) {
+    require_tool("skopeo", "apt-get install -y skopeo");
+    let into = tempfile::tempdir().unwrap();
+    output_ok(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{repo}:{tag}", registry.host()))
+            .arg(format!("oci:{}:copy", into.path().display())),
+    );
+}
+
+/// Options for layers above the chunking threshold: 2 MiB chunks for
+/// blobs of 4 MiB and more, one blob at a time.
+fn chunked_options(read_timeout: Duration) -> ClientOptions {
+    const MIB: u64 = 1024 * 1024;
+    ClientOptions {
+        concurrency: 1,
+        chunk_size: 2 * MIB,
+        resumable_from: 4 * MIB,
+        give_up_after: Duration::from_secs(20),
+        ..fast_options(8, read_timeout)
+    }
+}
+
+#[test]
+fn mixed_faults_on_every_third_request_push_chunked_layers_within_1_5x_their_bytes() {
+    // Issue 20: with 503s, resets and stalls on every third request, a
+    // failed closing PUT restarted the chunked blob at byte 0, and with one
+    // upload in flight the commit always landed on a fault: 367 MiB sent
+    // for a 114.6 MiB blob, never committed.
+    const MIB: usize = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let policy = FaultPolicy::EveryNthMixed {
+        n: 3,
+        faults: vec![
+            Fault::Status(503),
+            Fault::ResetConnection,
+            Fault::Hang(Duration::from_secs(3)),
+        ],
+    };
+    let proxy = FaultProxy::start(&registry, policy);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 30, 2, 8 * MIB);
+    let blobs = image.blobs();
+    let bytes = blob_bytes(&store, &blobs);
+    let pushed = push(
+        &store,
+        "app",
+        &proxy.host(),
+        "broker/app",
+        &chunked_options(Duration::from_secs(1)),
+    );
+    let forwarded = proxy.body_bytes_forwarded();
+    eprintln!(
+        "pushed {bytes} blob bytes in {:.1}s: {forwarded} bytes forwarded ({:.2}x), {} requests, {} faults",
+        pushed.elapsed.as_secs_f64(),
+        forwarded as f64 / bytes as f64,
+        proxy.requests_seen(),
+        proxy.faults_injected()
+    );
+    let result = pushed
+        .result
+        .unwrap_or_else(|e| panic!("{e}\nretries: {:#?}\n{}", pushed.retries, registry.log()));
+    assert_eq!(result.digest, image.digest);
+    assert!(
+        proxy.faults_injected() >= 3,
+        "not every kind of fault was injected"
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+    let stored = registry.stored_blobs();
+    for blob in &blobs {
+        assert!(stored.contains(&blob.to_string()), "{blob} missing");
+    }
+    assert_skopeo_copies(&registry, "broker/app", "v1");
+    assert!(
+        forwarded as f64 <= 1.5 * bytes as f64,
+        "{forwarded} bytes forwarded for {bytes} bytes of blobs\nretries: {:#?}",
+        pushed.retries
+    );
+    assert!(
+        result.stats.bytes_sent >= bytes,
+        "sent {} of {bytes}",
+        result.stats.bytes_sent
+    );
+}
+
+#[test]
+fn a_failed_commit_continues_the_session_instead_of_resending_the_blob() {
+    // Issue 20, item 1: every closing PUT fails once (reset, then 503 in a
+    // second run); the upload continues its session, so no chunk reaches
+    // the registry twice and no session is opened again.
+    const MIB: usize = 1024 * 1024;
+    for (seed, fault) in [(31, Fault::ResetConnection), (32, Fault::Status(503))] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, FaultPolicy::CommitsFailOnce(fault.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = synthetic::image(&store, "app", seed, 2, 8 * MIB);
+        let blobs = image.blobs();
+        let bytes = blob_bytes(&store, &blobs);
+        let pushed = push(
+            &store,
+            "app",
+            &proxy.host(),
+            "broker/app",
+            &chunked_options(Duration::from_secs(5)),
+        );
+        let result = pushed.result.unwrap_or_else(|e| {
+            panic!(
+                "{fault:?}: {e}\nretries: {:#?}\n{}",
+                pushed.retries,
+                registry.log()
+            )
+        });
+        assert_eq!(result.digest, image.digest);
+        assert_eq!(
+            proxy.faults_injected(),
+            blobs.len(),
+            "one failed commit per blob"
+        );
+        let forwarded = proxy.body_bytes_forwarded();
+        let manifest = image.manifest.len() as u64;
+        assert_eq!(
+            forwarded,
+            bytes + manifest * 2,
+            "{fault:?}: every blob byte forwarded once (and the manifest by digest and by tag)"
+        );
+        let patches = registry
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .count();
+        assert_eq!(
+            patches, 8,
+            "{fault:?}: two 8 MiB layers in 2 MiB chunks, each once"
+        );
+        assert_eq!(
+            registry.blob_upload_count(),
+            blobs.len(),
+            "{fault:?}: one upload session per blob"
+        );
+        assert!(
+            pushed.retries.iter().any(|r| r.starts_with("commit of")),
+            "{fault:?}: {:#?}",
+            pushed.retries
+        );
+        assert!(registry.has_tag("broker/app", "v1"));
+        assert_registry_serves(&registry, "broker/app", &image.digest);
+    }
+}
+
+#[test]
+fn one_request_stalled_past_the_give_up_budget_is_retried_with_the_default_timeouts() {
+    // Issue 20, item 2: with the default --stall-timeout (60 s) above the
+    // default --give-up-after (30 s), one stalled blob HEAD made the run
+    // give up on a registry that answered everything else. Request 4 is
+    // the first blob's HEAD (after the scheme probe and the two manifest
+    // HEADs); it hangs for longer than the budget.
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(
+        &registry,
+        FaultPolicy::Only {
+            n: 4,
+            fault: Fault::Hang(Duration::from_secs(45)),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 33, 2, 64 * 1024);
+    let defaults = ClientOptions::default();
+    let options = ClientOptions {
+        concurrency: 1,
+        read_timeout: defaults.read_timeout,
+        give_up_after: defaults.give_up_after,
+        ..fast_options(6, defaults.read_timeout)
+    };
+    let pushed = push(&store, "app", &proxy.host(), "broker/app", &options);
+    let result = pushed.result.unwrap_or_else(|e| {
+        panic!(
+            "after {:?}: {e}\nretries: {:#?}",
+            pushed.elapsed, pushed.retries
+        )
+    });
+    assert_eq!(result.digest, image.digest);
+    assert_eq!(proxy.faults_injected(), 1, "the stall was not injected");
+    assert!(
+        pushed
+            .retries
+            .iter()
+            .any(|r| r.starts_with("check of blob")),
+        "the stalled HEAD was not retried: {:#?}",
+        pushed.retries
+    );
+    assert!(
+        pushed.elapsed < defaults.give_up_after,
+        "took {:?}",
+        pushed.elapsed
+    );
+    assert!(registry.has_tag("broker/app", "v1"));
+}
+
+/// The highest attempt number the retries report for `what`.
+fn last_reported_attempt(retries: &[String], what: &str) -> u32 {
+    retries
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("{what} (attempt ")))
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_final_error_counts_the_attempts_the_retries_reported() {
+    // Issue 20, item 3: the error said `after 1 attempts` while the retry
+    // lines said `attempt 5 failed`. Every commit fails: the chunked layer
+    // gives up on its commit, the small one on its upload.
+    const MIB: usize = 1024 * 1024;
+    for (seed, size) in [(36, 8 * MIB), (37, 64 * 1024)] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, FaultPolicy::CommitsFail(Fault::Status(503)));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let image = synthetic::image(&store, "app", seed, 1, size);
+        if size >= 4 * MIB {
+            // The config goes first; put it there directly, so the
+            // chunked layer's commit is what fails.
+            let curl = require_tool("curl", "apt-get install -y curl");
+            let started = output_ok(
+                Command::new(&curl)
+                    .args(["-fsS", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+                    .arg(format!(
+                        "http://{}/v2/broker/app/blobs/uploads/",
+                        registry.host()
+                    )),
+            );
+            let headers = String::from_utf8_lossy(&started.stdout).into_owned();
+            let location = headers
+                .lines()
+                .find_map(|l| l.strip_prefix("Location: "))
+                .expect("the registry names the session")
+                .trim()
+                .to_owned();
+            output_ok(
+                Command::new(&curl)
+                    .args([
+                        "-fsS",
+                        "-X",
+                        "PUT",
+                        "-H",
+                        "Content-Type: application/octet-stream",
+                    ])
+                    .arg("--data-binary")
+                    .arg(format!("@{}", store.blob_path(&image.config).display()))
+                    .arg(format!("{location}&digest={}", image.config)),
+            );
+        }
+        let pushed = push(
+            &store,
+            "app",
+            &proxy.host(),
+            "broker/app",
+            &chunked_options(Duration::from_secs(5)),
+        );
+        let err = pushed.result.expect_err("no commit ever succeeds");
+        if size >= 4 * MIB {
+            assert!(
+                pushed.retries.iter().any(|r| r.starts_with("commit of")),
+                "the chunked commit was not what failed: {:#?}",
+                pushed.retries
+            );
+        }
+        let RegistryError::GaveUp { what, attempts, .. } = &err else {
+            panic!("{size}: not a give-up: {err}");
+        };
+        assert_eq!(*attempts, 8, "{size}: {err}");
+        assert_eq!(
+            last_reported_attempt(&pushed.retries, what),
+            attempts - 1,
+            "{size}: {err}\n{:#?}",
+            pushed.retries
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("after 8 attempts") && text.contains(&proxy.host()),
+            "{text}"
+        );
+        assert!(!registry.has_tag("broker/app", "v1"));
+    }
+}
+
+/// Drops every upload session of `broker/app` from the registry's storage
+/// once the first chunk of `layer` was acknowledged, and counts the
+/// restarts reported.
+struct SessionDropper {
+    uploads: std::path::PathBuf,
+    layer: Digest,
+    dropped: AtomicBool,
+    restarts: AtomicUsize,
+}
+
+impl Reporter for SessionDropper {
+    fn blob_progress(&self, digest: &Digest, _bytes: u64) {
+        if *digest == self.layer && !self.dropped.swap(true, Ordering::SeqCst) {
+            std::fs::remove_dir_all(&self.uploads).unwrap();
+        }
+    }
+
+    fn blob_restarted(&self, _image: &str, _digest: &Digest, why: &str) {
+        assert!(why.contains("dropped"), "{why}");
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_session_the_registry_dropped_restarts_from_byte_0_and_says_so() {
+    // Issue 20, item 1: the blob starts over only when the registry says
+    // the session is gone, and the progress says it did.
+    const MIB: usize = 1024 * 1024;
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = synthetic::image(&store, "app", 38, 1, 8 * MIB);
+    let dropper = Arc::new(SessionDropper {
+        uploads: registry
+            .storage_dir()
+            .join("docker/registry/v2/repositories/broker/app/_uploads"),
+        layer: image.layers[0],
+        dropped: AtomicBool::new(false),
+        restarts: AtomicUsize::new(0),
+    });
+    let reporter: Arc<dyn Reporter> = dropper.clone();
+    let target: Reference = format!("{}/broker/app:v1", registry.host())
+        .parse()
+        .unwrap();
+    let options = chunked_options(Duration::from_secs(5));
+    let pushed = runtime().block_on(async {
+        let client = RegistryClient::for_reference(&target, &options)?;
+        push_from_store(&client, &store, "app", &target, &reporter).await
+    });
+    let pushed = pushed.unwrap_or_else(|e| panic!("{e}\n{}", registry.log()));
+    assert_eq!(pushed.digest, image.digest);
+    assert_eq!(dropper.restarts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        registry.blob_upload_count(),
+        3,
+        "config, layer, layer again"
+    );
+    assert_registry_serves(&registry, "broker/app", &image.digest);
+}
+
+#[test]
+fn a_streamed_upload_continues_its_session_after_faults() {
+    // Issue 20, item 1, for layers uploaded while they are compressed: a
+    // failed piece or commit is continued, not the stream abandoned.
+    use broker_registry::{Publisher, StreamedPiece};
+    const MIB: usize = 1024 * 1024;
+    for policy in [
+        FaultPolicy::CommitsFailOnce(Fault::ResetConnection),
+        FaultPolicy::EveryNthMixed {
+            n: 3,
+            faults: vec![
+                Fault::Status(503),
+                Fault::ResetConnection,
+                Fault::Hang(Duration::from_secs(2)),
+            ],
+        },
+    ] {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(&registry, policy.clone());
+        let bytes = synthetic::noise(39, 6 * MIB);
+        let digest = Digest::of(&bytes);
+        let prefix = format!("{}/broker", proxy.host()).parse().unwrap();
+        let reporter: Arc<dyn Reporter> = Arc::new(Retries::default());
+        let publisher =
+            Publisher::new(prefix, &chunked_options(Duration::from_secs(1)), reporter).unwrap();
+        let uploaded = runtime().block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let pieces = bytes.clone();
+            let writer = tokio::spawn(async move {
+                for piece in pieces.chunks(MIB) {
+                    let piece = bytes::Bytes::copy_from_slice(piece);
+                    tx.send(StreamedPiece::Bytes(piece)).await.unwrap();
+                }
+                let size = pieces.len() as u64;
+                tx.send(StreamedPiece::Done { digest, size }).await.unwrap();
+            });
+            let uploaded = publisher.upload_streamed("app", &mut rx).await;
+            writer.await.unwrap();
+            uploaded
+        });
+        let uploaded = uploaded.unwrap_or_else(|e| panic!("{policy:?}: {e}\n{}", registry.log()));
+        assert_eq!(uploaded, Some(digest), "{policy:?}");
+        assert!(proxy.faults_injected() > 0, "{policy:?}");
+        assert!(
+            registry.stored_blobs().contains(&digest.to_string()),
+            "{policy:?}"
+        );
+        assert_eq!(
+            proxy.body_bytes_forwarded(),
+            bytes.len() as u64,
+            "{policy:?}: every piece reached the registry once"
+        );
+    }
+}

@@ -44,6 +44,14 @@ pub enum Fault {
     Status(u16),
     /// Hold the request for this long, then forward it.
     Stall(Duration),
+    /// Hold the request for this long (its body is read meanwhile, as a
+    /// buffering proxy would), then forward it — unless the client gave up
+    /// on it first: then it is dropped and the registry never sees it, as
+    /// when a hung connection loses a request. Unlike [`Fault::Stall`], a
+    /// request the client abandoned cannot reach the registry late, after
+    /// the client went on (CNCF Distribution cancels an upload session
+    /// when a stale request for it arrives).
+    Hang(Duration),
 }
 
 /// Which requests get a fault.
@@ -61,18 +69,61 @@ pub enum FaultPolicy {
     },
     /// Every request gets the fault.
     FailAll(Fault),
+    /// Every `n`-th request gets the next fault of `faults`, in turn: with
+    /// `n = 3` and `[503, reset, hang]`, request 3 gets the 503, request 6
+    /// the reset, request 9 the hang, request 12 the 503 again.
+    EveryNthMixed {
+        /// Period; 0 means never.
+        n: usize,
+        /// The faults, used in turn.
+        faults: Vec<Fault>,
+    },
+    /// Only the `n`-th request (counted from 1) gets `fault`.
+    Only {
+        /// Which request.
+        n: usize,
+        /// The fault.
+        fault: Fault,
+    },
+    /// The first closing `PUT` of every upload session (a `PUT` to
+    /// `…/blobs/uploads/<id>?digest=…`) gets `fault`; a `PUT` to the same
+    /// session after that is forwarded.
+    CommitsFailOnce(Fault),
+    /// Every closing `PUT` of an upload session gets `fault`, every time;
+    /// everything else is forwarded.
+    CommitsFail(Fault),
 }
 
 impl FaultPolicy {
     fn fault_for(&self, request_number: usize) -> Option<Fault> {
         match self {
-            FaultPolicy::None => None,
+            FaultPolicy::None | FaultPolicy::CommitsFailOnce(_) | FaultPolicy::CommitsFail(_) => {
+                None
+            }
             FaultPolicy::EveryNth { n, fault } => {
                 (*n > 0 && request_number.is_multiple_of(*n)).then(|| fault.clone())
             }
             FaultPolicy::FailAll(fault) => Some(fault.clone()),
+            FaultPolicy::EveryNthMixed { n, faults } => {
+                if *n == 0 || faults.is_empty() || !request_number.is_multiple_of(*n) {
+                    return None;
+                }
+                Some(faults[(request_number / n - 1) % faults.len()].clone())
+            }
+            FaultPolicy::Only { n, fault } => (request_number == *n).then(|| fault.clone()),
         }
     }
+}
+
+/// The upload session a closing `PUT` commits (its path), if `method` and
+/// `uri` are one.
+fn committed_session(method: &hyper::Method, uri: &Uri) -> Option<String> {
+    let is_commit = method == hyper::Method::PUT
+        && uri.path().contains("/blobs/uploads/")
+        && uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("digest=")));
+    is_commit.then(|| uri.path().to_owned())
 }
 
 struct State {
@@ -88,6 +139,11 @@ struct State {
     body_bytes: AtomicU64,
     /// Bytes of request bodies being received right now.
     receiving: AtomicU64,
+    /// Request body bytes forwarded to the upstream (every mode).
+    forwarded: Arc<AtomicU64>,
+    /// Upload sessions whose closing `PUT` already failed once
+    /// ([`FaultPolicy::CommitsFailOnce`]).
+    failed_commits: Mutex<std::collections::HashSet<String>>,
     client: Client<HttpConnector, ProxyBody>,
 }
 
@@ -161,6 +217,8 @@ impl FaultProxy {
                 buffer_rate,
                 body_bytes: AtomicU64::new(0),
                 receiving: AtomicU64::new(0),
+                forwarded: Arc::new(AtomicU64::new(0)),
+                failed_commits: Mutex::new(std::collections::HashSet::new()),
                 client: Client::builder(TokioExecutor::new()).build_http(),
             });
             proxy_state = Some(Arc::clone(&state));
@@ -199,6 +257,13 @@ impl FaultProxy {
     /// proxies only; others count nothing).
     pub fn body_bytes_received(&self) -> u64 {
         self.state.body_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes forwarded to the registry so far, in any mode:
+    /// what a client's uploads cost the registry's link, resends included
+    /// and faulted requests excluded.
+    pub fn body_bytes_forwarded(&self) -> u64 {
+        self.state.forwarded.load(Ordering::SeqCst)
     }
 
     /// Bytes of request bodies being received right now, not yet forwarded
@@ -276,11 +341,21 @@ async fn handle(
     kill: Arc<Notify>,
 ) -> Result<Response<ProxyBody>, Reset> {
     let number = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
-    let fault = state
+    let policy = state
         .policy
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .fault_for(number);
+        .clone();
+    let fault = match (&policy, committed_session(req.method(), req.uri())) {
+        (FaultPolicy::CommitsFailOnce(fault), Some(session)) => state
+            .failed_commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session)
+            .then(|| fault.clone()),
+        (FaultPolicy::CommitsFail(fault), Some(_)) => Some(fault.clone()),
+        _ => policy.fault_for(number),
+    };
     if fault.is_some() {
         state.faults.fetch_add(1, Ordering::SeqCst);
     }
@@ -290,6 +365,7 @@ async fn handle(
             tokio::time::sleep(d).await;
             Ok(forward(req, &state).await)
         }
+        Some(Fault::Hang(d)) => hang(req, d, &state, &stream, &kill).await,
         Some(Fault::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut resp = full(
@@ -311,6 +387,51 @@ async fn handle(
             Err(Reset)
         }
     }
+}
+
+/// Holds `req` for `d`, reading its body meanwhile, and forwards it only
+/// when the client is still waiting for the answer; else drops it (and the
+/// connection) unseen by the upstream.
+async fn hang(
+    req: Request<Incoming>,
+    d: Duration,
+    state: &State,
+    stream: &TcpStream,
+    kill: &Notify,
+) -> Result<Response<ProxyBody>, Reset> {
+    let until = tokio::time::Instant::now() + d;
+    let (parts, body) = req.into_parts();
+    // The whole body first: a client that gives up mid-body shows as a
+    // body error, one that gives up after it as end of stream.
+    let body = match tokio::time::timeout_at(until, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) | Err(_) => {
+            kill.notify_one();
+            return Err(Reset);
+        }
+    };
+    tokio::time::sleep_until(until).await;
+    // A client that gave up has closed its end: reading shows end of
+    // stream (HTTP/1.1 clients here do not pipeline, so nothing else can
+    // be waiting on the connection).
+    let mut probe = [0u8; 1];
+    let gone = std::future::poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut probe);
+        match stream.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(true),
+            Poll::Ready(Ok(_)) => Poll::Ready(false),
+            Poll::Pending => Poll::Ready(false),
+        }
+    })
+    .await;
+    if gone {
+        kill.notify_one();
+        return Err(Reset);
+    }
+    let body = Full::new(body)
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    Ok(forward_parts(parts, body, state).await)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus `Expect`, which this proxy
@@ -343,7 +464,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let body = match state.buffer_rate {
+        None => body.boxed(),
+        Some(rate) => match receive_whole(body, rate, state).await {
+            Some(bytes) => Full::new(bytes)
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+            // The client went away mid-body: nothing is forwarded.
+            None => return full(StatusCode::BAD_REQUEST, "request body cut off\n"),
+        },
+    };
+    forward_parts(parts, body, state).await
+}
+
+/// Forwards a request (its body already chosen) to the upstream, counting
+/// the body bytes that go out.
+async fn forward_parts(
+    mut parts: hyper::http::request::Parts,
+    body: ProxyBody,
+    state: &State,
+) -> Response<ProxyBody> {
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -363,16 +504,15 @@ async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
         parts.headers.insert(header::HOST, host);
     }
     parts.version = hyper::Version::HTTP_11;
-    let body = match state.buffer_rate {
-        None => body.boxed(),
-        Some(rate) => match receive_whole(body, rate, state).await {
-            Some(bytes) => Full::new(bytes)
-                .map_err(|never: Infallible| match never {})
-                .boxed(),
-            // The client went away mid-body: nothing is forwarded.
-            None => return full(StatusCode::BAD_REQUEST, "request body cut off\n"),
-        },
-    };
+    let forwarded = Arc::clone(&state.forwarded);
+    let body = body
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                forwarded.fetch_add(data.len() as u64, Ordering::SeqCst);
+            }
+            frame
+        })
+        .boxed();
     let upstream = match state.client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -510,6 +650,54 @@ mod tests {
                 .fault_for(1)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn mixed_faults_take_turns_and_only_hits_one() {
+        let p = FaultPolicy::EveryNthMixed {
+            n: 3,
+            faults: vec![
+                Fault::Status(503),
+                Fault::ResetConnection,
+                Fault::Hang(Duration::from_secs(1)),
+            ],
+        };
+        let hits: Vec<(usize, Fault)> = (1..=12)
+            .filter_map(|k| p.fault_for(k).map(|f| (k, f)))
+            .collect();
+        assert_eq!(
+            hits,
+            [
+                (3, Fault::Status(503)),
+                (6, Fault::ResetConnection),
+                (9, Fault::Hang(Duration::from_secs(1))),
+                (12, Fault::Status(503)),
+            ]
+        );
+        let only = FaultPolicy::Only {
+            n: 4,
+            fault: Fault::Status(500),
+        };
+        let hits: Vec<usize> = (1..=9).filter(|k| only.fault_for(*k).is_some()).collect();
+        assert_eq!(hits, [4]);
+    }
+
+    #[test]
+    fn commits_are_closing_puts_into_upload_sessions() {
+        let put = hyper::Method::PUT;
+        let commit: Uri = "/v2/a/blobs/uploads/u1?_state=x&digest=sha256:ab"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            committed_session(&put, &commit).as_deref(),
+            Some("/v2/a/blobs/uploads/u1")
+        );
+        let patch = hyper::Method::PATCH;
+        assert!(committed_session(&patch, &commit).is_none());
+        let manifest: Uri = "/v2/a/manifests/v1".parse().unwrap();
+        assert!(committed_session(&put, &manifest).is_none());
+        let no_digest: Uri = "/v2/a/blobs/uploads/u1?_state=x".parse().unwrap();
+        assert!(committed_session(&put, &no_digest).is_none());
     }
 
     #[test]

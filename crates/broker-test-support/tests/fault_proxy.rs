@@ -260,3 +260,87 @@ fn dropped_proxy_stops_listening() {
         Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open: {e}"),
     }
 }
+
+#[test]
+fn a_hung_request_the_client_gave_up_on_never_reaches_the_registry() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(
+        &registry,
+        FaultPolicy::Only {
+            n: 1,
+            fault: Fault::Hang(Duration::from_secs(2)),
+        },
+    );
+    let url = format!("{}/v2/given-up/blobs/uploads/", proxy.url());
+    // The client gives up after 1 s: the POST is dropped, unseen.
+    let out = output(curl().args(["-sS", "--max-time", "1", "-X", "POST", &url]));
+    assert!(!out.status.success(), "the hang did not hold the request");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        registry.requests().is_empty(),
+        "a request the client gave up on reached the registry: {:?}",
+        registry.requests()
+    );
+    assert_eq!(proxy.faults_injected(), 1);
+
+    // A client that waits gets the answer once the hang is over.
+    proxy.set_policy(FaultPolicy::Only {
+        n: 2,
+        fault: Fault::Hang(Duration::from_secs(1)),
+    });
+    let started = Instant::now();
+    assert_eq!(status_of(&["-X", "POST", &url]), "202");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(registry.requests().len(), 1);
+}
+
+#[test]
+fn forwarded_body_bytes_count_what_reached_the_registry() {
+    let registry = TestRegistry::start();
+    // The second request (the PATCH of the first upload) is cut off.
+    let proxy = FaultProxy::start(
+        &registry,
+        FaultPolicy::Only {
+            n: 2,
+            fault: Fault::ResetConnection,
+        },
+    );
+    let body = vec![7u8; 300 * 1024];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    fs::write(&file, &body).unwrap();
+    let url = format!("{}/v2/counted/blobs/uploads/", proxy.url());
+    let started = run_ok(curl().args([
+        "-sS",
+        "-X",
+        "POST",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%header{location}",
+        &url,
+    ]));
+    let patch = |location: &str| {
+        output(curl().args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            location,
+        ]))
+    };
+    assert!(
+        String::from_utf8_lossy(&patch(&started).stdout) != "202",
+        "the PATCH was not cut off"
+    );
+    assert_eq!(proxy.body_bytes_forwarded(), 0);
+    assert_eq!(String::from_utf8_lossy(&patch(&started).stdout), "202");
+    assert_eq!(proxy.body_bytes_forwarded(), body.len() as u64);
+}

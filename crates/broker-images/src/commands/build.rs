@@ -134,6 +134,7 @@ impl RegistryBases {
                 ..RetryPolicy::default()
             },
             read_timeout: std::time::Duration::from_secs(access.stall_timeout.max(1)),
+            give_up_after: std::time::Duration::from_secs(access.give_up_after.max(1)),
             ..ClientOptions::default()
         };
         Self {

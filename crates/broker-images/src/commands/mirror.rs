@@ -38,11 +38,8 @@ pub(crate) async fn run(
             .await
             .with_context(|| format!("cannot mirror {image} to {}", args.registry))?;
         progress.line(&format!(
-            "   mirrored {image}: {} uploaded ({}), {} mounted, {} already there",
-            copied.stats.uploaded,
-            indicatif::HumanBytes(copied.stats.bytes_uploaded),
-            copied.stats.mounted,
-            copied.stats.existed
+            "   mirrored {image}: {}",
+            super::transfer_summary(&copied.stats)
         ));
         lock.record_mirror(image, &copied.source_ref, &copied.target_ref);
         results.push(copied);

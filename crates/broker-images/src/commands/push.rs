@@ -36,18 +36,15 @@ pub(crate) async fn run(
     for name in &args.images {
         let result = match publisher.publish(&store, name, name, &args.tag).await {
             Ok(result) => result,
+            // Said once, in the error at the end: no progress line first.
             Err(err) => {
-                progress.line(&format!("   failed {name}"));
                 failed.push((name.clone(), anyhow::Error::new(err)));
                 continue;
             }
         };
         progress.line(&format!(
-            "   pushed {name}: {} uploaded ({}), {} mounted, {} already there",
-            result.stats.uploaded,
-            indicatif::HumanBytes(result.stats.bytes_uploaded),
-            result.stats.mounted,
-            result.stats.existed
+            "   pushed {name}: {}",
+            super::transfer_summary(&result.stats)
         ));
         pushed.push(result);
     }

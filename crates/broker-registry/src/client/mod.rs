@@ -50,12 +50,16 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Give up on a connection attempt after this long.
     pub connect_timeout: Duration,
-    /// Give up on a response, or on a body that stops moving, after this long:
-    /// what turns a stalled connection into a retry.
+    /// Abandon a request whose answer, or whose body, has not moved for
+    /// this long, and send it again (the stall timeout): what turns one
+    /// hung request into a retry. Keep it well below `give_up_after`, or a
+    /// single stalled request outlasts the budget and ends the run.
     pub read_timeout: Duration,
-    /// Give up on the registry once it has answered nothing for this long
-    /// while requests waited on it, however many retries are left: what
-    /// bounds a run against a dead or stalling registry.
+    /// Give up on the registry once it has answered nothing, on any
+    /// request, for this long while requests waited on it, however many
+    /// retries are left: what bounds a run against a dead or stalling
+    /// registry. Any answer (to a retry, or to another request) starts the
+    /// silence afresh; uploads whose body moves do not count as waiting.
     pub give_up_after: Duration,
     /// Blobs transferred at once per image.
     pub concurrency: usize,

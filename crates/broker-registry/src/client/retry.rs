@@ -24,14 +24,18 @@ pub const DEFAULT_JOBS: usize = 4;
 /// (`--retries`).
 pub const DEFAULT_RETRIES: u32 = 6;
 /// Seconds without progress after which a request counts as stalled and is
-/// retried, unless told otherwise (`--stall-timeout`).
-pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
-/// Seconds a registry may answer nothing at all, while requests wait on
-/// it, before the run gives up on it, unless told otherwise
-/// (`--give-up-after`). Shorter than the stall timeout: a stalled request
-/// is retried while the registry answers others, but a registry that
-/// answers none is down, and waiting for every retry's timeout only
-/// delays saying so.
+/// abandoned and sent again, unless told otherwise (`--stall-timeout`).
+/// Well below [`DEFAULT_GIVE_UP_SECS`]: one hung request is a retry, and
+/// only a registry that answers none of them is given up on (issue 20:
+/// with 60 s against 30 s, a single stalled HEAD ended the run).
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 10;
+/// Seconds a registry may answer nothing at all, on any request, while
+/// requests wait on it, before the run gives up on it, unless told
+/// otherwise (`--give-up-after`). Longer than the stall timeout, so a
+/// stalled request is abandoned and retried before the registry is
+/// declared dead, and an answer to the retry (or to any other request)
+/// starts the silence afresh; a registry that answers none is down, and
+/// waiting for every retry's timeout would only delay saying so.
 pub const DEFAULT_GIVE_UP_SECS: u64 = 30;
 
 /// How hard to retry a request that failed for a reason that may pass:
@@ -102,7 +106,11 @@ impl RegistryClient {
         let mut attempt = 0u32;
         let mut authenticated_once = false;
         // One silent period for all attempts: retries do not reset it.
-        let _waiting = self.silence.begin();
+        // Uploads are watched by their body's progress instead: one that
+        // is sending is not waiting on an answer, and counting it as
+        // silence would give up on a registry that answers everything
+        // else once a long upload outlasted the budget.
+        let _waiting = (idempotent == Idempotent::Yes).then(|| self.silence.begin());
         loop {
             attempt += 1;
             let sent = async {
@@ -199,6 +207,21 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_request_is_retried_well_before_the_registry_is_given_up() {
+        // Issue 20: the stall timeout above the give-up budget turned one
+        // stalled request into giving up on a registry that answered
+        // everything else. Room for at least two retries of a stalled
+        // request within the budget.
+        let defaults = super::super::ClientOptions::default();
+        assert!(
+            defaults.read_timeout * 3 <= defaults.give_up_after,
+            "stall timeout {:?}, give up after {:?}",
+            defaults.read_timeout,
+            defaults.give_up_after
+        );
+    }
 
     #[test]
     fn retry_delays_are_bounded() {
