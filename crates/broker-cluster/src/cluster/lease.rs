@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 use super::connect::{Cluster, Target, classify_error};
+use super::reporter::Reporter;
 use crate::error::ClusterError;
 use crate::labels;
 use crate::lease::{self, LEASE_DURATION, LEASE_NAME, LeaseDecision};
@@ -29,7 +30,9 @@ impl Cluster {
         &self,
         command: &str,
         wait: Duration,
+        reporter: &dyn Reporter,
     ) -> Result<LeaseGuard, ClusterError> {
+        let mut told = false;
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let me = holder_identity(command);
         let started = Instant::now();
@@ -78,6 +81,13 @@ impl Cluster {
                         .await
                 }
                 LeaseDecision::Held { holder, renewed } => {
+                    if !told {
+                        reporter.line(&format!(
+                            "waiting for {holder} to finish (Lease {LEASE_NAME}; at most {}s)",
+                            wait.as_secs()
+                        ));
+                        told = true;
+                    }
                     if started.elapsed() >= wait {
                         return Err(ClusterError::Busy(lease::busy_message(
                             &self.namespace,

@@ -31,7 +31,9 @@ impl Cluster {
                 why: "does not exist: nothing to restart; run start first".into(),
             });
         }
-        let lease = self.hold_lease("restart", self.lease_wait).await?;
+        let lease = self
+            .hold_lease("restart", self.lease_wait, reporter)
+            .await?;
         let result = self.restart_held(workloads, timeout, reporter).await;
         lease.release().await;
         result

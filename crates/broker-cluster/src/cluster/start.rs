@@ -153,7 +153,7 @@ impl Cluster {
         if !planned.namespace_exists {
             self.ensure_namespace(&planned.prepared).await?;
         }
-        let lease = self.hold_lease("start", self.lease_wait).await?;
+        let lease = self.hold_lease("start", self.lease_wait, reporter).await?;
         // Planned again under the Lease: another run may have changed the
         // set while this one waited.
         let result = match self.plan_start(rendered, options).await {

@@ -61,7 +61,7 @@ impl Cluster {
             // Already stopped: wait for stragglers, write nothing.
             return self.stop_held(&live, options, timeout, reporter).await;
         }
-        let lease = self.hold_lease("stop", self.lease_wait).await?;
+        let lease = self.hold_lease("stop", self.lease_wait, reporter).await?;
         // Read again under the Lease: a start may have changed the set
         // while this run waited.
         let result = match self.live_members().await {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use broker_cluster::health::BrokerState;
 use broker_cluster::{
     Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
 };
@@ -269,6 +270,13 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
         &serde_json::to_value(&report).unwrap_or_default(),
         &report.lines(),
     );
+    match report.state {
+        BrokerState::Absent => bail!("no broker in namespace {namespace}"),
+        BrokerState::Stopped => bail!(
+            "the broker in namespace {namespace} is stopped (broker-images start brings it back)"
+        ),
+        BrokerState::Running => {}
+    }
     if !report.healthy {
         bail!(
             "the broker in namespace {namespace} is not healthy (not ready, drifted from the lock, a workload missing, or a claim unbound)"
