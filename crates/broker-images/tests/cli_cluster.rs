@@ -243,8 +243,9 @@ fn start_renders_first_from_an_environment() {
     let lock = root.join("crates/broker-render/tests/fixtures/images.lock");
     let source = root.join("examples/broker");
     let catalogue = root.join("manifests");
-    let start = |environment: &Path| {
-        run(&[
+    let env_sample = root.join("environments/env.sample");
+    let start_with = |environment: &Path, extra: &[&str]| {
+        let mut args = vec![
             "start",
             "--environment",
             environment.to_str().unwrap(),
@@ -253,13 +254,16 @@ fn start_renders_first_from_an_environment() {
             "--lock",
             lock.to_str().unwrap(),
             "--env-file",
-            root.join("environments/env.sample").to_str().unwrap(),
+            env_sample.to_str().unwrap(),
             "--catalogue",
             catalogue.to_str().unwrap(),
             "--kubeconfig",
             config.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
     };
+    let start = |environment: &Path| start_with(environment, &[]);
 
     let out = start(&root.join("environments/single-node.yaml"));
     assert_eq!(out.status.code(), Some(1));
@@ -296,22 +300,7 @@ fn start_renders_first_from_an_environment() {
 
     // Issue 19 item 8: start --delete-data asks as stop --delete-data
     // does; off a terminal only --yes confirms, before any request.
-    let out = run(&[
-        "start",
-        "--environment",
-        root.join("environments/single-node.yaml").to_str().unwrap(),
-        "--source",
-        source.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--env-file",
-        root.join("environments/env.sample").to_str().unwrap(),
-        "--catalogue",
-        catalogue.to_str().unwrap(),
-        "--kubeconfig",
-        config.to_str().unwrap(),
-        "--delete-data",
-    ]);
+    let out = start_with(&root.join("environments/single-node.yaml"), &["--delete-data"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(

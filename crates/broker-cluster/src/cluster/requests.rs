@@ -169,8 +169,18 @@ impl Cluster {
         }
     }
 
-    pub(super) async fn pods(&self) -> Result<Vec<Pod>, ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+    /// Every object of a kind we do not apply in the namespace, unfiltered
+    /// (a Deployment's pods and ReplicaSets carry the pod template's
+    /// labels, not ours); `resource` names it in errors as RBAC does.
+    async fn list_namespaced<K>(&self, resource: &str, plural: &str) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
         Ok(api
             .list(&ListParams::default())
             .await
@@ -178,10 +188,14 @@ impl Cluster {
                 classify_error(
                     e,
                     "list",
-                    Target::new("pods", "pods", Some(&self.namespace)),
+                    Target::new(resource, plural, Some(&self.namespace)),
                 )
             })?
             .items)
+    }
+
+    pub(super) async fn pods(&self) -> Result<Vec<Pod>, ClusterError> {
+        self.list_namespaced("pods", "pods").await
     }
 
     pub(super) async fn deployments(&self) -> Result<Vec<Deployment>, ClusterError> {
@@ -196,18 +210,8 @@ impl Cluster {
     /// The namespace's ReplicaSets: which one is a Deployment's current
     /// revision, and which revisions still need old config.
     pub(super) async fn replica_sets(&self) -> Result<Vec<ReplicaSet>, ClusterError> {
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.namespace);
-        Ok(api
-            .list(&ListParams::default())
+        self.list_namespaced("replicasets.apps", "replicasets")
             .await
-            .map_err(|e| {
-                classify_error(
-                    e,
-                    "list",
-                    Target::new("replicasets.apps", "replicasets", Some(&self.namespace)),
-                )
-            })?
-            .items)
     }
 
     pub(super) async fn claims(&self) -> Result<Vec<PersistentVolumeClaim>, ClusterError> {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::connect::{Cluster, Target, classify_error};
+use super::connect::Cluster;
 use super::reporter::Reporter;
 use super::requests::{NamespaceState, STOP_MANAGER, minimal, typed};
 use crate::compare::{self, FIELD_MANAGER};
@@ -359,22 +359,11 @@ impl Cluster {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let rs_resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
-            "replicasets",
-        );
-        let rs_api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, &rs_resource);
-        let replica_sets: Vec<Value> = rs_api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| {
-                let target = Target::new("replicasets.apps", "replicasets", Some(&self.namespace));
-                classify_error(e, "list", target)
-            })?
-            .items
+        let replica_sets: Vec<Value> = self
+            .replica_sets()
+            .await?
             .into_iter()
-            .filter_map(|o| serde_json::to_value(o).ok())
+            .filter_map(|rs| serde_json::to_value(rs).ok())
             .collect();
         let pods: Vec<Value> = self
             .pods()
