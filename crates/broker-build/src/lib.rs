@@ -5,19 +5,7 @@
 //! binary's is the registry), and publishing is the caller's next stage.
 
 pub mod build;
-mod build_base;
-mod build_deps;
-mod build_error;
-mod build_labels;
-mod build_layers;
-mod build_lock;
-mod build_run;
 pub mod deps;
-mod deps_ca;
-mod deps_engine;
-mod deps_error;
-mod deps_key;
-pub mod deps_log;
 pub mod sources;
 pub mod spec;
 

@@ -300,7 +300,10 @@ fn start_renders_first_from_an_environment() {
 
     // Issue 19 item 8: start --delete-data asks as stop --delete-data
     // does; off a terminal only --yes confirms, before any request.
-    let out = start_with(&root.join("environments/single-node.yaml"), &["--delete-data"]);
+    let out = start_with(
+        &root.join("environments/single-node.yaml"),
+        &["--delete-data"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(

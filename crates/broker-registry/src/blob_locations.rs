@@ -3,7 +3,9 @@
 //! runs pushed instead of uploading it again, as Docker does.
 //!
 //! The record is a cache: a missing or unreadable file is an empty record,
-//! and a failure to write one costs only uploads, never correctness.
+//! and a failure to write one costs only uploads, never correctness. It is
+//! persistence only: the [`crate::Publisher`] hands it what the client
+//! learnt and teaches the client what it holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,6 @@ use std::path::{Path, PathBuf};
 use broker_oci::Store;
 use broker_pins::Digest;
 
-use crate::client::RegistryClient;
 use crate::error::RegistryError;
 
 /// Where, relative to the store, the record is kept.
@@ -25,31 +26,29 @@ pub fn record_path(store: &Store) -> PathBuf {
     store.dir().join(BLOB_LOCATIONS)
 }
 
-/// Teaches `client` the locations recorded in `path` for its registry.
-pub(crate) fn load(client: &RegistryClient, path: &Path) {
-    let Some(record) = read(path) else {
-        return;
-    };
-    if let Some(blobs) = record.get(client.registry()) {
-        for (digest, repositories) in blobs {
-            for repository in repositories {
-                client.remember_blob(*digest, repository);
-            }
-        }
-    }
+/// The locations recorded in `path` for `registry`: blob → repositories.
+pub(crate) fn load(path: &Path, registry: &str) -> BTreeMap<Digest, BTreeSet<String>> {
+    read(path)
+        .and_then(|mut record| record.remove(registry))
+        .unwrap_or_default()
 }
 
-/// Adds what `client` knows to the record in `path` (keeping what is there
-/// for other registries), written atomically — and not at all when nothing
-/// is new, as in a no-change rebuild, which then writes no file.
-pub(crate) fn save(client: &RegistryClient, path: &Path) -> Result<(), RegistryError> {
+/// Adds `known` (blob → repositories of `registry`) to the record in
+/// `path`, keeping what is there for other registries, written atomically
+/// — and not at all when nothing is new, as in a no-change rebuild, which
+/// then writes no file.
+pub(crate) fn save(
+    path: &Path,
+    registry: &str,
+    known: BTreeMap<Digest, BTreeSet<String>>,
+) -> Result<(), RegistryError> {
     let old = std::fs::read(path).ok();
     let mut record: Record = old
         .as_deref()
         .and_then(|bytes| serde_json::from_slice(bytes).ok())
         .unwrap_or_default();
-    let entry = record.entry(client.registry().to_owned()).or_default();
-    for (digest, repositories) in client.known_blobs() {
+    let entry = record.entry(registry.to_owned()).or_default();
+    for (digest, repositories) in known {
         entry.entry(digest).or_default().extend(repositories);
     }
     // Plain maps of strings always serialise.

@@ -62,7 +62,11 @@ impl Publisher {
     /// an interrupted run's next run continues them.
     pub fn recording_for(mut self, store: &Store) -> Self {
         let path = blob_locations::record_path(store);
-        blob_locations::load(&self.client, &path);
+        for (digest, repositories) in blob_locations::load(&path, self.client.registry()) {
+            for repository in &repositories {
+                self.client.remember_blob(digest, repository);
+            }
+        }
         self.record = Some(path);
         self.client
             .keep_upload_sessions(store.dir().join(crate::UPLOAD_SESSIONS));
@@ -74,7 +78,7 @@ impl Publisher {
     /// runs. Failing to record costs only uploads, never correctness.
     fn save_record(&self) {
         if let Some(record) = &self.record {
-            let _ = blob_locations::save(&self.client, record);
+            let _ = blob_locations::save(record, self.client.registry(), self.client.known_blobs());
         }
     }
 

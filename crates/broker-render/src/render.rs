@@ -681,7 +681,8 @@ fn rewrite_pod(
     Ok(())
 }
 
-/// The name of the init container [`give_host_paths_the_fs_group`] adds.
+/// The name of the init container render adds on single-node so that the
+/// pod's `fsGroup` may write the node directories that replace its claims.
 pub const HOST_PATH_INIT: &str = "host-path-ownership";
 
 /// What `fsGroup` does for a claim, done for the node directories that

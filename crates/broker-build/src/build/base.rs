@@ -5,8 +5,8 @@ use broker_oci::Digest;
 use broker_oci::docker_archive::KnownLayers;
 use broker_pins::Reference;
 
-use crate::build_error::BuildError;
-use crate::build_run::{BaseWanted, Run};
+use crate::build::error::BuildError;
+use crate::build::run::{BaseWanted, Run};
 use crate::deps::{self, BaseDigest};
 
 /// What `base` resolves to: the recorded digest offline and when

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use broker_oci::{LayerMapping, LayerOptions, SourceLayer, Store, StoredImage};
 
-use crate::build_error::BuildError;
-use crate::build_run::Run;
+use crate::build::error::BuildError;
+use crate::build::run::Run;
 use crate::spec::{self, ImageSpec};
 
 /// Builds (or takes from the cache) every source layer of `spec`.

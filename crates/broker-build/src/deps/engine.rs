@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use broker_oci::docker_archive::{ArchiveImage, ImportOptions, KnownLayers, LayerStreams};
 
-use crate::deps_ca::{drop_deps_ca, with_deps_ca};
-use crate::deps_error::DepsError;
-use crate::deps_key::{BASE_ARG, CONTEXT_DOCKERFILE, DepsInputs};
+use crate::deps::ca::{drop_deps_ca, with_deps_ca};
+use crate::deps::error::DepsError;
+use crate::deps::key::{BASE_ARG, CONTEXT_DOCKERFILE, DepsInputs};
 
 /// How the engine runs a deps build beyond its inputs. Nothing here
 /// changes the deps key: it changes how the packages are fetched, not
@@ -201,7 +201,7 @@ pub async fn drop_ca_after_export(
 struct StepOutput<'a> {
     image: &'a str,
     output: &'a dyn BuildOutput,
-    log: crate::deps_log::DepsLog,
+    log: crate::deps::log::DepsLog,
     pending: String,
     step: String,
     step_lines: Vec<String>,
@@ -217,7 +217,7 @@ impl<'a> StepOutput<'a> {
         Self {
             image,
             output,
-            log: crate::deps_log::DepsLog::create(store.dir(), store_tag),
+            log: crate::deps::log::DepsLog::create(store.dir(), store_tag),
             pending: String::new(),
             step: String::from("(before the first step)"),
             step_lines: Vec::new(),
@@ -233,7 +233,7 @@ impl<'a> StepOutput<'a> {
     }
 
     fn line(&mut self, raw: &str) {
-        let line = crate::deps_log::strip_terminal_escapes(raw);
+        let line = crate::deps::log::strip_terminal_escapes(raw);
         let line = line.trim_end();
         if line.trim().is_empty() {
             return;
@@ -263,13 +263,13 @@ impl<'a> StepOutput<'a> {
     /// failing step and the log's path.
     fn failed(mut self, message: &str) -> DepsError {
         self.flush();
-        let message = crate::deps_log::strip_terminal_escapes(message);
+        let message = crate::deps::log::strip_terminal_escapes(message);
         self.log.line(&message);
         DepsError::BuildFailed {
             image: self.image.to_owned(),
             step: std::mem::take(&mut self.step),
             message: message.trim().to_owned(),
-            output: crate::deps_log::excerpt(&self.step_lines),
+            output: crate::deps::log::excerpt(&self.step_lines),
             log: self.log.finish(),
         }
     }

@@ -10,7 +10,7 @@ use broker_oci::{Digest, SourceDateEpoch, Store};
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::build_error::DepsSourceError;
+use crate::build::error::DepsSourceError;
 use crate::deps::{self, BaseDigest, BuildOutput};
 use crate::sources::SourceTree;
 use broker_oci::docker_archive::{KnownLayers, LayerStreams};

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::deps_error::DepsError;
+use crate::deps::error::DepsError;
 
 /// The name of the deps CA bundle in the build context (beside the
 /// Dockerfile, so it cannot collide with a broker file).

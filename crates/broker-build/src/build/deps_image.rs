@@ -4,9 +4,9 @@
 use broker_oci::StoredImage;
 use broker_oci::docker_archive::KnownLayers;
 
-use crate::build_base::base_layers;
-use crate::build_error::BuildError;
-use crate::build_run::{DepsWanted, Run};
+use crate::build::base::base_layers;
+use crate::build::error::BuildError;
+use crate::build::run::{DepsWanted, Run};
 use crate::deps::{self, BuildOutput, DepsInputs, DepsKey, EngineImage};
 use crate::spec::ImageSpec;
 
@@ -177,7 +177,7 @@ pub(crate) async fn export_engine_images(
                 run.reporter.notice(&format!(
                     "one export of {} deps images failed ({}); exporting each on its own",
                     images.len(),
-                    crate::build_base::error_chain(&err)
+                    crate::build::base::error_chain(&err)
                 ));
                 let mut each = Vec::with_capacity(images.len());
                 for image in &images {

@@ -4,9 +4,27 @@
 //! the lock entries. Publishing is not done here: the caller hands the
 //! built images to a publisher.
 //!
-//! This module runs the build; the stages of one image live in sibling
-//! modules (`build_base`, `build_deps`, `build_layers`, `build_labels`,
-//! `build_lock`) and what the caller gives and gets is re-exported here.
+//! This module runs the build; the files below it are the stages of one
+//! image, in the order they take part:
+//! 1. `run`: the options, hooks and traits a caller gives (deps and base
+//!    lookups, the reporter) and the state one run shares;
+//! 2. `base`: the base image resolved to a digest and its layers;
+//! 3. `deps_image`: the deps image from the store, a [`DepsSource`] or the
+//!    engine (everything the engine built leaves it in one export);
+//! 4. `layers`: the source layers on top;
+//! 5. `labels`: the runtime config and provenance labels;
+//! 6. `lock`: the lock entry of what was built;
+//! 7. `error`: what can go wrong, one variant per cause.
+//!
+//! What the caller gives and gets is re-exported here.
+
+mod base;
+mod deps_image;
+mod error;
+mod labels;
+mod layers;
+mod lock;
+mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,22 +34,22 @@ use broker_oci::image::ImageBuilder;
 use broker_oci::{Store, StoredImage};
 use tokio::sync::OnceCell;
 
-use crate::build_base::resolve_base;
-use crate::build_deps::{Deps, InEngine, deps_image, export_engine_images};
-use crate::build_labels::{provenance, runtime_config};
-use crate::build_layers::build_layers;
-use crate::build_lock::BuildRecord;
-use crate::build_run::{Memo, Run};
+use crate::build::base::resolve_base;
+use crate::build::deps_image::{Deps, InEngine, deps_image, export_engine_images};
+use crate::build::labels::{provenance, runtime_config};
+use crate::build::layers::build_layers;
+use crate::build::lock::BuildRecord;
+use crate::build::run::{Memo, Run};
 use crate::deps::{self, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
 use broker_pins::{Lock, LockedImage, UNKNOWN_REVISION};
 
-pub use crate::build_deps::DepsOrigin;
-pub use crate::build_error::{BuildError, DepsSourceError};
-pub use crate::build_labels::{TREE_LABEL_PREFIX, tree_label};
-pub use crate::build_lock::BuiltImage;
-pub use crate::build_run::{
+pub use crate::build::deps_image::DepsOrigin;
+pub use crate::build::error::{BuildError, DepsSourceError};
+pub use crate::build::labels::{TREE_LABEL_PREFIX, tree_label};
+pub use crate::build::lock::BuiltImage;
+pub use crate::build::run::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
     DepsFetch, DepsSource, DepsWanted,
 };

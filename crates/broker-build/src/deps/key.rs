@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use broker_oci::digest::DigestWriter;
 
-use crate::deps_ca::CONTEXT_CA;
-use crate::deps_error::DepsError;
+use crate::deps::ca::CONTEXT_CA;
+use crate::deps::error::DepsError;
 use crate::spec::ImageSpec;
 
 /// Version of the key recipe; bump when the recipe changes.

@@ -41,7 +41,7 @@ pub enum DepsError {
         /// The engine's error message.
         message: String,
         /// What to show of the step's output: the lines around the first
-        /// error marker and the tail ([`crate::deps_log::excerpt`]),
+        /// error marker and the tail ([`crate::deps::log::excerpt`]),
         /// terminal escapes removed.
         output: Vec<String>,
         /// The full build output, kept in the store.

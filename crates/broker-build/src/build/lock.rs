@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use broker_oci::{Digest, SourceLayer};
 use broker_pins::{LockedImage, SourceRecord, UNKNOWN_REVISION};
 
-use crate::build_deps::DepsOrigin;
+use crate::build::deps_image::DepsOrigin;
 use crate::deps::{self, DepsInputs, DepsKey};
 use crate::sources::SourceTree;
 use crate::spec::ImageSpec;
