@@ -254,7 +254,14 @@ fn verify_and_build_use_what_the_build_used() {
         "r1",
     ]);
     build.args(["--push", "--registry", &prefix]);
-    ok(&build.output().unwrap());
+    let err = ok(&build.output().unwrap());
+    // Issue 22 item 6: build --push says what it pushed, as push does.
+    assert!(
+        err.lines().any(|l| l.starts_with("   pushed tiny: ")
+            && l.contains(" uploaded (")
+            && l.contains(" mounted, ")),
+        "{err}"
+    );
     let lock = tiny.lock();
     assert_eq!(lock["images"]["tiny"]["build_args"]["FLAVOUR"], "spicy");
     assert_eq!(lock["images"]["tiny"]["base"], base.docker_ref.as_str());

@@ -408,6 +408,13 @@ pub(crate) async fn run(
         for (image, result) in built.iter().zip(futures::future::join_all(pushes).await) {
             match result {
                 Ok(done) => {
+                    // As `push` says it: what moved, on stderr beside the
+                    // progress; stdout keeps only the references.
+                    progress.line(&format!(
+                        "   pushed {}: {}",
+                        image.name,
+                        super::transfer_summary(&done.stats)
+                    ));
                     pushed.insert(image.name.clone(), done);
                 }
                 Err(err) => failed.push((image.name.clone(), err)),
