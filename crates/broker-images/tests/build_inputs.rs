@@ -696,6 +696,7 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     let registry = TestRegistry::start();
     let base = format!("{}/base-{}/bb:1", registry.host(), unique_suffix());
     docker(&["tag", &busybox().docker_ref, &base]);
+    broker_test_support::remove_from_engine_when_done(&base);
     docker(&["push", &base]);
     let v1 = repo_digest(&base);
     let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n");
@@ -801,6 +802,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     let upstream = TestRegistry::start();
     let base = format!("{}/library/bb-{}:1", upstream.host(), unique_suffix());
     docker(&["tag", &busybox().docker_ref, &base]);
+    broker_test_support::remove_from_engine_when_done(&base);
     docker(&["push", &base]);
     let base_layers = registry_layers(&base);
     let dockerfile = "ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n";

@@ -125,6 +125,7 @@ impl Fixture {
                     let image = container["image"].as_str().unwrap().to_owned();
                     if pulled.insert(image.clone()) {
                         docker(&["pull", "--quiet", &image]);
+                        broker_test_support::remove_from_engine_when_done(&image);
                     }
                 }
             }

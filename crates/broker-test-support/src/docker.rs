@@ -151,3 +151,43 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     out.trim().to_owned()
 }
+
+/// Removes `reference` from the Docker engine once this test process has
+/// ended: images a test pulled or tagged (`127.0.0.1:PORT/…` from its own
+/// registry) would otherwise pile up run after run. Removal waits for the
+/// process to end because images may be shared by the tests of one binary
+/// (a fixture built once); one `sh` watchdog per process does it, reading
+/// the references from a file this process appends to.
+pub fn remove_from_engine_when_done(reference: &str) {
+    use std::io::Write as _;
+    use std::sync::OnceLock;
+    static LIST: OnceLock<PathBuf> = OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        let list =
+            std::env::temp_dir().join(format!("broker-test-engine-images-{}", std::process::id()));
+        let _ = std::fs::write(&list, b"");
+        // xargs -r: nothing to do when no reference was added.
+        const SCRIPT: &str = r#"parent=$1; list=$2; docker=$3
+( exec >/dev/null 2>&1 </dev/null
+  while kill -0 "$parent"; do sleep 1; done
+  sort -u "$list" | xargs -r "$docker" rmi -f
+  rm -f "$list" ) &"#;
+        let docker = find_tool("docker").unwrap_or_else(|| PathBuf::from("docker"));
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("broker-test-engine-images")
+            .arg(std::process::id().to_string())
+            .arg(&list)
+            .arg(docker)
+            .env("DOCKER_HOST", docker_host())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        list
+    });
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(list) {
+        let _ = writeln!(file, "{reference}");
+    }
+}

@@ -20,7 +20,9 @@ pub mod token_issuer;
 
 pub use base_images::{BaseImage, busybox, debian_minbase};
 pub use cli::Workspace;
-pub use docker::{docker_cli, engine, git, output_ok, require_tool, run_ok};
+pub use docker::{
+    docker_cli, engine, git, output_ok, remove_from_engine_when_done, require_tool, run_ok,
+};
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 pub use silent_server::SilentServer;
