@@ -15,22 +15,32 @@ use crate::env;
 #[command(name = "broker-images", version, about, long_about = None)]
 pub struct Cli {
     /// Print more detail (repeat for more). Secrets are never printed.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Print results as JSON on stdout, progress as JSON lines on stderr,
     /// and a failure as one JSON object on stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// The local image store (an OCI image layout directory).
-    #[arg(long, global = true, env = env::STORE, default_value = ".broker-images/store")]
+    #[arg(
+        long,
+        global = true,
+        env = env::STORE,
+        default_value = ".broker-images/store",
+        help_heading = GLOBAL
+    )]
     pub store: PathBuf,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The `--help` heading of the options every command takes, so a
+/// command's own options stand apart from them.
+const GLOBAL: &str = "Global options";
 
 /// How to reach registries: transport and credentials.
 #[derive(Debug, Args, Clone, Default)]

@@ -329,4 +329,16 @@ fn only_the_commands_that_wait_take_a_timeout() {
         assert!(text.contains("--lease-wait <SECONDS>"), "{text}");
     }
     assert!(help("stop").contains("for their pods to go (stop)"));
+    // The options every command takes are under their own heading, apart
+    // from the command's own.
+    let status = help("status");
+    let (own, global) = status.split_once("Global options:").unwrap();
+    assert!(
+        own.contains("--kubeconfig") && !own.contains("--json"),
+        "{status}"
+    );
+    assert!(
+        global.contains("--json") && global.contains("--verbose"),
+        "{status}"
+    );
 }
