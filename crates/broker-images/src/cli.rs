@@ -23,16 +23,6 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
-    /// The local image store (an OCI image layout directory).
-    #[arg(
-        long,
-        global = true,
-        env = env::STORE,
-        default_value = ".broker-images/store",
-        help_heading = GLOBAL
-    )]
-    pub store: PathBuf,
-
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +31,15 @@ pub struct Cli {
 /// The `--help` heading of the options every command takes, so a
 /// command's own options stand apart from them.
 const GLOBAL: &str = "Global options";
+
+/// The local image store, for the commands that read or write it (build,
+/// verify, push, mirror).
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// The local image store (an OCI image layout directory).
+    #[arg(long, env = env::STORE, default_value = ".broker-images/store")]
+    pub store: PathBuf,
+}
 
 /// How to reach registries: transport and credentials.
 #[derive(Debug, Args, Clone, Default)]
@@ -315,6 +314,10 @@ pub struct PushArgs {
     /// How to reach the registry.
     #[command(flatten)]
     pub access: RegistryArgs,
+
+    /// The local image store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Arguments of `mirror`.
@@ -337,6 +340,10 @@ pub struct MirrorArgs {
     /// sources are read with the Docker configuration).
     #[command(flatten)]
     pub access: RegistryArgs,
+
+    /// The local image store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Where the sources and image specs come from (shared by build and verify).
@@ -433,6 +440,10 @@ pub struct BuildArgs {
     /// How to reach the registry.
     #[command(flatten)]
     pub access: RegistryArgs,
+
+    /// The local image store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Arguments of `verify`.
@@ -457,6 +468,10 @@ pub struct VerifyArgs {
     /// How to reach the registry (to fetch deps images not in the store).
     #[command(flatten)]
     pub access: RegistryArgs,
+
+    /// The local image store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Arguments of `render`.

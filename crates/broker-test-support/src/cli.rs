@@ -56,13 +56,12 @@ impl Workspace {
             self.path("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        // The store by its variable: only the commands that use one read it.
         cmd.current_dir(self.dir())
-            .arg("--store")
-            .arg(self.path("store"))
             .args(args)
+            .env("BROKER_IMAGES_STORE", self.path("store"))
             .env("DOCKER_CONFIG", self.path("docker"))
             .env("PATH", path)
-            .env_remove("BROKER_IMAGES_STORE")
             .env_remove("BROKER_IMAGES_REGISTRY")
             .env_remove("BROKER_IMAGES_SOURCE_REVISION")
             .env_remove("BROKER_IMAGES_DEPS_CA_FILE")

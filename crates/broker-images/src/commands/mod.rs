@@ -27,15 +27,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Push(args) => runtime.block_on(push::run(&cli.store, args, cli.json, progress)),
-        Command::Mirror(args) => {
-            runtime.block_on(mirror::run(&cli.store, args, cli.json, progress))
-        }
-        Command::Build(args) => runtime.block_on(build::run(&cli.store, args, cli.json, progress)),
+        Command::Push(args) => runtime.block_on(push::run(
+            &args.store.store.clone(),
+            args,
+            cli.json,
+            progress,
+        )),
+        Command::Mirror(args) => runtime.block_on(mirror::run(
+            &args.store.store.clone(),
+            args,
+            cli.json,
+            progress,
+        )),
+        Command::Build(args) => runtime.block_on(build::run(
+            &args.store.store.clone(),
+            args,
+            cli.json,
+            progress,
+        )),
         Command::Render(args) => render::run(&args, cli.json),
-        Command::Verify(args) => {
-            runtime.block_on(build::verify(&cli.store, args, cli.json, progress))
-        }
+        Command::Verify(args) => runtime.block_on(build::verify(
+            &args.store.store.clone(),
+            args,
+            cli.json,
+            progress,
+        )),
         Command::Start(args) => runtime.block_on(cluster::start(args, cli.json, progress)),
         Command::Stop(args) => runtime.block_on(cluster::stop(args, cli.json, progress)),
         Command::Restart(args) => runtime.block_on(cluster::restart(args, cli.json, progress)),
