@@ -673,17 +673,7 @@ async fn a_dry_run_after_stop_takes_only_the_stops_fields() {
         None
     });
     let server = serve(Some(conflicts)).await;
-    let cluster = server.cluster("broker");
-    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
-    cluster
-        .stop(
-            StopOptions::default(),
-            false,
-            Duration::from_secs(5),
-            &Quiet,
-        )
-        .await
-        .unwrap();
+    let cluster = started_then_stopped(&server).await;
     let dry = StartRun {
         dry_run: true,
         ..run()
@@ -703,17 +693,7 @@ async fn a_dry_run_after_stop_takes_only_the_stops_fields() {
 #[tokio::test]
 async fn restart_of_a_stopped_broker_says_it_is_stopped() {
     let server = serve(None).await;
-    let cluster = server.cluster("broker");
-    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
-    cluster
-        .stop(
-            StopOptions::default(),
-            false,
-            Duration::from_secs(5),
-            &Quiet,
-        )
-        .await
-        .unwrap();
+    let cluster = started_then_stopped(&server).await;
     let error = cluster
         .restart(&[], Duration::from_secs(5), &Quiet)
         .await
@@ -730,4 +710,20 @@ async fn restart_of_a_stopped_broker_says_it_is_stopped() {
         error.to_string(),
         "Deployment/mq is stopped (0 replicas) in namespace broker: restart runs only running workloads; run broker-images start"
     );
+}
+
+/// The example started, then stopped, on the scripted endpoint.
+async fn started_then_stopped(server: &support::Scripted) -> broker_cluster::Cluster {
+    let cluster = server.cluster("broker");
+    cluster.start(&fixture(), run(), &Quiet).await.unwrap();
+    cluster
+        .stop(
+            StopOptions::default(),
+            false,
+            Duration::from_secs(5),
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    cluster
 }

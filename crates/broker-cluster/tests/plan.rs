@@ -43,6 +43,17 @@ fn parent_of(prepared: &RenderedSet) -> ParentRecord {
     }
 }
 
+/// Plans `prepared` over `live` where the parent records a start of the
+/// whole example.
+fn after_full_start(
+    prepared: &RenderedSet,
+    live: &BTreeMap<ObjectKey, DynamicObject>,
+    options: StartOptions,
+) -> StartPlan {
+    let full = prepare(&fixture(), &ApplySet::new("broker"));
+    StartPlan::new(prepared, live, Some(&parent_of(&full)), options)
+}
+
 /// What the cluster would hold after applying `prepared`: the same
 /// objects with our field manager recorded.
 fn as_live(prepared: &RenderedSet) -> BTreeMap<ObjectKey, DynamicObject> {
@@ -375,12 +386,7 @@ fn kept_claims_keep_their_kind_on_the_parent() {
     let prepared = prepare(&rendered, &set);
     let mut live = as_live(&prepare(&fixture(), &set));
     live.retain(|k, _| k.kind == Kind::PersistentVolumeClaim || prepared.objects.contains_key(k));
-    let plan = StartPlan::new(
-        &prepared,
-        &live,
-        Some(&parent_of(&prepare(&fixture(), &set))),
-        StartOptions::default(),
-    );
+    let plan = after_full_start(&prepared, &live, StartOptions::default());
     assert!(
         plan.steps
             .iter()
@@ -405,12 +411,7 @@ fn kept_claims_keep_their_kind_on_the_parent() {
     );
 
     // With --delete-data the claims go, and so may their kind.
-    let with_data = StartPlan::new(
-        &prepared,
-        &live,
-        Some(&parent_of(&prepare(&fixture(), &set))),
-        StartOptions { delete_data: true },
-    );
+    let with_data = after_full_start(&prepared, &live, StartOptions { delete_data: true });
     let Some(StartStep::ApplyParent(last)) = with_data.steps.last() else {
         panic!("{}", text(&with_data));
     };
@@ -426,12 +427,7 @@ fn old_config_keeps_its_kind_on_the_parent_until_collected() {
     rendered.objects.retain(|k, _| k.kind != Kind::Secret);
     let prepared = prepare(&rendered, &set);
     let live = as_live(&prepare(&fixture(), &set));
-    let plan = StartPlan::new(
-        &prepared,
-        &live,
-        Some(&parent_of(&prepare(&fixture(), &set))),
-        StartOptions::default(),
-    );
+    let plan = after_full_start(&prepared, &live, StartOptions::default());
     assert!(
         plan.steps
             .iter()
