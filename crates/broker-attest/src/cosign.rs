@@ -125,7 +125,7 @@ pub struct SignatureArtifact {
     pub blobs: Vec<Vec<u8>>,
     /// The layers of the existing manifest that were kept (other
     /// signatures): their blobs are in the registry, not among `blobs`.
-    pub kept: Vec<Digest>,
+    pub kept: Vec<Descriptor>,
 }
 
 /// Why an existing signature manifest could not be read.
@@ -156,7 +156,7 @@ pub fn signature_manifest(
     if layers.iter().any(ours) {
         return Ok(None);
     }
-    let kept = layers.iter().map(|l| l.digest).collect();
+    let kept = layers.clone();
     let mut layer = payload.descriptor();
     layer
         .annotations

@@ -250,7 +250,8 @@ fn another_signature_is_kept_and_tampering_is_named() {
     let both = signature_manifest(Some(&first.manifest), &our_signature)
         .unwrap()
         .unwrap();
-    assert_eq!(both.kept, vec![Digest::of(&their_signature.payload)]);
+    let kept: Vec<Digest> = both.kept.iter().map(|l| l.digest).collect();
+    assert_eq!(kept, vec![Digest::of(&their_signature.payload)]);
 
     let payloads = [
         their_signature.payload.clone(),

@@ -33,7 +33,7 @@ pub struct Cli {
 const GLOBAL: &str = "Global options";
 
 /// The local image store, for the commands that read or write it (build,
-/// verify, push, mirror).
+/// verify, push, mirror, sign).
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
     /// The local image store (an OCI image layout directory).
@@ -104,6 +104,9 @@ pub enum Command {
     /// Rebuild from the same inputs and compare digests with images.lock,
     /// naming the layer that differs.
     Verify(VerifyArgs),
+    /// Sign pushed images the way cosign does (a `sha256-<hex>.sig` tag
+    /// beside each), recording the signatures in the lock.
+    Sign(SignArgs),
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
     Render(RenderArgs),
     /// Apply rendered manifests to the cluster (server-side apply, in
@@ -320,6 +323,46 @@ pub struct PushArgs {
     pub store: StoreArgs,
 }
 
+/// The passphrase of an encrypted signing key.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PassphraseArgs {
+    /// Read an encrypted key's passphrase from standard input (else it is
+    /// taken from $BROKER_IMAGES_SIGN_PASSPHRASE). Never printed.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub passphrase_stdin: bool,
+}
+
+/// Arguments of `sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Images to sign: names in the lock (`python-base`: the image it
+    /// records, and the signature is recorded there), or pushed references
+    /// (`HOST/REPOSITORY:TAG`, `HOST/REPOSITORY@sha256:…`). Every image of
+    /// the lock when none is named.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// The ECDSA P-256 private key (PEM: PKCS#8, encrypted PKCS#8 or SEC1).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+
+    /// The passphrase of an encrypted key.
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+
+    /// The lock file naming the images and recording their signatures.
+    #[arg(long, default_value = "images.lock")]
+    pub lock: PathBuf,
+
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub access: RegistryArgs,
+
+    /// The local image store (signature manifests are staged there).
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 /// Arguments of `mirror`.
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
@@ -436,6 +479,16 @@ pub struct BuildArgs {
     /// The lock file to write.
     #[arg(long, default_value = "images.lock")]
     pub lock: PathBuf,
+
+    /// Sign every pushed image with this ECDSA P-256 private key (PEM:
+    /// PKCS#8, encrypted PKCS#8 or SEC1) the way cosign does: a
+    /// `sha256-<hex>.sig` tag beside each image, pushed after it.
+    #[arg(long, requires = "push", value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+
+    /// The passphrase of an encrypted --sign-key.
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
 
     /// How to reach the registry.
     #[command(flatten)]

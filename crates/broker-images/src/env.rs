@@ -11,6 +11,9 @@ pub const SOURCE_REVISION: &str = "BROKER_IMAGES_SOURCE_REVISION";
 /// certificates) the deps stage's RUN steps trust, e.g. a TLS-intercepting
 /// proxy's CA.
 pub const DEPS_CA_FILE: &str = "BROKER_IMAGES_DEPS_CA_FILE";
+/// The passphrase of an encrypted signing key (`build --sign-key`,
+/// `sign --key`) when `--passphrase-stdin` is not given.
+pub const SIGN_PASSPHRASE: &str = broker_attest::PASSPHRASE_ENV;
 /// The Docker client configuration directory holding `config.json`
 /// (credentials); defaults to `~/.docker`.
 #[allow(dead_code)] // listed for completeness; broker-registry reads it

@@ -86,8 +86,8 @@ fn help_lists_only_the_commands_that_are_built() {
     assert_eq!(
         commands,
         [
-            "build", "push", "mirror", "verify", "render", "start", "stop", "restart", "status",
-            "help"
+            "build", "push", "mirror", "verify", "sign", "render", "start", "stop", "restart",
+            "status", "help"
         ],
         "{help}"
     );

@@ -66,6 +66,10 @@ pub struct LockedImage {
     /// Source trees baked in, by layer name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceRecord>,
+    /// The digest of the image's cosign signature manifest (the
+    /// `sha256-<hex>.sig` tag beside it), when it was signed (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Digest>,
 }
 
 /// The revision recorded for a tree that is not a git checkout and was
@@ -303,7 +307,18 @@ impl Lock {
     /// mirror run, never forgets what earlier runs recorded.
     pub fn merge(&mut self, newer: Lock) {
         self.version = newer.version;
-        self.images.extend(newer.images);
+        for (name, mut image) in newer.images {
+            // The same image at the same place keeps the signature recorded
+            // for it: a rebuild that changed nothing still is signed.
+            if let Some(older) = self.images.get(&name)
+                && image.signature.is_none()
+                && older.digest == image.digest
+                && older.reference == image.reference
+            {
+                image.signature = older.signature;
+            }
+            self.images.insert(name, image);
+        }
         self.mirrors.extend(newer.mirrors);
     }
 
@@ -527,7 +542,30 @@ mod tests {
             build_args: BTreeMap::new(),
             deps_digest: Digest::of(b"deps"),
             sources,
+            signature: None,
         }
+    }
+
+    #[test]
+    fn an_unchanged_image_keeps_its_signature_and_a_changed_one_drops_it() {
+        let signature = Some(Digest::of(b"sig"));
+        let mut old = Lock::new();
+        for name in ["same", "changed"] {
+            let mut signed = image(Digest::of(name.as_bytes()), "k", Digest::of(b"l"));
+            signed.signature = signature;
+            old.images.insert(name.into(), signed);
+        }
+        let mut newer = Lock::new();
+        let same = image(Digest::of(b"same"), "k", Digest::of(b"l"));
+        newer.images.insert("same".into(), same);
+        let changed = image(Digest::of(b"changed2"), "k", Digest::of(b"l"));
+        newer.images.insert("changed".into(), changed);
+        old.merge(newer);
+        assert_eq!(old.images["same"].signature, signature);
+        assert_eq!(old.images["changed"].signature, None);
+        // Written only when set: locks without signatures read as before.
+        let text = serde_json::to_string(&old).unwrap();
+        assert_eq!(text.matches("\"signature\"").count(), 1, "{text}");
     }
 
     #[test]

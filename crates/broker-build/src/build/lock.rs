@@ -107,6 +107,7 @@ impl BuildRecord<'_> {
                 .collect(),
             deps_digest,
             sources: sources_record,
+            signature: None,
         };
         let built = BuiltImage {
             name: name.to_owned(),

@@ -335,6 +335,8 @@ struct Published<'a> {
     #[serde(flatten)]
     built: &'a BuiltImage,
     pushed: Option<PushedImage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<super::sign::SignedImage>,
 }
 
 pub(crate) async fn run(
@@ -344,8 +346,16 @@ pub(crate) async fn run(
     progress: Arc<Progress>,
 ) -> anyhow::Result<()> {
     let mut options = options(store, &args.sources, false)?;
-    // Read the old lock first: a malformed one fails before any work.
+    // Read the old lock and the key first: a malformed lock, a wrong key
+    // or passphrase fails before any work.
     let mut lock = Lock::read_or_new(&args.lock)?;
+    let sign_key = match &args.sign_key {
+        Some(path) => Some(super::sign::signing_key(
+            path,
+            args.passphrase.passphrase_stdin,
+        )?),
+        None => None,
+    };
     options.recorded_bases = recorded_bases(&lock);
     options.offline = args.offline;
     // --registry without --push still names where deps images are found.
@@ -425,15 +435,34 @@ pub(crate) async fn run(
     for (name, _) in &failed {
         fresh.images.remove(name);
     }
+    // Signatures last, once every image is up: a signature tag never
+    // points at an image the registry does not hold. An image pushed but
+    // not signed stays in the lock, unsigned, and the run fails.
+    let mut signatures = BTreeMap::new();
+    let mut unsigned = Vec::new();
+    if let (Some(key), Some((publisher, store))) = (&sign_key, &publisher) {
+        for (name, done) in &pushed {
+            match super::sign::sign_pushed(publisher, store, name, &done.pinned_ref, key).await {
+                Ok(signed) => {
+                    progress.line(&format!("   {}", super::sign::summary(name, &signed)));
+                    signatures.insert(name.clone(), signed);
+                }
+                Err(err) => unsigned.push((name.clone(), err)),
+            }
+        }
+    }
     let mut results = Vec::new();
     for image in &built {
         let pushed = pushed.remove(&image.name);
+        let signature = signatures.remove(&image.name);
         if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
             locked.published(&pushed.pinned_ref, &args.tag);
+            locked.signature = signature.as_ref().map(|s| s.digest);
         }
         results.push(Published {
             built: image,
             pushed,
+            signature,
         });
     }
     // Nothing built or pushed leaves the lock as it was, byte for byte.
@@ -456,14 +485,23 @@ pub(crate) async fn run(
     );
     let registry = args.registry.as_ref().map(ToString::to_string);
     let pushed_to = format!("pushed to {}", registry.unwrap_or_default());
-    let what = match (not_built.is_empty(), failed.is_empty()) {
-        (true, true) => return Ok(()),
-        (false, true) => "built".to_owned(),
-        (true, false) => pushed_to,
-        (false, false) => format!("built or {pushed_to}"),
-    };
+    let mut what = Vec::new();
+    if !not_built.is_empty() {
+        what.push("built".to_owned());
+    }
+    if !failed.is_empty() {
+        what.push(pushed_to);
+    }
+    if !unsigned.is_empty() {
+        what.push("signed".to_owned());
+    }
+    if what.is_empty() {
+        return Ok(());
+    }
+    let what = what.join(" or ");
     let mut all_failed = not_built;
     all_failed.extend(failed);
+    all_failed.extend(unsigned);
     Err(super::failed_images(all_failed, total, &what))
 }
 

@@ -6,6 +6,7 @@ pub mod cluster;
 mod mirror;
 mod push;
 mod render;
+mod sign;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -47,6 +48,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         )),
         Command::Render(args) => render::run(&args, cli.json),
         Command::Verify(args) => runtime.block_on(build::verify(
+            &args.store.store.clone(),
+            args,
+            cli.json,
+            progress,
+        )),
+        Command::Sign(args) => runtime.block_on(sign::run(
             &args.store.store.clone(),
             args,
             cli.json,

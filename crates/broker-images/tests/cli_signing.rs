@@ -1,0 +1,369 @@
+//! Issue 25: `sign` and `build --push --sign-key` against a real registry,
+//! every signature checked by independent tools — the registry's HTTP API
+//! read with curl, the signature verified with `openssl dgst -verify`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use broker_oci::Digest;
+use broker_test_support::{
+    TestRegistry, Workspace, busybox, git, require_tool, run_ok, synthetic, unique_suffix,
+};
+
+fn workspace() -> Workspace {
+    Workspace::new(env!("CARGO_BIN_EXE_broker-images"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    text(&out.stdout)
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let openssl = require_tool("openssl", "apt-get install -y openssl");
+    run_ok(Command::new(openssl).current_dir(dir).args(args))
+}
+
+/// A P-256 key pair in `dir`: `NAME.key` (PKCS#8) and `NAME.pub`.
+fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (key, public) = (format!("{name}.key"), format!("{name}.pub"));
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(dir, &["pkey", "-in", &key, "-pubout", "-out", &public]);
+    (dir.join(key), dir.join(public))
+}
+
+/// GETs `path` below the registry's `/v2/` with curl: the bytes.
+fn curl(registry: &TestRegistry, path: &str, accept: &str) -> Option<Vec<u8>> {
+    let curl = require_tool("curl", "apt-get install -y curl");
+    let out = Command::new(curl)
+        .args(["-sf", "-H", &format!("Accept: {accept}")])
+        .arg(format!("{}/v2/{path}", registry.url()))
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The signature manifest of `digest` in `repository`, as the registry
+/// serves it.
+fn signature_manifest(
+    registry: &TestRegistry,
+    repository: &str,
+    digest: &Digest,
+) -> Option<(Digest, serde_json::Value)> {
+    let tag = format!("sha256-{}.sig", digest.hex());
+    let bytes = curl(
+        registry,
+        &format!("{repository}/manifests/{tag}"),
+        OCI_MANIFEST,
+    )?;
+    Some((Digest::of(&bytes), serde_json::from_slice(&bytes).unwrap()))
+}
+
+/// For every simple signing layer of `manifest`: whether openssl verifies
+/// its signature with `public`, and the payload.
+fn verified_layers(
+    registry: &TestRegistry,
+    repository: &str,
+    manifest: &serde_json::Value,
+    public: &Path,
+    dir: &Path,
+) -> Vec<(bool, serde_json::Value)> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            assert_eq!(
+                layer["mediaType"],
+                "application/vnd.dev.cosign.simplesigning.v1+json"
+            );
+            let digest = layer["digest"].as_str().unwrap();
+            let payload = curl(registry, &format!("{repository}/blobs/{digest}"), "*/*").unwrap();
+            let signature = layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap();
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(signature)
+                .unwrap();
+            std::fs::write(dir.join("payload"), &payload).unwrap();
+            std::fs::write(dir.join("sig.der"), der).unwrap();
+            let openssl = require_tool("openssl", "apt-get install -y openssl");
+            let verified = Command::new(openssl)
+                .current_dir(dir)
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(public)
+                .args(["-signature", "sig.der", "payload"])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            (verified, serde_json::from_slice(&payload).unwrap())
+        })
+        .collect()
+}
+
+fn names_image(payload: &serde_json::Value, repository: &str, digest: &Digest) -> bool {
+    payload["critical"]["identity"]["docker-reference"] == repository
+        && payload["critical"]["image"]["docker-manifest-digest"] == digest.to_string()
+        && payload["critical"]["type"] == "cosign container image signature"
+}
+
+/// A lock recording the image `digest` pushed as `prefix/name`.
+fn write_lock(path: &Path, prefix: &str, name: &str, digest: &Digest) {
+    let lock = serde_json::json!({
+        "version": 1,
+        "images": { name: {
+            "reference": format!("{prefix}/{name}@{digest}"),
+            "tag": "latest",
+            "digest": digest.to_string(),
+            "deps_key": "k",
+            "base": "b",
+            "deps_digest": digest.to_string(),
+        }},
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+}
+
+#[test]
+fn sign_pushes_a_signature_openssl_verifies_and_signing_again_pushes_nothing() {
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let image = synthetic::image(&ws.store(), "app", 25, 1, 4096);
+    let prefix = format!("{}/sign-{}", registry.host(), unique_suffix());
+    ok(&ws.run(&["push", "app", "--registry", &prefix]));
+    let (key, public) = key_pair(ws.dir(), "cosign");
+    let lock = ws.path("images.lock");
+    write_lock(&lock, &prefix, "app", &image.digest);
+    let repository = format!("{}/app", prefix.split_once('/').unwrap().1);
+    assert!(signature_manifest(&registry, &repository, &image.digest).is_none());
+
+    let out = ok(&ws.run(&["sign", "app", "--key", key.to_str().unwrap()]));
+    let (sig_digest, manifest) =
+        signature_manifest(&registry, &repository, &image.digest).expect("a .sig tag");
+    let tag = format!("{prefix}/app:sha256-{}.sig", image.digest.hex());
+    assert_eq!(out, format!("{tag}@{sig_digest}\n"));
+    let layers = verified_layers(&registry, &repository, &manifest, &public, ws.dir());
+    assert_eq!(layers.len(), 1);
+    assert!(layers[0].0, "openssl does not verify the signature");
+    assert!(names_image(
+        &layers[0].1,
+        &format!("{prefix}/app"),
+        &image.digest
+    ));
+    // The lock records it.
+    let locked: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
+    assert_eq!(locked["images"]["app"]["signature"], sig_digest.to_string());
+
+    // Again: deterministic signatures, nothing pushed, the same manifest.
+    let uploads = registry.blob_upload_count();
+    let again = ws.run(&["sign", "app", "--key", key.to_str().unwrap()]);
+    assert_eq!(ok(&again), out);
+    assert!(
+        text(&again.stderr).contains("already there"),
+        "{}",
+        describe(&again)
+    );
+    assert_eq!(registry.blob_upload_count(), uploads);
+    assert_eq!(
+        signature_manifest(&registry, &repository, &image.digest)
+            .unwrap()
+            .0,
+        sig_digest
+    );
+
+    // A reference, by tag, works without the lock and names the same image.
+    let by_tag = ok(&ws.run(&[
+        "sign",
+        &format!("{prefix}/app:latest"),
+        "--key",
+        key.to_str().unwrap(),
+        "--lock",
+        "absent.lock",
+    ]));
+    assert_eq!(by_tag, out);
+}
+
+#[test]
+fn another_keys_signature_is_kept_beside_ours() {
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let image = synthetic::image(&ws.store(), "app", 26, 1, 4096);
+    let prefix = format!("{}/keep-{}", registry.host(), unique_suffix());
+    ok(&ws.run(&["push", "app", "--registry", &prefix]));
+    let (theirs, their_public) = key_pair(ws.dir(), "theirs");
+    let (ours, our_public) = key_pair(ws.dir(), "ours");
+    let reference = format!("{prefix}/app@{}", image.digest);
+    let repository = format!("{}/app", prefix.split_once('/').unwrap().1);
+
+    ok(&ws.run(&["sign", &reference, "--key", theirs.to_str().unwrap()]));
+    ok(&ws.run(&["sign", &reference, "--key", ours.to_str().unwrap()]));
+    let (_, manifest) = signature_manifest(&registry, &repository, &image.digest).unwrap();
+    let by_them = verified_layers(&registry, &repository, &manifest, &their_public, ws.dir());
+    let by_us = verified_layers(&registry, &repository, &manifest, &our_public, ws.dir());
+    let flags =
+        |layers: &[(bool, serde_json::Value)]| layers.iter().map(|l| l.0).collect::<Vec<_>>();
+    assert_eq!(flags(&by_them), [true, false]);
+    assert_eq!(flags(&by_us), [false, true]);
+}
+
+#[test]
+fn bad_keys_fail_in_one_line_and_push_nothing() {
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let image = synthetic::image(&ws.store(), "app", 27, 1, 4096);
+    let prefix = format!("{}/bad-{}", registry.host(), unique_suffix());
+    ok(&ws.run(&["push", "app", "--registry", &prefix]));
+    let reference = format!("{prefix}/app@{}", image.digest);
+    let repository = format!("{}/app", prefix.split_once('/').unwrap().1);
+    openssl(
+        ws.dir(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-aes-256-cbc",
+            "-pass",
+            "pass:right-phrase-9",
+            "-out",
+            "enc.key",
+        ],
+    );
+    openssl(
+        ws.dir(),
+        &["genpkey", "-algorithm", "RSA", "-out", "rsa.key"],
+    );
+
+    let cases: [(&[&str], Option<&str>, &str); 4] = [
+        (&["--key", "enc.key"], None, "enc.key is encrypted"),
+        (
+            &["--key", "enc.key"],
+            Some("wrong-phrase-1"),
+            "wrong passphrase",
+        ),
+        (&["--key", "rsa.key"], None, "not an ECDSA P-256 key"),
+        (
+            &["--key", "missing.key"],
+            None,
+            "cannot read the key missing.key",
+        ),
+    ];
+    for (args, passphrase, says) in cases {
+        let mut cmd = ws.command(&["sign", reference.as_str()]);
+        cmd.args(args);
+        if let Some(p) = passphrase {
+            cmd.env("BROKER_IMAGES_SIGN_PASSPHRASE", p);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {}", describe(&out));
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{}", describe(&out));
+        assert!(!stderr.contains("wrong-phrase-1") && !stderr.contains("right-phrase-9"));
+        assert!(signature_manifest(&registry, &repository, &image.digest).is_none());
+    }
+
+    // The right passphrase, from stdin.
+    let out = ws.run_with_stdin(
+        &["sign", &reference, "--key", "enc.key", "--passphrase-stdin"],
+        "right-phrase-9\n",
+    );
+    ok(&out);
+    assert!(signature_manifest(&registry, &repository, &image.digest).is_some());
+
+    // --sign-key without --push is a usage error.
+    let out = ws.run(&["build", "--sign-key", "enc.key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
+/// `build --push --sign-key` on a tiny image over busybox: the image and
+/// its signature pushed, the lock records both, and a rebuild that
+/// changes nothing pushes nothing.
+#[test]
+fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
+    let base = busybox();
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let app = ws.path("broker/app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("main.sh"), "echo signed\n").unwrap();
+    git(&ws.path("broker"), &["init", "--quiet", "-b", "main"]);
+    git(&ws.path("broker"), &["add", "."]);
+    git(&ws.path("broker"), &["commit", "--quiet", "-m", "app"]);
+    let tiny = ws.path("images/tiny");
+    std::fs::create_dir_all(&tiny).unwrap();
+    std::fs::write(tiny.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
+    std::fs::write(
+        tiny.join("image.yaml"),
+        "deps:\n  base: unused/base:1\nlayers:\n  - name: app\n    from: app\n    to: /app\nconfig:\n  cmd: [\"sh\", \"/app/main.sh\"]\n",
+    )
+    .unwrap();
+    let (key, public) = key_pair(ws.dir(), "cosign");
+    let prefix = format!("{}/build-{}", registry.host(), unique_suffix());
+    let build = || {
+        let mut cmd = ws.command(&["build", "--source", "broker", "--images", "images"]);
+        cmd.args(["--base", &format!("tiny={}", base.docker_ref)])
+            .args(["--push", "--registry", &prefix, "--sign-key"])
+            .arg(&key);
+        cmd.output().unwrap()
+    };
+    ok(&build());
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
+    let locked = &lock["images"]["tiny"];
+    let digest: Digest = locked["digest"].as_str().unwrap().parse().unwrap();
+    let repository = format!("{}/tiny", prefix.split_once('/').unwrap().1);
+    let (sig_digest, manifest) =
+        signature_manifest(&registry, &repository, &digest).expect("a .sig tag");
+    assert_eq!(locked["signature"], sig_digest.to_string());
+    let layers = verified_layers(&registry, &repository, &manifest, &public, ws.dir());
+    assert_eq!(layers.len(), 1);
+    assert!(layers[0].0);
+    assert!(names_image(
+        &layers[0].1,
+        &format!("{prefix}/tiny"),
+        &digest
+    ));
+
+    let uploads = registry.blob_upload_count();
+    let again = build();
+    ok(&again);
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads,
+        "{}",
+        describe(&again)
+    );
+    let relock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
+    assert_eq!(relock, lock);
+}
