@@ -518,7 +518,19 @@ pub struct VerifyArgs {
     #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
     pub registry: Option<RegistryPrefix>,
 
-    /// How to reach the registry (to fetch deps images not in the store).
+    /// Also check, in the registry, every locked image's signatures with
+    /// this ECDSA P-256 public key (PEM): one must be by the key over a
+    /// payload naming the locked digest and repository.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
+
+    /// Only check the signatures (--key); rebuild nothing, so no sources
+    /// are needed.
+    #[arg(long, requires = "key")]
+    pub no_rebuild: bool,
+
+    /// How to reach the registry (to fetch deps images not in the store,
+    /// and the signatures).
     #[command(flatten)]
     pub access: RegistryArgs,
 
@@ -552,6 +564,22 @@ pub struct RenderArgs {
     /// leaving them unpinned with a warning.
     #[arg(long)]
     pub require_pinned: bool,
+
+    /// Refuse to render unless every broker image of the lock carries, in
+    /// its registry, a signature by --key over its locked digest (as
+    /// `verify --key` checks). Mirrored third-party images are not ours to
+    /// sign and are not checked.
+    #[arg(long, requires = "key")]
+    pub require_signed: bool,
+
+    /// The ECDSA P-256 public key (PEM) for --require-signed.
+    #[arg(long, value_name = "PUB", requires = "require_signed")]
+    pub key: Option<PathBuf>,
+
+    /// How to reach the registries holding the signatures
+    /// (--require-signed).
+    #[command(flatten)]
+    pub access: RegistryArgs,
 
     /// The catalogue: Kubernetes YAML plus catalogue.yaml.
     #[arg(long, default_value = "manifests", value_name = "DIR")]

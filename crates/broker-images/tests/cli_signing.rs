@@ -367,3 +367,196 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
         serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
     assert_eq!(relock, lock);
 }
+
+/// PUTs `bytes` as manifest `tag` of `repository` with curl: what an
+/// attacker with push access can do.
+fn curl_put_manifest(registry: &TestRegistry, repository: &str, tag: &str, bytes: &[u8]) {
+    let curl = require_tool("curl", "apt-get install -y curl");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    run_ok(
+        Command::new(curl)
+            .args(["-sf", "-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {OCI_MANIFEST}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.path().display()))
+            .arg(format!(
+                "{}/v2/{repository}/manifests/{tag}",
+                registry.url()
+            )),
+    );
+}
+
+/// `verify --key` and `render --require-signed` accept the images signed
+/// by the key and refuse, naming the image, one unsigned, one signed by
+/// another key and one whose `.sig` tag holds a signature re-pointed from
+/// another image.
+#[test]
+fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_signatures() {
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let prefix = format!("{}/verify-{}", registry.host(), unique_suffix());
+    let path_of = |name: &str| format!("{}/{name}", prefix.split_once('/').unwrap().1);
+    let (ours, our_public) = key_pair(ws.dir(), "ours");
+    let (theirs, _) = key_pair(ws.dir(), "theirs");
+    let sign = |reference: &str, key: &Path| {
+        ok(&ws.run(&[
+            "sign",
+            reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--lock",
+            "none.lock",
+        ]));
+    };
+
+    // The render fixture's lock, its three broker images pushed here.
+    let root = broker_test_support::repo_root();
+    let fixture = root.join("crates/broker-render/tests/fixtures/images.lock");
+    let mut lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let names = ["mgmt-app", "python-base", "ttn_decoder"];
+    let mut digests = Vec::new();
+    for (seed, name) in names.iter().enumerate() {
+        let image = synthetic::image(&ws.store(), name, 40 + seed as u64, 1, 2048);
+        ok(&ws.run(&["push", name, "--registry", &prefix, "--tag", "v1"]));
+        let entry = &mut lock["images"][name];
+        entry["reference"] = format!("{prefix}/{name}@{}", image.digest).into();
+        entry["digest"] = image.digest.to_string().into();
+        digests.push(image.digest);
+        sign(&format!("{prefix}/{name}@{}", image.digest), &ours);
+    }
+    let lock_path = ws.path("images.lock");
+    std::fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+    let verify = |public: &Path| {
+        let public = public.to_str().unwrap();
+        ws.run(&[
+            "verify",
+            "--key",
+            public,
+            "--no-rebuild",
+            "--lock",
+            "images.lock",
+        ])
+    };
+    let render_inputs = ws.path("render");
+    for dir in ["manifests", "environments"] {
+        broker_test_support::copy_dir(&root.join(dir), &render_inputs.join(dir));
+    }
+    broker_test_support::copy_dir(&root.join("examples/broker"), &render_inputs.join("broker"));
+    let render = |public: &Path| {
+        let mut cmd = ws.command(&["render", "--lock", "images.lock"]);
+        cmd.arg("--source")
+            .arg(render_inputs.join("broker"))
+            .arg("--catalogue")
+            .arg(render_inputs.join("manifests"))
+            .arg("--environment")
+            .arg(render_inputs.join("environments/single-node.yaml"))
+            .arg("--env-file")
+            .arg(root.join("crates/broker-render/tests/fixtures/cluster.env"))
+            .args(["--out", "rendered", "--require-signed", "--key"])
+            .arg(public);
+        cmd.output().unwrap()
+    };
+
+    let out = verify(&our_public);
+    let stdout = ok(&out);
+    for name in names {
+        assert!(
+            stdout.contains(&format!("{name} signed by")),
+            "{}",
+            describe(&out)
+        );
+    }
+    ok(&render(&our_public));
+    assert!(ws.path("rendered/kustomization.yaml").is_file());
+    std::fs::remove_dir_all(ws.path("rendered")).unwrap();
+
+    // Another key: every image named, nothing rendered.
+    let (_, other_public) = key_pair(ws.dir(), "other");
+    let out = verify(&other_public);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("3 of 3 images not signed by"), "{stderr}");
+    assert!(stderr.contains("no signature by the key given"), "{stderr}");
+
+    let mgmt = path_of("mgmt-app");
+    let mgmt_tag = format!("sha256-{}.sig", digests[0].hex());
+    // python-base: its `.sig` tag re-pointed to the (valid, ours) signature
+    // of another image in the same repository.
+    let python = path_of("python-base");
+    let elsewhere = synthetic::image(&ws.store(), "python-base", 99, 1, 2048);
+    ok(&ws.run(&[
+        "push",
+        "python-base",
+        "--registry",
+        &prefix,
+        "--tag",
+        "other",
+    ]));
+    sign(&format!("{prefix}/python-base@{}", elsewhere.digest), &ours);
+    let elsewhere_sig = curl(
+        &registry,
+        &format!("{python}/manifests/sha256-{}.sig", elsewhere.digest.hex()),
+        OCI_MANIFEST,
+    )
+    .unwrap();
+    curl_put_manifest(
+        &registry,
+        &python,
+        &format!("sha256-{}.sig", digests[1].hex()),
+        &elsewhere_sig,
+    );
+    // mgmt-app: only another key's signature under its tag.
+    let their_image = synthetic::image(&ws.store(), "mgmt-app", 98, 1, 2048);
+    ok(&ws.run(&["push", "mgmt-app", "--registry", &prefix, "--tag", "theirs"]));
+    sign(
+        &format!("{prefix}/mgmt-app@{}", their_image.digest),
+        &theirs,
+    );
+    let theirs_sig = curl(
+        &registry,
+        &format!("{mgmt}/manifests/sha256-{}.sig", their_image.digest.hex()),
+        OCI_MANIFEST,
+    )
+    .unwrap();
+    curl_put_manifest(&registry, &mgmt, &mgmt_tag, &theirs_sig);
+    // ttn_decoder: a lock digest that was never signed.
+    let unsigned = synthetic::image(&ws.store(), "ttn_decoder", 97, 1, 2048);
+    ok(&ws.run(&[
+        "push",
+        "ttn_decoder",
+        "--registry",
+        &prefix,
+        "--tag",
+        "unsigned",
+    ]));
+    lock["images"]["ttn_decoder"]["reference"] =
+        format!("{prefix}/ttn_decoder@{}", unsigned.digest).into();
+    lock["images"]["ttn_decoder"]["digest"] = unsigned.digest.to_string().into();
+    std::fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+
+    for out in [verify(&our_public), render(&our_public)] {
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("3 of 3 images not signed by"), "{stderr}");
+        assert!(
+            stderr.contains("mgmt-app: no signature by the key given"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "python-base: the signed payload names {}",
+                elsewhere.digest
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("ttn_decoder: not signed (no sha256-"),
+            "{stderr}"
+        );
+    }
+    assert!(!ws.path("rendered").exists(), "render wrote output");
+}

@@ -53,7 +53,8 @@ pub use error::{ReferenceError, RegistryError};
 pub use progress::{BlobOutcome, Reporter, Silent};
 pub use publish::Publisher;
 pub use pull::{
-    FetchedManifest, fetch_blob_into, fetch_manifest, oci_arch, pull_into_store, resolve,
+    FetchedManifest, fetch_blob_into, fetch_manifest, fetch_small_blob, oci_arch, pull_into_store,
+    resolve,
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
 pub use streamed::StreamedPiece;

@@ -161,6 +161,35 @@ pub async fn fetch_blob_into(
     Ok(())
 }
 
+/// Downloads a small blob (a signature payload, an attestation) into
+/// memory, verifying digest and size; refused above `limit` bytes, so a
+/// hostile descriptor cannot make us hold a large blob.
+pub async fn fetch_small_blob(
+    client: &RegistryClient,
+    repository: &str,
+    blob: &Descriptor,
+    limit: u64,
+    reporter: &dyn Reporter,
+) -> Result<Vec<u8>, RegistryError> {
+    if blob.size > limit {
+        return Err(RegistryError::BadManifest {
+            what: format!("blob {} in {repository}", blob.digest),
+            why: format!("{} bytes, more than the {limit} expected", blob.size),
+        });
+    }
+    let mut bytes = Vec::new();
+    download(
+        client,
+        repository,
+        blob,
+        reporter,
+        &mut bytes,
+        Path::new(repository),
+    )
+    .await?;
+    Ok(bytes)
+}
+
 /// Streams `blob` into `sink` (at `path`, for errors), failing unless what
 /// arrived has the blob's digest and size. The caller discards the sink on
 /// failure.

@@ -539,6 +539,47 @@ pub(crate) async fn verify(
             args.lock.display()
         );
     };
+    // Signatures (with --key) are checked in the registry, before and
+    // apart from the rebuild.
+    let mut signature_report = Vec::new();
+    let mut signature_lines = Vec::new();
+    let mut unsigned = Vec::new();
+    if let Some(key) = &args.key {
+        let public = super::sign::public_key(key)?;
+        let options = super::client_options(&args.access)?;
+        let (passed, failed) = super::sign::check_lock(&lock, &public, &options).await;
+        for name in passed {
+            signature_lines.push(format!("{name} signed by {}", key.display()));
+            signature_report.push(serde_json::json!({"image": name, "signed": true}));
+        }
+        for (name, err) in &failed {
+            signature_report.push(
+                serde_json::json!({"image": name, "signed": false, "why": format!("{err:#}")}),
+            );
+        }
+        unsigned = failed;
+    }
+    let signature_failure = |unsigned: Vec<(String, anyhow::Error)>| {
+        let what = format!(
+            "signed by {}",
+            args.key
+                .as_ref()
+                .map(|k| k.display().to_string())
+                .unwrap_or_default()
+        );
+        super::failed_images(unsigned, lock.images.len(), &what)
+    };
+    if args.no_rebuild {
+        super::print_result(
+            json,
+            &serde_json::json!({ "signatures": signature_report }),
+            &signature_lines,
+        );
+        if unsigned.is_empty() {
+            return Ok(());
+        }
+        return Err(signature_failure(unsigned));
+    }
     // Deps images missing locally are fetched from --registry, else from
     // where the build pushed.
     let registry = args.registry.clone().or_else(|| {
@@ -611,7 +652,7 @@ pub(crate) async fn verify(
         ));
         report.push(serde_json::json!({"image": image.name, "digest": image.digest, "locked": locked, "matches": false, "why": why}));
     }
-    let lines: Vec<String> = built
+    let mut lines: Vec<String> = built
         .iter()
         .filter(|b| {
             lock.images
@@ -620,14 +661,27 @@ pub(crate) async fn verify(
         })
         .map(|b| format!("{} {} reproduced", b.name, b.digest))
         .collect();
-    super::print_result(json, &serde_json::json!({ "verified": report }), &lines);
+    lines.extend(signature_lines);
+    let mut result = serde_json::json!({ "verified": report });
+    if args.key.is_some() {
+        result["signatures"] = serde_json::Value::Array(signature_report);
+    }
+    super::print_result(json, &result, &lines);
     if !differences.is_empty() {
+        let unsigned = if unsigned.is_empty() {
+            String::new()
+        } else {
+            format!("; {:#}", signature_failure(unsigned))
+        };
         bail!(
-            "{} image(s) do not match {}: {}",
+            "{} image(s) do not match {}: {}{unsigned}",
             differences.len(),
             args.lock.display(),
             differences.join(" | ")
         );
+    }
+    if !unsigned.is_empty() {
+        return Err(signature_failure(unsigned));
     }
     Ok(())
 }

@@ -46,7 +46,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.json,
             progress,
         )),
-        Command::Render(args) => render::run(&args, cli.json),
+        Command::Render(args) => {
+            if let (true, Some(key)) = (args.require_signed, &args.key) {
+                runtime.block_on(sign::require_signed(&args.lock, key, &args.access))?;
+            }
+            render::run(&args, cli.json)
+        }
         Command::Verify(args) => runtime.block_on(build::verify(
             &args.store.store.clone(),
             args,

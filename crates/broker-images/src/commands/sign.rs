@@ -269,3 +269,110 @@ async fn target(
         locked: None,
     })
 }
+
+/// The largest signature payload read: cosign's are a few hundred bytes.
+const PAYLOAD_LIMIT: u64 = 1 << 20;
+
+/// Checks, for every image of `lock`, the signatures the registry holds
+/// for it against `key`: one must be by the key over a payload naming the
+/// locked digest and repository. The images that pass, and each one that
+/// does not with why.
+pub(crate) async fn check_lock(
+    lock: &Lock,
+    key: &broker_attest::PublicKey,
+    options: &broker_registry::ClientOptions,
+) -> (Vec<String>, Vec<(String, anyhow::Error)>) {
+    let (mut passed, mut failed) = (Vec::new(), Vec::new());
+    for (name, locked) in &lock.images {
+        let checked = match locked.pinned() {
+            Ok(pinned) => check_image(&pinned, key, options).await,
+            Err(_) => Err(anyhow::anyhow!(
+                "never pushed (the lock names no registry for it)"
+            )),
+        };
+        match checked {
+            Ok(()) => passed.push(name.clone()),
+            Err(err) => failed.push((name.clone(), err)),
+        }
+    }
+    (passed, failed)
+}
+
+/// Checks the signatures of the pushed image `pinned`.
+async fn check_image(
+    pinned: &PinnedRef,
+    key: &broker_attest::PublicKey,
+    options: &broker_registry::ClientOptions,
+) -> anyhow::Result<()> {
+    let client = broker_registry::RegistryClient::for_reference(&pinned.to_reference(), options)?;
+    let repository = pinned.repository();
+    let tag = signature_tag(pinned.digest());
+    let manifest = match broker_registry::fetch_manifest(&client, repository, &tag, &Silent).await {
+        Ok(fetched) => fetched,
+        Err(RegistryError::NotFound { .. }) => {
+            return Err(broker_attest::SignatureProblem::Unsigned { tag }.into());
+        }
+        Err(err) => return Err(err).context(format!("cannot read its signatures ({tag})")),
+    };
+    let mut payloads = std::collections::BTreeMap::new();
+    if let broker_registry::manifest::Manifest::Image { layers, .. } = &manifest.manifest {
+        for layer in layers
+            .iter()
+            .filter(|l| l.media_type == broker_attest::cosign::SIMPLE_SIGNING)
+        {
+            // A payload that is missing or too large is no signature: the
+            // check below says none verifies.
+            if let Ok(bytes) = broker_registry::fetch_small_blob(
+                &client,
+                repository,
+                layer,
+                PAYLOAD_LIMIT,
+                &Silent,
+            )
+            .await
+            {
+                payloads.insert(layer.digest, bytes);
+            }
+        }
+    }
+    let payload = |digest: &Digest| payloads.get(digest).cloned();
+    broker_attest::check_signatures(
+        &manifest.bytes,
+        &payload,
+        key,
+        &pinned.name(),
+        pinned.digest(),
+    )?;
+    Ok(())
+}
+
+/// The public key at `path`.
+pub(crate) fn public_key(path: &Path) -> anyhow::Result<broker_attest::PublicKey> {
+    Ok(broker_attest::PublicKey::from_file(path)?)
+}
+
+/// `render --require-signed`: fails, naming each image and why, unless
+/// every broker image of the lock at `lock_path` is signed by `key`.
+pub(crate) async fn require_signed(
+    lock_path: &Path,
+    key: &Path,
+    access: &crate::cli::RegistryArgs,
+) -> anyhow::Result<()> {
+    let public = public_key(key)?;
+    let Some(lock) = Lock::read(lock_path)? else {
+        bail!(
+            "{} does not exist: run `broker-images build` first",
+            lock_path.display()
+        );
+    };
+    let options = super::client_options(access)?;
+    let (_, failed) = check_lock(&lock, &public, &options).await;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let what = format!(
+        "signed by {} (render --require-signed pins only signed images)",
+        key.display()
+    );
+    Err(super::failed_images(failed, lock.images.len(), &what))
+}
