@@ -32,6 +32,7 @@
 pub mod cosign;
 mod key;
 pub mod oci;
+pub mod provenance;
 
 pub use cosign::{
     SignatureArtifact, SignatureProblem, Signed, SimpleSigning, check_signatures, sign_image,

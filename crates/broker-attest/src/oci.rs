@@ -79,11 +79,22 @@ pub struct ImageManifest {
     /// [`OCI_MANIFEST`].
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
+    /// What an artifact manifest holds (OCI 1.1), e.g. an in-toto
+    /// statement.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
     /// The config blob.
     pub config: Descriptor,
     /// The layers.
     #[serde(default)]
     pub layers: Vec<Descriptor>,
+    /// The image an artifact is about (OCI 1.1 referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
 }
 
 impl ImageManifest {
@@ -93,8 +104,10 @@ impl ImageManifest {
         Self {
             schema_version: 2,
             media_type: OCI_MANIFEST.to_owned(),
+            artifact_type: None,
             config,
             layers,
+            subject: None,
         }
     }
 
@@ -118,4 +131,125 @@ pub fn layers_config(layers: &[Descriptor]) -> Blob {
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     Blob::new(OCI_CONFIG, serde_json::to_vec(&config).unwrap_or_default())
+}
+
+/// OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The empty config of an artifact manifest (OCI 1.1).
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// The empty JSON object config blob artifact manifests carry.
+#[must_use]
+pub fn empty_config() -> Blob {
+    Blob::new(OCI_EMPTY, b"{}".to_vec())
+}
+
+/// An artifact attached to an image: the manifest and the blobs it needs.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// The manifest's exact bytes.
+    pub manifest: Vec<u8>,
+    /// Its digest.
+    pub digest: Digest,
+    /// The config and the content blob.
+    pub blobs: Vec<Vec<u8>>,
+    /// Its entry in a referrers list (with `artifactType`).
+    pub entry: IndexEntry,
+}
+
+/// The artifact manifest holding `content` (one blob of `media_type`),
+/// of `artifact_type`, about the image `subject`.
+#[must_use]
+pub fn artifact(
+    artifact_type: &str,
+    media_type: &str,
+    content: Vec<u8>,
+    subject: Descriptor,
+) -> Artifact {
+    let config = empty_config();
+    let content = Blob::new(media_type, content);
+    let mut manifest = ImageManifest::new(config.descriptor(), vec![content.descriptor()]);
+    manifest.artifact_type = Some(artifact_type.to_owned());
+    manifest.subject = Some(subject);
+    let manifest = manifest.to_bytes();
+    let digest = Digest::of(&manifest);
+    Artifact {
+        entry: IndexEntry {
+            media_type: OCI_MANIFEST.to_owned(),
+            digest,
+            size: manifest.len() as u64,
+            artifact_type: Some(artifact_type.to_owned()),
+            rest: BTreeMap::new(),
+        },
+        manifest,
+        digest,
+        blobs: vec![config.bytes, content.bytes],
+    }
+}
+
+/// One entry of an index, other fields (annotations, platform) kept as
+/// another tool wrote them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The manifest's media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type, for referrers.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
+    /// Whatever else the entry carries.
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Index {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    #[serde(default)]
+    manifests: Vec<IndexEntry>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// The referrers tag-schema index (`sha256-<hex>`) listing `entries`
+/// besides everything `existing` lists (another tool's entries are kept as
+/// they are). `None` when `existing` lists them all: nothing to push.
+/// An `existing` that is not an index is replaced.
+#[must_use]
+pub fn referrers_index(existing: Option<&[u8]>, entries: &[IndexEntry]) -> Option<Vec<u8>> {
+    let mut index = existing
+        .and_then(|bytes| serde_json::from_slice::<Index>(bytes).ok())
+        .unwrap_or_else(|| Index {
+            schema_version: 2,
+            media_type: OCI_INDEX.to_owned(),
+            manifests: Vec::new(),
+            rest: BTreeMap::new(),
+        });
+    let missing: Vec<&IndexEntry> = entries
+        .iter()
+        .filter(|e| !index.manifests.iter().any(|m| m.digest == e.digest))
+        .collect();
+    if missing.is_empty() && existing.is_some() {
+        return None;
+    }
+    index.manifests.extend(missing.into_iter().cloned());
+    index.media_type = OCI_INDEX.to_owned();
+    Some(serde_json::to_vec(&index).unwrap_or_default())
+}
+
+/// The referrers tag-schema tag of `subject`: `sha256-<hex>`.
+#[must_use]
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
 }

@@ -34,6 +34,7 @@ fn lock_with(digest_hex: char) -> Lock {
             deps_digest: digest,
             sources: Default::default(),
             signature: None,
+            provenance: None,
         },
     );
     lock

@@ -354,6 +354,133 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
         &digest
     ));
 
+    // The provenance: listed in the referrers tag-schema index, an
+    // artifact about the image, a DSSE envelope openssl verifies over its
+    // pre-authentication encoding, naming the image, its deps and trees.
+    let provenance = locked["provenance"].as_str().expect("a provenance digest");
+    let referrers_tag = format!("sha256-{}", digest.hex());
+    let index_path = format!("{repository}/manifests/{referrers_tag}");
+    let index: serde_json::Value = serde_json::from_slice(
+        &curl(
+            &registry,
+            &index_path,
+            "application/vnd.oci.image.index.v1+json",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["manifests"][0]["digest"], provenance, "{index}");
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.in-toto+json"
+    );
+    let artifact: serde_json::Value = serde_json::from_slice(
+        &curl(
+            &registry,
+            &format!("{repository}/manifests/{provenance}"),
+            OCI_MANIFEST,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(artifact["subject"]["digest"], digest.to_string());
+    let layer = &artifact["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.dsse.envelope.v1+json");
+    let envelope: serde_json::Value = serde_json::from_slice(
+        &curl(
+            &registry,
+            &format!("{repository}/blobs/{}", layer["digest"].as_str().unwrap()),
+            "*/*",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let statement = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    let payload_type = envelope["payloadType"].as_str().unwrap();
+    assert_eq!(payload_type, "application/vnd.in-toto+json");
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        statement.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&statement);
+    let sig = b64
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(ws.path("pae"), &pae).unwrap();
+    std::fs::write(ws.path("pae.sig"), sig).unwrap();
+    openssl(
+        ws.dir(),
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            public.to_str().unwrap(),
+            "-signature",
+            "pae.sig",
+            "pae",
+        ],
+    );
+    let statement: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex());
+    let dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let deps = dependencies.iter().find(|d| d["name"] == "deps").unwrap();
+    let deps_digest: Digest = locked["deps_digest"].as_str().unwrap().parse().unwrap();
+    assert_eq!(deps["digest"]["sha256"], deps_digest.hex());
+    let tree = dependencies
+        .iter()
+        .find(|d| d["name"] == "tree:app")
+        .unwrap();
+    assert_eq!(
+        tree["digest"]["gitCommit"],
+        locked["sources"]["app"]["revision"]
+    );
+
+    // Another tool's referrer, listed in the index before the rebuild,
+    // stays listed beside ours.
+    let empty = Digest::of(b"{}");
+    let foreign = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.other",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2}],
+        "subject": artifact["subject"],
+    }))
+    .unwrap();
+    let foreign_digest = Digest::of(&foreign);
+    curl_put_manifest(
+        &registry,
+        &repository,
+        &foreign_digest.to_string(),
+        &foreign,
+    );
+    let foreign_entry = serde_json::json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": foreign_digest.to_string(),
+        "size": foreign.len(),
+        "artifactType": "application/vnd.example.other",
+        "annotations": {"org.example.tool": "kept"},
+    });
+    let only_foreign = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [foreign_entry],
+    });
+    curl_put_manifest_as(
+        &registry,
+        &repository,
+        &referrers_tag,
+        &serde_json::to_vec(&only_foreign).unwrap(),
+        "application/vnd.oci.image.index.v1+json",
+    );
+
     let uploads = registry.blob_upload_count();
     let again = build();
     ok(&again);
@@ -366,18 +493,42 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
     let relock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
     assert_eq!(relock, lock);
+    let index: serde_json::Value = serde_json::from_slice(
+        &curl(
+            &registry,
+            &index_path,
+            "application/vnd.oci.image.index.v1+json",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{index}");
+    assert_eq!(listed[0], foreign_entry);
+    assert_eq!(listed[1]["digest"], provenance);
 }
 
 /// PUTs `bytes` as manifest `tag` of `repository` with curl: what an
 /// attacker with push access can do.
 fn curl_put_manifest(registry: &TestRegistry, repository: &str, tag: &str, bytes: &[u8]) {
+    curl_put_manifest_as(registry, repository, tag, bytes, OCI_MANIFEST);
+}
+
+/// [`curl_put_manifest`] with the media type `media_type`.
+fn curl_put_manifest_as(
+    registry: &TestRegistry,
+    repository: &str,
+    tag: &str,
+    bytes: &[u8],
+    media_type: &str,
+) {
     let curl = require_tool("curl", "apt-get install -y curl");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
     run_ok(
         Command::new(curl)
             .args(["-sf", "-X", "PUT", "-H"])
-            .arg(format!("Content-Type: {OCI_MANIFEST}"))
+            .arg(format!("Content-Type: {media_type}"))
             .arg("--data-binary")
             .arg(format!("@{}", file.path().display()))
             .arg(format!(

@@ -29,6 +29,7 @@
 //!     deps_digest: digest,
 //!     sources: Default::default(),
 //!     signature: None,
+//!     provenance: None,
 //! });
 //! let pinned = lock.images["python-base"].pinned()?;
 //! assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/broker/python-base@{digest}"));

@@ -70,6 +70,10 @@ pub struct LockedImage {
     /// `sha256-<hex>.sig` tag beside it), when it was signed (issue 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Digest>,
+    /// The digest of the image's signed SLSA provenance artifact (its
+    /// `subject` is the image), when one was attached (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Digest>,
 }
 
 /// The revision recorded for a tree that is not a git checkout and was
@@ -317,6 +321,13 @@ impl Lock {
             {
                 image.signature = older.signature;
             }
+            if let Some(older) = self.images.get(&name)
+                && image.provenance.is_none()
+                && older.digest == image.digest
+                && older.reference == image.reference
+            {
+                image.provenance = older.provenance;
+            }
             self.images.insert(name, image);
         }
         self.mirrors.extend(newer.mirrors);
@@ -543,6 +554,7 @@ mod tests {
             deps_digest: Digest::of(b"deps"),
             sources,
             signature: None,
+            provenance: None,
         }
     }
 

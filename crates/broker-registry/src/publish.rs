@@ -108,6 +108,54 @@ impl Publisher {
         pushed
     }
 
+    /// Pushes the store manifest `digest` (an artifact about an image) into
+    /// `PREFIX/name` by digest only, no tag: it is found through its
+    /// `subject` (referrers), not by name.
+    pub async fn publish_untagged(
+        &self,
+        store: &Store,
+        digest: &broker_oci::Digest,
+        name: &str,
+    ) -> Result<PushedImage, RegistryError> {
+        let target = Reference::new(
+            self.prefix.registry(),
+            &self.prefix.repository(name),
+            None,
+            None,
+        );
+        let pushed = push_from_store(
+            &self.client,
+            store,
+            &digest.to_string(),
+            &target,
+            &self.reporter,
+        )
+        .await;
+        self.save_record();
+        pushed
+    }
+
+    /// Puts manifest `bytes` of `media_type` as `PREFIX/name:tag`, when
+    /// everything it references is in that repository already (a
+    /// referrers index listing artifacts pushed before it, some by other
+    /// tools, whose content is not in the store).
+    pub async fn put_manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        let target = self.prefix.image(name, tag)?;
+        crate::repository::Repository::new(
+            &self.client,
+            target.repository(),
+            self.reporter.as_ref(),
+        )
+        .put_manifest(tag, media_type, bytes, &broker_oci::Digest::of(bytes))
+        .await
+    }
+
     /// Uploads the layers of the store image `source` into `PREFIX/name`
     /// ahead of the image that will need them — a base's layers while the
     /// engine still builds and exports what goes on top — so the publish

@@ -108,6 +108,7 @@ impl BuildRecord<'_> {
             deps_digest,
             sources: sources_record,
             signature: None,
+            provenance: None,
         };
         let built = BuiltImage {
             name: name.to_owned(),

@@ -440,9 +440,32 @@ pub(crate) async fn run(
     // not signed stays in the lock, unsigned, and the run fails.
     let mut signatures = BTreeMap::new();
     let mut unsigned = Vec::new();
+    let mut provenances = BTreeMap::new();
     if let (Some(key), Some((publisher, store))) = (&sign_key, &publisher) {
         for (name, done) in &pushed {
-            match super::sign::sign_pushed(publisher, store, name, &done.pinned_ref, key).await {
+            let Some(locked) = fresh.images.get(name) else {
+                continue;
+            };
+            let mut locked = locked.clone();
+            locked.published(&done.pinned_ref, &args.tag);
+            // The provenance first, the signature tag last.
+            let attached = super::sign::attach_provenance(
+                publisher,
+                store,
+                name,
+                &done.pinned_ref,
+                &locked,
+                key,
+            )
+            .await;
+            let signed = match attached {
+                Ok(provenance) => {
+                    provenances.insert(name.clone(), provenance);
+                    super::sign::sign_pushed(publisher, store, name, &done.pinned_ref, key).await
+                }
+                Err(err) => Err(err),
+            };
+            match signed {
                 Ok(signed) => {
                     progress.line(&format!("   {}", super::sign::summary(name, &signed)));
                     signatures.insert(name.clone(), signed);
@@ -458,6 +481,7 @@ pub(crate) async fn run(
         if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
             locked.published(&pushed.pinned_ref, &args.tag);
             locked.signature = signature.as_ref().map(|s| s.digest);
+            locked.provenance = provenances.get(&image.name).copied();
         }
         results.push(Published {
             built: image,

@@ -376,3 +376,67 @@ pub(crate) async fn require_signed(
     );
     Err(super::failed_images(failed, lock.images.len(), &what))
 }
+
+/// Attaches the signed SLSA provenance of the image `pinned` (recorded as
+/// `locked`, pushed by `publisher` as `name`): a DSSE envelope in an
+/// artifact manifest whose `subject` is the image, pushed by digest, and
+/// listed in the referrers tag-schema index `sha256-<hex>` beside whatever
+/// other tools listed there. Its digest; nothing is pushed when the
+/// registry has it all already.
+pub(crate) async fn attach_provenance(
+    publisher: &Publisher,
+    store: &Store,
+    name: &str,
+    pinned: &PinnedRef,
+    locked: &broker_pins::LockedImage,
+    key: &SigningKey,
+) -> anyhow::Result<Digest> {
+    use broker_attest::oci;
+    use broker_attest::provenance;
+    let subject_bytes = store
+        .read_blob(pinned.digest())
+        .with_context(|| format!("the image {pinned} is not in the store"))?;
+    let subject = oci::Descriptor {
+        media_type: broker_registry::manifest::Manifest::media_type_of(&subject_bytes)
+            .unwrap_or_else(|| oci::OCI_MANIFEST.to_owned()),
+        digest: *pinned.digest(),
+        size: subject_bytes.len() as u64,
+        annotations: std::collections::BTreeMap::new(),
+    };
+    let statement = provenance::statement(name, &pinned.name(), locked);
+    let envelope = provenance::envelope(key, provenance::IN_TOTO_PAYLOAD, &statement);
+    let artifact = oci::artifact(
+        provenance::IN_TOTO_PAYLOAD,
+        provenance::DSSE_ENVELOPE,
+        envelope,
+        subject,
+    );
+    for blob in &artifact.blobs {
+        store.write_blob(blob)?;
+    }
+    store.write_blob(&artifact.manifest)?;
+    publisher
+        .publish_untagged(store, &artifact.digest, name)
+        .await
+        .with_context(|| format!("cannot push its provenance {}", artifact.digest))?;
+    let tag = oci::referrers_tag(pinned.digest());
+    let existing = match broker_registry::fetch_manifest(
+        publisher.client(),
+        pinned.repository(),
+        &tag,
+        &Silent,
+    )
+    .await
+    {
+        Ok(fetched) => Some(fetched.bytes),
+        Err(RegistryError::NotFound { .. }) => None,
+        Err(err) => return Err(err).context(format!("cannot read its referrers ({tag})")),
+    };
+    if let Some(index) = oci::referrers_index(existing.as_deref(), &[artifact.entry.clone()]) {
+        publisher
+            .put_manifest(name, &tag, oci::OCI_INDEX, &index)
+            .await
+            .with_context(|| format!("cannot list its provenance in {}:{tag}", pinned.name()))?;
+    }
+    Ok(artifact.digest)
+}
