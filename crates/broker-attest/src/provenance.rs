@@ -149,3 +149,20 @@ pub fn open_envelope(bytes: &[u8], key: &PublicKey) -> Option<Vec<u8>> {
         .any(|sig| key.verifies(&signed, &sig))
         .then_some(payload)
 }
+
+/// Whether the DSSE envelope `bytes` is a provenance statement signed by
+/// `key` whose subject is the image `digest`.
+#[must_use]
+pub fn is_signed_provenance_of(bytes: &[u8], key: &PublicKey, digest: &Digest) -> bool {
+    let Some(payload) = open_envelope(bytes, key) else {
+        return false;
+    };
+    let Ok(statement) = serde_json::from_slice::<Value>(&payload) else {
+        return false;
+    };
+    statement["_type"] == STATEMENT_TYPE
+        && statement["predicateType"] == SLSA_PROVENANCE
+        && statement["subject"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["digest"]["sha256"] == digest.hex()))
+}

@@ -575,10 +575,20 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
         entry["reference"] = format!("{prefix}/{name}@{}", image.digest).into();
         entry["digest"] = image.digest.to_string().into();
         digests.push(image.digest);
-        sign(&format!("{prefix}/{name}@{}", image.digest), &ours);
     }
     let lock_path = ws.path("images.lock");
     std::fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+    // Every image of the lock: signature and provenance.
+    ok(&ws.run(&["sign", "--key", ours.to_str().unwrap()]));
+    let signed_lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
+    for name in names {
+        let entry = &signed_lock["images"][name];
+        assert!(
+            entry["signature"].is_string() && entry["provenance"].is_string(),
+            "{entry}"
+        );
+    }
     let verify = |public: &Path| {
         let public = public.to_str().unwrap();
         ws.run(&[
@@ -622,6 +632,27 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
     ok(&render(&our_public));
     assert!(ws.path("rendered/kustomization.yaml").is_file());
     std::fs::remove_dir_all(ws.path("rendered")).unwrap();
+
+    // The provenance unlisted (an empty referrers index): named as missing;
+    // signing again lists it again.
+    let python_index = format!("sha256-{}", digests[1].hex());
+    let empty_index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    curl_put_manifest_as(
+        &registry,
+        &path_of("python-base"),
+        &python_index,
+        empty_index,
+        "application/vnd.oci.image.index.v1+json",
+    );
+    let out = verify(&our_public);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("python-base: no provenance signed by the key"),
+        "{}",
+        describe(&out)
+    );
+    ok(&ws.run(&["sign", "python-base", "--key", ours.to_str().unwrap()]));
+    ok(&verify(&our_public));
 
     // Another key: every image named, nothing rendered.
     let (_, other_public) = key_pair(ws.dir(), "other");

@@ -169,13 +169,39 @@ pub(crate) async fn run(
             .locked
             .clone()
             .unwrap_or_else(|| target.pinned.name());
-        match sign_pushed(publisher, &store, &target.name, &target.pinned, &key).await {
-            Ok(done) => {
+        // An image of the lock gets its provenance too (the lock is what
+        // it is made from), before the signature tag.
+        let locked = target
+            .locked
+            .as_ref()
+            .and_then(|name| lock.as_ref()?.images.get(name).cloned());
+        let provenance = match &locked {
+            Some(locked) => attach_provenance(
+                publisher,
+                &store,
+                &target.name,
+                &target.pinned,
+                locked,
+                &key,
+            )
+            .await
+            .map(Some),
+            None => Ok(None),
+        };
+        let done = match provenance {
+            Ok(provenance) => sign_pushed(publisher, &store, &target.name, &target.pinned, &key)
+                .await
+                .map(|done| (done, provenance)),
+            Err(err) => Err(err),
+        };
+        match done {
+            Ok((done, provenance)) => {
                 progress.line(&format!("   {}", summary(&label, &done)));
                 if let (Some(name), Some(lock)) = (&target.locked, lock.as_mut())
                     && let Some(image) = lock.images.get_mut(name)
                 {
                     image.signature = Some(done.digest);
+                    image.provenance = provenance;
                 }
                 signed.push(done);
             }
@@ -343,7 +369,74 @@ async fn check_image(
         &pinned.name(),
         pinned.digest(),
     )?;
-    Ok(())
+    check_provenance(&client, pinned, key).await
+}
+
+/// The largest attestation envelope read.
+const ENVELOPE_LIMIT: u64 = 4 << 20;
+
+/// Checks that the referrers of `pinned` (tag schema) list a provenance
+/// artifact about it, signed by `key`.
+async fn check_provenance(
+    client: &broker_registry::RegistryClient,
+    pinned: &PinnedRef,
+    key: &broker_attest::PublicKey,
+) -> anyhow::Result<()> {
+    use broker_attest::{oci, provenance};
+    let repository = pinned.repository();
+    let tag = oci::referrers_tag(pinned.digest());
+    let missing = || anyhow::anyhow!("no provenance signed by the key (none listed in {tag})");
+    let index = match broker_registry::fetch_manifest(client, repository, &tag, &Silent).await {
+        Ok(fetched) => fetched,
+        Err(RegistryError::NotFound { .. }) => return Err(missing()),
+        Err(err) => return Err(err).context(format!("cannot read its referrers ({tag})")),
+    };
+    let entries: Vec<oci::IndexEntry> = serde_json::from_slice::<serde_json::Value>(&index.bytes)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["manifests"].clone()).ok())
+        .unwrap_or_default();
+    for entry in entries
+        .iter()
+        .filter(|e| e.artifact_type.as_deref() == Some(provenance::IN_TOTO_PAYLOAD))
+    {
+        let selector = entry.digest.to_string();
+        let Ok(artifact) =
+            broker_registry::fetch_manifest(client, repository, &selector, &Silent).await
+        else {
+            continue;
+        };
+        let Ok(parsed) = serde_json::from_slice::<oci::ImageManifest>(&artifact.bytes) else {
+            continue;
+        };
+        if parsed.subject.as_ref().map(|s| s.digest) != Some(*pinned.digest()) {
+            continue;
+        }
+        for layer in parsed
+            .layers
+            .iter()
+            .filter(|l| l.media_type == provenance::DSSE_ENVELOPE)
+        {
+            let blob = Descriptor {
+                media_type: layer.media_type.clone(),
+                digest: layer.digest,
+                size: layer.size,
+                platform: None,
+            };
+            if let Ok(bytes) = broker_registry::fetch_small_blob(
+                client,
+                repository,
+                &blob,
+                ENVELOPE_LIMIT,
+                &Silent,
+            )
+            .await
+                && provenance::is_signed_provenance_of(&bytes, key, pinned.digest())
+            {
+                return Ok(());
+            }
+        }
+    }
+    Err(missing())
 }
 
 /// The public key at `path`.
@@ -393,9 +486,20 @@ pub(crate) async fn attach_provenance(
 ) -> anyhow::Result<Digest> {
     use broker_attest::oci;
     use broker_attest::provenance;
-    let subject_bytes = store
-        .read_blob(pinned.digest())
-        .with_context(|| format!("the image {pinned} is not in the store"))?;
+    let subject_bytes = match store.read_blob(pinned.digest()) {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            broker_registry::fetch_manifest(
+                publisher.client(),
+                pinned.repository(),
+                &pinned.digest().to_string(),
+                &Silent,
+            )
+            .await
+            .with_context(|| format!("cannot read the image {pinned}"))?
+            .bytes
+        }
+    };
     let subject = oci::Descriptor {
         media_type: broker_registry::manifest::Manifest::media_type_of(&subject_bytes)
             .unwrap_or_else(|| oci::OCI_MANIFEST.to_owned()),
