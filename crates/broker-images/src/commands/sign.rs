@@ -536,7 +536,9 @@ pub(crate) async fn attach_provenance(
         Err(RegistryError::NotFound { .. }) => None,
         Err(err) => return Err(err).context(format!("cannot read its referrers ({tag})")),
     };
-    if let Some(index) = oci::referrers_index(existing.as_deref(), &[artifact.entry.clone()]) {
+    if let Some(index) =
+        oci::referrers_index(existing.as_deref(), std::slice::from_ref(&artifact.entry))
+    {
         publisher
             .put_manifest(name, &tag, oci::OCI_INDEX, &index)
             .await
