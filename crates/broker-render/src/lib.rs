@@ -40,7 +40,10 @@ use std::path::Path;
 
 pub use environment::Profile;
 pub use error::RenderError;
-pub use render::{HOST_PATH_INIT, MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+pub use render::{
+    ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, FLUX_PRUNE, FLUX_PRUNE_DISABLED, HOST_PATH_INIT,
+    MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL,
+};
 
 /// What a render reads.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +105,10 @@ pub const KUSTOMIZATION: &str = "kustomization.yaml";
 const KUSTOMIZATION_HEADER: &str =
     "# Written by `broker-images render`; apply with `kubectl apply -k`.";
 
+/// The second line of `kustomization.yaml`: why the Namespace is not a
+/// resource, and how to create it.
+const NAMESPACE_NOTE: &str = "The Namespace is not listed, so that deleting or pruning these resources never deletes it (and with it the claims): create it first with `kubectl apply -f` on its namespace-*.yaml file here, or let `broker-images start` do it.";
+
 /// `--out` replaces its directory whole, so it must never be anything but
 /// an earlier render's output (or empty): a mistyped `--out manifests` must
 /// not delete the catalogue.
@@ -139,15 +146,24 @@ impl Rendered {
         out
     }
 
-    /// The `kustomization.yaml` listing every object file.
+    /// The `kustomization.yaml` listing every object file but the
+    /// Namespace's.
+    ///
+    /// The Namespace stays out so that `kubectl delete -k DIR`, or Flux or
+    /// Argo CD pruning a directory they sync, can never delete it: deleting
+    /// a namespace deletes every claim in it, and with the claims the data.
+    /// Its file is still written beside the others (`start --manifests`
+    /// reads every file of the directory and applies it first); by hand it
+    /// is `kubectl apply -f DIR/namespace-NAME.yaml` before `apply -k`.
     pub fn kustomization(&self) -> String {
         let mut out = format!(
             "{KUSTOMIZATION_HEADER}\n\
+             # {NAMESPACE_NOTE}\n\
              apiVersion: kustomize.config.k8s.io/v1beta1\n\
              kind: Kustomization\n\
              resources:\n",
         );
-        for object in &self.objects {
+        for object in self.objects.iter().filter(|o| o.kind != "Namespace") {
             out.push_str("  - ");
             out.push_str(&object.file_name);
             out.push('\n');

@@ -483,7 +483,26 @@ fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
     &mut value[key]
 }
 
+/// Flux's kustomize-controller leaves an object with this annotation
+/// (value [`FLUX_PRUNE_DISABLED`]) in place when it leaves the synced
+/// directory or the Flux Kustomization is deleted.
+pub const FLUX_PRUNE: &str = "kustomize.toolkit.fluxcd.io/prune";
+/// [`FLUX_PRUNE`]'s value.
+pub const FLUX_PRUNE_DISABLED: &str = "disabled";
+/// Argo CD neither prunes (`Prune=false`) nor, when the Application is
+/// deleted, deletes (`Delete=false`) an object with this annotation
+/// (value [`ARGOCD_KEEP`]).
+pub const ARGOCD_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
+/// [`ARGOCD_SYNC_OPTIONS`]'s value.
+pub const ARGOCD_KEEP: &str = "Prune=false,Delete=false";
+
 fn claim_for_cluster(claim: &mut Value, storage: &crate::environment::Storage) {
+    // A claim holds the data: the GitOps tools that sync a rendered
+    // directory must never delete it, whatever happens to the directory.
+    let metadata = ensure_object(claim, "metadata");
+    let annotations = ensure_object(metadata, "annotations");
+    annotations[FLUX_PRUNE] = json!(FLUX_PRUNE_DISABLED);
+    annotations[ARGOCD_SYNC_OPTIONS] = json!(ARGOCD_KEEP);
     let spec = ensure_object(claim, "spec");
     // The catalogue's modes stand unless the environment sets its own:
     // access modes are immutable, so a wrong default costs the claim.
@@ -688,13 +707,17 @@ pub const HOST_PATH_INIT: &str = "host-path-ownership";
 /// What `fsGroup` does for a claim, done for the node directories that
 /// replace claims on single-node: the kubelet applies `fsGroup` to no
 /// hostPath, and `DirectoryOrCreate` makes a fresh directory root:root
-/// 0755, which a pod running as uid 1000 cannot write (issue 19, item 12).
-/// An init container of the pod's own image, as root with only CHOWN and
-/// FOWNER, gives each mounted directory's root the group `fsGroup`, group
-/// write and setgid, exactly as the kubelet does for a volume; what is
-/// below is left alone. Pods without `fsGroup` (db, mq: their images chown
-/// their own data as root) get none. Only the single-node profile renders
-/// hostPath, so the cluster profile's pods stay free of root containers.
+/// 0755, which a pod running as uid 1000 (or postgres's 999) cannot write
+/// (issue 19, item 12). An init container of the pod's own image, as root
+/// with only CHOWN and FOWNER, gives each mounted directory's root the
+/// pod's `runAsUser` as owner, the group `fsGroup`, group write and setgid,
+/// as the kubelet does for a volume (plus the owner: postgres refuses a
+/// data directory it does not own, and single-node keeps its data at the
+/// directory's root, the seed's layout); what is below is left alone. Pods
+/// without `fsGroup` get none. Only the single-node profile renders
+/// hostPath — which Pod Security admits at the privileged level only, so
+/// this root container costs that profile nothing — and the cluster
+/// profile's pods stay free of root containers ("restricted").
 fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
     let Some(group) = pod
         .pointer("/securityContext/fsGroup")
@@ -727,14 +750,19 @@ fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
     if mounts.is_empty() {
         return;
     }
-    let mut command = vec![
-        json!("install"),
-        json!("-d"),
+    let mut command = vec![json!("install"), json!("-d")];
+    if let Some(owner) = pod
+        .pointer("/securityContext/runAsUser")
+        .and_then(Value::as_i64)
+    {
+        command.extend([json!("-o"), json!(owner.to_string())]);
+    }
+    command.extend([
         json!("-g"),
         json!(group.to_string()),
         json!("-m"),
         json!("2775"),
-    ];
+    ]);
     command.extend(mounts.iter().map(|(_, path)| json!(path)));
     let init = json!({
         "name": HOST_PATH_INIT,
@@ -746,7 +774,10 @@ fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
             "allowPrivilegeEscalation": false,
             "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
         },
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"memory": "64Mi"},
+        },
         "volumeMounts": mounts
             .iter()
             .map(|(name, path)| json!({"name": name, "mountPath": path}))

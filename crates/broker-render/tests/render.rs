@@ -13,6 +13,8 @@ use broker_render::{Inputs, Rendered, render};
 use broker_test_support::{copy_dir, repo_root, require_tool};
 use serde_json::Value;
 
+mod pod_security;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -156,7 +158,10 @@ fn output_validates_strictly_and_kustomize_builds_the_same_objects() {
             "{profile}: {}",
             String::from_utf8_lossy(&built.stderr)
         );
-        let ours = by_key(documents(&rendered.to_stream()));
+        // Everything but the Namespace, which the kustomization leaves out
+        // (issue 23 item 7; pinned by its own test below).
+        let mut ours = by_key(documents(&rendered.to_stream()));
+        ours.retain(|_, o| o["kind"] != "Namespace");
         let theirs = by_key(documents(&String::from_utf8(built.stdout).unwrap()));
         assert_eq!(
             ours.keys().collect::<Vec<_>>(),
@@ -348,11 +353,12 @@ fn every_container_image_is_digest_pinned() {
                 }
             }
         }
-        // Single-node: frred's init container prepares its node directory.
-        let expected = if profile == "single-node" { 13 } else { 12 };
+        // Single-node: db's, mq's and frred's init containers prepare their
+        // node directories (db and mq run as 999 since issue 23 item 6).
+        let expected = if profile == "single-node" { 15 } else { 12 };
         assert_eq!(
             images, expected,
-            "{profile}: one container per workload (and frred's init container)"
+            "{profile}: one container per workload (and db's, mq's and frred's init containers)"
         );
     }
 }
@@ -1030,7 +1036,17 @@ fn single_node_gives_node_directories_the_pods_fs_group() {
     assert_eq!(init["image"], single["containers"][0]["image"]);
     assert_eq!(
         init["command"],
-        serde_json::json!(["install", "-d", "-g", "1000", "-m", "2775", "/raw_data"])
+        serde_json::json!([
+            "install",
+            "-d",
+            "-o",
+            "1000",
+            "-g",
+            "1000",
+            "-m",
+            "2775",
+            "/raw_data"
+        ])
     );
     assert_eq!(
         init["volumeMounts"],
@@ -1042,15 +1058,182 @@ fn single_node_gives_node_directories_the_pods_fs_group() {
         serde_json::json!({"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]})
     );
     assert!(frred("cluster")["initContainers"].is_null());
-    // db and mq chown their own data as root: no init container.
+    // db and mq run as 999 (issue 23 item 6): no longer root, they cannot
+    // chown their data themselves, so they get one too, for 999; nothing
+    // else mounts a node directory.
     let rendered = Setup::new("single-node").render();
     for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
-        if object.name != "frred" {
-            assert!(
-                object.value["spec"]["template"]["spec"]["initContainers"].is_null(),
-                "{}",
-                object.name
+        let pod = &object.value["spec"]["template"]["spec"];
+        match object.name.as_str() {
+            "db" | "mq" => {
+                let command = &pod["initContainers"][0]["command"];
+                let mount = if object.name == "db" {
+                    "/var/lib/postgresql/data"
+                } else {
+                    "/var/lib/rabbitmq/mnesia"
+                };
+                assert_eq!(
+                    command,
+                    &serde_json::json!([
+                        "install", "-d", "-o", "999", "-g", "999", "-m", "2775", mount
+                    ]),
+                    "{}",
+                    object.name
+                );
+            }
+            "frred" => {}
+            _ => assert!(pod["initContainers"].is_null(), "{}", object.name),
+        }
+    }
+    for name in ["db", "mq"] {
+        let cluster = Setup::new("cluster").render();
+        let pod = &cluster
+            .objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.name == name)
+            .unwrap()
+            .value["spec"]["template"]["spec"];
+        assert!(pod["initContainers"].is_null(), "cluster {name}");
+    }
+}
+
+/// Issue 23 item 7: `kubectl delete -k` of the rendered directory, or Flux
+/// or Argo CD pruning it, must not delete the namespace (and with it every
+/// claim). The differential check: what `kubectl kustomize` builds from the
+/// directory holds no Namespace, while the directory still holds its file
+/// (which `start` applies first); claims carry both tools' protections.
+#[test]
+fn the_rendered_kustomization_reaches_no_namespace_and_claims_refuse_pruning() {
+    let kubectl = require_tool(
+        "kubectl",
+        "install kubectl (it ships with the machine image)",
+    );
+    for profile in ["single-node", "cluster"] {
+        let rendered = Setup::new(profile).render();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        rendered.write_dir(&out).unwrap();
+        let built = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let built = documents(&String::from_utf8(built.stdout).unwrap());
+        assert!(!built.is_empty());
+        let kinds: Vec<&str> = built.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert!(!kinds.contains(&"Namespace"), "{profile}: {kinds:?}");
+        // Every other object is still built, the claims included.
+        assert_eq!(built.len(), rendered.objects.len() - 1, "{profile}");
+
+        let namespace = std::fs::read_to_string(out.join("namespace-broker.yaml")).unwrap();
+        let namespace = &documents(&namespace)[0];
+        assert_eq!(namespace["kind"], "Namespace");
+        assert_eq!(namespace["metadata"]["name"], "broker");
+        assert!(
+            rendered
+                .kustomization()
+                .contains("kubectl apply -f` on its namespace-*.yaml"),
+            "the kustomization says how to create the namespace"
+        );
+
+        let claims: Vec<&Value> = built
+            .iter()
+            .filter(|o| o["kind"] == "PersistentVolumeClaim")
+            .collect();
+        assert_eq!(claims.len(), if profile == "cluster" { 3 } else { 0 });
+        for claim in claims {
+            let annotations = &claim["metadata"]["annotations"];
+            assert_eq!(
+                annotations[broker_render::FLUX_PRUNE],
+                "disabled",
+                "{claim}"
             );
+            assert_eq!(
+                annotations[broker_render::ARGOCD_SYNC_OPTIONS],
+                "Prune=false,Delete=false",
+                "{claim}"
+            );
+        }
+    }
+}
+
+/// The pod templates of every rendered workload, by workload name.
+fn pod_templates(rendered: &Rendered) -> Vec<(String, Value)> {
+    rendered
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let template = o.value.pointer("/spec/template")?;
+            Some((o.name.clone(), template.clone()))
+        })
+        .collect()
+}
+
+/// Issue 23 item 6: every pod of the cluster profile, db and mq included,
+/// meets Pod Security "restricted" (so a namespace labelled
+/// `pod-security.kubernetes.io/enforce: restricted` admits it). Single-node
+/// mounts node directories (hostPath), which no level but privileged
+/// allows: there it breaks exactly the hostPath controls and, in the init
+/// container that gives those directories their owner, the run-as-root
+/// ones — and nothing else.
+#[test]
+fn every_pod_meets_pod_security_restricted_on_cluster_and_single_node_only_breaks_host_path() {
+    use pod_security::{Level, check};
+    let cluster = pod_templates(&Setup::new("cluster").render());
+    assert_eq!(cluster.len(), 12);
+    for (name, template) in &cluster {
+        assert_eq!(check(template), vec![], "cluster: {name}");
+    }
+    let single = pod_templates(&Setup::new("single-node").render());
+    assert_eq!(single.len(), 12);
+    let mut with_host_path = Vec::new();
+    for (name, template) in &single {
+        let found = check(template);
+        if found.is_empty() {
+            continue;
+        }
+        with_host_path.push(name.as_str());
+        let init = format!("initContainers[{}]", broker_render::HOST_PATH_INIT);
+        for violation in &found {
+            let allowed = match violation.control {
+                "HostPath Volumes" | "Volume Types" => violation.field.ends_with(".hostPath"),
+                "Running as Non-root" | "Running as Non-root user" => {
+                    violation.field.starts_with(&init)
+                }
+                "Capabilities" => {
+                    violation.level == Level::Restricted && violation.field.starts_with(&init)
+                }
+                _ => false,
+            };
+            assert!(allowed, "single-node {name}: {violation:?}");
+        }
+    }
+    assert_eq!(with_host_path, ["db", "frred", "mq"]);
+}
+
+/// Issue 23 item 6: a memory request and limit on every container, init
+/// containers included, whatever the profile.
+#[test]
+fn every_container_has_a_memory_request_and_limit() {
+    for profile in ["single-node", "cluster"] {
+        for (name, template) in pod_templates(&Setup::new(profile).render()) {
+            for list in ["initContainers", "containers"] {
+                for container in template["spec"][list].as_array().into_iter().flatten() {
+                    let resources = &container["resources"];
+                    for field in ["requests", "limits"] {
+                        assert!(
+                            resources[field]["memory"].is_string(),
+                            "{profile} {name} {list} {}: no memory {field}",
+                            container["name"]
+                        );
+                    }
+                }
+            }
         }
     }
 }
