@@ -8,7 +8,10 @@ use broker_pins::Lock;
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::{Catalogue, SourceObject, read_generator_files};
-use crate::environment::{LoadedEnvironment, Profile};
+use crate::environment::{
+    EXTERNAL_SUFFIX, IngressRoute, IngressSettings, LoadedEnvironment, Profile, WorkloadSettings,
+    scalar,
+};
 use crate::error::RenderError;
 use crate::hash;
 use crate::secrets;
@@ -227,6 +230,7 @@ fn check_environment_against_catalogue(
             format!("existingSecrets.{extra}: the catalogue generates no Secret of that name"),
         ));
     }
+    check_settings_against_catalogue(environment, catalogue, &credential_keys)?;
     let namespaces = of_kind("Namespace").len();
     if namespaces != 1 {
         return Err(RenderError::invalid(
@@ -236,6 +240,176 @@ fn check_environment_against_catalogue(
     }
     Ok(())
 }
+
+/// The port names of a catalogue Service.
+fn port_names(service: &SourceObject) -> Vec<&str> {
+    service.value["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect()
+}
+
+/// `workloads`, `ingress` and `expose.*.ports` name only workloads,
+/// Services and ports the catalogue has; each mistake at its line.
+fn check_settings_against_catalogue(
+    environment: &LoadedEnvironment,
+    catalogue: &Catalogue,
+    credential_keys: &BTreeSet<String>,
+) -> Result<(), RenderError> {
+    let env = &environment.env;
+    let path = &environment.path;
+    let find = |kind: &str, name: &str| {
+        catalogue
+            .objects
+            .iter()
+            .find(|o| o.kind() == kind && o.name() == name)
+    };
+    let names_of = |kind: &str| {
+        catalogue
+            .objects
+            .iter()
+            .filter(|o| o.kind() == kind)
+            .map(SourceObject::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, settings) in &env.workloads.0 {
+        let line = name.referenced.line();
+        let Some(deployment) = find("Deployment", &name.value) else {
+            return Err(RenderError::at_line(
+                path,
+                line,
+                format!(
+                    "workloads.{}: the catalogue has no workload of that name (it has {})",
+                    name.value,
+                    names_of("Deployment")
+                ),
+            ));
+        };
+        if let Some(replicas) = &settings.replicas
+            && replicas.value > 1
+            && deployment.value["spec"]["strategy"]["type"] == "Recreate"
+        {
+            return Err(RenderError::at_line(
+                path,
+                replicas.referenced.line(),
+                format!(
+                    "workloads.{}.replicas: {} runs one pod on its data (strategy Recreate); give 0 or 1",
+                    name.value, name.value
+                ),
+            ));
+        }
+        if let Some((key, _)) = settings
+            .env
+            .0
+            .iter()
+            .find(|(k, _)| credential_keys.contains(&k.value))
+        {
+            return Err(RenderError::at_line(
+                path,
+                key.referenced.line(),
+                format!(
+                    "workloads.{}.env.{} is a credential: it belongs in the --env-file (or an existing Secret)",
+                    name.value, key.value
+                ),
+            ));
+        }
+    }
+    let service_port = |service: &serde_saphyr::Spanned<String>,
+                        field: &str,
+                        port: &str,
+                        line: u64|
+     -> Result<(), RenderError> {
+        let Some(object) = find("Service", &service.value) else {
+            return Err(RenderError::at_line(
+                path,
+                service.referenced.line(),
+                format!(
+                    "{field}.{}: the catalogue has no Service of that name (it has {})",
+                    service.value,
+                    names_of("Service")
+                ),
+            ));
+        };
+        let ports = port_names(object);
+        if ports.contains(&port) {
+            Ok(())
+        } else {
+            Err(RenderError::at_line(
+                path,
+                line,
+                format!(
+                    "{field}.{}: Service `{}` has no port named `{port}` (it has {})",
+                    service.value,
+                    service.value,
+                    ports.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(ingress) = &env.ingress {
+        for (service, route) in &ingress.services.0 {
+            let (port, line) = route
+                .port
+                .as_ref()
+                .map_or((DEFAULT_INGRESS_PORT, service.referenced.line()), |p| {
+                    (p.value.as_str(), p.referenced.line())
+                });
+            service_port(service, "ingress.services", port, line)?;
+        }
+    }
+    for (service, exposure) in &env.expose {
+        let Some(ports) = &exposure.ports else {
+            continue;
+        };
+        let Some(object) = find("Service", service) else {
+            // Said without a line by the caller's check of `expose`.
+            continue;
+        };
+        let known = port_names(object);
+        for port in ports {
+            if !known.contains(&port.value.as_str()) {
+                return Err(RenderError::at_line(
+                    path,
+                    port.referenced.line(),
+                    format!(
+                        "expose.{service}.ports: Service `{service}` has no port named `{}` (it has {})",
+                        port.value,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some((port, number)) = exposure
+            .node_ports
+            .iter()
+            .find(|(p, _)| !ports.iter().any(|q| &q.value == *p))
+        {
+            return Err(RenderError::at_line(
+                path,
+                number.referenced.line(),
+                format!(
+                    "expose.{service}.nodePorts.{port}: `{port}` is not among expose.{service}.ports; add it there or drop its node port"
+                ),
+            ));
+        }
+        let external = format!("{service}{EXTERNAL_SUFFIX}");
+        if find("Service", &external).is_some() {
+            return Err(RenderError::invalid(
+                path,
+                format!(
+                    "expose.{service}.ports would add a Service `{external}`, which the catalogue already has; rename that Service"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The Service port an Ingress routes to when the environment names none.
+const DEFAULT_INGRESS_PORT: &str = "http";
 
 /// The ConfigMaps `catalogue.yaml` declares, named as kustomize would.
 fn generate_config_maps(
@@ -383,12 +557,35 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
             }
             "Service" => {
                 if let Some(exposure) = environment.expose.get(&base) {
-                    expose(
-                        &mut object,
-                        exposure,
-                        environment.profile,
-                        &context.environment.path,
-                    )?;
+                    if let Some(ports) = &exposure.ports {
+                        // The catalogue's Service stays in-cluster with
+                        // every port; only the ports named leave it.
+                        let mut external = object.clone();
+                        let name = format!("{base}{EXTERNAL_SUFFIX}");
+                        external.value["metadata"]["name"] = json!(name);
+                        if let Some(list) = external.value["spec"]["ports"].as_array_mut() {
+                            list.retain(|p| {
+                                ports.iter().any(|q| p["name"].as_str() == Some(&q.value))
+                            });
+                        }
+                        expose(
+                            &mut external,
+                            exposure,
+                            environment.profile,
+                            &context.environment.path,
+                        )?;
+                        out.push(Pending {
+                            object: external,
+                            base: name,
+                        });
+                    } else {
+                        expose(
+                            &mut object,
+                            exposure,
+                            environment.profile,
+                            &context.environment.path,
+                        )?;
+                    }
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
@@ -423,12 +620,104 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
                     name: &base,
                 };
                 rewrite_pod(pod, context, &workload)?;
+                if let Some(settings) = environment.workloads.get(&base) {
+                    apply_workload_settings(&mut object.value, settings);
+                }
             }
             _ => {}
         }
         out.push(Pending { object, base });
     }
+    if let Some(ingress) = &environment.ingress {
+        for (service, route) in &ingress.services.0 {
+            out.push(Pending {
+                object: SourceObject {
+                    path: context.environment.path.clone(),
+                    value: ingress_for(&service.value, route, ingress),
+                },
+                base: service.value.clone(),
+            });
+        }
+    }
     Ok(out)
+}
+
+/// The environment's settings for one workload over the catalogue's
+/// Deployment (checked against the catalogue already).
+fn apply_workload_settings(deployment: &mut Value, settings: &WorkloadSettings) {
+    if let Some(replicas) = &settings.replicas {
+        deployment["spec"]["replicas"] = json!(replicas.value);
+    }
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    if let Some(selector) = &settings.node_selector {
+        pod["nodeSelector"] = json!(selector);
+    }
+    if let Some(tolerations) = &settings.tolerations {
+        pod["tolerations"] = json!(tolerations);
+    }
+    if let Some(affinity) = &settings.affinity {
+        pod["affinity"] = affinity.clone();
+    }
+    let Some(containers) = pod["containers"].as_array_mut() else {
+        return;
+    };
+    for container in containers {
+        if let Some(resources) = &settings.resources {
+            for (field, values) in [
+                ("requests", &resources.requests),
+                ("limits", &resources.limits),
+            ] {
+                for (key, value) in values {
+                    container["resources"][field][key] = json!(scalar(value));
+                }
+            }
+        }
+        for (name, value) in &settings.env.0 {
+            let var = json!({"name": name.value, "value": scalar(value)});
+            if !container["env"].is_array() {
+                container["env"] = json!([]);
+            }
+            if let Some(vars) = container["env"].as_array_mut() {
+                match vars.iter_mut().find(|v| v["name"] == name.value.as_str()) {
+                    Some(existing) => *existing = var,
+                    None => vars.push(var),
+                }
+            }
+        }
+    }
+}
+
+/// One Ingress routing `route.host` (and `route.path`) to a Service port.
+fn ingress_for(service: &str, route: &IngressRoute, settings: &IngressSettings) -> Value {
+    let port = route
+        .port
+        .as_ref()
+        .map_or(DEFAULT_INGRESS_PORT, |p| p.value.as_str());
+    let mut ingress = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": service},
+        "spec": {
+            "rules": [{
+                "host": route.host,
+                "http": {"paths": [{
+                    "path": route.path.as_deref().unwrap_or("/"),
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": service, "port": {"name": port}}},
+                }]},
+            }],
+        },
+    });
+    if !settings.annotations.is_empty() {
+        ingress["metadata"]["annotations"] = json!(settings.annotations);
+    }
+    if let Some(class) = &settings.class_name {
+        ingress["spec"]["ingressClassName"] = json!(class);
+    }
+    if let Some(secret) = &route.tls_secret {
+        ingress["spec"]["tls"] = json!([{"hosts": [route.host], "secretName": secret}]);
+    }
+    ingress
 }
 
 /// Namespace and labels on every object, YAML, apply order.

@@ -1237,3 +1237,169 @@ fn every_container_has_a_memory_request_and_limit() {
         }
     }
 }
+
+/// The shipped `cluster.yaml` with its commented `ingress:` and
+/// `workloads:` examples switched on, as an operator would.
+fn cluster_with_examples(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("environments/cluster.yaml")).unwrap();
+    let mut out = String::new();
+    let mut in_example = false;
+    for line in text.lines() {
+        if line == "# ingress:" || line == "# workloads:" {
+            in_example = true;
+        } else if !line.starts_with("# ") {
+            in_example = false;
+        }
+        match line.strip_prefix("# ").filter(|_| in_example) {
+            Some(uncommented) => out.push_str(uncommented),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// Issue 23 item 4: per-environment settings without editing the
+/// catalogue — the examples cluster.yaml ships, switched on: replicas,
+/// resources, nodeSelector, tolerations, affinity, extra env, Ingresses
+/// with TLS and class, and mq exposed on AMQP alone. Snapshot of what they
+/// add, and kubernetes-validate --strict of the whole output.
+#[test]
+fn environment_settings_from_the_shipped_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("cluster");
+    setup.environment = cluster_with_examples(dir.path());
+    let rendered = setup.render();
+    let plain = Setup::new("cluster").render();
+    // Only what the settings touch differs from the plain cluster render.
+    let before = by_key(documents(&plain.to_stream()));
+    let after = by_key(documents(&rendered.to_stream()));
+    let mut changed = String::new();
+    for object in &rendered.objects {
+        if before.get(&format!("{}/{}", object.kind, object.name)) != Some(&object.value) {
+            changed.push_str("---\n");
+            changed.push_str(&object.yaml);
+        }
+    }
+    let removed: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert!(removed.is_empty(), "{removed:?}");
+    insta::assert_snapshot!("cluster-settings", changed);
+
+    let restapi = &after["Deployment/restapi"];
+    assert_eq!(restapi["spec"]["replicas"], 2);
+    let container = &restapi["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["requests"]["cpu"], "200m");
+    assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "LOG_LEVEL" && v["value"] == "info")
+    );
+    let ingress = &after["Ingress/ttn-webhook"];
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "ttn-webhook-tls");
+
+    let validate = require_tool("kubernetes-validate", "pip install kubernetes-validate");
+    let out = dir.path().join("out");
+    rendered.write_dir(&out).unwrap();
+    let run = Command::new(&validate)
+        .args(["--strict", "-k", "1.33.0"])
+        .args(rendered.objects.iter().map(|o| out.join(&o.file_name)))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{text}");
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        rendered.objects.len(),
+        "{text}"
+    );
+}
+
+/// mq exposed on AMQP alone: the in-cluster Service keeps every port, the
+/// LoadBalancer has only 5672 (never the management port unless listed).
+#[test]
+fn mq_leaves_the_cluster_on_amqp_alone() {
+    let rendered = Setup::new("cluster").render();
+    let objects = by_key(documents(&rendered.to_stream()));
+    let inside = &objects["Service/mq"];
+    assert!(inside["spec"]["type"].is_null(), "{inside}");
+    assert_eq!(inside["spec"]["ports"].as_array().unwrap().len(), 4);
+    let outside = &objects["Service/mq-external"];
+    assert_eq!(outside["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        outside["spec"]["ports"],
+        serde_json::json!([{"name": "amqp", "port": 5672, "targetPort": "amqp"}])
+    );
+    assert_eq!(outside["spec"]["selector"], inside["spec"]["selector"]);
+    assert_eq!(
+        outside["metadata"]["labels"]["app.kubernetes.io/name"],
+        "mq"
+    );
+    assert_eq!(
+        outside["metadata"]["annotations"]["service.beta.kubernetes.io/load-balancer-source-ranges"],
+        "10.0.0.0/8"
+    );
+    assert!(inside["metadata"]["annotations"].is_null());
+}
+
+/// Each mistake in the settings is one line naming the file and line.
+#[test]
+fn environment_settings_errors_name_file_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "unknown-workload",
+            "workloads:\n  restapi:\n    replicas: 2\n  resapi:\n    replicas: 1\n",
+        ),
+        ("db-replicas", "workloads:\n  db:\n    replicas: 2\n"),
+        (
+            "credential-env",
+            "workloads:\n  lm:\n    env:\n      TZ: UTC\n      PGPASSWORD: x\n",
+        ),
+        ("unknown-setting", "workloads:\n  lm:\n    replica: 2\n"),
+        (
+            "ingress-unknown-service",
+            "ingress:\n  services:\n    ttn-hook:\n      host: a.example.org\n",
+        ),
+        (
+            "ingress-unknown-port",
+            "ingress:\n  services:\n    ttn-webhook:\n      host: a.example.org\n      port: https\n",
+        ),
+        (
+            "ingress-no-http-port",
+            "ingress:\n  services:\n    db:\n      host: a.example.org\n",
+        ),
+        (
+            "ingress-bad-host",
+            "ingress:\n  services:\n    website:\n      host: https://a.example.org/\n",
+        ),
+        (
+            "expose-unknown-port",
+            "expose:\n  mq:\n    ports: [amqp, managment]\n",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo_root().join("environments/cluster.yaml")).unwrap();
+    // The shipped expose/ingress/workloads sections are replaced by the case.
+    let head = &base[..base.find("\nexpose:").unwrap() + 1];
+    let mut all = String::new();
+    for (name, section) in cases {
+        let mut setup = Setup::new("cluster");
+        setup.environment = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&setup.environment, format!("{head}{section}")).unwrap();
+        let error = setup.render_error();
+        let shown = error.replace(&dir.path().display().to_string(), "ENV");
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.starts_with(&format!("ENV/{name}.yaml:")), "{shown}");
+        all.push_str(&format!("{name}: {shown}\n"));
+    }
+    insta::assert_snapshot!("environment-settings-errors", all);
+}
