@@ -43,6 +43,12 @@ pub struct Environment {
     /// added to every pod as `imagePullSecrets`.
     #[serde(default)]
     pub pull_secret: Option<String>,
+    /// A `kubernetes.io/dockerconfigjson` Secret to generate (this name
+    /// plus a content hash) from the credentials the push used, holding
+    /// only the registry hosts the rendered pods pull from; added to every
+    /// pod as `imagePullSecrets` beside `pullSecret` and the catalogue's.
+    #[serde(default)]
+    pub generated_pull_secret: Option<String>,
     /// Non-secret environment values (TZ, hosts, ports) for the catalogue's
     /// `environment: true` ConfigMaps.
     #[serde(default)]
@@ -268,7 +274,12 @@ impl LoadedEnvironment {
                 ),
             ));
         }
-        for name in env.pull_secret.iter().chain(env.existing_secrets.values()) {
+        for name in env
+            .pull_secret
+            .iter()
+            .chain(&env.generated_pull_secret)
+            .chain(env.existing_secrets.values())
+        {
             if !is_dns_subdomain(name) {
                 return Err(RenderError::invalid(
                     path,

@@ -92,9 +92,58 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// Renders the catalogue for one environment.
+/// Renders the catalogue for one environment. An environment that asks
+/// for a generated pull Secret (`generatedPullSecret`) needs
+/// [`render_with_pull_credentials`].
 pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
-    render::render(inputs)
+    render::render(inputs, &NoPullCredentials)
+}
+
+/// Renders as [`render`] does, looking up in `credentials` what the
+/// environment's generated pull Secret holds: the entry of each registry
+/// host the rendered pods pull from, and of no other.
+pub fn render_with_pull_credentials(
+    inputs: &Inputs<'_>,
+    credentials: &dyn PullCredentialLookup,
+) -> Result<Rendered, RenderError> {
+    render::render(inputs, credentials)
+}
+
+/// A user name and password (or access token) nodes pull with. `Debug`
+/// never shows the password.
+#[derive(Clone)]
+pub struct PullCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password or access token; never printed.
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PullCredentials({}:<redacted>)", self.username)
+    }
+}
+
+/// Where render finds the credentials of a generated pull Secret (the
+/// CLI: the Docker configuration and its credential helpers, as the push
+/// used them). Render itself reads no credential store.
+pub trait PullCredentialLookup {
+    /// The credentials stored under `credential_key` (a registry host, or
+    /// Docker Hub's `https://index.docker.io/v1/`), `None` when there are
+    /// none; an error is one line that never holds a secret.
+    fn lookup(&self, credential_key: &str) -> Result<Option<PullCredentials>, String>;
+}
+
+/// A lookup that finds nothing: for renders without a generated pull
+/// Secret.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPullCredentials;
+
+impl PullCredentialLookup for NoPullCredentials {
+    fn lookup(&self, _credential_key: &str) -> Result<Option<PullCredentials>, String> {
+        Ok(None)
+    }
 }
 
 /// The name of the kustomization file in an output directory.

@@ -47,7 +47,10 @@ struct Pending {
     base: String,
 }
 
-pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
+pub(crate) fn render(
+    inputs: &Inputs<'_>,
+    pull_credentials: &dyn crate::PullCredentialLookup,
+) -> Result<Rendered, RenderError> {
     let environment = LoadedEnvironment::read(inputs.environment)?;
     let catalogue = Catalogue::read(inputs.manifests)?;
     let lock = Lock::read(inputs.lock)?.ok_or_else(|| RenderError::NoLock {
@@ -82,6 +85,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
     };
     pending.extend(transform_catalogue(&context)?);
     let unpinned = context.unpinned.into_inner();
+    generate_pull_secret(&mut pending, &environment, pull_credentials)?;
     if !unpinned.is_empty() {
         if inputs.require_pinned {
             let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -984,8 +988,116 @@ fn rewrite_pod(
     }
     give_host_paths_the_fs_group(pod, &host_paths);
     if let Some(secret) = &context.environment.env.pull_secret {
-        pod["imagePullSecrets"] = json!([{ "name": secret }]);
+        add_pull_secret(pod, secret);
     }
+    Ok(())
+}
+
+/// Adds `name` to the pod's `imagePullSecrets` after those it has (the
+/// catalogue's are kept, never replaced), once.
+fn add_pull_secret(pod: &mut Value, name: &str) {
+    if !pod["imagePullSecrets"].is_array() {
+        pod["imagePullSecrets"] = json!([]);
+    }
+    if let Some(list) = pod["imagePullSecrets"].as_array_mut()
+        && !list.iter().any(|s| s["name"] == name)
+    {
+        list.push(json!({ "name": name }));
+    }
+}
+
+/// The pod specs of the workloads among `pending`.
+fn pods_mut(pending: &mut [Pending]) -> impl Iterator<Item = &mut Value> {
+    pending
+        .iter_mut()
+        .filter(|p| WORKLOADS.contains(&p.object.kind()))
+        .filter_map(|p| p.object.value.pointer_mut("/spec/template/spec"))
+}
+
+/// The type of a generated pull Secret.
+const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+/// The environment's `generatedPullSecret`: a dockerconfigjson Secret with
+/// the credentials of every registry the rendered pods pull from (and of
+/// no other), named with its content hash like the other generated
+/// Secrets and added to every pod. The images are pinned already, so the
+/// hosts are exactly what the nodes will contact.
+fn generate_pull_secret(
+    pending: &mut Vec<Pending>,
+    environment: &LoadedEnvironment,
+    lookup: &dyn crate::PullCredentialLookup,
+) -> Result<(), RenderError> {
+    let Some(base) = &environment.env.generated_pull_secret else {
+        return Ok(());
+    };
+    let path = &environment.path;
+    let mut keys = BTreeSet::new();
+    for pod in pods_mut(pending) {
+        for list in ["initContainers", "containers"] {
+            for container in pod[list].as_array().into_iter().flatten() {
+                let image = container["image"].as_str().unwrap_or_default();
+                // Pinned images only: an unmirrored third-party image left
+                // as written is not from the registry the push used.
+                if image.contains("@sha256:")
+                    && let Ok(reference) = image.parse::<broker_pins::Reference>()
+                {
+                    keys.insert(reference.credential_key().to_owned());
+                }
+            }
+        }
+    }
+    let mut auths = Map::new();
+    for key in &keys {
+        let found = lookup.lookup(key).map_err(|why| {
+            RenderError::invalid(
+                path,
+                format!("generatedPullSecret `{base}`: credentials for {key}: {why}"),
+            )
+        })?;
+        if let Some(credentials) = found {
+            let auth = hash::base64(
+                format!("{}:{}", credentials.username, credentials.password).as_bytes(),
+            );
+            auths.insert(
+                key.clone(),
+                json!({
+                    "auth": auth,
+                    "password": credentials.password,
+                    "username": credentials.username,
+                }),
+            );
+        }
+    }
+    if auths.is_empty() {
+        return Err(RenderError::invalid(
+            path,
+            format!(
+                "generatedPullSecret `{base}`: no credentials for {} in the Docker configuration the push used; log in there (`docker login HOST`) or name an existing Secret in `pullSecret` instead",
+                keys.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let config = serde_json::to_string(&json!({ "auths": auths }))
+        .map_err(|e| RenderError::invalid(path, format!("generatedPullSecret `{base}`: {e}")))?;
+    let data: BTreeMap<String, String> = [(
+        ".dockerconfigjson".to_owned(),
+        hash::base64(config.as_bytes()),
+    )]
+    .into();
+    let name = format!("{base}-{}", hash::secret_suffix(DOCKER_CONFIG_JSON, &data));
+    for pod in pods_mut(pending) {
+        add_pull_secret(pod, &name);
+    }
+    pending.push(Pending {
+        object: SourceObject {
+            path: path.clone(),
+            value: json!({
+                "apiVersion": "v1", "kind": "Secret", "type": DOCKER_CONFIG_JSON,
+                "metadata": {"name": name}, "data": data,
+            }),
+        },
+        base: base.clone(),
+    });
     Ok(())
 }
 

@@ -1403,3 +1403,199 @@ fn environment_settings_errors_name_file_and_line() {
     }
     insta::assert_snapshot!("environment-settings-errors", all);
 }
+
+/// A credential store as the CLI's Docker configuration lookup answers:
+/// entries for several hosts; records every key render asked for.
+struct Store {
+    entries: BTreeMap<&'static str, (&'static str, &'static str)>,
+    asked: std::cell::RefCell<Vec<String>>,
+}
+
+impl broker_render::PullCredentialLookup for Store {
+    fn lookup(&self, key: &str) -> Result<Option<broker_render::PullCredentials>, String> {
+        self.asked.borrow_mut().push(key.to_owned());
+        Ok(self
+            .entries
+            .get(key)
+            .map(|(username, password)| broker_render::PullCredentials {
+                username: (*username).to_owned(),
+                password: (*password).to_owned(),
+            }))
+    }
+}
+
+fn store(entries: &[(&'static str, (&'static str, &'static str))]) -> Store {
+    Store {
+        entries: entries.iter().copied().collect(),
+        asked: std::cell::RefCell::new(Vec::new()),
+    }
+}
+
+/// The cluster environment with `generatedPullSecret` and, in `workload`'s
+/// catalogue Deployment, a pull Secret of the catalogue's own.
+fn with_generated_pull_secret(work: &Path, extra: &str) -> Setup {
+    let mut setup = Setup::new("cluster");
+    let manifests = work.join("manifests");
+    copy_dir(&setup.manifests, &manifests);
+    let restapi = manifests.join("workloads/restapi.yaml");
+    let text = std::fs::read_to_string(&restapi).unwrap();
+    std::fs::write(
+        &restapi,
+        text.replace(
+            "      containers:\n",
+            "      imagePullSecrets:\n        - name: catalogue-pull\n      containers:\n",
+        ),
+    )
+    .unwrap();
+    setup.manifests = manifests;
+    let environment = work.join("cluster.yaml");
+    let text = std::fs::read_to_string(&setup.environment).unwrap();
+    std::fs::write(
+        &environment,
+        text.replace(
+            "pullSecret: broker-pull\n",
+            &format!(
+                "pullSecret: broker-pull\ngeneratedPullSecret: broker-push-credentials\n{extra}"
+            ),
+        ),
+    )
+    .unwrap();
+    setup.environment = environment;
+    setup
+}
+
+/// Issue 23 item 5: a dockerconfigjson Secret from the credentials the
+/// push used, holding only the registry the images are pinned to (the
+/// store's other hosts never), hash-named like the other generated
+/// Secrets, written 0600, referenced by every pod after the catalogue's
+/// and the named `pullSecret` (merged, not overwritten).
+#[test]
+fn a_generated_pull_secret_holds_only_the_pinned_registry_and_is_merged_into_every_pod() {
+    let work = tempfile::tempdir().unwrap();
+    let setup = with_generated_pull_secret(work.path(), "");
+    let credentials = store(&[
+        ("registry.example:5000", ("ci", "push-password-6")),
+        ("other.example", ("someone", "other-password-7")),
+        ("https://index.docker.io/v1/", ("hub", "hub-password-8")),
+    ]);
+    let rendered =
+        broker_render::render_with_pull_credentials(&setup.inputs(), &credentials).unwrap();
+    assert_eq!(*credentials.asked.borrow(), ["registry.example:5000"]);
+
+    let secret = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind == "Secret" && o.name.starts_with("broker-push-credentials-"))
+        .unwrap();
+    assert!(secret.secret);
+    assert_eq!(secret.file_name, "secret-broker-push-credentials.yaml");
+    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
+    let data = secret.value["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), [".dockerconfigjson"]);
+    let config: Value = serde_json::from_str(&decode(&data[".dockerconfigjson"])).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"auths": {"registry.example:5000": {
+            "auth": "Y2k6cHVzaC1wYXNzd29yZC02",
+            "password": "push-password-6",
+            "username": "ci",
+        }}})
+    );
+    let stream = rendered.to_stream();
+    for other in ["other-password-7", "hub-password-8", "other.example"] {
+        assert!(!stream.contains(other), "{other}");
+    }
+
+    for (name, template) in pod_templates(&rendered) {
+        let expected: Vec<&str> = if name == "restapi" {
+            vec!["catalogue-pull", "broker-pull", &secret.name]
+        } else {
+            vec!["broker-pull", &secret.name]
+        };
+        let names: Vec<&str> = template["spec"]["imagePullSecrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, expected, "{name}");
+    }
+
+    // The hash follows the content: other credentials, another name.
+    let changed = store(&[("registry.example:5000", ("ci", "rotated-9"))]);
+    let again = broker_render::render_with_pull_credentials(&setup.inputs(), &changed).unwrap();
+    assert!(again.objects.iter().any(|o| o.kind == "Secret"
+        && o.name.starts_with("broker-push-credentials-")
+        && o.name != secret.name));
+
+    // Written 0600 like the other Secret; kubernetes-validate accepts it.
+    let out = work.path().join("out");
+    rendered.write_dir(&out).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(out.join(&secret.file_name))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let validate = require_tool("kubernetes-validate", "pip install kubernetes-validate");
+    let run = Command::new(&validate)
+        .args(["--strict", "-k", "1.33.0"])
+        .arg(out.join(&secret.file_name))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+/// `registry` in the environment moves the pinned host, and the generated
+/// Secret's entry with it; a store without it is one line saying what to
+/// do, and never a password.
+#[test]
+fn a_generated_pull_secret_follows_the_environment_registry_or_says_what_is_missing() {
+    let work = tempfile::tempdir().unwrap();
+    let setup = with_generated_pull_secret(work.path(), "registry: nodes.example:5000\n");
+    let credentials = store(&[
+        ("registry.example:5000", ("ci", "push-password-6")),
+        ("nodes.example:5000", ("node", "node-password-10")),
+    ]);
+    let rendered =
+        broker_render::render_with_pull_credentials(&setup.inputs(), &credentials).unwrap();
+    assert_eq!(*credentials.asked.borrow(), ["nodes.example:5000"]);
+    assert!(!rendered.to_stream().contains("registry.example:5000"));
+
+    let none = store(&[("registry.example:5000", ("ci", "push-password-6"))]);
+    let error = broker_render::render_with_pull_credentials(&setup.inputs(), &none)
+        .unwrap_err()
+        .to_string()
+        .replace(&work.path().display().to_string(), "WORK");
+    assert!(!error.contains("password-6"));
+    // Without a lookup (plain render) it is the same line.
+    let plain = render(&setup.inputs())
+        .unwrap_err()
+        .to_string()
+        .replace(&work.path().display().to_string(), "WORK");
+    assert_eq!(error, plain);
+    insta::assert_snapshot!("generated-pull-secret-without-credentials", error);
+}
+
+/// Standard base64 back to text (the test's own reading of what render
+/// encoded).
+fn decode(encoded: &Value) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in encoded.as_str().unwrap().bytes().filter(|b| *b != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == byte).unwrap();
+        bits = (bits << 6) | u32::try_from(value).unwrap();
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from((bits >> count) & 0xff).unwrap());
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
