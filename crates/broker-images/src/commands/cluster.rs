@@ -57,14 +57,17 @@ fn load_objects(
         ))
         .into());
     };
-    let rendered = broker_render::render(&broker_render::Inputs {
-        lock: &objects.lock,
-        source,
-        environment,
-        env_file: objects.env_file.as_deref(),
-        manifests: &objects.catalogue,
-        require_pinned: objects.require_pinned,
-    })
+    let rendered = broker_render::render_with_pull_credentials(
+        &broker_render::Inputs {
+            lock: &objects.lock,
+            source,
+            environment,
+            env_file: objects.env_file.as_deref(),
+            manifests: &objects.catalogue,
+            require_pinned: objects.require_pinned,
+        },
+        &super::render::DockerConfigPullCredentials,
+    )
     .context("render failed")?;
     for warning in &rendered.warnings {
         crate::reporter::warning(json, warning);
