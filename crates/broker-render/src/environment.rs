@@ -63,7 +63,7 @@ pub struct Environment {
     pub storage: BTreeMap<String, Storage>,
     /// Services reachable from outside the cluster, by Service name.
     #[serde(default)]
-    pub expose: BTreeMap<String, Exposure>,
+    pub expose: Keyed<Exposure>,
     /// Per workload (the catalogue's Deployment names), what this
     /// deployment sets differently from the catalogue.
     #[serde(default)]
@@ -388,7 +388,8 @@ impl LoadedEnvironment {
             }
         }
         let mut claimed: BTreeMap<i64, String> = BTreeMap::new();
-        for (service, exposure) in &env.expose {
+        for (service, exposure) in &env.expose.0 {
+            let service = &service.value;
             if env.profile == Profile::Cluster && !exposure.node_ports.is_empty() {
                 return Err(RenderError::invalid(
                     path,

@@ -218,10 +218,20 @@ fn check_environment_against_catalogue(
         ));
     }
     let services = of_kind("Service");
-    if let Some(extra) = env.expose.keys().find(|k| !services.contains(*k)) {
-        return Err(RenderError::invalid(
+    if let Some((extra, _)) = env
+        .expose
+        .0
+        .iter()
+        .find(|(k, _)| !services.contains(&k.value))
+    {
+        return Err(RenderError::at_line(
             &environment.path,
-            format!("expose.{extra}: the catalogue has no Service of that name"),
+            extra.referenced.line(),
+            format!(
+                "expose.{}: the catalogue has no Service of that name (it has {})",
+                extra.value,
+                services.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
     if let Some(extra) = env
@@ -364,7 +374,8 @@ fn check_settings_against_catalogue(
             service_port(service, "ingress.services", port, line)?;
         }
     }
-    for (service, exposure) in &env.expose {
+    for (service, exposure) in &env.expose.0 {
+        let service = &service.value;
         let Some(ports) = &exposure.ports else {
             continue;
         };

@@ -1385,6 +1385,10 @@ fn environment_settings_errors_name_file_and_line() {
             "expose-unknown-port",
             "expose:\n  mq:\n    ports: [amqp, managment]\n",
         ),
+        (
+            "expose-unknown-service",
+            "expose:\n  mq: {}\n  rest-api: {}\n",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(repo_root().join("environments/cluster.yaml")).unwrap();
