@@ -42,7 +42,8 @@ pub use environment::Profile;
 pub use error::RenderError;
 pub use render::{
     ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, FLUX_PRUNE, FLUX_PRUNE_DISABLED, HOST_PATH_INIT,
-    MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL,
+    MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL, POD_SECURITY_ENFORCE,
+    POD_SECURITY_ENFORCE_VERSION,
 };
 
 /// What a render reads.

@@ -559,7 +559,19 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
         let mut object = source.clone();
         let base = source.name().to_owned();
         match source.kind() {
-            "Namespace" => object.value["metadata"]["name"] = json!(environment.namespace),
+            "Namespace" => {
+                object.value["metadata"]["name"] = json!(environment.namespace);
+                if environment.profile == Profile::Cluster {
+                    // Every pod of the cluster profile meets "restricted"
+                    // (tested): the API server holds later changes to it.
+                    // Single-node's node directories (hostPath) need
+                    // "privileged", the default.
+                    let metadata = ensure_object(&mut object.value, "metadata");
+                    let labels = ensure_object(metadata, "labels");
+                    labels[POD_SECURITY_ENFORCE] = json!("restricted");
+                    labels[POD_SECURITY_ENFORCE_VERSION] = json!(POD_SECURITY_VERSION);
+                }
+            }
             "PersistentVolumeClaim" => {
                 if environment.profile == Profile::SingleNode {
                     // Its pods mount the node directory instead.
@@ -786,6 +798,15 @@ fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
     }
     &mut value[key]
 }
+
+/// The Namespace label with which Pod Security admission refuses pods
+/// that break a level.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+/// The label pinning the version of the level's rules.
+pub const POD_SECURITY_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+/// The version of the Pod Security Standards the pods are checked against
+/// in the tests (the Kubernetes minor the output is validated for).
+const POD_SECURITY_VERSION: &str = "v1.33";
 
 /// Flux's kustomize-controller leaves an object with this annotation
 /// (value [`FLUX_PRUNE_DISABLED`]) in place when it leaves the synced

@@ -1214,6 +1214,22 @@ fn every_pod_meets_pod_security_restricted_on_cluster_and_single_node_only_break
         }
     }
     assert_eq!(with_host_path, ["db", "frred", "mq"]);
+
+    // The cluster profile's Namespace has the API server enforce it.
+    let namespace = |profile: &str| {
+        Setup::new(profile)
+            .render()
+            .objects
+            .into_iter()
+            .find(|o| o.kind == "Namespace")
+            .unwrap()
+            .value["metadata"]["labels"]
+            .clone()
+    };
+    let labels = namespace("cluster");
+    assert_eq!(labels[broker_render::POD_SECURITY_ENFORCE], "restricted");
+    assert_eq!(labels[broker_render::POD_SECURITY_ENFORCE_VERSION], "v1.33");
+    assert!(namespace("single-node")[broker_render::POD_SECURITY_ENFORCE].is_null());
 }
 
 /// Issue 23 item 6: a memory request and limit on every container, init
