@@ -13,6 +13,7 @@
 //! - [`rollout`]: whether a workload has rolled out, and if it cannot,
 //!   why, in messages a person can act on (pure; the polling loop is in
 //!   [`cluster`]).
+//! - [`preflight`]: a refused server-side dry run, said in one line.
 //! - [`lease`]: one start, stop or restart per namespace at a time.
 //! - [`health`]: the status report and what counts as healthy (pure).
 //! - [`cluster`]: the I/O — server-side apply with field manager
@@ -44,6 +45,7 @@ pub mod labels;
 pub mod lease;
 pub mod objects;
 pub mod plan;
+pub mod preflight;
 pub mod rollout;
 
 pub use applyset::{ApplySet, applyset_id};

@@ -70,6 +70,9 @@ impl std::fmt::Display for StartStep {
 pub struct StartOptions {
     /// Prune PVCs that left the set (their data goes with them).
     pub delete_data: bool,
+    /// Prune nothing (`--no-prune`): every member that left the set is
+    /// kept, and its kind stays on the parent.
+    pub no_prune: bool,
 }
 
 /// The ordered steps of a start.
@@ -145,6 +148,10 @@ impl StartPlan {
             }
             match key.kind {
                 Kind::Namespace => steps.push(StartStep::Keep(key.clone(), "never pruned")),
+                _ if options.no_prune => {
+                    final_kinds.insert(key.kind);
+                    steps.push(StartStep::Keep(key.clone(), "--no-prune"));
+                }
                 Kind::PersistentVolumeClaim if !options.delete_data => {
                     final_kinds.insert(key.kind);
                     steps.push(StartStep::Keep(

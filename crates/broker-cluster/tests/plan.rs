@@ -167,7 +167,10 @@ fn prune_selection_spares_data_config_and_foreign_objects() {
         &prepared,
         &live,
         Some(&kinds),
-        StartOptions { delete_data: true },
+        StartOptions {
+            delete_data: true,
+            ..StartOptions::default()
+        },
     );
     assert!(with_data.steps.contains(&StartStep::Prune(key(
         Kind::PersistentVolumeClaim,
@@ -181,6 +184,55 @@ fn prune_selection_spares_data_config_and_foreign_objects() {
         );
         assert!(!plan.steps.iter().any(|s| matches!(s, StartStep::Prune(k) if k.kind == Kind::ConfigMap || k.kind == Kind::Secret)));
     }
+}
+
+#[test]
+fn no_prune_keeps_every_member_that_left_the_set_on_the_parent() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    live.extend([
+        member(&set, Kind::Deployment, "old-worker"),
+        member(&set, Kind::PersistentVolumeClaim, "old-data"),
+        member(&set, Kind::ConfigMap, "env-configmap-oldhash12"),
+    ]);
+    let kinds = parent_of(&prepared);
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&kinds),
+        StartOptions {
+            no_prune: true,
+            ..StartOptions::default()
+        },
+    );
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, StartStep::Prune(_) | StartStep::CollectOldConfig(_))),
+        "{}",
+        text(&plan)
+    );
+    for name in ["old-worker", "old-data", "env-configmap-oldhash12"] {
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, StartStep::Keep(k, "--no-prune") if k.name == name)),
+            "{name}: {}",
+            text(&plan)
+        );
+    }
+    // Nothing changed in the set and nothing left it for good: the
+    // parent stays as it is.
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, StartStep::ApplyParent(_))),
+        "{}",
+        text(&plan)
+    );
 }
 
 #[test]
@@ -411,7 +463,14 @@ fn kept_claims_keep_their_kind_on_the_parent() {
     );
 
     // With --delete-data the claims go, and so may their kind.
-    let with_data = after_full_start(&prepared, &live, StartOptions { delete_data: true });
+    let with_data = after_full_start(
+        &prepared,
+        &live,
+        StartOptions {
+            delete_data: true,
+            ..StartOptions::default()
+        },
+    );
     let Some(StartStep::ApplyParent(last)) = with_data.steps.last() else {
         panic!("{}", text(&with_data));
     };

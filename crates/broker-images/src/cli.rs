@@ -221,6 +221,11 @@ pub struct StartArgs {
     #[arg(long, requires = "delete_data")]
     pub yes: bool,
 
+    /// Delete nothing that left the rendered set (members and old config
+    /// stay, listed as kept).
+    #[arg(long, conflicts_with = "delete_data")]
+    pub no_prune: bool,
+
     /// How long to wait.
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -114,6 +114,7 @@ pub async fn start_rendered(
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
         delete_data: args.delete_data,
+        no_prune: args.no_prune,
         timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome = cluster
@@ -223,6 +224,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             force_conflicts: false,
             delete_data: false,
             yes: false,
+            no_prune: false,
             wait: args.wait.clone(),
             kube,
         };
