@@ -11,6 +11,7 @@
 //! - `wait`: the loop that polls until [`crate::rollout`] says ready.
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `preflight`: the dry run of a start's writes before the first one.
+//! - `revisions`: recorded after a ready start, listed, rolled back to.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 
 mod connect;
@@ -19,6 +20,7 @@ mod preflight;
 mod reporter;
 mod requests;
 mod restart;
+mod revisions;
 mod start;
 mod status;
 mod stop;

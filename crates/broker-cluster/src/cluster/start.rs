@@ -35,6 +35,9 @@ pub struct StartOutcome {
     pub wrote: bool,
     /// With `--dry-run`: the per-object diffs, Secret values masked.
     pub diffs: BTreeMap<String, Vec<String>>,
+    /// The revision this start recorded (`None`: it applied what the
+    /// newest revision holds, or it was a dry run).
+    pub revision: Option<u64>,
 }
 
 /// Options of a start run.
@@ -150,7 +153,12 @@ impl Cluster {
             return self.dry_run(&planned, run, reporter).await;
         }
         if !planned.plan.writes() {
-            return self.execute(planned, run, reporter).await;
+            let prepared = planned.prepared.clone();
+            let mut outcome = self.execute(planned, run, reporter).await?;
+            // A start from before revisions existed: the first one is
+            // recorded once; afterwards an unchanged start writes nothing.
+            outcome.revision = self.record_revision(&prepared).await?;
+            return Ok(outcome);
         }
         // The Lease lives in the namespace: a first start creates that
         // first (an apply, so a race of two first starts is harmless).
@@ -166,7 +174,16 @@ impl Cluster {
                 .preflight(&planned, run.force_conflicts, namespace_created)
                 .await
             {
-                Ok(()) => self.execute(planned, run, reporter).await,
+                Ok(()) => {
+                    let prepared = planned.prepared.clone();
+                    match self.execute(planned, run, reporter).await {
+                        Ok(mut outcome) => {
+                            outcome.revision = self.record_revision(&prepared).await?;
+                            Ok(outcome)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
