@@ -183,3 +183,47 @@ async fn a_quota_refusal_by_admission_is_one_line() {
     assert!(text.contains("raise the quota"), "{text}");
     assert_eq!(member_writes(&server), Vec::<String>::new());
 }
+
+/// The example with restapi pulling through Secret `regcred`.
+fn with_pull_secret() -> broker_cluster::RenderedSet {
+    let values: Vec<Value> = fixture()
+        .objects
+        .values()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            if v["kind"] == "Deployment" && v["metadata"]["name"] == "restapi" {
+                v["spec"]["template"]["spec"]["imagePullSecrets"] =
+                    serde_json::json!([{"name": "regcred"}]);
+            }
+            v
+        })
+        .collect();
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+#[tokio::test]
+async fn a_pull_secret_nobody_created_is_one_line_before_any_write() {
+    let server = serve(None).await;
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
+    let error = server
+        .cluster("broker")
+        .start(&with_pull_secret(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Deployment/restapi field spec.template.spec.imagePullSecrets: names Secret regcred, which does not exist in namespace broker; create it (kubectl create secret docker-registry regcred -n broker ...) or let render generate one (the environment's pull secret) (preflight: nothing was written)"
+    );
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+
+    // Once it exists, the start goes ahead.
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "regcred", "namespace": "broker"},
+        "type": "kubernetes.io/dockerconfigjson"}));
+    server
+        .cluster("broker")
+        .start(&with_pull_secret(), run(), &Quiet)
+        .await
+        .unwrap();
+}
