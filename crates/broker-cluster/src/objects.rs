@@ -257,6 +257,12 @@ impl RenderedSet {
                     why: format!("is not the target namespace {namespace}"),
                 });
             }
+            if key.kind.is_workload() {
+                start_wave(&object).map_err(|why| ClusterError::Object {
+                    object: key.to_string(),
+                    why,
+                })?;
+            }
             if by_key.insert(key.clone(), object).is_some() {
                 return Err(ClusterError::Object {
                     object: key.to_string(),
@@ -408,4 +414,23 @@ pub fn read_objects(dir: &Path) -> Result<Vec<DynamicObject>, ClusterError> {
         });
     }
     Ok(objects)
+}
+
+/// A workload's start wave ([`labels::START_WAVE`], default 0); an error
+/// saying what is wrong when the annotation is not an integer.
+pub fn start_wave(object: &DynamicObject) -> Result<i64, String> {
+    let Some(text) = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::START_WAVE))
+    else {
+        return Ok(0);
+    };
+    text.trim().parse().map_err(|_| {
+        format!(
+            "annotation {}: {text:?} is not an integer; write a whole number such as \"-1\" or \"1\" (lower starts first)",
+            labels::START_WAVE
+        )
+    })
 }
