@@ -5,8 +5,8 @@
 //!
 //! A revision is a ConfigMap `broker-images-revision-N` (labelled ours but
 //! not an ApplySet member, so no start prunes it) whose `binaryData`
-//! holds the applied objects as gzip-compressed JSON, Secret values
-//! removed: a revision never holds a credential. Its annotations say
+//! holds the applied objects but the Secrets as gzip-compressed JSON: a
+//! revision never holds a credential. Its annotations say
 //! when, which images by digest, and the content hash that tells a start
 //! which changed nothing from one that did.
 
@@ -70,22 +70,16 @@ pub struct RevisionError {
     pub why: String,
 }
 
-/// The objects of `set` as a revision stores them: Secret `data` and
-/// `stringData` removed, the ApplySet label and applied hash kept (they
-/// are what a start applies), in key order.
+/// The objects of `set` as a revision stores them: every object but the
+/// Secrets (a revision never holds a credential, not even a Secret's
+/// name-only shell; a rollback uses the Secrets the namespace holds), the
+/// ApplySet label and applied hash kept (they are what a start applies),
+/// in key order.
 pub fn stored_objects(set: &RenderedSet) -> Vec<Value> {
     set.objects
         .iter()
-        .map(|(key, object)| {
-            let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
-            if key.kind == Kind::Secret
-                && let Some(map) = value.as_object_mut()
-            {
-                map.remove("data");
-                map.remove("stringData");
-            }
-            value
-        })
+        .filter(|(key, _)| key.kind != Kind::Secret)
+        .map(|(_, object)| serde_json::to_value(object).unwrap_or(Value::Null))
         .collect()
 }
 
@@ -226,24 +220,33 @@ pub fn beyond_keep(numbers: &[u64]) -> Vec<u64> {
     sorted.into_iter().take(excess).collect()
 }
 
-/// A rollback's objects: the revision's, its Secrets (stored without
-/// values) replaced by the Secrets the cluster holds now. A stored Secret
-/// still present by name is left out of the apply (its data stays); one
-/// that is gone is replaced by the live Secret of ours with the same base
-/// name (the name before its content hash), and every reference to it is
-/// rewritten. `live_secrets` are the names of our Secrets in the namespace.
+/// A rollback's objects: the revision's, each Secret its workloads refer
+/// to taken from the namespace as it is now. A Secret still there by name
+/// is used as it is; one that is gone (replaced since by a Secret with
+/// another content hash) is swapped for the live Secret of ours with the
+/// same base name, and every reference rewritten. `live_secrets` are the
+/// names of our Secrets in the namespace.
 pub fn with_current_secrets(
     objects: &[Value],
     live_secrets: &[String],
 ) -> Result<Vec<Value>, String> {
-    let mut renames: BTreeMap<String, String> = BTreeMap::new();
-    let mut kept = Vec::new();
+    let mut referenced = std::collections::BTreeSet::new();
     for object in objects {
-        if object["kind"] != "Secret" {
-            kept.push(object.clone());
-            continue;
+        if matches!(
+            object["kind"].as_str(),
+            Some("Deployment" | "StatefulSet" | "CronJob")
+        ) && let Some(spec) = object.pointer("/spec/template/spec")
+        {
+            referenced.extend(
+                crate::plan::config_references(spec)
+                    .into_iter()
+                    .filter(|(kind, _)| *kind == Kind::Secret)
+                    .map(|(_, name)| name),
+            );
         }
-        let stored = object["metadata"]["name"].as_str().unwrap_or_default();
+    }
+    let mut renames: BTreeMap<String, String> = BTreeMap::new();
+    for stored in &referenced {
         if live_secrets.iter().any(|s| s == stored) {
             continue;
         }
@@ -254,7 +257,7 @@ pub fn with_current_secrets(
             .collect();
         match current.as_slice() {
             [one] => {
-                renames.insert(stored.to_owned(), (*one).clone());
+                renames.insert(stored.clone(), (*one).clone());
             }
             [] => {
                 return Err(format!(
@@ -272,12 +275,19 @@ pub fn with_current_secrets(
             }
         }
     }
+    let mut kept: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["kind"] != "Secret")
+        .cloned()
+        .collect();
     if renames.is_empty() {
         return Ok(kept);
     }
     for object in &mut kept {
-        if matches!(object["kind"].as_str(), Some("Deployment" | "StatefulSet"))
-            && let Some(spec) = object.pointer_mut("/spec/template/spec")
+        if matches!(
+            object["kind"].as_str(),
+            Some("Deployment" | "StatefulSet" | "CronJob")
+        ) && let Some(spec) = object.pointer_mut("/spec/template/spec")
         {
             rename_secret_references(spec, &renames);
         }
