@@ -44,6 +44,7 @@ fn main() {
             dry_run: false,
             force_conflicts: false,
             delete_data: false,
+            no_prune: false,
             timeout: Duration::from_secs(30),
         };
         println!("example: {} objects", rendered.objects.len());

@@ -111,6 +111,16 @@ pub enum ClusterError {
     /// Workloads did not become ready.
     #[error("{0}")]
     NotReady(String),
+    /// The server's dry run refused an object: nothing of the set was
+    /// applied (on a first start only the empty namespace was created).
+    #[error("{refusal} (preflight: {})", if *.namespace_created { "only the empty namespace was created" } else { "nothing was written" })]
+    Preflight {
+        /// What the server refused and what to do.
+        refusal: crate::preflight::Refusal,
+        /// Whether this start created the namespace before the dry run
+        /// (a dry run into a namespace that does not exist cannot run).
+        namespace_created: bool,
+    },
     /// Deleting data needs an explicit yes.
     #[error("{0}")]
     Refused(String),

@@ -13,6 +13,8 @@
 //! - [`rollout`]: whether a workload has rolled out, and if it cannot,
 //!   why, in messages a person can act on (pure; the polling loop is in
 //!   [`cluster`]).
+//! - [`preflight`]: a refused server-side dry run, said in one line.
+//! - [`revision`]: what a ready start applied, stored to roll back to.
 //! - [`lease`]: one start, stop or restart per namespace at a time.
 //! - [`health`]: the status report and what counts as healthy (pure).
 //! - [`cluster`]: the I/O — server-side apply with field manager
@@ -44,6 +46,8 @@ pub mod labels;
 pub mod lease;
 pub mod objects;
 pub mod plan;
+pub mod preflight;
+pub mod revision;
 pub mod rollout;
 
 pub use applyset::{ApplySet, applyset_id};

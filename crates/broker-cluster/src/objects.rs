@@ -30,6 +30,16 @@ pub enum Kind {
     Deployment,
     /// `apps/v1/StatefulSet`.
     StatefulSet,
+    /// `networking.k8s.io/v1/Ingress` (the environment's `ingress`).
+    Ingress,
+    /// `networking.k8s.io/v1/NetworkPolicy`.
+    NetworkPolicy,
+    /// `policy/v1/PodDisruptionBudget`.
+    PodDisruptionBudget,
+    /// `autoscaling/v2/HorizontalPodAutoscaler`.
+    HorizontalPodAutoscaler,
+    /// `batch/v1/CronJob` (e.g. a nightly `pg_dump` to a claim).
+    CronJob,
 }
 
 impl Ord for Kind {
@@ -47,7 +57,7 @@ impl PartialOrd for Kind {
 
 impl Kind {
     /// Every kind, in apply order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::ConfigMap,
@@ -56,6 +66,11 @@ impl Kind {
         Kind::Service,
         Kind::Deployment,
         Kind::StatefulSet,
+        Kind::Ingress,
+        Kind::NetworkPolicy,
+        Kind::PodDisruptionBudget,
+        Kind::HorizontalPodAutoscaler,
+        Kind::CronJob,
     ];
 
     /// The kind from `apiVersion` and `kind`; `None` for kinds we do not
@@ -83,6 +98,11 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
+            Kind::Ingress => "Ingress",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::CronJob => "CronJob",
         }
     }
 
@@ -90,15 +110,23 @@ impl Kind {
     pub fn group(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::StatefulSet => "apps",
+            Kind::Ingress | Kind::NetworkPolicy => "networking.k8s.io",
+            Kind::PodDisruptionBudget => "policy",
+            Kind::HorizontalPodAutoscaler => "autoscaling",
+            Kind::CronJob => "batch",
             _ => "",
         }
     }
 
     /// `v1` or `apps/v1`.
     pub fn api_version(self) -> &'static str {
-        match self.group() {
-            "" => "v1",
-            _ => "apps/v1",
+        match self {
+            Kind::Deployment | Kind::StatefulSet => "apps/v1",
+            Kind::Ingress | Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::PodDisruptionBudget => "policy/v1",
+            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
+            Kind::CronJob => "batch/v1",
+            _ => "v1",
         }
     }
 
@@ -113,6 +141,11 @@ impl Kind {
             Kind::Service => "services",
             Kind::Deployment => "deployments",
             Kind::StatefulSet => "statefulsets",
+            Kind::Ingress => "ingresses",
+            Kind::NetworkPolicy => "networkpolicies",
+            Kind::PodDisruptionBudget => "poddisruptionbudgets",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            Kind::CronJob => "cronjobs",
         }
     }
 
@@ -137,9 +170,9 @@ impl Kind {
 
     /// The kube-rs description used to build a dynamic `Api`.
     pub fn api_resource(self) -> ApiResource {
-        let (group, version) = match self.group() {
-            "" => ("", "v1"),
-            g => (g, "v1"),
+        let (group, version) = match self.api_version().split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", self.api_version()),
         };
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(group, version, self.name()),
@@ -256,6 +289,12 @@ impl RenderedSet {
                     object: key.to_string(),
                     why: format!("is not the target namespace {namespace}"),
                 });
+            }
+            if key.kind.is_workload() {
+                start_wave(&object).map_err(|why| ClusterError::Object {
+                    object: key.to_string(),
+                    why,
+                })?;
             }
             if by_key.insert(key.clone(), object).is_some() {
                 return Err(ClusterError::Object {
@@ -408,4 +447,23 @@ pub fn read_objects(dir: &Path) -> Result<Vec<DynamicObject>, ClusterError> {
         });
     }
     Ok(objects)
+}
+
+/// A workload's start wave ([`labels::START_WAVE`], default 0); an error
+/// saying what is wrong when the annotation is not an integer.
+pub fn start_wave(object: &DynamicObject) -> Result<i64, String> {
+    let Some(text) = object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::START_WAVE))
+    else {
+        return Ok(0);
+    };
+    text.trim().parse().map_err(|_| {
+        format!(
+            "annotation {}: {text:?} is not an integer; write a whole number such as \"-1\" or \"1\" (lower starts first)",
+            labels::START_WAVE
+        )
+    })
 }

@@ -12,9 +12,6 @@ use crate::compare;
 use crate::labels;
 use crate::objects::{Kind, ObjectKey, RenderedSet};
 
-/// Workloads everything else talks to: applied and waited for first.
-pub const FIRST_WORKLOADS: &[&str] = &["db", "mq"];
-
 /// One step of a start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartStep {
@@ -70,6 +67,9 @@ impl std::fmt::Display for StartStep {
 pub struct StartOptions {
     /// Prune PVCs that left the set (their data goes with them).
     pub delete_data: bool,
+    /// Prune nothing (`--no-prune`): every member that left the set is
+    /// kept, and its kind stays on the parent.
+    pub no_prune: bool,
 }
 
 /// The ordered steps of a start.
@@ -111,7 +111,6 @@ impl StartPlan {
             workloads: workload_names.clone(),
         };
 
-        let is_first = |key: &ObjectKey| FIRST_WORKLOADS.contains(&key.name.as_str());
         let (workloads, others): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
             desired.objects.keys().partition(|k| k.kind.is_workload());
         let (namespace, config): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
@@ -122,12 +121,9 @@ impl StartPlan {
             steps.push(StartStep::ApplyParent(first_parent.clone()));
         }
         steps.extend(config.into_iter().map(step));
-        let (first, rest): (Vec<&ObjectKey>, Vec<&ObjectKey>) =
-            workloads.into_iter().partition(|k| is_first(k));
-        for group in [first, rest] {
-            if group.is_empty() {
-                continue;
-            }
+        // Wave by wave, as the catalogue annotates them (db and mq before
+        // their clients), each waited for before the next is applied.
+        for group in waves(workloads, |k| &desired.objects[k]).into_values() {
             steps.extend(group.iter().map(|k| step(k)));
             steps.push(StartStep::Wait(group.into_iter().cloned().collect()));
         }
@@ -145,6 +141,10 @@ impl StartPlan {
             }
             match key.kind {
                 Kind::Namespace => steps.push(StartStep::Keep(key.clone(), "never pruned")),
+                _ if options.no_prune => {
+                    final_kinds.insert(key.kind);
+                    steps.push(StartStep::Keep(key.clone(), "--no-prune"));
+                }
                 Kind::PersistentVolumeClaim if !options.delete_data => {
                     final_kinds.insert(key.kind);
                     steps.push(StartStep::Keep(
@@ -193,6 +193,21 @@ pub fn prepare(rendered: &RenderedSet, set: &ApplySet) -> RenderedSet {
     prepared
 }
 
+/// Workloads grouped by start wave, lowest first; names in key order
+/// within a wave. A wave that does not parse counts as 0 (render and
+/// [`RenderedSet::new`] refuse it before a plan is made).
+fn waves<'a>(
+    workloads: impl IntoIterator<Item = &'a ObjectKey>,
+    object: impl Fn(&ObjectKey) -> &'a DynamicObject,
+) -> BTreeMap<i64, Vec<&'a ObjectKey>> {
+    let mut by_wave: BTreeMap<i64, Vec<&ObjectKey>> = BTreeMap::new();
+    for key in workloads {
+        let wave = crate::objects::start_wave(object(key)).unwrap_or(0);
+        by_wave.entry(wave).or_default().push(key);
+    }
+    by_wave
+}
+
 /// Whether a live object carries our labels (checked again before any
 /// delete, whatever the list selector said).
 pub fn is_ours(object: &DynamicObject) -> bool {
@@ -219,8 +234,8 @@ pub enum StopStep {
     Scale(ObjectKey),
     /// Delete an object.
     Delete(ObjectKey),
-    /// Wait until the pods of the set's workloads are gone.
-    WaitPodsGone,
+    /// Wait until the pods of these workloads are gone.
+    WaitPodsGone(Vec<ObjectKey>),
     /// With `--delete-data` on a single-node install: the node directories
     /// (hostPath volumes) holding data, which broker-images never deletes
     /// — they are on the node, outside the API — listed so the operator
@@ -233,7 +248,14 @@ impl std::fmt::Display for StopStep {
         match self {
             StopStep::Scale(key) => write!(f, "scale   {key} to 0"),
             StopStep::Delete(key) => write!(f, "delete  {key}"),
-            StopStep::WaitPodsGone => write!(f, "wait    until their pods are gone"),
+            StopStep::WaitPodsGone(keys) => write!(
+                f,
+                "wait    until the pods of {} are gone",
+                keys.iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             StopStep::KeepNodeDirectories(paths) => write!(
                 f,
                 "keep    node directories {} (hostPath data is not deleted through the API; remove them on the node to delete it)",
@@ -249,35 +271,39 @@ impl std::fmt::Display for StopStep {
 pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions) -> Vec<StopStep> {
     let remove = options.remove || options.delete_data;
     let mut steps = Vec::new();
-    // Workloads before their Services: reverse apply order.
-    for (key, object) in live.iter().rev() {
-        if !is_ours(object) {
-            continue;
+    let ours: Vec<&ObjectKey> = live
+        .iter()
+        .filter(|(_, o)| is_ours(o))
+        .map(|(k, _)| k)
+        .collect();
+    // Start's waves in reverse: the clients go before mq, mq before db,
+    // each wave's pods gone before the next is scaled.
+    let workloads = ours.iter().copied().filter(|k| k.kind.is_workload());
+    for group in waves(workloads, |k| &live[k]).into_values().rev() {
+        for key in &group {
+            steps.push(if remove {
+                StopStep::Delete((*key).clone())
+            } else {
+                StopStep::Scale((*key).clone())
+            });
         }
-        let step = match key.kind {
-            Kind::Deployment | Kind::StatefulSet if remove => StopStep::Delete(key.clone()),
-            Kind::Deployment | Kind::StatefulSet => StopStep::Scale(key.clone()),
-            Kind::Service if remove => StopStep::Delete(key.clone()),
-            Kind::PersistentVolumeClaim if options.delete_data => StopStep::Delete(key.clone()),
-            _ => continue,
-        };
-        steps.push(step);
+        steps.push(StopStep::WaitPodsGone(group.into_iter().cloned().collect()));
     }
-    // PVCs last: their protection finalizer holds them while pods use them.
+    // Services after the workloads that serve through them; PVCs last:
+    // their protection finalizer holds them while pods use them.
+    for key in ours.iter().rev() {
+        match key.kind {
+            Kind::Service if remove => steps.push(StopStep::Delete((*key).clone())),
+            Kind::PersistentVolumeClaim if options.delete_data => {
+                steps.push(StopStep::Delete((*key).clone()));
+            }
+            _ => {}
+        }
+    }
     steps.sort_by_key(|s| match s {
         StopStep::Delete(k) if k.kind == Kind::PersistentVolumeClaim => 1,
         _ => 0,
     });
-    let first_pvc = steps
-        .iter()
-        .position(|s| matches!(s, StopStep::Delete(k) if k.kind == Kind::PersistentVolumeClaim))
-        .unwrap_or(steps.len());
-    if steps.iter().any(|s| match s {
-        StopStep::Scale(k) | StopStep::Delete(k) => k.kind.is_workload(),
-        StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
-    }) {
-        steps.insert(first_pvc, StopStep::WaitPodsGone);
-    }
     if options.delete_data {
         let paths: BTreeSet<String> = live
             .iter()

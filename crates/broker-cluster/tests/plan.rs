@@ -167,7 +167,10 @@ fn prune_selection_spares_data_config_and_foreign_objects() {
         &prepared,
         &live,
         Some(&kinds),
-        StartOptions { delete_data: true },
+        StartOptions {
+            delete_data: true,
+            ..StartOptions::default()
+        },
     );
     assert!(with_data.steps.contains(&StartStep::Prune(key(
         Kind::PersistentVolumeClaim,
@@ -181,6 +184,55 @@ fn prune_selection_spares_data_config_and_foreign_objects() {
         );
         assert!(!plan.steps.iter().any(|s| matches!(s, StartStep::Prune(k) if k.kind == Kind::ConfigMap || k.kind == Kind::Secret)));
     }
+}
+
+#[test]
+fn no_prune_keeps_every_member_that_left_the_set_on_the_parent() {
+    let set = ApplySet::new("broker");
+    let prepared = prepare(&fixture(), &set);
+    let mut live = as_live(&prepared);
+    live.extend([
+        member(&set, Kind::Deployment, "old-worker"),
+        member(&set, Kind::PersistentVolumeClaim, "old-data"),
+        member(&set, Kind::ConfigMap, "env-configmap-oldhash12"),
+    ]);
+    let kinds = parent_of(&prepared);
+    let plan = StartPlan::new(
+        &prepared,
+        &live,
+        Some(&kinds),
+        StartOptions {
+            no_prune: true,
+            ..StartOptions::default()
+        },
+    );
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, StartStep::Prune(_) | StartStep::CollectOldConfig(_))),
+        "{}",
+        text(&plan)
+    );
+    for name in ["old-worker", "old-data", "env-configmap-oldhash12"] {
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, StartStep::Keep(k, "--no-prune") if k.name == name)),
+            "{name}: {}",
+            text(&plan)
+        );
+    }
+    // Nothing changed in the set and nothing left it for good: the
+    // parent stays as it is.
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, StartStep::ApplyParent(_))),
+        "{}",
+        text(&plan)
+    );
 }
 
 #[test]
@@ -224,7 +276,7 @@ fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
             .iter()
             .filter_map(|s| match s {
                 StopStep::Scale(k) | StopStep::Delete(k) => Some(k.clone()),
-                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => None,
+                StopStep::WaitPodsGone(_) | StopStep::KeepNodeDirectories(_) => None,
             })
             .collect()
     };
@@ -234,7 +286,10 @@ fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
         "{plain:?}"
     );
     assert!(touched(&plain).iter().all(|k| k.kind == Kind::Deployment));
-    assert_eq!(plain.last(), Some(&StopStep::WaitPodsGone));
+    assert!(
+        matches!(plain.last(), Some(StopStep::WaitPodsGone(_))),
+        "{plain:?}"
+    );
 
     let remove = stop_plan(
         &live,
@@ -411,7 +466,14 @@ fn kept_claims_keep_their_kind_on_the_parent() {
     );
 
     // With --delete-data the claims go, and so may their kind.
-    let with_data = after_full_start(&prepared, &live, StartOptions { delete_data: true });
+    let with_data = after_full_start(
+        &prepared,
+        &live,
+        StartOptions {
+            delete_data: true,
+            ..StartOptions::default()
+        },
+    );
     let Some(StartStep::ApplyParent(last)) = with_data.steps.last() else {
         panic!("{}", text(&with_data));
     };
@@ -579,5 +641,84 @@ fn the_old_applied_hash_name_is_migrated_by_one_apply() {
             .as_ref()
             .unwrap()
             .contains_key("broker-images.io/applied-hash")
+    );
+}
+
+/// Start order comes from the catalogue's `broker-images.io/start-wave`
+/// annotations, not from names in the code: a new workload in wave 1
+/// starts after everything in wave 0, and stops before it.
+#[test]
+fn start_waves_come_from_the_annotation_and_stop_reverses_them() {
+    let set = ApplySet::new("broker");
+    let mut rendered = fixture();
+    let (_, reporter_key) = member(&set, Kind::Deployment, "reporter");
+    let mut reporter: serde_json::Value = serde_json::to_value(&reporter_key).unwrap();
+    reporter["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("applyset.kubernetes.io/part-of");
+    reporter["metadata"]["annotations"] = json!({"broker-images.io/start-wave": "1"});
+    reporter["spec"] = json!({"selector": {"matchLabels": {"app.kubernetes.io/name": "reporter"}}});
+    let mut values: Vec<serde_json::Value> = rendered
+        .objects
+        .values()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    values.push(reporter);
+    rendered = RenderedSet::from_values("broker", values).unwrap();
+    let prepared = prepare(&rendered, &set);
+    let plan = StartPlan::new(&prepared, &BTreeMap::new(), None, StartOptions::default());
+    let waits: Vec<Vec<String>> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            StartStep::Wait(keys) => Some(keys.iter().map(|k| k.name.clone()).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            vec!["db", "mq"],
+            vec!["restapi", "ttn-decoder", "website"],
+            vec!["reporter"]
+        ],
+        "{}",
+        text(&plan)
+    );
+    let stop = stop_plan(&as_live(&prepared), StopOptions::default());
+    let stop_waits: Vec<Vec<String>> = stop
+        .iter()
+        .filter_map(|s| match s {
+            StopStep::WaitPodsGone(keys) => Some(keys.iter().map(|k| k.name.clone()).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stop_waits,
+        [
+            vec!["reporter"],
+            vec!["restapi", "ttn-decoder", "website"],
+            vec!["db", "mq"]
+        ]
+    );
+}
+
+#[test]
+fn a_start_wave_that_is_not_a_number_names_the_workload() {
+    let mut values: Vec<serde_json::Value> = fixture()
+        .objects
+        .values()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    for value in &mut values {
+        if value["kind"] == "Deployment" && value["metadata"]["name"] == "mq" {
+            value["metadata"]["annotations"]["broker-images.io/start-wave"] = json!("first");
+        }
+    }
+    let error = RenderedSet::from_values("broker", values).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Deployment/mq: annotation broker-images.io/start-wave: \"first\" is not an integer; write a whole number such as \"-1\" or \"1\" (lower starts first)"
     );
 }

@@ -121,6 +121,12 @@ pub enum Command {
     /// Exits 0 only when every workload is ready, every image matches the
     /// lock (with --lock) and every volume claim is bound; 1 otherwise.
     Status(StatusArgs),
+    /// List the revisions recorded in the namespace: one per start that
+    /// ended ready with something new (the newest 10 are kept).
+    History(HistoryArgs),
+    /// Apply a recorded revision again (default: the one before the newest)
+    /// with the Secrets the namespace holds now, and wait like start.
+    Rollback(RollbackArgs),
 }
 
 /// Which cluster and namespace (shared by the cluster commands).
@@ -224,6 +230,17 @@ pub struct StartArgs {
     #[arg(long, requires = "delete_data")]
     pub yes: bool,
 
+    /// Delete nothing that left the rendered set (members and old config
+    /// stay, listed as kept).
+    #[arg(long, conflicts_with = "delete_data")]
+    pub no_prune: bool,
+
+    /// When the wait fails, apply the newest recorded revision (the last
+    /// start that ended ready) again and wait for it; still exits 1,
+    /// saying what failed and that it rolled back.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub rollback_on_failure: bool,
+
     /// How long to wait.
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -291,6 +308,35 @@ pub struct StatusArgs {
     /// drift and makes status exit 1.
     #[arg(long, value_name = "PATH")]
     pub lock: Option<PathBuf>,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Arguments of `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The revision to go back to (see `history`); without it, the one
+    /// before the newest.
+    #[arg(value_name = "REVISION")]
+    pub revision: Option<u64>,
+
+    /// Take over fields another field manager owns instead of failing.
+    #[arg(long)]
+    pub force_conflicts: bool,
+
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// Which cluster.
     #[command(flatten)]

@@ -154,6 +154,52 @@ fn kubeconfig_env_is_honoured() {
     );
 }
 
+/// In a pod without a kubeconfig (a CI runner pod), the service account
+/// is used: the run goes to `KUBERNETES_SERVICE_HOST`, or says in one line
+/// why the mounted token cannot be used.
+#[test]
+fn without_a_kubeconfig_a_pod_uses_its_service_account() {
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["status"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", home.path())
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    if Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists() {
+        // This test itself runs in a pod: the service account is taken.
+        assert!(
+            text.contains(&format!("https://127.0.0.1:{port}")),
+            "{text}"
+        );
+    } else {
+        assert!(
+            text.starts_with("error: kubeconfig: no kubeconfig, and the pod's service account in /var/run/secrets/kubernetes.io/serviceaccount cannot be used ("),
+            "{text}"
+        );
+        assert!(
+            text.contains("/var/run/secrets/kubernetes.io/serviceaccount "),
+            "{text}"
+        );
+        assert!(
+            text.trim_end()
+                .ends_with("mount its token or pass --kubeconfig"),
+            "{text}"
+        );
+    }
+}
+
 /// The contract between render and the cluster commands: what `render`
 /// writes for the example (both shipped environments and the e2e one)
 /// reads as our objects, and plans namespace first, then config and

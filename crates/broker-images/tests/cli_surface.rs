@@ -87,7 +87,7 @@ fn help_lists_only_the_commands_that_are_built() {
         commands,
         [
             "build", "push", "mirror", "verify", "sign", "render", "start", "stop", "restart",
-            "status", "help"
+            "status", "history", "rollback", "help"
         ],
         "{help}"
     );

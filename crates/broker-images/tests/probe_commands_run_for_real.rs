@@ -406,14 +406,49 @@ impl<'a> Launch<'a> {
         cmd
     }
 
-    fn start(self) -> Running {
+    /// Starts the container, after the pod's init containers ran to
+    /// success on the same node directories (as the kubelet runs them).
+    fn start(mut self) -> Running {
         let mut dirs = Vec::new();
+        self.run_init_containers(&mut dirs);
         let out = self.command(&mut dirs).output().unwrap();
         let id = ok(&out, "docker run").trim().to_owned();
         Running {
             id,
             name: self.container["name"].as_str().unwrap().to_owned(),
             _dirs: dirs,
+        }
+    }
+
+    /// For a pod's main container: makes a fresh node directory for every
+    /// hostPath the test did not give one, and runs each init container on
+    /// them to success.
+    fn run_init_containers(&mut self, dirs: &mut Vec<tempfile::TempDir>) {
+        let inits = self.pod["initContainers"].as_array();
+        let is_init = inits.is_some_and(|l| l.iter().any(|c| std::ptr::eq(c, self.container)));
+        let Some(inits) = inits.filter(|_| !is_init) else {
+            return;
+        };
+        for volume in self.pod["volumes"].as_array().into_iter().flatten() {
+            let name = volume["name"].as_str().unwrap();
+            if volume["hostPath"].is_object() && !self.host_dirs.contains_key(name) {
+                let dir = node_directory();
+                self.host_dirs.insert(name.to_owned(), dir.path().into());
+                dirs.push(dir);
+            }
+        }
+        for init in inits {
+            let launch = Launch {
+                fixture: self.fixture,
+                pod: self.pod,
+                container: init,
+                host_dirs: self.host_dirs.clone(),
+                extra_env: Vec::new(),
+                server: Server::Up,
+                detach: true,
+            };
+            let name = init["name"].as_str().unwrap();
+            ok(&launch.run(), &format!("init container {name}"));
         }
     }
 

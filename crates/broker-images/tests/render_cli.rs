@@ -307,11 +307,15 @@ fn credentials_never_reach_stdout_or_stderr() {
             assert!(!text.contains(value.as_str()), "a credential was printed");
         }
     }
-    // The stream is the directory's objects, in kustomization order.
+    // The stream is the directory's objects: the Namespace, which the
+    // kustomization leaves out (issue 23 item 7), then the others in
+    // kustomization order.
     let stream = String::from_utf8(to_stdout.stdout).unwrap();
     let kustomization = std::fs::read_to_string(inputs.out.join("kustomization.yaml")).unwrap();
     let mut expected = String::new();
-    for file in kustomization.lines().filter_map(|l| l.strip_prefix("  - ")) {
+    for file in std::iter::once("namespace-broker.yaml")
+        .chain(kustomization.lines().filter_map(|l| l.strip_prefix("  - ")))
+    {
         expected.push_str("---\n");
         expected.push_str(&std::fs::read_to_string(inputs.out.join(file)).unwrap());
     }
@@ -390,4 +394,87 @@ fn unmirrored_third_party_images_warn_or_fail_with_require_pinned() {
         "{stderr}"
     );
     assert_eq!(snapshot(&inputs.out), before);
+}
+
+/// Issue 23 item 5 through the binary: `generatedPullSecret` takes the
+/// credentials from the Docker configuration the push used
+/// (`$DOCKER_CONFIG/config.json`), only the entry of the registry the
+/// images are pinned to; nothing of either entry is printed.
+#[test]
+fn generated_pull_secret_comes_from_the_docker_config_entry_of_the_pinned_registry() {
+    let inputs = Inputs::new();
+    let environment = inputs.environments.join("cluster.yaml");
+    inputs.edit(
+        &environment,
+        "pullSecret: broker-pull\n",
+        "generatedPullSecret: broker-push-credentials\n",
+    );
+    let docker_config = tempfile::tempdir().unwrap();
+    let auth = |user: &str, password: &str| {
+        broker_render::hash::base64(format!("{user}:{password}").as_bytes())
+    };
+    let config = serde_json::json!({"auths": {
+        "registry.example:5000": {"auth": auth("ci", "cli-push-password")},
+        "elsewhere.example": {"auth": auth("other", "elsewhere-password")},
+    }});
+    std::fs::write(docker_config.path().join("config.json"), config.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["render", "--lock"])
+        .arg(&inputs.lock)
+        .arg("--source")
+        .arg(&inputs.source)
+        .arg("--catalogue")
+        .arg(&inputs.manifests)
+        .arg("--environment")
+        .arg(&environment)
+        .arg("--env-file")
+        .arg(&inputs.creds)
+        .arg("--out")
+        .arg(&inputs.out)
+        .env("DOCKER_CONFIG", docker_config.path())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    for secret in [
+        "cli-push-password",
+        "elsewhere-password",
+        "elsewhere.example",
+    ] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+    let file = inputs.out.join("secret-broker-push-credentials.yaml");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let expected = serde_json::json!({"auths": {"registry.example:5000": {
+        "auth": auth("ci", "cli-push-password"),
+        "password": "cli-push-password",
+        "username": "ci",
+    }}});
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("type: kubernetes.io/dockerconfigjson"),
+        "{text}"
+    );
+    let encoded = text
+        .lines()
+        .find_map(|l| {
+            let (key, value) = l.trim().split_once(": ")?;
+            (key.trim_matches('"') == ".dockerconfigjson").then_some(value)
+        })
+        .unwrap()
+        .trim_matches('"');
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    assert_eq!(stored, expected);
 }

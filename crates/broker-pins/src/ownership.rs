@@ -50,6 +50,11 @@ pub const LEGACY_APPLIED_HASH: &str = "broker-images/applied-hash";
 /// rendered it, comma-separated, so `status` can name those that were
 /// never created (a start that failed half-way).
 pub const WORKLOADS: &str = "broker-images.io/workloads";
+/// On a workload of the catalogue: the wave it starts in, an integer
+/// (default 0). `start` applies and waits wave by wave, lowest first;
+/// `stop` scales down highest first. The broker's db and mq are in wave
+/// -1, so a new workload starts after them without any code.
+pub const START_WAVE: &str = "broker-images.io/start-wave";
 /// The pod template annotation `kubectl rollout restart` sets (kubectl's
 /// name, so either tool's restart reads the same).
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";

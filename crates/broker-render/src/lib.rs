@@ -40,7 +40,11 @@ use std::path::Path;
 
 pub use environment::Profile;
 pub use error::RenderError;
-pub use render::{HOST_PATH_INIT, MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL};
+pub use render::{
+    ARGOCD_KEEP, ARGOCD_SYNC_OPTIONS, FLUX_PRUNE, FLUX_PRUNE_DISABLED, HOST_PATH_INIT,
+    MANAGED_BY_LABEL, NAME_LABEL, PART_OF_LABEL, POD_SECURITY_ENFORCE,
+    POD_SECURITY_ENFORCE_VERSION,
+};
 
 /// What a render reads.
 #[derive(Clone, Copy, Debug)]
@@ -89,9 +93,58 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// Renders the catalogue for one environment.
+/// Renders the catalogue for one environment. An environment that asks
+/// for a generated pull Secret (`generatedPullSecret`) needs
+/// [`render_with_pull_credentials`].
 pub fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
-    render::render(inputs)
+    render::render(inputs, &NoPullCredentials)
+}
+
+/// Renders as [`render`] does, looking up in `credentials` what the
+/// environment's generated pull Secret holds: the entry of each registry
+/// host the rendered pods pull from, and of no other.
+pub fn render_with_pull_credentials(
+    inputs: &Inputs<'_>,
+    credentials: &dyn PullCredentialLookup,
+) -> Result<Rendered, RenderError> {
+    render::render(inputs, credentials)
+}
+
+/// A user name and password (or access token) nodes pull with. `Debug`
+/// never shows the password.
+#[derive(Clone)]
+pub struct PullCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password or access token; never printed.
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PullCredentials({}:<redacted>)", self.username)
+    }
+}
+
+/// Where render finds the credentials of a generated pull Secret (the
+/// CLI: the Docker configuration and its credential helpers, as the push
+/// used them). Render itself reads no credential store.
+pub trait PullCredentialLookup {
+    /// The credentials stored under `credential_key` (a registry host, or
+    /// Docker Hub's `https://index.docker.io/v1/`), `None` when there are
+    /// none; an error is one line that never holds a secret.
+    fn lookup(&self, credential_key: &str) -> Result<Option<PullCredentials>, String>;
+}
+
+/// A lookup that finds nothing: for renders without a generated pull
+/// Secret.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPullCredentials;
+
+impl PullCredentialLookup for NoPullCredentials {
+    fn lookup(&self, _credential_key: &str) -> Result<Option<PullCredentials>, String> {
+        Ok(None)
+    }
 }
 
 /// The name of the kustomization file in an output directory.
@@ -101,6 +154,10 @@ pub const KUSTOMIZATION: &str = "kustomization.yaml";
 /// render recognises a directory it may replace.
 const KUSTOMIZATION_HEADER: &str =
     "# Written by `broker-images render`; apply with `kubectl apply -k`.";
+
+/// The second line of `kustomization.yaml`: why the Namespace is not a
+/// resource, and how to create it.
+const NAMESPACE_NOTE: &str = "The Namespace is not listed, so that deleting or pruning these resources never deletes it (and with it the claims): create it first with `kubectl apply -f` on its namespace-*.yaml file here, or let `broker-images start` do it.";
 
 /// `--out` replaces its directory whole, so it must never be anything but
 /// an earlier render's output (or empty): a mistyped `--out manifests` must
@@ -139,15 +196,24 @@ impl Rendered {
         out
     }
 
-    /// The `kustomization.yaml` listing every object file.
+    /// The `kustomization.yaml` listing every object file but the
+    /// Namespace's.
+    ///
+    /// The Namespace stays out so that `kubectl delete -k DIR`, or Flux or
+    /// Argo CD pruning a directory they sync, can never delete it: deleting
+    /// a namespace deletes every claim in it, and with the claims the data.
+    /// Its file is still written beside the others (`start --manifests`
+    /// reads every file of the directory and applies it first); by hand it
+    /// is `kubectl apply -f DIR/namespace-NAME.yaml` before `apply -k`.
     pub fn kustomization(&self) -> String {
         let mut out = format!(
             "{KUSTOMIZATION_HEADER}\n\
+             # {NAMESPACE_NOTE}\n\
              apiVersion: kustomize.config.k8s.io/v1beta1\n\
              kind: Kustomization\n\
              resources:\n",
         );
-        for object in &self.objects {
+        for object in self.objects.iter().filter(|o| o.kind != "Namespace") {
             out.push_str("  - ");
             out.push_str(&object.file_name);
             out.push('\n');

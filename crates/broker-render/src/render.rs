@@ -8,7 +8,10 @@ use broker_pins::Lock;
 use serde_json::{Map, Value, json};
 
 use crate::catalogue::{Catalogue, SourceObject, read_generator_files};
-use crate::environment::{LoadedEnvironment, Profile};
+use crate::environment::{
+    EXTERNAL_SUFFIX, IngressRoute, IngressSettings, LoadedEnvironment, Profile, WorkloadSettings,
+    scalar,
+};
 use crate::error::RenderError;
 use crate::hash;
 use crate::secrets;
@@ -44,7 +47,10 @@ struct Pending {
     base: String,
 }
 
-pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
+pub(crate) fn render(
+    inputs: &Inputs<'_>,
+    pull_credentials: &dyn crate::PullCredentialLookup,
+) -> Result<Rendered, RenderError> {
     let environment = LoadedEnvironment::read(inputs.environment)?;
     let catalogue = Catalogue::read(inputs.manifests)?;
     let lock = Lock::read(inputs.lock)?.ok_or_else(|| RenderError::NoLock {
@@ -79,6 +85,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> Result<Rendered, RenderError> {
     };
     pending.extend(transform_catalogue(&context)?);
     let unpinned = context.unpinned.into_inner();
+    generate_pull_secret(&mut pending, &environment, pull_credentials)?;
     if !unpinned.is_empty() {
         if inputs.require_pinned {
             let mut images: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -211,10 +218,20 @@ fn check_environment_against_catalogue(
         ));
     }
     let services = of_kind("Service");
-    if let Some(extra) = env.expose.keys().find(|k| !services.contains(*k)) {
-        return Err(RenderError::invalid(
+    if let Some((extra, _)) = env
+        .expose
+        .0
+        .iter()
+        .find(|(k, _)| !services.contains(&k.value))
+    {
+        return Err(RenderError::at_line(
             &environment.path,
-            format!("expose.{extra}: the catalogue has no Service of that name"),
+            extra.referenced.line(),
+            format!(
+                "expose.{}: the catalogue has no Service of that name (it has {})",
+                extra.value,
+                services.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
     if let Some(extra) = env
@@ -227,6 +244,7 @@ fn check_environment_against_catalogue(
             format!("existingSecrets.{extra}: the catalogue generates no Secret of that name"),
         ));
     }
+    check_settings_against_catalogue(environment, catalogue, &credential_keys)?;
     let namespaces = of_kind("Namespace").len();
     if namespaces != 1 {
         return Err(RenderError::invalid(
@@ -236,6 +254,177 @@ fn check_environment_against_catalogue(
     }
     Ok(())
 }
+
+/// The port names of a catalogue Service.
+fn port_names(service: &SourceObject) -> Vec<&str> {
+    service.value["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect()
+}
+
+/// `workloads`, `ingress` and `expose.*.ports` name only workloads,
+/// Services and ports the catalogue has; each mistake at its line.
+fn check_settings_against_catalogue(
+    environment: &LoadedEnvironment,
+    catalogue: &Catalogue,
+    credential_keys: &BTreeSet<String>,
+) -> Result<(), RenderError> {
+    let env = &environment.env;
+    let path = &environment.path;
+    let find = |kind: &str, name: &str| {
+        catalogue
+            .objects
+            .iter()
+            .find(|o| o.kind() == kind && o.name() == name)
+    };
+    let names_of = |kind: &str| {
+        catalogue
+            .objects
+            .iter()
+            .filter(|o| o.kind() == kind)
+            .map(SourceObject::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, settings) in &env.workloads.0 {
+        let line = name.referenced.line();
+        let Some(deployment) = find("Deployment", &name.value) else {
+            return Err(RenderError::at_line(
+                path,
+                line,
+                format!(
+                    "workloads.{}: the catalogue has no workload of that name (it has {})",
+                    name.value,
+                    names_of("Deployment")
+                ),
+            ));
+        };
+        if let Some(replicas) = &settings.replicas
+            && replicas.value > 1
+            && deployment.value["spec"]["strategy"]["type"] == "Recreate"
+        {
+            return Err(RenderError::at_line(
+                path,
+                replicas.referenced.line(),
+                format!(
+                    "workloads.{}.replicas: {} runs one pod on its data (strategy Recreate); give 0 or 1",
+                    name.value, name.value
+                ),
+            ));
+        }
+        if let Some((key, _)) = settings
+            .env
+            .0
+            .iter()
+            .find(|(k, _)| credential_keys.contains(&k.value))
+        {
+            return Err(RenderError::at_line(
+                path,
+                key.referenced.line(),
+                format!(
+                    "workloads.{}.env.{} is a credential: it belongs in the --env-file (or an existing Secret)",
+                    name.value, key.value
+                ),
+            ));
+        }
+    }
+    let service_port = |service: &serde_saphyr::Spanned<String>,
+                        field: &str,
+                        port: &str,
+                        line: u64|
+     -> Result<(), RenderError> {
+        let Some(object) = find("Service", &service.value) else {
+            return Err(RenderError::at_line(
+                path,
+                service.referenced.line(),
+                format!(
+                    "{field}.{}: the catalogue has no Service of that name (it has {})",
+                    service.value,
+                    names_of("Service")
+                ),
+            ));
+        };
+        let ports = port_names(object);
+        if ports.contains(&port) {
+            Ok(())
+        } else {
+            Err(RenderError::at_line(
+                path,
+                line,
+                format!(
+                    "{field}.{}: Service `{}` has no port named `{port}` (it has {})",
+                    service.value,
+                    service.value,
+                    ports.join(", ")
+                ),
+            ))
+        }
+    };
+    if let Some(ingress) = &env.ingress {
+        for (service, route) in &ingress.services.0 {
+            let (port, line) = route
+                .port
+                .as_ref()
+                .map_or((DEFAULT_INGRESS_PORT, service.referenced.line()), |p| {
+                    (p.value.as_str(), p.referenced.line())
+                });
+            service_port(service, "ingress.services", port, line)?;
+        }
+    }
+    for (service, exposure) in &env.expose.0 {
+        let service = &service.value;
+        let Some(ports) = &exposure.ports else {
+            continue;
+        };
+        let Some(object) = find("Service", service) else {
+            // Said without a line by the caller's check of `expose`.
+            continue;
+        };
+        let known = port_names(object);
+        for port in ports {
+            if !known.contains(&port.value.as_str()) {
+                return Err(RenderError::at_line(
+                    path,
+                    port.referenced.line(),
+                    format!(
+                        "expose.{service}.ports: Service `{service}` has no port named `{}` (it has {})",
+                        port.value,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some((port, number)) = exposure
+            .node_ports
+            .iter()
+            .find(|(p, _)| !ports.iter().any(|q| &q.value == *p))
+        {
+            return Err(RenderError::at_line(
+                path,
+                number.referenced.line(),
+                format!(
+                    "expose.{service}.nodePorts.{port}: `{port}` is not among expose.{service}.ports; add it there or drop its node port"
+                ),
+            ));
+        }
+        let external = format!("{service}{EXTERNAL_SUFFIX}");
+        if find("Service", &external).is_some() {
+            return Err(RenderError::invalid(
+                path,
+                format!(
+                    "expose.{service}.ports would add a Service `{external}`, which the catalogue already has; rename that Service"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The Service port an Ingress routes to when the environment names none.
+const DEFAULT_INGRESS_PORT: &str = "http";
 
 /// The ConfigMaps `catalogue.yaml` declares, named as kustomize would.
 fn generate_config_maps(
@@ -370,7 +559,19 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
         let mut object = source.clone();
         let base = source.name().to_owned();
         match source.kind() {
-            "Namespace" => object.value["metadata"]["name"] = json!(environment.namespace),
+            "Namespace" => {
+                object.value["metadata"]["name"] = json!(environment.namespace);
+                if environment.profile == Profile::Cluster {
+                    // Every pod of the cluster profile meets "restricted"
+                    // (tested): the API server holds later changes to it.
+                    // Single-node's node directories (hostPath) need
+                    // "privileged", the default.
+                    let metadata = ensure_object(&mut object.value, "metadata");
+                    let labels = ensure_object(metadata, "labels");
+                    labels[POD_SECURITY_ENFORCE] = json!("restricted");
+                    labels[POD_SECURITY_ENFORCE_VERSION] = json!(POD_SECURITY_VERSION);
+                }
+            }
             "PersistentVolumeClaim" => {
                 if environment.profile == Profile::SingleNode {
                     // Its pods mount the node directory instead.
@@ -383,12 +584,35 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
             }
             "Service" => {
                 if let Some(exposure) = environment.expose.get(&base) {
-                    expose(
-                        &mut object,
-                        exposure,
-                        environment.profile,
-                        &context.environment.path,
-                    )?;
+                    if let Some(ports) = &exposure.ports {
+                        // The catalogue's Service stays in-cluster with
+                        // every port; only the ports named leave it.
+                        let mut external = object.clone();
+                        let name = format!("{base}{EXTERNAL_SUFFIX}");
+                        external.value["metadata"]["name"] = json!(name);
+                        if let Some(list) = external.value["spec"]["ports"].as_array_mut() {
+                            list.retain(|p| {
+                                ports.iter().any(|q| p["name"].as_str() == Some(&q.value))
+                            });
+                        }
+                        expose(
+                            &mut external,
+                            exposure,
+                            environment.profile,
+                            &context.environment.path,
+                        )?;
+                        out.push(Pending {
+                            object: external,
+                            base: name,
+                        });
+                    } else {
+                        expose(
+                            &mut object,
+                            exposure,
+                            environment.profile,
+                            &context.environment.path,
+                        )?;
+                    }
                 }
             }
             kind if WORKLOADS.contains(&kind) => {
@@ -423,12 +647,104 @@ fn transform_catalogue(context: &Context<'_>) -> Result<Vec<Pending>, RenderErro
                     name: &base,
                 };
                 rewrite_pod(pod, context, &workload)?;
+                if let Some(settings) = environment.workloads.get(&base) {
+                    apply_workload_settings(&mut object.value, settings);
+                }
             }
             _ => {}
         }
         out.push(Pending { object, base });
     }
+    if let Some(ingress) = &environment.ingress {
+        for (service, route) in &ingress.services.0 {
+            out.push(Pending {
+                object: SourceObject {
+                    path: context.environment.path.clone(),
+                    value: ingress_for(&service.value, route, ingress),
+                },
+                base: service.value.clone(),
+            });
+        }
+    }
     Ok(out)
+}
+
+/// The environment's settings for one workload over the catalogue's
+/// Deployment (checked against the catalogue already).
+fn apply_workload_settings(deployment: &mut Value, settings: &WorkloadSettings) {
+    if let Some(replicas) = &settings.replicas {
+        deployment["spec"]["replicas"] = json!(replicas.value);
+    }
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    if let Some(selector) = &settings.node_selector {
+        pod["nodeSelector"] = json!(selector);
+    }
+    if let Some(tolerations) = &settings.tolerations {
+        pod["tolerations"] = json!(tolerations);
+    }
+    if let Some(affinity) = &settings.affinity {
+        pod["affinity"] = affinity.clone();
+    }
+    let Some(containers) = pod["containers"].as_array_mut() else {
+        return;
+    };
+    for container in containers {
+        if let Some(resources) = &settings.resources {
+            for (field, values) in [
+                ("requests", &resources.requests),
+                ("limits", &resources.limits),
+            ] {
+                for (key, value) in values {
+                    container["resources"][field][key] = json!(scalar(value));
+                }
+            }
+        }
+        for (name, value) in &settings.env.0 {
+            let var = json!({"name": name.value, "value": scalar(value)});
+            if !container["env"].is_array() {
+                container["env"] = json!([]);
+            }
+            if let Some(vars) = container["env"].as_array_mut() {
+                match vars.iter_mut().find(|v| v["name"] == name.value.as_str()) {
+                    Some(existing) => *existing = var,
+                    None => vars.push(var),
+                }
+            }
+        }
+    }
+}
+
+/// One Ingress routing `route.host` (and `route.path`) to a Service port.
+fn ingress_for(service: &str, route: &IngressRoute, settings: &IngressSettings) -> Value {
+    let port = route
+        .port
+        .as_ref()
+        .map_or(DEFAULT_INGRESS_PORT, |p| p.value.as_str());
+    let mut ingress = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": service},
+        "spec": {
+            "rules": [{
+                "host": route.host,
+                "http": {"paths": [{
+                    "path": route.path.as_deref().unwrap_or("/"),
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": service, "port": {"name": port}}},
+                }]},
+            }],
+        },
+    });
+    if !settings.annotations.is_empty() {
+        ingress["metadata"]["annotations"] = json!(settings.annotations);
+    }
+    if let Some(class) = &settings.class_name {
+        ingress["spec"]["ingressClassName"] = json!(class);
+    }
+    if let Some(secret) = &route.tls_secret {
+        ingress["spec"]["tls"] = json!([{"hosts": [route.host], "secretName": secret}]);
+    }
+    ingress
 }
 
 /// Namespace and labels on every object, YAML, apply order.
@@ -483,7 +799,35 @@ fn ensure_object<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {
     &mut value[key]
 }
 
+/// The Namespace label with which Pod Security admission refuses pods
+/// that break a level.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+/// The label pinning the version of the level's rules.
+pub const POD_SECURITY_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+/// The version of the Pod Security Standards the pods are checked against
+/// in the tests (the Kubernetes minor the output is validated for).
+const POD_SECURITY_VERSION: &str = "v1.33";
+
+/// Flux's kustomize-controller leaves an object with this annotation
+/// (value [`FLUX_PRUNE_DISABLED`]) in place when it leaves the synced
+/// directory or the Flux Kustomization is deleted.
+pub const FLUX_PRUNE: &str = "kustomize.toolkit.fluxcd.io/prune";
+/// [`FLUX_PRUNE`]'s value.
+pub const FLUX_PRUNE_DISABLED: &str = "disabled";
+/// Argo CD neither prunes (`Prune=false`) nor, when the Application is
+/// deleted, deletes (`Delete=false`) an object with this annotation
+/// (value [`ARGOCD_KEEP`]).
+pub const ARGOCD_SYNC_OPTIONS: &str = "argocd.argoproj.io/sync-options";
+/// [`ARGOCD_SYNC_OPTIONS`]'s value.
+pub const ARGOCD_KEEP: &str = "Prune=false,Delete=false";
+
 fn claim_for_cluster(claim: &mut Value, storage: &crate::environment::Storage) {
+    // A claim holds the data: the GitOps tools that sync a rendered
+    // directory must never delete it, whatever happens to the directory.
+    let metadata = ensure_object(claim, "metadata");
+    let annotations = ensure_object(metadata, "annotations");
+    annotations[FLUX_PRUNE] = json!(FLUX_PRUNE_DISABLED);
+    annotations[ARGOCD_SYNC_OPTIONS] = json!(ARGOCD_KEEP);
     let spec = ensure_object(claim, "spec");
     // The catalogue's modes stand unless the environment sets its own:
     // access modes are immutable, so a wrong default costs the claim.
@@ -676,8 +1020,116 @@ fn rewrite_pod(
     }
     give_host_paths_the_fs_group(pod, &host_paths);
     if let Some(secret) = &context.environment.env.pull_secret {
-        pod["imagePullSecrets"] = json!([{ "name": secret }]);
+        add_pull_secret(pod, secret);
     }
+    Ok(())
+}
+
+/// Adds `name` to the pod's `imagePullSecrets` after those it has (the
+/// catalogue's are kept, never replaced), once.
+fn add_pull_secret(pod: &mut Value, name: &str) {
+    if !pod["imagePullSecrets"].is_array() {
+        pod["imagePullSecrets"] = json!([]);
+    }
+    if let Some(list) = pod["imagePullSecrets"].as_array_mut()
+        && !list.iter().any(|s| s["name"] == name)
+    {
+        list.push(json!({ "name": name }));
+    }
+}
+
+/// The pod specs of the workloads among `pending`.
+fn pods_mut(pending: &mut [Pending]) -> impl Iterator<Item = &mut Value> {
+    pending
+        .iter_mut()
+        .filter(|p| WORKLOADS.contains(&p.object.kind()))
+        .filter_map(|p| p.object.value.pointer_mut("/spec/template/spec"))
+}
+
+/// The type of a generated pull Secret.
+const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+/// The environment's `generatedPullSecret`: a dockerconfigjson Secret with
+/// the credentials of every registry the rendered pods pull from (and of
+/// no other), named with its content hash like the other generated
+/// Secrets and added to every pod. The images are pinned already, so the
+/// hosts are exactly what the nodes will contact.
+fn generate_pull_secret(
+    pending: &mut Vec<Pending>,
+    environment: &LoadedEnvironment,
+    lookup: &dyn crate::PullCredentialLookup,
+) -> Result<(), RenderError> {
+    let Some(base) = &environment.env.generated_pull_secret else {
+        return Ok(());
+    };
+    let path = &environment.path;
+    let mut keys = BTreeSet::new();
+    for pod in pods_mut(pending) {
+        for list in ["initContainers", "containers"] {
+            for container in pod[list].as_array().into_iter().flatten() {
+                let image = container["image"].as_str().unwrap_or_default();
+                // Pinned images only: an unmirrored third-party image left
+                // as written is not from the registry the push used.
+                if image.contains("@sha256:")
+                    && let Ok(reference) = image.parse::<broker_pins::Reference>()
+                {
+                    keys.insert(reference.credential_key().to_owned());
+                }
+            }
+        }
+    }
+    let mut auths = Map::new();
+    for key in &keys {
+        let found = lookup.lookup(key).map_err(|why| {
+            RenderError::invalid(
+                path,
+                format!("generatedPullSecret `{base}`: credentials for {key}: {why}"),
+            )
+        })?;
+        if let Some(credentials) = found {
+            let auth = hash::base64(
+                format!("{}:{}", credentials.username, credentials.password).as_bytes(),
+            );
+            auths.insert(
+                key.clone(),
+                json!({
+                    "auth": auth,
+                    "password": credentials.password,
+                    "username": credentials.username,
+                }),
+            );
+        }
+    }
+    if auths.is_empty() {
+        return Err(RenderError::invalid(
+            path,
+            format!(
+                "generatedPullSecret `{base}`: no credentials for {} in the Docker configuration the push used; log in there (`docker login HOST`) or name an existing Secret in `pullSecret` instead",
+                keys.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let config = serde_json::to_string(&json!({ "auths": auths }))
+        .map_err(|e| RenderError::invalid(path, format!("generatedPullSecret `{base}`: {e}")))?;
+    let data: BTreeMap<String, String> = [(
+        ".dockerconfigjson".to_owned(),
+        hash::base64(config.as_bytes()),
+    )]
+    .into();
+    let name = format!("{base}-{}", hash::secret_suffix(DOCKER_CONFIG_JSON, &data));
+    for pod in pods_mut(pending) {
+        add_pull_secret(pod, &name);
+    }
+    pending.push(Pending {
+        object: SourceObject {
+            path: path.clone(),
+            value: json!({
+                "apiVersion": "v1", "kind": "Secret", "type": DOCKER_CONFIG_JSON,
+                "metadata": {"name": name}, "data": data,
+            }),
+        },
+        base: base.clone(),
+    });
     Ok(())
 }
 
@@ -688,13 +1140,17 @@ pub const HOST_PATH_INIT: &str = "host-path-ownership";
 /// What `fsGroup` does for a claim, done for the node directories that
 /// replace claims on single-node: the kubelet applies `fsGroup` to no
 /// hostPath, and `DirectoryOrCreate` makes a fresh directory root:root
-/// 0755, which a pod running as uid 1000 cannot write (issue 19, item 12).
-/// An init container of the pod's own image, as root with only CHOWN and
-/// FOWNER, gives each mounted directory's root the group `fsGroup`, group
-/// write and setgid, exactly as the kubelet does for a volume; what is
-/// below is left alone. Pods without `fsGroup` (db, mq: their images chown
-/// their own data as root) get none. Only the single-node profile renders
-/// hostPath, so the cluster profile's pods stay free of root containers.
+/// 0755, which a pod running as uid 1000 (or postgres's 999) cannot write
+/// (issue 19, item 12). An init container of the pod's own image, as root
+/// with only CHOWN and FOWNER, gives each mounted directory's root the
+/// pod's `runAsUser` as owner, the group `fsGroup`, group write and setgid,
+/// as the kubelet does for a volume (plus the owner: postgres refuses a
+/// data directory it does not own, and single-node keeps its data at the
+/// directory's root, the seed's layout); what is below is left alone. Pods
+/// without `fsGroup` get none. Only the single-node profile renders
+/// hostPath — which Pod Security admits at the privileged level only, so
+/// this root container costs that profile nothing — and the cluster
+/// profile's pods stay free of root containers ("restricted").
 fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
     let Some(group) = pod
         .pointer("/securityContext/fsGroup")
@@ -727,14 +1183,19 @@ fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
     if mounts.is_empty() {
         return;
     }
-    let mut command = vec![
-        json!("install"),
-        json!("-d"),
+    let mut command = vec![json!("install"), json!("-d")];
+    if let Some(owner) = pod
+        .pointer("/securityContext/runAsUser")
+        .and_then(Value::as_i64)
+    {
+        command.extend([json!("-o"), json!(owner.to_string())]);
+    }
+    command.extend([
         json!("-g"),
         json!(group.to_string()),
         json!("-m"),
         json!("2775"),
-    ];
+    ]);
     command.extend(mounts.iter().map(|(_, path)| json!(path)));
     let init = json!({
         "name": HOST_PATH_INIT,
@@ -746,7 +1207,10 @@ fn give_host_paths_the_fs_group(pod: &mut Value, host_paths: &[String]) {
             "allowPrivilegeEscalation": false,
             "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]},
         },
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"memory": "64Mi"},
+        },
         "volumeMounts": mounts
             .iter()
             .map(|(name, path)| json!({"name": name, "mountPath": path}))

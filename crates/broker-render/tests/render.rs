@@ -13,6 +13,8 @@ use broker_render::{Inputs, Rendered, render};
 use broker_test_support::{copy_dir, repo_root, require_tool};
 use serde_json::Value;
 
+mod pod_security;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -156,7 +158,10 @@ fn output_validates_strictly_and_kustomize_builds_the_same_objects() {
             "{profile}: {}",
             String::from_utf8_lossy(&built.stderr)
         );
-        let ours = by_key(documents(&rendered.to_stream()));
+        // Everything but the Namespace, which the kustomization leaves out
+        // (issue 23 item 7; pinned by its own test below).
+        let mut ours = by_key(documents(&rendered.to_stream()));
+        ours.retain(|_, o| o["kind"] != "Namespace");
         let theirs = by_key(documents(&String::from_utf8(built.stdout).unwrap()));
         assert_eq!(
             ours.keys().collect::<Vec<_>>(),
@@ -348,11 +353,12 @@ fn every_container_image_is_digest_pinned() {
                 }
             }
         }
-        // Single-node: frred's init container prepares its node directory.
-        let expected = if profile == "single-node" { 13 } else { 12 };
+        // Single-node: db's, mq's and frred's init containers prepare their
+        // node directories (db and mq run as 999 since issue 23 item 6).
+        let expected = if profile == "single-node" { 15 } else { 12 };
         assert_eq!(
             images, expected,
-            "{profile}: one container per workload (and frred's init container)"
+            "{profile}: one container per workload (and db's, mq's and frred's init containers)"
         );
     }
 }
@@ -1030,7 +1036,17 @@ fn single_node_gives_node_directories_the_pods_fs_group() {
     assert_eq!(init["image"], single["containers"][0]["image"]);
     assert_eq!(
         init["command"],
-        serde_json::json!(["install", "-d", "-g", "1000", "-m", "2775", "/raw_data"])
+        serde_json::json!([
+            "install",
+            "-d",
+            "-o",
+            "1000",
+            "-g",
+            "1000",
+            "-m",
+            "2775",
+            "/raw_data"
+        ])
     );
     assert_eq!(
         init["volumeMounts"],
@@ -1042,15 +1058,564 @@ fn single_node_gives_node_directories_the_pods_fs_group() {
         serde_json::json!({"drop": ["ALL"], "add": ["CHOWN", "FOWNER"]})
     );
     assert!(frred("cluster")["initContainers"].is_null());
-    // db and mq chown their own data as root: no init container.
+    // db and mq run as 999 (issue 23 item 6): no longer root, they cannot
+    // chown their data themselves, so they get one too, for 999; nothing
+    // else mounts a node directory.
     let rendered = Setup::new("single-node").render();
     for object in rendered.objects.iter().filter(|o| o.kind == "Deployment") {
-        if object.name != "frred" {
-            assert!(
-                object.value["spec"]["template"]["spec"]["initContainers"].is_null(),
-                "{}",
-                object.name
+        let pod = &object.value["spec"]["template"]["spec"];
+        match object.name.as_str() {
+            "db" | "mq" => {
+                let command = &pod["initContainers"][0]["command"];
+                let mount = if object.name == "db" {
+                    "/var/lib/postgresql/data"
+                } else {
+                    "/var/lib/rabbitmq/mnesia"
+                };
+                assert_eq!(
+                    command,
+                    &serde_json::json!([
+                        "install", "-d", "-o", "999", "-g", "999", "-m", "2775", mount
+                    ]),
+                    "{}",
+                    object.name
+                );
+            }
+            "frred" => {}
+            _ => assert!(pod["initContainers"].is_null(), "{}", object.name),
+        }
+    }
+    for name in ["db", "mq"] {
+        let cluster = Setup::new("cluster").render();
+        let pod = &cluster
+            .objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.name == name)
+            .unwrap()
+            .value["spec"]["template"]["spec"];
+        assert!(pod["initContainers"].is_null(), "cluster {name}");
+    }
+}
+
+/// Issue 23 item 7: `kubectl delete -k` of the rendered directory, or Flux
+/// or Argo CD pruning it, must not delete the namespace (and with it every
+/// claim). The differential check: what `kubectl kustomize` builds from the
+/// directory holds no Namespace, while the directory still holds its file
+/// (which `start` applies first); claims carry both tools' protections.
+#[test]
+fn the_rendered_kustomization_reaches_no_namespace_and_claims_refuse_pruning() {
+    let kubectl = require_tool(
+        "kubectl",
+        "install kubectl (it ships with the machine image)",
+    );
+    for profile in ["single-node", "cluster"] {
+        let rendered = Setup::new(profile).render();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        rendered.write_dir(&out).unwrap();
+        let built = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let built = documents(&String::from_utf8(built.stdout).unwrap());
+        assert!(!built.is_empty());
+        let kinds: Vec<&str> = built.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert!(!kinds.contains(&"Namespace"), "{profile}: {kinds:?}");
+        // Every other object is still built, the claims included.
+        assert_eq!(built.len(), rendered.objects.len() - 1, "{profile}");
+
+        let namespace = std::fs::read_to_string(out.join("namespace-broker.yaml")).unwrap();
+        let namespace = &documents(&namespace)[0];
+        assert_eq!(namespace["kind"], "Namespace");
+        assert_eq!(namespace["metadata"]["name"], "broker");
+        assert!(
+            rendered
+                .kustomization()
+                .contains("kubectl apply -f` on its namespace-*.yaml"),
+            "the kustomization says how to create the namespace"
+        );
+
+        let claims: Vec<&Value> = built
+            .iter()
+            .filter(|o| o["kind"] == "PersistentVolumeClaim")
+            .collect();
+        assert_eq!(claims.len(), if profile == "cluster" { 3 } else { 0 });
+        for claim in claims {
+            let annotations = &claim["metadata"]["annotations"];
+            assert_eq!(
+                annotations[broker_render::FLUX_PRUNE],
+                "disabled",
+                "{claim}"
+            );
+            assert_eq!(
+                annotations[broker_render::ARGOCD_SYNC_OPTIONS],
+                "Prune=false,Delete=false",
+                "{claim}"
             );
         }
     }
+}
+
+/// The pod templates of every rendered workload, by workload name.
+fn pod_templates(rendered: &Rendered) -> Vec<(String, Value)> {
+    rendered
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let template = o.value.pointer("/spec/template")?;
+            Some((o.name.clone(), template.clone()))
+        })
+        .collect()
+}
+
+/// Issue 23 item 6: every pod of the cluster profile, db and mq included,
+/// meets Pod Security "restricted" (so a namespace labelled
+/// `pod-security.kubernetes.io/enforce: restricted` admits it). Single-node
+/// mounts node directories (hostPath), which no level but privileged
+/// allows: there it breaks exactly the hostPath controls and, in the init
+/// container that gives those directories their owner, the run-as-root
+/// ones — and nothing else.
+#[test]
+fn every_pod_meets_pod_security_restricted_on_cluster_and_single_node_only_breaks_host_path() {
+    use pod_security::{Level, check};
+    let cluster = pod_templates(&Setup::new("cluster").render());
+    assert_eq!(cluster.len(), 12);
+    for (name, template) in &cluster {
+        assert_eq!(check(template), vec![], "cluster: {name}");
+    }
+    let single = pod_templates(&Setup::new("single-node").render());
+    assert_eq!(single.len(), 12);
+    let mut with_host_path = Vec::new();
+    for (name, template) in &single {
+        let found = check(template);
+        if found.is_empty() {
+            continue;
+        }
+        with_host_path.push(name.as_str());
+        let init = format!("initContainers[{}]", broker_render::HOST_PATH_INIT);
+        for violation in &found {
+            let allowed = match violation.control {
+                "HostPath Volumes" | "Volume Types" => violation.field.ends_with(".hostPath"),
+                "Running as Non-root" | "Running as Non-root user" => {
+                    violation.field.starts_with(&init)
+                }
+                "Capabilities" => {
+                    violation.level == Level::Restricted && violation.field.starts_with(&init)
+                }
+                _ => false,
+            };
+            assert!(allowed, "single-node {name}: {violation:?}");
+        }
+    }
+    assert_eq!(with_host_path, ["db", "frred", "mq"]);
+
+    // The cluster profile's Namespace has the API server enforce it.
+    let namespace = |profile: &str| {
+        Setup::new(profile)
+            .render()
+            .objects
+            .into_iter()
+            .find(|o| o.kind == "Namespace")
+            .unwrap()
+            .value["metadata"]["labels"]
+            .clone()
+    };
+    let labels = namespace("cluster");
+    assert_eq!(labels[broker_render::POD_SECURITY_ENFORCE], "restricted");
+    assert_eq!(labels[broker_render::POD_SECURITY_ENFORCE_VERSION], "v1.33");
+    assert!(namespace("single-node")[broker_render::POD_SECURITY_ENFORCE].is_null());
+}
+
+/// Issue 23 item 6: a memory request and limit on every container, init
+/// containers included, whatever the profile.
+#[test]
+fn every_container_has_a_memory_request_and_limit() {
+    for profile in ["single-node", "cluster"] {
+        for (name, template) in pod_templates(&Setup::new(profile).render()) {
+            for list in ["initContainers", "containers"] {
+                for container in template["spec"][list].as_array().into_iter().flatten() {
+                    let resources = &container["resources"];
+                    for field in ["requests", "limits"] {
+                        assert!(
+                            resources[field]["memory"].is_string(),
+                            "{profile} {name} {list} {}: no memory {field}",
+                            container["name"]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shipped `cluster.yaml` with its commented `ingress:` and
+/// `workloads:` examples switched on, as an operator would.
+fn cluster_with_examples(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("environments/cluster.yaml")).unwrap();
+    let mut out = String::new();
+    let mut in_example = false;
+    for line in text.lines() {
+        if line == "# ingress:" || line == "# workloads:" {
+            in_example = true;
+        } else if !line.starts_with("# ") {
+            in_example = false;
+        }
+        match line.strip_prefix("# ").filter(|_| in_example) {
+            Some(uncommented) => out.push_str(uncommented),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// Issue 23 item 4: per-environment settings without editing the
+/// catalogue — the examples cluster.yaml ships, switched on: replicas,
+/// resources, nodeSelector, tolerations, affinity, extra env, Ingresses
+/// with TLS and class, and mq exposed on AMQP alone. Snapshot of what they
+/// add, and kubernetes-validate --strict of the whole output.
+#[test]
+fn environment_settings_from_the_shipped_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new("cluster");
+    setup.environment = cluster_with_examples(dir.path());
+    let rendered = setup.render();
+    let plain = Setup::new("cluster").render();
+    // Only what the settings touch differs from the plain cluster render.
+    let before = by_key(documents(&plain.to_stream()));
+    let after = by_key(documents(&rendered.to_stream()));
+    let mut changed = String::new();
+    for object in &rendered.objects {
+        if before.get(&format!("{}/{}", object.kind, object.name)) != Some(&object.value) {
+            changed.push_str("---\n");
+            changed.push_str(&object.yaml);
+        }
+    }
+    let removed: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert!(removed.is_empty(), "{removed:?}");
+    insta::assert_snapshot!("cluster-settings", changed);
+
+    let restapi = &after["Deployment/restapi"];
+    assert_eq!(restapi["spec"]["replicas"], 2);
+    let container = &restapi["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["requests"]["cpu"], "200m");
+    assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "LOG_LEVEL" && v["value"] == "info")
+    );
+    let ingress = &after["Ingress/ttn-webhook"];
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "ttn-webhook-tls");
+
+    let validate = require_tool("kubernetes-validate", "pip install kubernetes-validate");
+    let out = dir.path().join("out");
+    rendered.write_dir(&out).unwrap();
+    let run = Command::new(&validate)
+        .args(["--strict", "-k", "1.33.0"])
+        .args(rendered.objects.iter().map(|o| out.join(&o.file_name)))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{text}");
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        rendered.objects.len(),
+        "{text}"
+    );
+}
+
+/// mq exposed on AMQP alone: the in-cluster Service keeps every port, the
+/// LoadBalancer has only 5672 (never the management port unless listed).
+#[test]
+fn mq_leaves_the_cluster_on_amqp_alone() {
+    let rendered = Setup::new("cluster").render();
+    let objects = by_key(documents(&rendered.to_stream()));
+    let inside = &objects["Service/mq"];
+    assert!(inside["spec"]["type"].is_null(), "{inside}");
+    assert_eq!(inside["spec"]["ports"].as_array().unwrap().len(), 4);
+    let outside = &objects["Service/mq-external"];
+    assert_eq!(outside["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        outside["spec"]["ports"],
+        serde_json::json!([{"name": "amqp", "port": 5672, "targetPort": "amqp"}])
+    );
+    assert_eq!(outside["spec"]["selector"], inside["spec"]["selector"]);
+    assert_eq!(
+        outside["metadata"]["labels"]["app.kubernetes.io/name"],
+        "mq"
+    );
+    assert_eq!(
+        outside["metadata"]["annotations"]["service.beta.kubernetes.io/load-balancer-source-ranges"],
+        "10.0.0.0/8"
+    );
+    assert!(inside["metadata"]["annotations"].is_null());
+}
+
+/// Each mistake in the settings is one line naming the file and line.
+#[test]
+fn environment_settings_errors_name_file_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "unknown-workload",
+            "workloads:\n  restapi:\n    replicas: 2\n  resapi:\n    replicas: 1\n",
+        ),
+        ("db-replicas", "workloads:\n  db:\n    replicas: 2\n"),
+        (
+            "credential-env",
+            "workloads:\n  lm:\n    env:\n      TZ: UTC\n      PGPASSWORD: x\n",
+        ),
+        ("unknown-setting", "workloads:\n  lm:\n    replica: 2\n"),
+        (
+            "ingress-unknown-service",
+            "ingress:\n  services:\n    ttn-hook:\n      host: a.example.org\n",
+        ),
+        (
+            "ingress-unknown-port",
+            "ingress:\n  services:\n    ttn-webhook:\n      host: a.example.org\n      port: https\n",
+        ),
+        (
+            "ingress-no-http-port",
+            "ingress:\n  services:\n    db:\n      host: a.example.org\n",
+        ),
+        (
+            "ingress-bad-host",
+            "ingress:\n  services:\n    website:\n      host: https://a.example.org/\n",
+        ),
+        (
+            "expose-unknown-port",
+            "expose:\n  mq:\n    ports: [amqp, managment]\n",
+        ),
+        (
+            "expose-unknown-service",
+            "expose:\n  mq: {}\n  rest-api: {}\n",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo_root().join("environments/cluster.yaml")).unwrap();
+    // The shipped expose/ingress/workloads sections are replaced by the case.
+    let head = &base[..base.find("\nexpose:").unwrap() + 1];
+    let mut all = String::new();
+    for (name, section) in cases {
+        let mut setup = Setup::new("cluster");
+        setup.environment = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&setup.environment, format!("{head}{section}")).unwrap();
+        let error = setup.render_error();
+        let shown = error.replace(&dir.path().display().to_string(), "ENV");
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.starts_with(&format!("ENV/{name}.yaml:")), "{shown}");
+        all.push_str(&format!("{name}: {shown}\n"));
+    }
+    insta::assert_snapshot!("environment-settings-errors", all);
+}
+
+/// A credential store as the CLI's Docker configuration lookup answers:
+/// entries for several hosts; records every key render asked for.
+struct Store {
+    entries: BTreeMap<&'static str, (&'static str, &'static str)>,
+    asked: std::cell::RefCell<Vec<String>>,
+}
+
+impl broker_render::PullCredentialLookup for Store {
+    fn lookup(&self, key: &str) -> Result<Option<broker_render::PullCredentials>, String> {
+        self.asked.borrow_mut().push(key.to_owned());
+        Ok(self
+            .entries
+            .get(key)
+            .map(|(username, password)| broker_render::PullCredentials {
+                username: (*username).to_owned(),
+                password: (*password).to_owned(),
+            }))
+    }
+}
+
+fn store(entries: &[(&'static str, (&'static str, &'static str))]) -> Store {
+    Store {
+        entries: entries.iter().copied().collect(),
+        asked: std::cell::RefCell::new(Vec::new()),
+    }
+}
+
+/// The cluster environment with `generatedPullSecret` and, in `workload`'s
+/// catalogue Deployment, a pull Secret of the catalogue's own.
+fn with_generated_pull_secret(work: &Path, extra: &str) -> Setup {
+    let mut setup = Setup::new("cluster");
+    let manifests = work.join("manifests");
+    copy_dir(&setup.manifests, &manifests);
+    let restapi = manifests.join("workloads/restapi.yaml");
+    let text = std::fs::read_to_string(&restapi).unwrap();
+    std::fs::write(
+        &restapi,
+        text.replace(
+            "      containers:\n",
+            "      imagePullSecrets:\n        - name: catalogue-pull\n      containers:\n",
+        ),
+    )
+    .unwrap();
+    setup.manifests = manifests;
+    let environment = work.join("cluster.yaml");
+    let text = std::fs::read_to_string(&setup.environment).unwrap();
+    std::fs::write(
+        &environment,
+        text.replace(
+            "pullSecret: broker-pull\n",
+            &format!(
+                "pullSecret: broker-pull\ngeneratedPullSecret: broker-push-credentials\n{extra}"
+            ),
+        ),
+    )
+    .unwrap();
+    setup.environment = environment;
+    setup
+}
+
+/// Issue 23 item 5: a dockerconfigjson Secret from the credentials the
+/// push used, holding only the registry the images are pinned to (the
+/// store's other hosts never), hash-named like the other generated
+/// Secrets, written 0600, referenced by every pod after the catalogue's
+/// and the named `pullSecret` (merged, not overwritten).
+#[test]
+fn a_generated_pull_secret_holds_only_the_pinned_registry_and_is_merged_into_every_pod() {
+    let work = tempfile::tempdir().unwrap();
+    let setup = with_generated_pull_secret(work.path(), "");
+    let credentials = store(&[
+        ("registry.example:5000", ("ci", "push-password-6")),
+        ("other.example", ("someone", "other-password-7")),
+        ("https://index.docker.io/v1/", ("hub", "hub-password-8")),
+    ]);
+    let rendered =
+        broker_render::render_with_pull_credentials(&setup.inputs(), &credentials).unwrap();
+    assert_eq!(*credentials.asked.borrow(), ["registry.example:5000"]);
+
+    let secret = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind == "Secret" && o.name.starts_with("broker-push-credentials-"))
+        .unwrap();
+    assert!(secret.secret);
+    assert_eq!(secret.file_name, "secret-broker-push-credentials.yaml");
+    assert_eq!(secret.value["type"], "kubernetes.io/dockerconfigjson");
+    let data = secret.value["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), [".dockerconfigjson"]);
+    let config: Value = serde_json::from_str(&decode(&data[".dockerconfigjson"])).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"auths": {"registry.example:5000": {
+            "auth": "Y2k6cHVzaC1wYXNzd29yZC02",
+            "password": "push-password-6",
+            "username": "ci",
+        }}})
+    );
+    let stream = rendered.to_stream();
+    for other in ["other-password-7", "hub-password-8", "other.example"] {
+        assert!(!stream.contains(other), "{other}");
+    }
+
+    for (name, template) in pod_templates(&rendered) {
+        let expected: Vec<&str> = if name == "restapi" {
+            vec!["catalogue-pull", "broker-pull", &secret.name]
+        } else {
+            vec!["broker-pull", &secret.name]
+        };
+        let names: Vec<&str> = template["spec"]["imagePullSecrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, expected, "{name}");
+    }
+
+    // The hash follows the content: other credentials, another name.
+    let changed = store(&[("registry.example:5000", ("ci", "rotated-9"))]);
+    let again = broker_render::render_with_pull_credentials(&setup.inputs(), &changed).unwrap();
+    assert!(again.objects.iter().any(|o| o.kind == "Secret"
+        && o.name.starts_with("broker-push-credentials-")
+        && o.name != secret.name));
+
+    // Written 0600 like the other Secret; kubernetes-validate accepts it.
+    let out = work.path().join("out");
+    rendered.write_dir(&out).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(out.join(&secret.file_name))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let validate = require_tool("kubernetes-validate", "pip install kubernetes-validate");
+    let run = Command::new(&validate)
+        .args(["--strict", "-k", "1.33.0"])
+        .arg(out.join(&secret.file_name))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+/// `registry` in the environment moves the pinned host, and the generated
+/// Secret's entry with it; a store without it is one line saying what to
+/// do, and never a password.
+#[test]
+fn a_generated_pull_secret_follows_the_environment_registry_or_says_what_is_missing() {
+    let work = tempfile::tempdir().unwrap();
+    let setup = with_generated_pull_secret(work.path(), "registry: nodes.example:5000\n");
+    let credentials = store(&[
+        ("registry.example:5000", ("ci", "push-password-6")),
+        ("nodes.example:5000", ("node", "node-password-10")),
+    ]);
+    let rendered =
+        broker_render::render_with_pull_credentials(&setup.inputs(), &credentials).unwrap();
+    assert_eq!(*credentials.asked.borrow(), ["nodes.example:5000"]);
+    assert!(!rendered.to_stream().contains("registry.example:5000"));
+
+    let none = store(&[("registry.example:5000", ("ci", "push-password-6"))]);
+    let error = broker_render::render_with_pull_credentials(&setup.inputs(), &none)
+        .unwrap_err()
+        .to_string()
+        .replace(&work.path().display().to_string(), "WORK");
+    assert!(!error.contains("password-6"));
+    // Without a lookup (plain render) it is the same line.
+    let plain = render(&setup.inputs())
+        .unwrap_err()
+        .to_string()
+        .replace(&work.path().display().to_string(), "WORK");
+    assert_eq!(error, plain);
+    insta::assert_snapshot!("generated-pull-secret-without-credentials", error);
+}
+
+/// Standard base64 back to text (the test's own reading of what render
+/// encoded).
+fn decode(encoded: &Value) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in encoded.as_str().unwrap().bytes().filter(|b| *b != b'=') {
+        let value = ALPHABET.iter().position(|a| *a == byte).unwrap();
+        bits = (bits << 6) | u32::try_from(value).unwrap();
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from((bits >> count) & 0xff).unwrap());
+        }
+    }
+    String::from_utf8(out).unwrap()
 }

@@ -65,6 +65,65 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Where the kubelet mounts a pod's service account token, CA and
+/// namespace (kube reads them from there).
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Where the connection settings come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A kubeconfig file: `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`.
+    Kubeconfig,
+    /// The pod's service account (token and CA mounted by the kubelet,
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT` set): a CI runner pod with no
+    /// kubeconfig of its own.
+    InCluster,
+}
+
+/// What [`ConfigSource::choose`] looks at, so the choice is testable
+/// without touching the process environment.
+pub trait ConfigEnvironment {
+    /// An environment variable, `None` when unset or empty.
+    fn var(&self, name: &str) -> Option<String>;
+    /// Whether `~/.kube/config` exists.
+    fn home_kubeconfig_exists(&self) -> bool;
+}
+
+/// The real process environment and home directory.
+pub struct ProcessEnvironment;
+
+impl ConfigEnvironment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    fn home_kubeconfig_exists(&self) -> bool {
+        std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".kube").join("config"))
+            .is_some_and(|path| path.exists())
+    }
+}
+
+impl ConfigSource {
+    /// kubectl's order, then the in-cluster fallback client libraries use:
+    /// a kubeconfig named by flag or `KUBECONFIG`, or found at home, always
+    /// wins; without any, inside a pod, the service account. A `--context`
+    /// means a kubeconfig was meant, so its absence stays an error.
+    pub fn choose(options: &ConnectOptions, env: &dyn ConfigEnvironment) -> Self {
+        let kubeconfig_named = options.kubeconfig.is_some()
+            || options.context.is_some()
+            || env.var("KUBECONFIG").is_some();
+        if !kubeconfig_named
+            && !env.home_kubeconfig_exists()
+            && env.var("KUBERNETES_SERVICE_HOST").is_some()
+        {
+            ConfigSource::InCluster
+        } else {
+            ConfigSource::Kubeconfig
+        }
+    }
+}
+
 /// Reads the kubeconfig as kubectl would (`--kubeconfig`, else
 /// `KUBECONFIG`, else `~/.kube/config`) and checks the context exists.
 pub fn load_kubeconfig(options: &ConnectOptions) -> Result<Kubeconfig, ClusterError> {
@@ -296,14 +355,24 @@ pub(super) fn chain(error: &dyn std::error::Error) -> String {
 impl Cluster {
     /// Connects as the kubeconfig says. Makes no request yet.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, ClusterError> {
-        let kubeconfig = load_kubeconfig(options)?;
-        let kube_options = KubeConfigOptions {
-            context: options.context.clone(),
-            ..KubeConfigOptions::default()
+        let mut config = match ConfigSource::choose(options, &ProcessEnvironment) {
+            ConfigSource::Kubeconfig => {
+                let kubeconfig = load_kubeconfig(options)?;
+                let kube_options = KubeConfigOptions {
+                    context: options.context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+                    .await
+                    .map_err(|e| ClusterError::Kubeconfig(chain(&e)))?
+            }
+            ConfigSource::InCluster => Config::incluster().map_err(|e| {
+                ClusterError::Kubeconfig(format!(
+                    "no kubeconfig, and the pod's service account in {SERVICE_ACCOUNT_DIR} cannot be used ({}); mount its token or pass --kubeconfig",
+                    chain(&e)
+                ))
+            })?,
         };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &kube_options)
-            .await
-            .map_err(|e| ClusterError::Kubeconfig(chain(&e)))?;
         config.connect_timeout = Some(options.connect_timeout);
         config.read_timeout = Some(Duration::from_secs(60));
         config.default_namespace = options.namespace.clone();
@@ -339,5 +408,94 @@ impl Cluster {
     /// The ApplySet this cluster handle works on.
     pub fn applyset(&self) -> &ApplySet {
         &self.set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Env {
+        vars: &'static [(&'static str, &'static str)],
+        home_config: bool,
+    }
+
+    impl ConfigEnvironment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            self.vars
+                .iter()
+                .find(|(k, v)| *k == name && !v.is_empty())
+                .map(|(_, v)| (*v).to_owned())
+        }
+        fn home_kubeconfig_exists(&self) -> bool {
+            self.home_config
+        }
+    }
+
+    const IN_POD: &[(&str, &str)] = &[
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+
+    #[test]
+    fn a_pod_without_a_kubeconfig_uses_its_service_account() {
+        let options = ConnectOptions::new("broker");
+        let env = Env {
+            vars: IN_POD,
+            home_config: false,
+        };
+        assert_eq!(
+            ConfigSource::choose(&options, &env),
+            ConfigSource::InCluster
+        );
+    }
+
+    #[test]
+    fn any_kubeconfig_wins_over_the_service_account() {
+        let in_pod_with_kubeconfig_var = Env {
+            vars: &[
+                ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                ("KUBECONFIG", "/ci/kubeconfig"),
+            ],
+            home_config: false,
+        };
+        let in_pod_with_home_config = Env {
+            vars: IN_POD,
+            home_config: true,
+        };
+        let options = ConnectOptions::new("broker");
+        for env in [&in_pod_with_kubeconfig_var, &in_pod_with_home_config] {
+            assert_eq!(
+                ConfigSource::choose(&options, env),
+                ConfigSource::Kubeconfig
+            );
+        }
+        let mut flag = ConnectOptions::new("broker");
+        flag.kubeconfig = Some(PathBuf::from("kc"));
+        let mut context = ConnectOptions::new("broker");
+        context.context = Some("prod".into());
+        let in_pod = Env {
+            vars: IN_POD,
+            home_config: false,
+        };
+        for options in [&flag, &context] {
+            assert_eq!(
+                ConfigSource::choose(options, &in_pod),
+                ConfigSource::Kubeconfig
+            );
+        }
+    }
+
+    #[test]
+    fn outside_a_pod_the_kubeconfig_error_stands() {
+        let options = ConnectOptions::new("broker");
+        let env = Env {
+            vars: &[("KUBERNETES_SERVICE_HOST", "")],
+            home_config: false,
+        };
+        assert_eq!(
+            ConfigSource::choose(&options, &env),
+            ConfigSource::Kubeconfig
+        );
     }
 }

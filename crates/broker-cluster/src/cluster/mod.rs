@@ -10,19 +10,26 @@
 //! - `reporter`: how a run tells of its progress.
 //! - `wait`: the loop that polls until [`crate::rollout`] says ready.
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
+//! - `preflight`: the dry run of a start's writes before the first one.
+//! - `revisions`: recorded after a ready start, listed, rolled back to.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 
 mod connect;
 mod lease;
+mod preflight;
 mod reporter;
 mod requests;
 mod restart;
+mod revisions;
 mod start;
 mod status;
 mod stop;
 mod wait;
 
-pub use connect::{Cluster, ConnectOptions, Target, USER_AGENT, classify_error, load_kubeconfig};
+pub use connect::{
+    Cluster, ConfigEnvironment, ConfigSource, ConnectOptions, ProcessEnvironment, Target,
+    USER_AGENT, classify_error, load_kubeconfig,
+};
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;
 pub use restart::RESTART_MANAGER;

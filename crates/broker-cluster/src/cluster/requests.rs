@@ -19,7 +19,7 @@ use crate::objects::{Kind, ObjectKey};
 pub use crate::compare::STOP_MANAGER;
 
 impl Cluster {
-    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+    pub(super) fn api(&self, kind: Kind) -> Api<DynamicObject> {
         let resource = kind.api_resource();
         if kind.namespaced() {
             Api::namespaced_with(self.client.clone(), &self.namespace, &resource)

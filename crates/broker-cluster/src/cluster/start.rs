@@ -35,6 +35,9 @@ pub struct StartOutcome {
     pub wrote: bool,
     /// With `--dry-run`: the per-object diffs, Secret values masked.
     pub diffs: BTreeMap<String, Vec<String>>,
+    /// The revision this start recorded (`None`: it applied what the
+    /// newest revision holds, or it was a dry run).
+    pub revision: Option<u64>,
 }
 
 /// Options of a start run.
@@ -46,6 +49,9 @@ pub struct StartRun {
     pub force_conflicts: bool,
     /// Prune PVCs that left the set.
     pub delete_data: bool,
+    /// Prune nothing: members that left the set, old config included,
+    /// stay (and stay on the parent).
+    pub no_prune: bool,
     /// Give up waiting after this long.
     pub timeout: Duration,
 }
@@ -138,6 +144,7 @@ impl Cluster {
     ) -> Result<StartOutcome, ClusterError> {
         let options = StartOptions {
             delete_data: run.delete_data,
+            no_prune: run.no_prune,
         };
         // Planned (reads only) before anything is written: bad input and
         // a start with nothing to do never touch the Lease either.
@@ -146,18 +153,39 @@ impl Cluster {
             return self.dry_run(&planned, run, reporter).await;
         }
         if !planned.plan.writes() {
-            return self.execute(planned, run, reporter).await;
+            let prepared = planned.prepared.clone();
+            let mut outcome = self.execute(planned, run, reporter).await?;
+            // A start from before revisions existed: the first one is
+            // recorded once; afterwards an unchanged start writes nothing.
+            outcome.revision = self.record_revision(&prepared).await?;
+            return Ok(outcome);
         }
         // The Lease lives in the namespace: a first start creates that
         // first (an apply, so a race of two first starts is harmless).
-        if !planned.namespace_exists {
+        let namespace_created = !planned.namespace_exists;
+        if namespace_created {
             self.ensure_namespace(&planned.prepared).await?;
         }
         let lease = self.hold_lease("start", self.lease_wait, reporter).await?;
         // Planned again under the Lease: another run may have changed the
         // set while this one waited.
         let result = match self.plan_start(rendered, options).await {
-            Ok(planned) => self.execute(planned, run, reporter).await,
+            Ok(planned) => match self
+                .preflight(&planned, run.force_conflicts, namespace_created)
+                .await
+            {
+                Ok(()) => {
+                    let prepared = planned.prepared.clone();
+                    match self.execute(planned, run, reporter).await {
+                        Ok(mut outcome) => {
+                            outcome.revision = self.record_revision(&prepared).await?;
+                            Ok(outcome)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         lease.release().await;
@@ -193,6 +221,22 @@ impl Cluster {
         let mut outcome = StartOutcome::default();
         let deadline = Instant::now() + run.timeout;
         let any_change = plan.writes();
+        let prunes: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                StartStep::Prune(key) if live.get(key).is_some_and(plan::is_ours) => {
+                    Some(key.to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        if !prunes.is_empty() {
+            reporter.line(&format!(
+                "will prune after the rollout what left the rendered set: {} (--no-prune keeps them)",
+                prunes.join(", ")
+            ));
+        }
         for step in &plan.steps {
             match step {
                 StartStep::ApplyParent(record) => {

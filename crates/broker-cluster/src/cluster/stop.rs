@@ -55,7 +55,7 @@ impl Cluster {
             .any(|step| match step {
                 StopStep::Scale(key) => replicas(&live[key]) != Some(0),
                 StopStep::Delete(_) => true,
-                StopStep::WaitPodsGone | StopStep::KeepNodeDirectories(_) => false,
+                StopStep::WaitPodsGone(_) | StopStep::KeepNodeDirectories(_) => false,
             });
         if !writes {
             // Already stopped: wait for stragglers, write nothing.
@@ -82,15 +82,16 @@ impl Cluster {
     ) -> Result<Vec<StopStep>, ClusterError> {
         let steps = plan::stop_plan(live, options);
         let deadline = Instant::now() + timeout;
-        let selectors: Vec<BTreeMap<String, String>> = live
-            .iter()
-            .filter(|(k, _)| k.kind.is_workload())
-            .filter_map(|(_, o)| {
-                o.data
-                    .pointer("/spec/selector/matchLabels")
-                    .and_then(|m| serde_json::from_value(m.clone()).ok())
-            })
-            .collect();
+        let selectors = |keys: &[ObjectKey]| -> Vec<BTreeMap<String, String>> {
+            keys.iter()
+                .filter_map(|k| live.get(k))
+                .filter_map(|o| {
+                    o.data
+                        .pointer("/spec/selector/matchLabels")
+                        .and_then(|m| serde_json::from_value(m.clone()).ok())
+                })
+                .collect()
+        };
         for step in &steps {
             match step {
                 StopStep::Scale(key) => {
@@ -106,7 +107,8 @@ impl Cluster {
                     self.delete(key).await?;
                 }
                 StopStep::KeepNodeDirectories(_) => reporter.line(&step.to_string()),
-                StopStep::WaitPodsGone => loop {
+                StopStep::WaitPodsGone(keys) => loop {
+                    let selectors = selectors(keys);
                     let remaining = self
                         .pods()
                         .await?

@@ -106,12 +106,16 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
-/// Whether `object`'s labels match a `k=v,k2=v2` selector.
+/// Whether `object`'s labels match a `k=v,k2=v2` selector (a bare `k`
+/// asks only that the label exist).
 fn matches(object: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let (k, v) = term.split_once('=').unwrap_or((term, ""));
-        object["metadata"]["labels"][k].as_str() == Some(v)
-    })
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => object["metadata"]["labels"][k].as_str() == Some(v),
+            None => object["metadata"]["labels"][term].is_string(),
+        })
 }
 
 fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {

@@ -9,10 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use broker_cluster::health::BrokerState;
 use broker_cluster::{
-    Cluster, ConnectOptions, Quiet, RenderedSet, Reporter, StartRun, StopOptions,
+    Cluster, ClusterError, ConnectOptions, Quiet, RenderedSet, Reporter, StartOutcome, StartRun,
+    StopOptions,
 };
 
-use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, StopArgs, WaitArgs};
+use crate::cli::{
+    HistoryArgs, KubeArgs, ObjectsArgs, RestartArgs, RollbackArgs, StartArgs, StatusArgs, StopArgs,
+    WaitArgs,
+};
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
@@ -57,14 +61,17 @@ fn load_objects(
         ))
         .into());
     };
-    let rendered = broker_render::render(&broker_render::Inputs {
-        lock: &objects.lock,
-        source,
-        environment,
-        env_file: objects.env_file.as_deref(),
-        manifests: &objects.catalogue,
-        require_pinned: objects.require_pinned,
-    })
+    let rendered = broker_render::render_with_pull_credentials(
+        &broker_render::Inputs {
+            lock: &objects.lock,
+            source,
+            environment,
+            env_file: objects.env_file.as_deref(),
+            manifests: &objects.catalogue,
+            require_pinned: objects.require_pinned,
+        },
+        &super::render::DockerConfigPullCredentials,
+    )
     .context("render failed")?;
     for warning in &rendered.warnings {
         crate::reporter::warning(json, warning);
@@ -114,12 +121,19 @@ pub async fn start_rendered(
         dry_run: args.dry_run,
         force_conflicts: args.force_conflicts,
         delete_data: args.delete_data,
+        no_prune: args.no_prune,
         timeout: Duration::from_secs(args.wait.timeout),
     };
-    let outcome = cluster
+    let outcome = match cluster
         .start(&rendered, run, reporter(json, &progress))
         .await
-        .context("start failed")?;
+    {
+        Ok(outcome) => outcome,
+        Err(failure @ ClusterError::NotReady(_)) if args.rollback_on_failure => {
+            return Err(roll_back_after(&cluster, failure, run, json, &progress).await);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("start failed")),
+    };
     let summary = if args.dry_run {
         format!(
             "dry run: {} object(s) would change, {} unchanged, {} would be pruned; nothing written",
@@ -137,6 +151,138 @@ pub async fn start_rendered(
         )
     } else {
         "no changes: the cluster already runs the rendered set; nothing written".to_owned()
+    };
+    print_result(
+        json,
+        &serde_json::to_value(&outcome).unwrap_or_default(),
+        &[summary],
+    );
+    Ok(())
+}
+
+/// `start --rollback-on-failure` after its wait failed: the newest
+/// revision (the last start that ended ready) applied again and waited
+/// for. Always an error: the start did fail.
+async fn roll_back_after(
+    cluster: &Cluster,
+    failure: ClusterError,
+    run: StartRun,
+    json: bool,
+    progress: &Arc<Progress>,
+) -> anyhow::Error {
+    let newest = match cluster.revisions().await {
+        Ok(all) => all.last().map(|r| r.number),
+        Err(e) => {
+            return anyhow::anyhow!(
+                "start failed: {failure}; could not read the revisions to roll back to: {e}"
+            );
+        }
+    };
+    let Some(number) = newest else {
+        return anyhow::anyhow!(
+            "start failed: {failure}; no earlier start ended ready, so there is no revision to roll back to"
+        );
+    };
+    reporter(json, progress).line(&format!(
+        "start failed: {failure}; rolling back to revision {number}"
+    ));
+    let result = match cluster.revision(number).await {
+        Ok(revision) => {
+            cluster
+                .rollback(&revision, run, reporter(json, progress))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => anyhow::anyhow!(
+            "start failed: {failure}; rolled back to revision {number}, which is ready again"
+        ),
+        Err(e) => anyhow::anyhow!(
+            "start failed: {failure}; the rollback to revision {number} failed too: {e}"
+        ),
+    }
+}
+
+/// `history`.
+pub async fn history(args: HistoryArgs, json: bool) -> anyhow::Result<()> {
+    let namespace = args.kube.namespace_or_default();
+    let cluster = connect(&args.kube, &namespace, None).await?;
+    let revisions = cluster.revisions().await.context("history failed")?;
+    let mut lines = Vec::new();
+    if revisions.is_empty() {
+        lines.push(format!(
+            "no revisions in namespace {namespace}: a start that ends ready records one"
+        ));
+    }
+    let newest = revisions.last().map(|r| r.number);
+    for r in &revisions {
+        let images: Vec<String> = r
+            .images
+            .iter()
+            .map(|(workload, image)| format!("{workload}={}", short_image(image)))
+            .collect();
+        lines.push(format!(
+            "{:>4}  {}  {}{}",
+            r.number,
+            r.created,
+            images.join(" "),
+            if Some(r.number) == newest {
+                "  (running)"
+            } else {
+                ""
+            }
+        ));
+    }
+    print_result(
+        json,
+        &serde_json::json!({ "namespace": namespace, "revisions": revisions }),
+        &lines,
+    );
+    Ok(())
+}
+
+/// `name@sha256:` + 12 hex digits: enough to tell revisions apart.
+fn short_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once("@sha256:") {
+        Some((name, hex)) => format!("{name}@{}", &hex[..hex.len().min(12)]),
+        None => last.to_owned(),
+    }
+}
+
+/// `rollback [REVISION]`.
+pub async fn rollback(
+    args: RollbackArgs,
+    json: bool,
+    progress: Arc<Progress>,
+) -> anyhow::Result<()> {
+    let namespace = args.kube.namespace_or_default();
+    let cluster = connect(&args.kube, &namespace, Some(&args.wait)).await?;
+    let number = match args.revision {
+        Some(n) => n,
+        None => cluster.previous_revision().await?,
+    };
+    let revision = cluster.revision(number).await?;
+    let run = StartRun {
+        dry_run: false,
+        force_conflicts: args.force_conflicts,
+        delete_data: false,
+        no_prune: false,
+        timeout: Duration::from_secs(args.wait.timeout),
+    };
+    let outcome: StartOutcome = cluster
+        .rollback(&revision, run, reporter(json, &progress))
+        .await
+        .with_context(|| format!("rollback to revision {number} failed"))?;
+    let summary = match outcome.revision {
+        Some(new) => format!(
+            "rolled back to revision {number} (recorded as revision {new}): {} applied, {} unchanged, {} pruned",
+            outcome.applied.len(),
+            outcome.unchanged.len(),
+            outcome.pruned.len()
+        ),
+        None => format!("revision {number} is what runs already; nothing written"),
     };
     print_result(
         json,
@@ -223,6 +369,8 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             force_conflicts: false,
             delete_data: false,
             yes: false,
+            no_prune: false,
+            rollback_on_failure: false,
             wait: args.wait.clone(),
             kube,
         };

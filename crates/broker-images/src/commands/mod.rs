@@ -68,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => runtime.block_on(cluster::stop(args, cli.json, progress)),
         Command::Restart(args) => runtime.block_on(cluster::restart(args, cli.json, progress)),
         Command::Status(args) => runtime.block_on(cluster::status(args, cli.json)),
+        Command::History(args) => runtime.block_on(cluster::history(args, cli.json)),
+        Command::Rollback(args) => runtime.block_on(cluster::rollback(args, cli.json, progress)),
     }
 }
 

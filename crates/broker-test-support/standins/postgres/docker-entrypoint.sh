@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Entrypoint of the postgres stand-in: the official image's contract.
-#   - as root: make PGDATA (mode 700) and the socket directory, owned by
-#     postgres (999), then run again as postgres;
+#   - make PGDATA (mode 700); as root also give it and the socket
+#     directory to postgres (999), then run again as postgres (run as 999
+#     from the start, as Pod Security "restricted" has it, it goes on);
 #   - on an empty PGDATA: initdb with POSTGRES_USER (default postgres) and
 #     POSTGRES_PASSWORD, trust on the local socket and loopback and
 #     scram-sha-256 for every other host; start a server that listens on the
@@ -19,9 +20,12 @@ if [ "$1" != 'postgres' ]; then
     exec "$@"
 fi
 
+# As any user (the official image does the same): a data directory that
+# an init container or fsGroup left group-writable is made 0700, which
+# postgres insists on; as a non-owner the chmod fails and postgres says why.
+mkdir -p "$PGDATA"
+chmod 00700 "$PGDATA" 2>/dev/null || :
 if [ "$(id -u)" = '0' ]; then
-    mkdir -p "$PGDATA"
-    chmod 00700 "$PGDATA"
     chown -R postgres:postgres "$PGDATA"
     mkdir -p /var/run/postgresql
     chown postgres:postgres /var/run/postgresql

@@ -1,0 +1,155 @@
+//! The preflight of a start: every object the plan will apply, sent as a
+//! server-side dry run (`dryRun=All`) before the first write, so an invalid
+//! object, an immutable field, a quota or an admission policy stops the
+//! start with nothing of the set changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
+
+use super::connect::Cluster;
+use super::requests::STOP_MANAGER;
+use super::start::PlannedStart;
+use crate::compare::FIELD_MANAGER;
+use crate::error::ClusterError;
+use crate::objects::Kind;
+use crate::plan::StartStep;
+use crate::preflight::{self, Refusal};
+
+impl Cluster {
+    /// Dry-runs each object the plan applies; the first refusal is the
+    /// error. `namespace_created` says whether this run created the
+    /// namespace so the dry runs could happen, for the message.
+    pub(super) async fn preflight(
+        &self,
+        planned: &PlannedStart,
+        force_conflicts: bool,
+        namespace_created: bool,
+    ) -> Result<(), ClusterError> {
+        self.check_pull_secrets(planned, namespace_created).await?;
+        for step in &planned.plan.steps {
+            let StartStep::Apply(key) = step else {
+                continue;
+            };
+            if key.kind == Kind::Namespace {
+                continue;
+            }
+            let object = &planned.prepared.objects[key];
+            let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
+            if force_conflicts {
+                params = params.force();
+            }
+            let api = self.api(key.kind);
+            let mut answer = api.patch(&key.name, &params, &Patch::Apply(object)).await;
+            // What stop owns (the replica count) the real start releases
+            // first; the dry run takes it as the start will.
+            if let Err(kube::Error::Api(status)) = &answer
+                && status.code == 409
+                && conflict_only_with_stop(status)
+            {
+                let forced = PatchParams::apply(FIELD_MANAGER).dry_run().force();
+                answer = api.patch(&key.name, &forced, &Patch::Apply(object)).await;
+            }
+            match answer {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) => {
+                    if let Some(refusal) = preflight::refusal(key, &status) {
+                        return Err(ClusterError::Preflight {
+                            refusal,
+                            namespace_created,
+                        });
+                    }
+                    return Err(self.error(
+                        kube::Error::Api(status),
+                        "patch (dry run)",
+                        key.kind,
+                        Some(&key.name),
+                    ));
+                }
+                Err(other) => {
+                    return Err(self.error(other, "patch (dry run)", key.kind, Some(&key.name)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn conflict_only_with_stop(status: &kube::core::Status) -> bool {
+    let causes = status
+        .details
+        .as_ref()
+        .map(|d| d.causes.clone())
+        .unwrap_or_default();
+    !causes.is_empty()
+        && causes.iter().all(|c| {
+            c.reason != "FieldManagerConflict" || c.message.contains(&format!("\"{STOP_MANAGER}\""))
+        })
+}
+
+impl Cluster {
+    /// Every `imagePullSecrets` name a workload uses exists, in the set
+    /// or in the namespace: otherwise its pods would sit in
+    /// ImagePullBackOff minutes later.
+    async fn check_pull_secrets(
+        &self,
+        planned: &PlannedStart,
+        namespace_created: bool,
+    ) -> Result<(), ClusterError> {
+        let in_set: BTreeSet<&str> = planned
+            .prepared
+            .objects
+            .keys()
+            .filter(|k| k.kind == Kind::Secret)
+            .map(|k| k.name.as_str())
+            .collect();
+        let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        for (key, object) in &planned.prepared.objects {
+            if !key.kind.is_workload() {
+                continue;
+            }
+            let names = object
+                .data
+                .pointer("/spec/template/spec/imagePullSecrets")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for entry in names {
+                if let Some(name) = entry["name"].as_str()
+                    && !in_set.contains(name)
+                {
+                    wanted
+                        .entry(name.to_owned())
+                        .or_insert_with(|| key.to_string());
+                }
+            }
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        for (name, user) in wanted {
+            let found = secrets
+                .get_opt(&name)
+                .await
+                .map_err(|e| self.error(e, "get", Kind::Secret, Some(&name)))?;
+            if found.is_none() {
+                return Err(ClusterError::Preflight {
+                    refusal: Refusal {
+                        object: user,
+                        field: Some("spec.template.spec.imagePullSecrets".into()),
+                        why: format!(
+                            "names Secret {name}, which does not exist in namespace {}",
+                            self.namespace
+                        ),
+                        hint: format!(
+                            "create it (kubectl create secret docker-registry {name} -n {} ...) or let render generate one (the environment's pull secret)",
+                            self.namespace
+                        ),
+                    },
+                    namespace_created,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The preflight of `start`, against the scripted endpoint (see `support`;
+//! not a Kubernetes API server): every object the plan applies is sent as
+//! a `dryRun=All` apply before the first real write, and a refusal, as a
+//! real API server words it (answers recorded on the real-node rig, in
+//! `fixtures/recorded/preflight`), stops the start in one line with
+//! nothing of the set written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_cluster::{ClusterError, Quiet, StartRun};
+use serde_json::Value;
+use support::{Recorded, fixture, serve, url_params};
+
+fn run() -> StartRun {
+    StartRun {
+        dry_run: false,
+        force_conflicts: false,
+        delete_data: false,
+        no_prune: false,
+        timeout: Duration::from_secs(20),
+    }
+}
+
+fn recorded(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/recorded/preflight")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn is_dry_run(r: &Recorded) -> bool {
+    url_params(&r.query).get("dryRun").map(String::as_str) == Some("All")
+}
+
+/// Answers the dry run of the object at `path_end` with a recorded refusal.
+fn refuse(path_end: &'static str, answer: Value) -> support::Override {
+    Arc::new(move |r: &Recorded| {
+        (r.method == "PATCH" && r.path.ends_with(path_end) && is_dry_run(r)).then(|| {
+            let code = answer["code"].as_u64().unwrap_or(500) as u16;
+            (code, answer.clone())
+        })
+    })
+}
+
+/// The real writes of a run (dry runs, reads and the Lease left out).
+fn member_writes(server: &support::Scripted) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write() && !is_dry_run(r) && !r.path.contains("/leases"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_applied_object_is_dry_run_before_the_first_write() {
+    let server = serve(None).await;
+    server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap();
+    let requests = server.requests();
+    let first_member_write = requests
+        .iter()
+        .position(|r| {
+            r.is_write()
+                && !is_dry_run(r)
+                && !r.path.contains("/leases")
+                && !r.path.ends_with("/namespaces/broker")
+        })
+        .unwrap();
+    let dry: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.method == "PATCH" && is_dry_run(r))
+        .collect();
+    let applied: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && !is_dry_run(r)
+                && !r.path.ends_with("/namespaces/broker")
+                && !r.path.ends_with("/secrets/broker")
+                // Written after the rollout: what the start applied.
+                && !r.path.contains("/configmaps/broker-images-revision-")
+        })
+        .collect();
+    assert!(!applied.is_empty());
+    for write in &applied {
+        assert!(
+            dry.iter()
+                .any(|d| d.path == write.path && d.body == write.body),
+            "{} applied without a dry run of the same body",
+            write.path
+        );
+    }
+    let last_dry = requests
+        .iter()
+        .rposition(|r| r.method == "PATCH" && is_dry_run(r))
+        .unwrap();
+    assert!(
+        last_dry < first_member_write,
+        "a dry run came after the first write"
+    );
+}
+
+#[tokio::test]
+async fn an_immutable_selector_stops_the_start_naming_object_and_field() {
+    let server = serve(Some(refuse(
+        "/deployments/restapi",
+        recorded("deployment-selector-immutable.json"),
+    )))
+    .await;
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClusterError::Preflight { .. }), "{error:?}");
+    let text = error.to_string();
+    assert_eq!(
+        text,
+        "Deployment/restapi field spec.selector: field is immutable; this field cannot change on a live object: keep it as on the cluster, or delete Deployment/restapi (kubectl delete deployment restapi) and start again (preflight: only the empty namespace was created)"
+    );
+    // A first start: the namespace (so the dry runs can run) and nothing else.
+    assert_eq!(member_writes(&server), ["PATCH /api/v1/namespaces/broker"]);
+}
+
+#[tokio::test]
+async fn a_claims_storage_class_names_the_field_and_the_data_at_stake() {
+    let server = serve(Some(refuse(
+        "/persistentvolumeclaims/db-data",
+        recorded("claim-storage-class-immutable.json"),
+    )))
+    .await;
+    // The namespace exists already: then nothing at all is written.
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(!text.contains('\n'), "{text}");
+    assert!(
+        text.starts_with(
+            "PersistentVolumeClaim/db-data field spec.storageClassName: spec is immutable after creation except resources.requests for bound claims; "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("back up the data"), "{text}");
+    assert!(text.ends_with("(preflight: nothing was written)"), "{text}");
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_quota_refusal_by_admission_is_one_line() {
+    let server = serve(Some(refuse(
+        "/deployments/mq",
+        recorded("quota-exceeded-deployments.json"),
+    )))
+    .await;
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
+    let error = server
+        .cluster("broker")
+        .start(&fixture(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with(
+            "Deployment/mq: deployments.apps \"mq\" is forbidden: exceeded quota: few"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("raise the quota"), "{text}");
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+}
+
+/// The example with restapi pulling through Secret `regcred`.
+fn with_pull_secret() -> broker_cluster::RenderedSet {
+    let values: Vec<Value> = fixture()
+        .objects
+        .values()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            if v["kind"] == "Deployment" && v["metadata"]["name"] == "restapi" {
+                v["spec"]["template"]["spec"]["imagePullSecrets"] =
+                    serde_json::json!([{"name": "regcred"}]);
+            }
+            v
+        })
+        .collect();
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+#[tokio::test]
+async fn a_pull_secret_nobody_created_is_one_line_before_any_write() {
+    let server = serve(None).await;
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "broker"}, "status": {"phase": "Active"}}));
+    let error = server
+        .cluster("broker")
+        .start(&with_pull_secret(), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Deployment/restapi field spec.template.spec.imagePullSecrets: names Secret regcred, which does not exist in namespace broker; create it (kubectl create secret docker-registry regcred -n broker ...) or let render generate one (the environment's pull secret) (preflight: nothing was written)"
+    );
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+
+    // Once it exists, the start goes ahead.
+    server.put(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "regcred", "namespace": "broker"},
+        "type": "kubernetes.io/dockerconfigjson"}));
+    server
+        .cluster("broker")
+        .start(&with_pull_secret(), run(), &Quiet)
+        .await
+        .unwrap();
+}
