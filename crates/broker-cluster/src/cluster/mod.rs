@@ -11,7 +11,9 @@
 //! - `wait`: the loop that polls until [`crate::rollout`] says ready.
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `start`, `stop`, `restart`, `status`: the runs.
+//! - `apply_changed`: the dev loop's apply of only what differs.
 
+mod apply_changed;
 mod connect;
 mod lease;
 mod reporter;
@@ -22,6 +24,7 @@ mod status;
 mod stop;
 mod wait;
 
+pub use apply_changed::ChangedObjects;
 pub use connect::{Cluster, ConnectOptions, Target, USER_AGENT, classify_error, load_kubeconfig};
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;

@@ -16,7 +16,7 @@ use crate::cli::{KubeArgs, ObjectsArgs, RestartArgs, StartArgs, StatusArgs, Stop
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
-async fn connect(
+pub(crate) async fn connect(
     kube: &KubeArgs,
     namespace: &str,
     wait: Option<&WaitArgs>,

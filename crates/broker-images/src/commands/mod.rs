@@ -3,6 +3,7 @@
 
 mod build;
 pub mod cluster;
+mod dev;
 mod mirror;
 mod push;
 mod render;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => runtime.block_on(cluster::stop(args, cli.json, progress)),
         Command::Restart(args) => runtime.block_on(cluster::restart(args, cli.json, progress)),
         Command::Status(args) => runtime.block_on(cluster::status(args, cli.json)),
+        Command::Dev(args) => runtime.block_on(dev::run(args, cli.json, progress)),
     }
 }
 
