@@ -395,7 +395,10 @@ mod tests {
         };
         let trees = BTreeMap::from([
             ("broker".to_owned(), tree("broker", "/w/broker")),
-            ("ttn-formatters".to_owned(), tree("ttn-formatters", "/w/fmt")),
+            (
+                "ttn-formatters".to_owned(),
+                tree("ttn-formatters", "/w/fmt"),
+            ),
         ]);
         WatchPlan::new(
             &[python, www, decoder],

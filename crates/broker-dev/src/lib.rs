@@ -96,6 +96,11 @@ pub async fn run(
 fn last_written<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> Option<SystemTime> {
     files
         .into_iter()
-        .filter_map(|f| std::fs::symlink_metadata(Path::new(f)).ok()?.modified().ok())
+        .filter_map(|f| {
+            std::fs::symlink_metadata(Path::new(f))
+                .ok()?
+                .modified()
+                .ok()
+        })
         .max()
 }

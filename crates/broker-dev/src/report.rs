@@ -88,12 +88,7 @@ impl ChangeReport {
         let t = &self.timings;
         format!(
             "{files} → {images} → {rolled}: ready {:.0} ms after the write (seen {:.0}, build {:.0}, push {:.0}, apply {:.0}, rollout {:.0})",
-            t.write_to_ready_ms,
-            t.seen_ms,
-            t.build_ms,
-            t.push_ms,
-            t.apply_ms,
-            t.rollout_ms
+            t.write_to_ready_ms, t.seen_ms, t.build_ms, t.push_ms, t.apply_ms, t.rollout_ms
         )
     }
 }
@@ -133,9 +128,9 @@ mod tests {
             ..ChangeReport::default()
         };
         assert!(
-            config
-                .line()
-                .starts_with("db/init.d/01.sql and 1 more → config → ConfigMap/db-init-abc: ready 0 ms"),
+            config.line().starts_with(
+                "db/init.d/01.sql and 1 more → config → ConfigMap/db-init-abc: ready 0 ms"
+            ),
             "{}",
             config.line()
         );

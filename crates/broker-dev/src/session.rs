@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use broker_build::build::{
-    BuildError, BuildHooks, BuildOptions, BuiltImage, DepsFetch, DepsOrigin, DepsSource,
-    DepsWanted,
+    BuildError, BuildHooks, BuildOptions, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted,
 };
 use broker_build::deps::BaseDigest;
 use broker_build::sources::SourceTree;
@@ -383,16 +382,25 @@ impl DevSession {
         let mut options = self.options.build.clone();
         if !images.is_empty() {
             options.only = images.iter().cloned().collect();
+            // The build refuses overrides for images it does not build.
+            options
+                .base_overrides
+                .retain(|name, _| images.contains(name));
+            options
+                .arg_overrides
+                .retain(|name, _| images.contains(name));
         }
         let bases = recorded_bases(&self.lock);
         // Offline only when every base is recorded: the first build
         // resolved them, a spec added since has not been.
         options.offline = hooks.base_resolver.is_none()
             && !self.lock.images.is_empty()
-            && options
-                .only
-                .iter()
-                .all(|name| self.lock.images.get(name).is_some_and(|i| i.base_digest.is_some()));
+            && options.only.iter().all(|name| {
+                self.lock
+                    .images
+                    .get(name)
+                    .is_some_and(|i| i.base_digest.is_some())
+            });
         options.recorded_bases = bases;
         let outcome = broker_build::build::build(options, hooks).await?;
         if let Some((_, err)) = outcome.failed.into_iter().next() {
@@ -402,7 +410,10 @@ impl DevSession {
     }
 
     /// Pushes what was built and records it in the dev lock.
-    async fn push(&mut self, (built, mut fresh): (Vec<BuiltImage>, Lock)) -> Result<Pushed, DevError> {
+    async fn push(
+        &mut self,
+        (built, mut fresh): (Vec<BuiltImage>, Lock),
+    ) -> Result<Pushed, DevError> {
         let publisher = &self.publisher;
         let store = &self.store;
         let tag = &self.options.tag;

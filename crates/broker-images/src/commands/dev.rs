@@ -79,7 +79,9 @@ pub(crate) async fn run(args: DevArgs, json: bool, progress: Arc<Progress>) -> a
     let reporter: Arc<dyn BuildReporter> = progress.clone();
     let hooks = BuildHooks {
         deps_source: Some(Arc::new(RegistryDeps(Arc::clone(&publisher))) as Arc<dyn DepsSource>),
-        base_resolver: Some(Arc::new(RegistryBases::new(&args.access, None)) as Arc<dyn BaseResolver>),
+        base_resolver: Some(
+            Arc::new(RegistryBases::new(&args.access, None)) as Arc<dyn BaseResolver>
+        ),
         layer_streams: None,
         reporter,
     };
@@ -103,7 +105,10 @@ pub(crate) async fn run(args: DevArgs, json: bool, progress: Arc<Progress>) -> a
     for missing in &watcher.missing {
         crate::reporter::warning(
             json,
-            &format!("{} does not exist: nothing there is watched", missing.display()),
+            &format!(
+                "{} does not exist: nothing there is watched",
+                missing.display()
+            ),
         );
     }
     let built = session.build_all().await.context("dev: first build")?;
@@ -114,7 +119,8 @@ pub(crate) async fn run(args: DevArgs, json: bool, progress: Arc<Progress>) -> a
         args.lock.display()
     ));
     let rendered = session.render().context("dev: first render")?;
-    let cluster = super::cluster::connect(&args.kube, &rendered.namespace, Some(&args.wait)).await?;
+    let cluster =
+        super::cluster::connect(&args.kube, &rendered.namespace, Some(&args.wait)).await?;
     let namespace = rendered.namespace.clone();
     let rounds = Rounds {
         progress: Arc::clone(&progress),
