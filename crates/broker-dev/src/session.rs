@@ -159,10 +159,13 @@ impl DevSession {
     /// Reads the specs, trees and catalogue and works out what to watch.
     /// Nothing is built yet.
     pub fn prepare(
-        options: DevOptions,
+        mut options: DevOptions,
         hooks: BuildHooks,
         publisher: Arc<Publisher>,
     ) -> Result<Self, DevError> {
+        // The watcher reports absolute paths: every path it is compared
+        // with must be absolute too.
+        absolute_paths(&mut options);
         let specs = broker_build::build::select(
             spec::load_all(&options.build.images_dir).map_err(DevError::Specs)?,
             &options.build.only,
@@ -449,6 +452,29 @@ impl DevSession {
         self.lock.merge(fresh);
         self.lock.write(&self.options.dev_lock)?;
         Ok(pushed)
+    }
+}
+
+/// Makes the paths a session watches or compares with absolute (without
+/// resolving symlinks: the watcher reports paths under the ones given).
+fn absolute_paths(options: &mut DevOptions) {
+    let absolute = |path: &mut PathBuf| {
+        if let Ok(full) = std::path::absolute(&*path) {
+            *path = full;
+        }
+    };
+    absolute(&mut options.build.broker_tree);
+    absolute(&mut options.build.images_dir);
+    absolute(&mut options.environment);
+    absolute(&mut options.catalogue);
+    if let Some(env_file) = &mut options.env_file {
+        absolute(env_file);
+    }
+    if let Some(formatters) = &mut options.build.formatters
+        && Path::new(formatters.as_str()).is_dir()
+        && let Ok(full) = std::path::absolute(formatters.as_str())
+    {
+        *formatters = full.display().to_string();
     }
 }
 

@@ -215,6 +215,7 @@ impl Project {
         let watcher = Watcher::start(&session.plan().roots()).unwrap();
         assert!(watcher.missing.is_empty(), "{:?}", watcher.missing);
         session.build_all().await.unwrap();
+        self.forget_deps_images();
         let rendered = session.render().unwrap();
         let (sender, rounds) = mpsc::unbounded_channel();
         let recorder = Recorder {
@@ -286,6 +287,19 @@ impl Project {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Leaves the deps images the engine built for the dev lock's images
+    /// to be removed from the engine when the tests end.
+    fn forget_deps_images(&self) {
+        if let Ok(Some(lock)) = broker_pins::Lock::read(&self.path("images.dev.lock")) {
+            for (name, image) in &lock.images {
+                let key = image.deps_key.get(..32).unwrap_or(&image.deps_key);
+                broker_test_support::remove_from_engine_when_done(&format!(
+                    "broker-images/{name}:deps-{key}"
+                ));
+            }
+        }
     }
 
     /// The python-sources layer digest of python-base in the dev lock.
@@ -456,6 +470,7 @@ async fn one_saved_file_pushes_one_layer_and_rolls_only_the_workloads_of_its_ima
     assert!(applied.contains("deployments/db"), "{applied:?}");
 
     running.stop().await;
+    project.forget_deps_images();
     // The release lock is byte-identical; the dev record is beside it.
     assert_eq!(std::fs::read(project.path("images.lock")).unwrap(), release);
     assert!(project.path("images.dev.lock").is_file());

@@ -144,11 +144,11 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
 }
 
-/// How long start, stop and restart wait (status waits for nothing).
+/// How long start, stop, restart and dev wait (status waits for nothing).
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
-    /// Seconds to wait for workloads to become ready (start, restart) or
-    /// for their pods to go (stop).
+    /// Seconds to wait for workloads to become ready (start, restart, dev)
+    /// or for their pods to go (stop).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
 
