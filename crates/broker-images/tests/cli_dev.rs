@@ -43,8 +43,10 @@ fn prepare(ws: &Workspace, api: &std::net::SocketAddr) {
         ws.path("broker.env"),
     )
     .unwrap();
-    std::fs::write(ws.path("images.lock"), "").unwrap();
-    std::fs::remove_file(ws.path("images.lock")).unwrap();
+    // The release lock: an earlier release with nothing built.
+    broker_pins::Lock::new()
+        .write(&ws.path("images.lock"))
+        .unwrap();
     std::fs::write(
         ws.path("kubeconfig"),
         format!(
@@ -166,6 +168,7 @@ async fn a_save_is_one_line_and_ctrl_c_names_the_way_back_to_the_release_lock() 
     let restapi = ws.path("broker/src/python/restapi/RestAPI.py");
     let text = std::fs::read_to_string(&restapi).unwrap();
 
+    let release = std::fs::read(ws.path("images.lock")).unwrap();
     let (mut child, lines) = spawn(&ws, &registry, false);
     let mut seen = Vec::new();
     let lines_ref = &lines;
@@ -199,9 +202,36 @@ async fn a_save_is_one_line_and_ctrl_c_names_the_way_back_to_the_release_lock() 
         "{back}"
     );
     forget_deps_images(&ws);
-    // No release lock was written: dev keeps its own record.
-    assert!(!ws.path("images.lock").exists());
+    // The release lock was not written: dev keeps its own record.
+    assert_eq!(
+        std::fs::read(ws.path("images.lock")).unwrap(),
+        release,
+        "the release lock changed"
+    );
     assert!(ws.path("images.dev.lock").is_file());
+    // status against the release lock: drift, named as dev builds.
+    let status = tokio::task::block_in_place(|| {
+        ws.command(&[
+            "status",
+            "--lock",
+            "images.lock",
+            "--kubeconfig",
+            "kubeconfig",
+        ])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+    });
+    assert_eq!(status.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        stdout.contains("restapi runs a dev build of python-base (sha256:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("recorded in images.dev.lock), not images.lock"),
+        "{stdout}"
+    );
 
     // With --json: one event per change carrying the timings.
     let (mut child, lines) = spawn(&ws, &registry, true);

@@ -195,3 +195,48 @@ fn quoted(path: &Path) -> String {
         format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
+
+/// A workload image that differs from the release lock because it is a
+/// build `dev` pushed.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct DevBuild {
+    /// The workload.
+    pub workload: String,
+    /// The image name in the dev lock.
+    pub image: String,
+    /// The digest it runs (or is specified with, before a pod runs).
+    pub digest: String,
+}
+
+/// The drifted images of `report` that the dev lock beside `lock` names:
+/// what `status --lock` calls dev builds rather than unknown drift.
+pub(crate) fn dev_builds(
+    report: &broker_cluster::StatusReport,
+    lock: &Path,
+) -> anyhow::Result<(std::path::PathBuf, Vec<DevBuild>)> {
+    let path = broker_dev::dev_lock_path(lock);
+    let Some(dev) = broker_pins::Lock::read(&path)? else {
+        return Ok((path, Vec::new()));
+    };
+    let mut found = Vec::new();
+    for workload in &report.workloads {
+        for image in workload.images.iter().filter(|i| i.drift) {
+            let specified = image.image.rsplit_once('@').map(|(_, d)| d.to_owned());
+            let Some(digest) = image.running.clone().or(specified) else {
+                continue;
+            };
+            if let Some((name, _)) = dev
+                .images
+                .iter()
+                .find(|(_, locked)| locked.digest.to_string() == digest)
+            {
+                found.push(DevBuild {
+                    workload: workload.name.clone(),
+                    image: name.clone(),
+                    digest,
+                });
+            }
+        }
+    }
+    Ok((path, found))
+}

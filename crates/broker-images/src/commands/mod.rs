@@ -3,7 +3,7 @@
 
 mod build;
 pub mod cluster;
-mod dev;
+pub(crate) mod dev;
 mod mirror;
 mod push;
 mod render;
