@@ -151,6 +151,8 @@ pub struct DevSession {
     /// The dev record: the release lock with every image dev pushed.
     lock: Lock,
     cluster: Option<Cluster>,
+    /// The namespace's Lease, held from the first start to [`DevSession::finish`].
+    lease: Option<broker_cluster::LeaseGuard>,
     /// A change a failed round left, done again by the next one.
     pending: ChangeSet,
 }
@@ -194,6 +196,7 @@ impl DevSession {
             plan,
             lock,
             cluster: None,
+            lease: None,
             pending: ChangeSet::default(),
         })
     }
@@ -247,7 +250,8 @@ impl DevSession {
     }
 
     /// The first start: the whole rendered set, as `start` applies it
-    /// (waits, prunes, collects old config).
+    /// (waits, prunes, collects old config); then the session holds the
+    /// namespace's Lease until [`DevSession::finish`].
     pub async fn start(
         &mut self,
         cluster: Cluster,
@@ -264,8 +268,21 @@ impl DevSession {
             .start(rendered, run, reporter)
             .await
             .map_err(DevError::Start)?;
+        let lease = cluster
+            .hold_session_lease(reporter)
+            .await
+            .map_err(DevError::Start)?;
+        self.lease = Some(lease);
         self.cluster = Some(cluster);
         Ok(outcome)
+    }
+
+    /// Ends the session: gives the namespace's Lease back, so a `start`
+    /// need not wait for it to lapse. The cluster keeps what it runs.
+    pub async fn finish(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
     }
 
     /// One round for `changes`, whose files were last written at
@@ -308,11 +325,11 @@ impl DevSession {
         };
         let applying = Instant::now();
         let rendered = self.render()?;
-        let Some(cluster) = &self.cluster else {
+        let (Some(cluster), Some(lease)) = (&self.cluster, &self.lease) else {
             return Ok(report);
         };
         let changed = cluster
-            .apply_changed(&rendered, self.options.force_conflicts, reporter)
+            .apply_changed(&rendered, self.options.force_conflicts, lease, reporter)
             .await
             .map_err(DevError::Apply)?;
         let applied = Instant::now();

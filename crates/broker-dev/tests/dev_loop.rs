@@ -231,7 +231,10 @@ impl Project {
             let stop = async {
                 let _ = stopped.await;
             };
-            broker_dev::run(session, watcher, &recorder, stop).await;
+            broker_dev::run(session, watcher, &recorder, stop)
+                .await
+                .finish()
+                .await;
         });
         self.api.clear();
         Running {
@@ -435,19 +438,32 @@ async fn one_saved_file_pushes_one_layer_and_rolls_only_the_workloads_of_its_ima
     }
     let report = running.changed().await;
     assert_eq!(report.images.len(), 1);
-    running.quiet(Duration::from_millis(600)).await;
+    // Long enough for a second round to show even on a loaded machine.
+    running.quiet(Duration::from_millis(1500)).await;
 
     // A new file is in the next layer, a deleted one is gone from it.
     let new_file = "broker/src/python/restapi/Extra.py";
     std::fs::write(project.path(new_file), "X = 1\n").unwrap();
-    running.changed().await;
+    let report = running.changed().await;
+    assert!(
+        report
+            .files
+            .contains(&"src/python/restapi/Extra.py".to_owned()),
+        "{report:?}"
+    );
     let entries = project.layer_entries(&project.python_layer());
     assert!(
         entries.iter().any(|e| e.ends_with("restapi/Extra.py")),
         "{entries:?}"
     );
     std::fs::remove_file(project.path(new_file)).unwrap();
-    running.changed().await;
+    let report = running.changed().await;
+    assert!(
+        report
+            .files
+            .contains(&"src/python/restapi/Extra.py".to_owned()),
+        "{report:?}"
+    );
     let entries = project.layer_entries(&project.python_layer());
     assert!(
         !entries.iter().any(|e| e.ends_with("restapi/Extra.py")),

@@ -26,6 +26,7 @@ mod wait;
 
 pub use apply_changed::ChangedObjects;
 pub use connect::{Cluster, ConnectOptions, Target, USER_AGENT, classify_error, load_kubeconfig};
+pub use lease::LeaseGuard;
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;
 pub use restart::RESTART_MANAGER;

@@ -139,7 +139,10 @@ pub(crate) async fn run(args: DevArgs, json: bool, progress: Arc<Progress>) -> a
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let _session = broker_dev::run(session, watcher, &rounds, stop).await;
+    broker_dev::run(session, watcher, &rounds, stop)
+        .await
+        .finish()
+        .await;
     let back = return_command(&args, &namespace);
     progress.line(&format!(
         "dev: stopped; the cluster keeps running the dev builds. To return it to the release lock: {back}"
