@@ -105,17 +105,17 @@ pub enum DevError {
         environment: PathBuf,
         /// Why.
         #[source]
-        source: ClusterError,
+        source: Box<ClusterError>,
     },
     /// The first start failed.
     #[error("start failed")]
-    Start(#[source] ClusterError),
+    Start(#[source] Box<ClusterError>),
     /// Applying a change failed.
     #[error("apply failed")]
-    Apply(#[source] ClusterError),
+    Apply(#[source] Box<ClusterError>),
     /// The applied workloads did not become ready.
     #[error("rollout failed")]
-    Rollout(#[source] ClusterError),
+    Rollout(#[source] Box<ClusterError>),
 }
 
 /// The registry as a deps source: `NAME:deps-<key>` under the publisher's
@@ -244,7 +244,7 @@ impl DevSession {
         RenderedSet::from_values_into(self.options.namespace.as_deref(), "broker", values).map_err(
             |source| DevError::Objects {
                 environment: self.options.environment.clone(),
-                source,
+                source: Box::new(source),
             },
         )
     }
@@ -267,11 +267,11 @@ impl DevSession {
         let outcome = cluster
             .start(rendered, run, reporter)
             .await
-            .map_err(DevError::Start)?;
+            .map_err(|e| DevError::Start(Box::new(e)))?;
         let lease = cluster
             .hold_session_lease(reporter)
             .await
-            .map_err(DevError::Start)?;
+            .map_err(|e| DevError::Start(Box::new(e)))?;
         self.lease = Some(lease);
         self.cluster = Some(cluster);
         Ok(outcome)
@@ -331,13 +331,13 @@ impl DevSession {
         let changed = cluster
             .apply_changed(&rendered, self.options.force_conflicts, lease, reporter)
             .await
-            .map_err(DevError::Apply)?;
+            .map_err(|e| DevError::Apply(Box::new(e)))?;
         let applied = Instant::now();
         let workloads = changed.workloads();
         cluster
             .wait_ready(&workloads, applied + self.options.timeout, reporter)
             .await
-            .map_err(DevError::Rollout)?;
+            .map_err(|e| DevError::Rollout(Box::new(e)))?;
         let ready = Instant::now();
         self.pending = ChangeSet::default();
         report.applied = changed.applied.iter().map(ToString::to_string).collect();
