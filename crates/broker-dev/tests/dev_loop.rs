@@ -56,7 +56,7 @@ enum Round {
 
 struct Recorder {
     rounds: mpsc::UnboundedSender<Round>,
-    lines: std::sync::Mutex<Vec<String>>,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl broker_cluster::Reporter for Recorder {
@@ -218,9 +218,10 @@ impl Project {
         self.forget_deps_images();
         let rendered = session.render().unwrap();
         let (sender, rounds) = mpsc::unbounded_channel();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let recorder = Recorder {
             rounds: sender,
-            lines: std::sync::Mutex::new(Vec::new()),
+            lines: Arc::clone(&lines),
         };
         session
             .start(self.cluster(), &rendered, &recorder)
@@ -239,6 +240,7 @@ impl Project {
         self.api.clear();
         Running {
             rounds,
+            lines,
             stop: Some(stop),
             task,
         }
@@ -318,6 +320,8 @@ impl Project {
 
 struct Running {
     rounds: mpsc::UnboundedReceiver<Round>,
+    /// The progress lines the loop reported.
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -565,6 +569,15 @@ async fn bad_input_is_one_line_applies_nothing_and_the_next_good_save_is_applied
     .unwrap();
     let why = running.failed().await;
     assert!(why.starts_with("deps stage of mgmt-app failed"), "{why}");
+    // Said on one line before the deps build started.
+    let said = running.lines.lock().unwrap().clone();
+    assert!(
+        said.contains(
+            &"mgmt-app: its deps inputs changed: rebuilding its deps stage as build does"
+                .to_owned()
+        ),
+        "{said:?}"
+    );
     assert!(project.writes().is_empty(), "{:?}", project.writes());
     // Fixed with a step of its own: a new deps image, the website rolls.
     std::fs::write(
