@@ -190,6 +190,17 @@ fn main() {
         let mut session = DevSession::prepare(options, hooks, publisher).unwrap();
         let watcher = Watcher::start(&session.plan().roots()).unwrap();
         session.build_all().await.unwrap();
+        // The deps images the engine built (the long way builds the same
+        // ones) leave the engine when the bench ends.
+        let dev_lock = broker_pins::Lock::read(&dev.join("images.dev.lock"))
+            .unwrap()
+            .unwrap();
+        for (name, image) in &dev_lock.images {
+            let key = image.deps_key.get(..32).unwrap_or(&image.deps_key);
+            broker_test_support::remove_from_engine_when_done(&format!(
+                "broker-images/{name}:deps-{key}"
+            ));
+        }
         let rendered = session.render().unwrap();
         let cluster = match &real_api {
             Some(path) => {
