@@ -51,7 +51,10 @@ pub mod revision;
 pub mod rollout;
 
 pub use applyset::{ApplySet, applyset_id};
-pub use cluster::{Cluster, ConnectOptions, PlannedStart, Quiet, Reporter, StartOutcome, StartRun};
+pub use cluster::{
+    ChangedObjects, Cluster, ConnectOptions, LeaseGuard, PlannedStart, Quiet, Reporter,
+    StartOutcome, StartRun,
+};
 pub use compare::FIELD_MANAGER;
 pub use error::ClusterError;
 pub use health::StatusReport;

@@ -127,6 +127,13 @@ pub enum Command {
     /// Apply a recorded revision again (default: the one before the newest)
     /// with the Secrets the namespace holds now, and wait like start.
     Rollback(RollbackArgs),
+    /// Build, push and start once, then watch the trees baked into the
+    /// images: each save rebuilds only the changed layers, pushes only new
+    /// blobs and rolls only the workloads whose image or config changed.
+    /// The release lock is never written (dev records its digests in
+    /// `<lock stem>.dev.lock`); Ctrl-C leaves the cluster as it is and
+    /// prints the command that returns it to the release lock.
+    Dev(DevArgs),
 }
 
 /// Which cluster and namespace (shared by the cluster commands).
@@ -146,11 +153,11 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
 }
 
-/// How long start, stop and restart wait (status waits for nothing).
+/// How long start, stop, restart and dev wait (status waits for nothing).
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
-    /// Seconds to wait for workloads to become ready (start, restart) or
-    /// for their pods to go (stop).
+    /// Seconds to wait for workloads to become ready (start, restart, dev)
+    /// or for their pods to go (stop).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
 
@@ -635,4 +642,62 @@ pub struct RenderArgs {
     /// replaced whole), or `-` for one YAML stream on stdout.
     #[arg(long, value_name = "DIR|-")]
     pub out: PathBuf,
+}
+
+/// Arguments of `dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Sources and specs, as `build` takes them.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    /// Where the dev images are pushed (and deps images looked up):
+    /// `HOST[:PORT]/PREFIX` or `docker.io/ORG`.
+    #[arg(long, env = env::REGISTRY, value_name = "HOST/PREFIX")]
+    pub registry: RegistryPrefix,
+
+    /// The tag pushed beside each dev digest (not the release's tag).
+    #[arg(long, default_value = "dev")]
+    pub tag: String,
+
+    /// The release lock: read for mirrors and bases, never written. Dev's
+    /// own record goes beside it (`images.lock` → `images.dev.lock`).
+    #[arg(long, default_value = "images.lock", value_name = "PATH")]
+    pub lock: PathBuf,
+
+    /// The deployment's environment file (e.g. environments/single-node.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub environment: PathBuf,
+
+    /// KEY=VALUE credentials for the generated Secret. Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Refuse unpinned third-party images.
+    #[arg(long)]
+    pub require_pinned: bool,
+
+    /// The catalogue to render.
+    #[arg(long, default_value = "manifests", value_name = "DIR")]
+    pub catalogue: PathBuf,
+
+    /// Take over fields another field manager owns instead of failing.
+    #[arg(long)]
+    pub force_conflicts: bool,
+
+    /// How long to wait.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// How to reach the registry.
+    #[command(flatten)]
+    pub access: RegistryArgs,
+
+    /// The local image store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }

@@ -87,7 +87,7 @@ fn help_lists_only_the_commands_that_are_built() {
         commands,
         [
             "build", "push", "mirror", "verify", "sign", "render", "start", "stop", "restart",
-            "status", "history", "rollback", "help"
+            "status", "history", "rollback", "dev", "help"
         ],
         "{help}"
     );
@@ -323,7 +323,7 @@ fn only_the_commands_that_wait_take_a_timeout() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(!help("status").contains("--timeout"), "{}", help("status"));
-    for command in ["start", "stop", "restart"] {
+    for command in ["start", "stop", "restart", "dev"] {
         let text = help(command);
         assert!(text.contains("--timeout <SECONDS>"), "{text}");
         assert!(text.contains("--lease-wait <SECONDS>"), "{text}");

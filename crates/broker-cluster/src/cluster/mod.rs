@@ -13,7 +13,9 @@
 //! - `preflight`: the dry run of a start's writes before the first one.
 //! - `revisions`: recorded after a ready start, listed, rolled back to.
 //! - `start`, `stop`, `restart`, `status`: the runs.
+//! - `apply_changed`: the dev loop's apply of only what differs.
 
+mod apply_changed;
 mod connect;
 mod lease;
 mod preflight;
@@ -26,10 +28,12 @@ mod status;
 mod stop;
 mod wait;
 
+pub use apply_changed::ChangedObjects;
 pub use connect::{
     Cluster, ConfigEnvironment, ConfigSource, ConnectOptions, ProcessEnvironment, Target,
     USER_AGENT, classify_error, load_kubeconfig,
 };
+pub use lease::LeaseGuard;
 pub use reporter::{Quiet, Reporter};
 pub use requests::STOP_MANAGER;
 pub use restart::RESTART_MANAGER;

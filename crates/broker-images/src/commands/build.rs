@@ -51,7 +51,7 @@ fn overrides(args: &SourceArgs) -> anyhow::Result<(BTreeMap<String, String>, Arg
     Ok((bases, build_args))
 }
 
-fn options(
+pub(crate) fn options(
     store: &std::path::Path,
     args: &SourceArgs,
     verify: bool,
@@ -116,14 +116,14 @@ impl DepsSource for RegistryDeps {
 /// to what the engine or the lock knows rather than holding the build up.
 /// A base fetched into the store for its layers is, with `--push`, also
 /// uploaded to the target at once, while the engine is still busy.
-struct RegistryBases {
+pub(crate) struct RegistryBases {
     options: ClientOptions,
     ahead: Option<Arc<Publisher>>,
     uploads: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl RegistryBases {
-    fn new(access: &crate::cli::RegistryArgs, ahead: Option<Arc<Publisher>>) -> Self {
+    pub(crate) fn new(access: &crate::cli::RegistryArgs, ahead: Option<Arc<Publisher>>) -> Self {
         let options = ClientOptions {
             insecure_registries: access.insecure_registries.clone(),
             ca_files: access.ca_files.clone(),

@@ -20,7 +20,7 @@ use crate::cli::{
 use crate::commands::print_result;
 use crate::reporter::Progress;
 
-async fn connect(
+pub(crate) async fn connect(
     kube: &KubeArgs,
     namespace: &str,
     wait: Option<&WaitArgs>,
@@ -413,11 +413,25 @@ pub async fn status(args: StatusArgs, json: bool) -> anyhow::Result<()> {
         .status(lock.as_ref())
         .await
         .context("status failed")?;
-    print_result(
-        json,
-        &serde_json::to_value(&report).unwrap_or_default(),
-        &report.lines(),
-    );
+    let mut value = serde_json::to_value(&report).unwrap_or_default();
+    let mut lines = report.lines();
+    if let Some(lock) = &args.lock {
+        let (dev_lock, builds) = super::dev::dev_builds(&report, lock)?;
+        for build in &builds {
+            lines.push(format!(
+                "{} runs a dev build of {} ({}, recorded in {}), not {}",
+                build.workload,
+                build.image,
+                build.digest.get(..19).unwrap_or(&build.digest),
+                dev_lock.display(),
+                lock.display()
+            ));
+        }
+        if !builds.is_empty() {
+            value["dev_builds"] = serde_json::to_value(&builds).unwrap_or_default();
+        }
+    }
+    print_result(json, &value, &lines);
     match report.state {
         BrokerState::Absent => bail!("no broker in namespace {namespace}"),
         BrokerState::Stopped => bail!(

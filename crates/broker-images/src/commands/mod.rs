@@ -3,6 +3,7 @@
 
 mod build;
 pub mod cluster;
+pub(crate) mod dev;
 mod mirror;
 mod push;
 mod render;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => runtime.block_on(cluster::status(args, cli.json)),
         Command::History(args) => runtime.block_on(cluster::history(args, cli.json)),
         Command::Rollback(args) => runtime.block_on(cluster::rollback(args, cli.json, progress)),
+        Command::Dev(args) => runtime.block_on(dev::run(args, cli.json, progress)),
     }
 }
 
