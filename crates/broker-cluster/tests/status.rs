@@ -33,6 +33,7 @@ fn lock_with(digest_hex: char) -> Lock {
             build_args: Default::default(),
             deps_digest: digest,
             sources: Default::default(),
+            platforms: Default::default(),
         },
     );
     lock

@@ -107,6 +107,7 @@ impl BuildRecord<'_> {
                 .collect(),
             deps_digest,
             sources: sources_record,
+            platforms: BTreeMap::new(),
         };
         let built = BuiltImage {
             name: name.to_owned(),
