@@ -3,10 +3,10 @@
 
 use broker_oci::Digest;
 use broker_oci::docker_archive::KnownLayers;
-use broker_pins::Reference;
+use broker_pins::{Platform, Reference};
 
 use crate::build::error::BuildError;
-use crate::build::run::{BaseWanted, Run};
+use crate::build::run::{BaseWanted, PlatformManifest, Run};
 use crate::deps::{self, BaseDigest};
 
 /// What `base` resolves to: the recorded digest offline and when
@@ -81,6 +81,56 @@ pub(crate) async fn base_layers(
     match run.base_layers.get_or_try_init(&store_tag, fetch).await {
         Ok(known) => known,
         Err(never) => match never {},
+    }
+}
+
+/// The manifest of `platform` in the index `digest` of a registry base
+/// names, for the engine to build `FROM`; `None` for a base only the
+/// engine has, a base that is a single manifest, or an index that cannot
+/// be read now (said in one line: the check of the deps image then says
+/// whether the engine's pick fits).
+pub(crate) async fn platform_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+    digest: BaseDigest,
+    platform: &Platform,
+) -> Result<Option<Digest>, BuildError> {
+    let Some(resolver) = run.base_resolver.as_ref().filter(|_| !digest.local) else {
+        return Ok(None);
+    };
+    match resolver
+        .platform_manifest(base, digest.digest, platform)
+        .await
+    {
+        Ok(PlatformManifest::Found(manifest)) => {
+            run.reporter.stage(
+                image,
+                &format!("base {base}: {platform} manifest {manifest}"),
+            );
+            Ok(Some(manifest))
+        }
+        Ok(PlatformManifest::NotAnIndex) => Ok(None),
+        Ok(PlatformManifest::Missing { available }) => Err(BuildError::BaseWithoutPlatform {
+            image: image.to_owned(),
+            base: base.to_owned(),
+            platform: platform.clone(),
+            available: if available.is_empty() {
+                "no platforms".to_owned()
+            } else {
+                available.join(", ")
+            },
+        }),
+        Err(e) => {
+            run.reporter.stage(
+                image,
+                &format!(
+                    "base {base}: its index cannot be read now ({}); the engine picks the manifest",
+                    error_chain(e.as_ref())
+                ),
+            );
+            Ok(None)
+        }
     }
 }
 

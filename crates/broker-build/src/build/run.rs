@@ -14,7 +14,7 @@ use crate::build::error::DepsSourceError;
 use crate::deps::{self, BaseDigest, BuildOutput};
 use crate::sources::SourceTree;
 use broker_oci::docker_archive::{KnownLayers, LayerStreams};
-use broker_pins::LockedImage;
+use broker_pins::{LockedImage, Platform};
 
 /// A deps image to look for by its key.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +63,34 @@ pub trait BaseResolver: Send + Sync {
     /// Copies the base `wanted` into `store` (this machine's platform,
     /// when its digest names an index).
     fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
+
+    /// The manifest of `platform` in the index `digest` that `reference`
+    /// resolved to, so a foreign platform's deps stage builds on that
+    /// platform's base.
+    fn platform_manifest<'a>(
+        &'a self,
+        reference: &'a str,
+        digest: Digest,
+        platform: &'a Platform,
+    ) -> PlatformLookup<'a>;
+}
+
+/// What [`BaseResolver::platform_manifest`] returns.
+pub type PlatformLookup<'a> = BoxFuture<'a, Result<PlatformManifest, DepsSourceError>>;
+
+/// A base digest looked at for one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlatformManifest {
+    /// The digest names a single image manifest: the engine builds on it
+    /// as it is (the deps image's check then says whether it fits).
+    NotAnIndex,
+    /// The index's manifest for the platform.
+    Found(Digest),
+    /// The index has no manifest for the platform; these are its platforms.
+    Missing {
+        /// The platforms it does have (`linux/amd64`, …).
+        available: Vec<String>,
+    },
 }
 
 /// A base image to copy into the store.
@@ -109,6 +137,11 @@ pub struct BuildOptions {
     pub source_revision: Option<String>,
     /// Build only these images (all when empty).
     pub only: Vec<String>,
+    /// Build every image for these platforms, replacing the specs' lists
+    /// (`--platform`); empty keeps each spec's (and a spec without one is
+    /// built for this machine's platform). Two or more make each image an
+    /// OCI image index.
+    pub platforms: Vec<Platform>,
     /// Base image per image name, replacing the spec's (offline or test use).
     pub base_overrides: BTreeMap<String, String>,
     /// Extra build args per image name.
