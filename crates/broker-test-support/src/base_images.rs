@@ -97,6 +97,21 @@ pub fn push_multi_platform(
     tag: &str,
     images: &[(&BaseImage, &str)],
 ) -> (String, String) {
+    push_multi_platform_to(&registry.host(), registry.cert_dir(), repo, tag, images)
+}
+
+/// [`push_multi_platform`] to any registry at `host` (plain HTTP, or TLS
+/// trusting the certificates in `cert_dir`), e.g. one a benchmark started.
+///
+/// # Panics
+/// When an image's OCI layout is unreadable or skopeo fails.
+pub fn push_multi_platform_to(
+    host: &str,
+    cert_dir: Option<&Path>,
+    repo: &str,
+    tag: &str,
+    images: &[(&BaseImage, &str)],
+) -> (String, String) {
     let tmp = tempfile::tempdir().expect("cannot create a temporary directory");
     let layout = tmp.path().join("oci");
     let store = broker_oci::Store::open(&layout).expect("cannot create an OCI layout");
@@ -181,7 +196,7 @@ pub fn push_multi_platform(
     );
     store.tag(tag, &descriptor).expect("cannot tag the index");
     let skopeo = require_tool("skopeo", "apt-get install -y skopeo");
-    let target = format!("{}/{repo}:{tag}", registry.host());
+    let target = format!("{host}/{repo}:{tag}");
     let mut cmd = Command::new(skopeo);
     cmd.args([
         "--insecure-policy",
