@@ -19,7 +19,7 @@ use broker_test_support::{
 const DOCKERFILE: &str = "ARG BASE\nFROM ${BASE}\nRUN uname -m > /deps-machine\n";
 
 /// A workspace with a broker tree holding `app/run.sh` and an images
-/// folder with one image, `tiny`, for `platforms` (a YAML list).
+/// folder with one image, `multiarch`, for `platforms` (a YAML list).
 fn workspace(platforms: &str) -> Workspace {
     let ws = Workspace::new(env!("CARGO_BIN_EXE_broker-images"));
     let app = ws.path("broker/app");
@@ -29,11 +29,11 @@ fn workspace(platforms: &str) -> Workspace {
         "echo \"baked code on $(uname -m), deps built on $(cat /deps-machine)\"\n",
     )
     .unwrap();
-    let tiny = ws.path("images/tiny");
-    std::fs::create_dir_all(&tiny).unwrap();
-    std::fs::write(tiny.join("Dockerfile"), DOCKERFILE).unwrap();
+    let spec = ws.path("images/multiarch");
+    std::fs::create_dir_all(&spec).unwrap();
+    std::fs::write(spec.join("Dockerfile"), DOCKERFILE).unwrap();
     std::fs::write(
-        tiny.join("image.yaml"),
+        spec.join("image.yaml"),
         format!(
             "platforms: {platforms}\ndeps:\n  base: unused/base:1\nlayers:\n  - name: app\n    from: app\n    to: /app\nconfig:\n  cmd: [\"sh\", \"/app/run.sh\"]\n"
         ),
@@ -56,7 +56,7 @@ fn build(ws: &Workspace, base: &str, extra: &[&str]) -> Output {
         .arg(ws.path("images.lock"))
         .args(["--source-revision", "r1"])
         .arg("--base")
-        .arg(format!("tiny={base}"))
+        .arg(format!("multiarch={base}"))
         .args(extra);
     cmd.output().unwrap()
 }
@@ -95,6 +95,31 @@ fn raw_manifest(reference: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Removes, when this test process ends, the deps images the builds left
+/// in the engine (`broker-images/multiarch:deps-…`, a name only this file
+/// uses) and the platform manifests of `base` the engine pulled.
+fn clean_engine_after(base: &str) {
+    let listed = run_ok(Command::new("docker").args([
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "broker-images/multiarch",
+    ]));
+    for reference in listed.lines().filter(|l| !l.is_empty()) {
+        remove_from_engine_when_done(reference);
+    }
+    if base.contains('/') && !base.starts_with("broker-test/") {
+        let repository = base.rsplit_once(':').map_or(base, |(r, _)| r);
+        let index = raw_manifest(base);
+        for entry in index["manifests"].as_array().into_iter().flatten() {
+            remove_from_engine_when_done(&format!(
+                "{repository}@{}",
+                entry["digest"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+}
+
 fn lock(ws: &Workspace) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap()
 }
@@ -119,17 +144,19 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     let prefix = format!("{}/broker", registry.host());
     let tag = format!("v-{}", unique_suffix());
     let push = ["--push", "--registry", &prefix, "--tag", &tag];
-    let stderr = ok(&build(&ws, &base, &push));
+    let built = build(&ws, &base, &push);
+    clean_engine_after(&base);
+    let stderr = ok(&built);
     for platform in ["linux/amd64", "linux/arm64"] {
         assert!(
-            stderr.contains(&format!("tiny ({platform})")),
+            stderr.contains(&format!("multiarch ({platform})")),
             "progress names the platform:\n{stderr}"
         );
     }
     assert!(stderr.contains("under emulation"), "{stderr}");
 
     // The index: exactly the two platforms, in the spec's order.
-    let index = raw_manifest(&format!("{prefix}/tiny:{tag}"));
+    let index = raw_manifest(&format!("{prefix}/multiarch:{tag}"));
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
@@ -148,11 +175,11 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 
     // The lock pins the index and records each platform's manifest.
-    let locked = &lock(&ws)["images"]["tiny"];
+    let locked = &lock(&ws)["images"]["multiarch"];
     let index_digest = locked["digest"].as_str().unwrap().to_owned();
     assert_eq!(
         locked["reference"],
-        format!("{prefix}/tiny@{index_digest}").as_str()
+        format!("{prefix}/multiarch@{index_digest}").as_str()
     );
     let mut source_layers = Vec::new();
     for (entry, (machine, arch)) in entries
@@ -162,7 +189,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         let digest = entry["digest"].as_str().unwrap();
         let platform = format!("linux/{arch}");
         assert_eq!(locked["platforms"][&platform]["digest"], digest, "{locked}");
-        let pinned = format!("{prefix}/tiny@{digest}");
+        let pinned = format!("{prefix}/multiarch@{digest}");
         let manifest = raw_manifest(&pinned);
         source_layers
             .push(manifest["layers"].as_array().unwrap().last().unwrap()["digest"].clone());
@@ -205,12 +232,13 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     // deps images from the registry by key and gives the same index.
     let elsewhere = workspace("[linux/amd64, linux/arm64]");
     let stderr = ok(&build(&elsewhere, &base, &["--registry", &prefix]));
+    clean_engine_after(&base);
     assert!(
         !stderr.contains("building with the Docker engine"),
         "{stderr}"
     );
     assert_eq!(
-        lock(&elsewhere)["images"]["tiny"]["digest"],
+        lock(&elsewhere)["images"]["multiarch"]["digest"],
         index_digest.as_str()
     );
 
@@ -226,11 +254,12 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         .arg("--lock")
         .arg(ws.path("images.lock"))
         .arg("--base")
-        .arg(format!("tiny={base}"));
+        .arg(format!("multiarch={base}"));
     let out = verify.output().unwrap();
     ok(&out);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("tiny {index_digest} reproduced")),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("multiarch {index_digest} reproduced")),
         "{}",
         describe(&out)
     );
@@ -263,7 +292,9 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     // deps stage on it runs natively and holds amd64 binaries.
     let base = busybox();
     let ws = workspace("[linux/arm64]");
-    let line = one_error_line(&build(&ws, &base.docker_ref, &[]));
+    let out = build(&ws, &base.docker_ref, &[]);
+    clean_engine_after(&base.docker_ref);
+    let line = one_error_line(&out);
     assert!(
         line.contains("the deps image is not linux/arm64: its /bin/sh is a x86-64 executable"),
         "{line}"
@@ -276,10 +307,12 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
         .map(|(t, _)| t)
         .collect();
     assert!(
-        !tags.iter().any(|t| t.starts_with("tiny")),
+        !tags.iter().any(|t| t.starts_with("multiarch")),
         "a wrong deps image is not found by its key next time: {tags:?}"
     );
     // So the next build refuses it again rather than taking it from the store.
-    let again = one_error_line(&build(&ws, &base.docker_ref, &[]));
+    let out = build(&ws, &base.docker_ref, &[]);
+    clean_engine_after(&base.docker_ref);
+    let again = one_error_line(&out);
     assert!(again.contains("is not linux/arm64"), "{again}");
 }

@@ -206,7 +206,7 @@ pub fn push_multi_platform_to(
         "--retry-times",
         "2",
     ]);
-    match registry.cert_dir() {
+    match cert_dir {
         Some(dir) => {
             cmd.arg("--dest-cert-dir").arg(dir);
         }

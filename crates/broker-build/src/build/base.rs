@@ -114,7 +114,7 @@ pub(crate) async fn platform_base(
         Ok(PlatformManifest::Missing { available }) => Err(BuildError::BaseWithoutPlatform {
             image: image.to_owned(),
             base: base.to_owned(),
-            platform: platform.clone(),
+            platform: platform.to_string(),
             available: if available.is_empty() {
                 "no platforms".to_owned()
             } else {

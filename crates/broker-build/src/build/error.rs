@@ -119,8 +119,8 @@ pub enum BuildError {
         image: String,
         /// The base reference.
         base: String,
-        /// The platform asked for.
-        platform: broker_pins::Platform,
+        /// The platform asked for (`linux/arm64`).
+        platform: String,
         /// The platforms the index has, comma-separated.
         available: String,
     },

@@ -96,8 +96,8 @@ pub enum DepsError {
     WrongPlatform {
         /// The image (and platform) built.
         image: String,
-        /// The platform it was built for.
-        platform: broker_pins::Platform,
+        /// The platform it was built for (`linux/arm64`).
+        platform: String,
         /// The binary checked.
         binary: &'static str,
         /// What that binary is.
@@ -111,10 +111,10 @@ pub enum DepsError {
     NoEmulation {
         /// The image (and platform) built.
         image: String,
-        /// The platform asked for.
-        platform: broker_pins::Platform,
+        /// The platform asked for (`linux/arm64`).
+        platform: String,
         /// This machine's.
-        host: broker_pins::Platform,
+        host: String,
         /// What is missing.
         why: String,
     },

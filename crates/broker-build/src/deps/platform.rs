@@ -65,7 +65,7 @@ pub fn check_deps_platform(
         if machine != wanted {
             return Err(DepsError::WrongPlatform {
                 image: image.to_owned(),
-                platform: platform.clone(),
+                platform: platform.to_string(),
                 binary,
                 found: Platform::elf_machine_name(machine),
             });
@@ -92,8 +92,8 @@ pub fn check_emulation(image: &str, platform: &Platform) -> Result<(), DepsError
     };
     let why = |why: String| DepsError::NoEmulation {
         image: image.to_owned(),
-        platform: platform.clone(),
-        host: Platform::host(),
+        platform: platform.to_string(),
+        host: Platform::host().to_string(),
         why,
     };
     let dir = Path::new(BINFMT_MISC);
