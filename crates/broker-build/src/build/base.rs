@@ -6,7 +6,7 @@ use broker_oci::docker_archive::KnownLayers;
 use broker_pins::{Platform, Reference};
 
 use crate::build::error::BuildError;
-use crate::build::run::{BaseWanted, PlatformManifest, Run};
+use crate::build::run::{BaseWanted, Run};
 use crate::deps::{self, BaseDigest};
 
 /// What `base` resolves to: the recorded digest offline and when
@@ -99,28 +99,14 @@ pub(crate) async fn platform_base(
     let Some(resolver) = run.base_resolver.as_ref().filter(|_| !digest.local) else {
         return Ok(None);
     };
-    match resolver
-        .platform_manifest(base, digest.digest, platform)
-        .await
-    {
-        Ok(PlatformManifest::Found(manifest)) => {
-            run.reporter.stage(
-                image,
-                &format!("base {base}: {platform} manifest {manifest}"),
-            );
-            Ok(Some(manifest))
-        }
-        Ok(PlatformManifest::NotAnIndex) => Ok(None),
-        Ok(PlatformManifest::Missing { available }) => Err(BuildError::BaseWithoutPlatform {
-            image: image.to_owned(),
-            base: base.to_owned(),
-            platform: platform.to_string(),
-            available: if available.is_empty() {
-                "no platforms".to_owned()
-            } else {
-                available.join(", ")
-            },
-        }),
+    let key = format!("{base}@{}", digest.digest);
+    let entries = run
+        .base_indexes
+        .get_or_try_init(&key, || resolver.index_manifests(base, digest.digest))
+        .await;
+    let entries = match entries {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return Ok(None),
         Err(e) => {
             run.reporter.stage(
                 image,
@@ -129,9 +115,31 @@ pub(crate) async fn platform_base(
                     error_chain(e.as_ref())
                 ),
             );
-            Ok(None)
+            return Ok(None);
         }
+    };
+    // Spellings differ (`linux/arm64/v8`): compared as platforms.
+    let found = entries
+        .iter()
+        .find(|(p, _)| p.parse::<Platform>().ok().as_ref() == Some(platform));
+    if let Some((_, manifest)) = found {
+        run.reporter.stage(
+            image,
+            &format!("base {base}: {platform} manifest {manifest}"),
+        );
+        return Ok(Some(*manifest));
     }
+    let available: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+    Err(BuildError::BaseWithoutPlatform {
+        image: image.to_owned(),
+        base: base.to_owned(),
+        platform: platform.to_string(),
+        available: if available.is_empty() {
+            "no platforms".to_owned()
+        } else {
+            available.join(", ")
+        },
+    })
 }
 
 async fn resolve_base_once(

@@ -51,7 +51,7 @@ pub use crate::build::labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build::lock::{BuiltImage, BuiltPlatform};
 pub use crate::build::run::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
-    DepsFetch, DepsSource, DepsWanted, PlatformLookup, PlatformManifest,
+    DepsFetch, DepsSource, DepsWanted, IndexLookup,
 };
 
 /// The names of the images a build with `only` covers.
@@ -208,6 +208,7 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
         engine: OnceCell::new(),
         resolved_bases: Memo::new(),
         base_layers: Memo::new(),
+        base_indexes: Memo::new(),
         engine_options,
         layer_streams,
         reporter,

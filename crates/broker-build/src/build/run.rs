@@ -64,34 +64,18 @@ pub trait BaseResolver: Send + Sync {
     /// when its digest names an index).
     fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
 
-    /// The manifest of `platform` in the index `digest` that `reference`
-    /// resolved to, so a foreign platform's deps stage builds on that
-    /// platform's base.
-    fn platform_manifest<'a>(
-        &'a self,
-        reference: &'a str,
-        digest: Digest,
-        platform: &'a Platform,
-    ) -> PlatformLookup<'a>;
+    /// The manifests of the index `digest` that `reference` resolved to,
+    /// by platform, so each platform's deps stage builds on its own base
+    /// (asked once per base and run, whatever the number of platforms).
+    fn index_manifests<'a>(&'a self, reference: &'a str, digest: Digest) -> IndexLookup<'a>;
 }
 
-/// What [`BaseResolver::platform_manifest`] returns.
-pub type PlatformLookup<'a> = BoxFuture<'a, Result<PlatformManifest, DepsSourceError>>;
-
-/// A base digest looked at for one platform.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PlatformManifest {
-    /// The digest names a single image manifest: the engine builds on it
-    /// as it is (the deps image's check then says whether it fits).
-    NotAnIndex,
-    /// The index's manifest for the platform.
-    Found(Digest),
-    /// The index has no manifest for the platform; these are its platforms.
-    Missing {
-        /// The platforms it does have (`linux/amd64`, …).
-        available: Vec<String>,
-    },
-}
+/// What [`BaseResolver::index_manifests`] returns: the manifests of the
+/// index a base digest names, each with its platform as the index writes
+/// it (`linux/arm64/v8`), or `None` when the digest names a single image
+/// manifest (the engine then builds on it as it is, and the deps image's
+/// check says whether it fits).
+pub type IndexLookup<'a> = BoxFuture<'a, Result<Option<Vec<(String, Digest)>>, DepsSourceError>>;
 
 /// A base image to copy into the store.
 #[derive(Clone, Copy, Debug)]
@@ -201,6 +185,8 @@ pub(crate) struct Run {
     pub(crate) resolved_bases: Memo<Option<BaseDigest>>,
     /// Each registry base's compressed layers, fetched once per run.
     pub(crate) base_layers: Memo<KnownLayers>,
+    /// Each registry base's index entries, read once per run.
+    pub(crate) base_indexes: Memo<Option<Vec<(String, Digest)>>>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use broker_build::build::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildHooks, BuildOptions,
-    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, PlatformLookup,
-    PlatformManifest, build,
+    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, IndexLookup, build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
@@ -165,12 +164,11 @@ impl BaseResolver for RegistryBases {
         })
     }
 
-    fn platform_manifest<'a>(
+    fn index_manifests<'a>(
         &'a self,
         reference: &'a str,
         digest: broker_oci::Digest,
-        platform: &'a broker_pins::Platform,
-    ) -> PlatformLookup<'a> {
+    ) -> IndexLookup<'a> {
         Box::pin(async move {
             let reference: Reference = reference.parse()?;
             let client = RegistryClient::for_reference(&reference, &self.options)?;
@@ -182,31 +180,22 @@ impl BaseResolver for RegistryBases {
             )
             .await?;
             let broker_registry::Manifest::Index { manifests } = &fetched.manifest else {
-                return Ok(PlatformManifest::NotAnIndex);
+                return Ok(None);
             };
-            let found = broker_registry::select_platform(
-                manifests,
-                platform.os(),
-                platform.architecture(),
-                platform.variant(),
-            );
-            Ok(match found {
-                Some(entry) => PlatformManifest::Found(entry.digest),
-                None => PlatformManifest::Missing {
-                    available: manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref())
-                        .map(|p| {
-                            let mut text = format!("{}/{}", p.os, p.architecture);
-                            if let Some(v) = &p.variant {
-                                text.push('/');
-                                text.push_str(v);
-                            }
-                            text
-                        })
-                        .collect(),
-                },
-            })
+            Ok(Some(
+                manifests
+                    .iter()
+                    .filter_map(|m| {
+                        let p = m.platform.as_ref()?;
+                        let mut text = format!("{}/{}", p.os, p.architecture);
+                        if let Some(v) = &p.variant {
+                            text.push('/');
+                            text.push_str(v);
+                        }
+                        Some((text, m.digest))
+                    })
+                    .collect(),
+            ))
         })
     }
 
