@@ -154,6 +154,22 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         );
     }
     assert!(stderr.contains("under emulation"), "{stderr}");
+    // The source layer is built once: the second platform finds it cached.
+    assert_eq!(
+        stderr.matches("layer app → /app: built").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[multiarch (linux/arm64)] layer app → /app: unchanged (cache)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "[multiarch (linux/arm64)] deps image is linux/arm64 (its /bin/sh is aarch64 code)"
+        ),
+        "the deps image was checked: {stderr}"
+    );
 
     // The index: exactly the two platforms, in the spec's order.
     let index = raw_manifest(&format!("{prefix}/multiarch:{tag}"));
