@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use broker_pins::Platform;
 use serde::Deserialize;
 
 /// The file name of a spec inside its image folder.
@@ -25,6 +26,11 @@ pub struct ImageSpec {
     /// A line saying what the image is for.
     #[serde(default)]
     pub description: String,
+    /// The platforms to build for (`linux/amd64`, `linux/arm64`); empty
+    /// means this machine's. Two or more make the image an OCI image index
+    /// over one manifest per platform; `--platform` overrides the list.
+    #[serde(default)]
+    pub platforms: Vec<Platform>,
     /// The dependency stage.
     pub deps: DepsSpec,
     /// Source trees baked in as layers, bottom first.
@@ -229,6 +235,17 @@ impl ImageSpec {
         if self.deps.args.contains_key("BASE") {
             return invalid("deps.args must not set BASE; use deps.base".to_owned());
         }
+        let mut platforms = std::collections::BTreeSet::new();
+        for platform in &self.platforms {
+            if !platforms.insert(platform) {
+                return invalid(format!("platform {platform} is listed twice"));
+            }
+            if platform.elf_machine().is_none() {
+                return invalid(format!(
+                    "platform {platform}: the deps stage cannot check its binaries; use linux/amd64 or linux/arm64"
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for layer in &self.layers {
             if !names.insert(layer.name.as_str()) {
@@ -332,6 +349,12 @@ mod tests {
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
 
+        let path = write_spec(dir.path(), "arch", "platforms: [arm64]\ndeps:\n  base: x\n");
+        let err = ImageSpec::load(&path).unwrap_err().to_string();
+        assert!(err.contains("arch/image.yaml:1:"), "{err}");
+        assert!(err.contains("os/architecture"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+
         let path = write_spec(dir.path(), "bad", "deps: [unclosed\n");
         let err = ImageSpec::load(&path).unwrap_err().to_string();
         assert!(err.contains("bad/image.yaml:1:"), "{err}");
@@ -355,6 +378,10 @@ mod tests {
             ),
             ("deps:\n  base: x\n  args: {BASE: y}\n", "must not set BASE"),
             ("deps:\n  base: x\n  dockerfile: Nope\n", "does not exist"),
+            (
+                "platforms: [linux/arm64, linux/arm64/v8]\ndeps:\n  base: x\n",
+                "platform linux/arm64 is listed twice",
+            ),
         ] {
             let path = write_spec(dir.path(), "img", yaml);
             let err = ImageSpec::load(&path).unwrap_err().to_string();

@@ -143,6 +143,18 @@ pub fn locked_digest(lock: &Lock, image: &str) -> Option<String> {
     exact.or_else(relocated).map(|r| r.digest().to_string())
 }
 
+/// Whether `running` is a platform's manifest of the multi-platform image
+/// the lock pins as `locked` (issue 26): a runtime reports the index it
+/// pulled or the manifest it picked from it.
+fn runs_platform_of(lock: &Lock, locked: &str, running: &str) -> bool {
+    let Ok(running) = running.parse::<broker_pins::Digest>() else {
+        return false;
+    };
+    lock.images
+        .values()
+        .any(|i| i.digest.to_string() == locked && i.runs_as(&running))
+}
+
 /// The lists a status report is built from, as the API server returned
 /// them.
 #[derive(Clone, Copy, Debug)]
@@ -231,7 +243,13 @@ impl StatusReport {
                     let specified = image.rsplit_once('@').map(|(_, d)| d.to_owned());
                     let compare = running.clone().or(specified);
                     let drift = match (&locked, lock) {
-                        (Some(l), _) => compare.as_deref() != Some(l.as_str()),
+                        (Some(l), Some(lock)) => {
+                            compare.as_deref() != Some(l.as_str())
+                                && !compare
+                                    .as_deref()
+                                    .is_some_and(|c| runs_platform_of(lock, l, c))
+                        }
+                        (Some(l), None) => compare.as_deref() != Some(l.as_str()),
                         // A lock that does not know the image: drift too.
                         (None, Some(_)) => true,
                         (None, None) => false,

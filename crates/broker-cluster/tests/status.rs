@@ -35,6 +35,7 @@ fn lock_with(digest_hex: char) -> Lock {
             sources: Default::default(),
             signature: None,
             provenance: None,
+            platforms: Default::default(),
         },
     );
     lock
@@ -110,6 +111,42 @@ fn a_digest_other_than_the_locks_is_drift_and_unhealthy() {
         "{:?}",
         report.lines()
     );
+}
+
+#[test]
+fn a_pod_running_a_platform_manifest_of_the_locked_index_is_not_drift() {
+    // Issue 26: the lock pins the index (f…); the node's runtime reports the
+    // linux/arm64 manifest it picked from it (c…).
+    let mut lock = lock_with('f');
+    let image = lock.images.get_mut("python-base").unwrap();
+    for (platform, hex) in [("linux/amd64", 'a'), ("linux/arm64", 'c')] {
+        let digest: Digest = format!("sha256:{}", hex.to_string().repeat(64))
+            .parse()
+            .unwrap();
+        image.platforms.insert(
+            platform.parse().unwrap(),
+            broker_pins::LockedPlatform {
+                digest,
+                deps_key: "k".into(),
+                deps_digest: digest,
+            },
+        );
+    }
+    let report = report(Some(&lock), &[]);
+    assert!(!report.workloads[0].images[0].drift, "{report:#?}");
+    assert!(report.healthy, "{report:#?}");
+
+    // A manifest of no platform of it is still drift.
+    lock.images
+        .get_mut("python-base")
+        .unwrap()
+        .platforms
+        .clear();
+    assert!(report_of_lock(&lock).workloads[0].images[0].drift);
+}
+
+fn report_of_lock(lock: &Lock) -> StatusReport {
+    report(Some(lock), &[])
 }
 
 #[test]

@@ -162,6 +162,7 @@ impl Project {
             formatters_rev: None,
             source_revision: Some("dev-test".to_owned()),
             only: Vec::new(),
+            platforms: Vec::new(),
             base_overrides: ["python-base", "mgmt-app", "ttn_decoder"]
                 .into_iter()
                 .map(|i| (i.to_owned(), base.clone()))

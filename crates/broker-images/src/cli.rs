@@ -473,6 +473,13 @@ pub struct SourceArgs {
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
 
+    /// Build for this platform (repeatable), e.g. `linux/amd64`, `linux/arm64`,
+    /// replacing the `platforms:` of every image.yaml. Two or more make
+    /// each image an OCI image index. A platform other than this machine's
+    /// runs its deps stage under QEMU user emulation (binfmt_misc).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<broker_pins::Platform>,
+
     /// Replace an image's deps base image, e.g. `python-base=local/python:3.11`
     /// (offline or test builds; the production spec is untouched).
     #[arg(long = "base", value_name = "NAME=REF")]

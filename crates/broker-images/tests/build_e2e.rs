@@ -71,7 +71,10 @@ impl Example {
             .arg("--cache")
             .arg(self.path("cache"))
             .arg("--lock")
-            .arg(self.lock());
+            .arg(self.lock())
+            // The shipped specs list linux/arm64 too; its deps stage needs
+            // an arm64 base, which tests/multi_platform.rs covers.
+            .args(["--platform", "linux/amd64"]);
         cmd
     }
 

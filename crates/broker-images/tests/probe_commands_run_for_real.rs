@@ -86,7 +86,9 @@ impl Fixture {
             .arg("--lock")
             .arg(&lock)
             .args(["--push", "--registry", &prefix])
-            .args(["--build-arg", "ttn_decoder:NPM_PACKAGES="]);
+            .args(["--build-arg", "ttn_decoder:NPM_PACKAGES="])
+            // The Debian minbase here is amd64 only.
+            .args(["--platform", "linux/amd64"]);
         for image in IMAGES {
             build
                 .arg("--base")

@@ -239,6 +239,190 @@ fn tar_events<R: Read>(entries: tar::Entries<'_, R>) -> io::Result<Vec<Event>> {
     Ok(events)
 }
 
+/// What one path of an image's merged file tree is, as the topmost layer
+/// holding it left it.
+enum Node {
+    Dir,
+    /// A file (or anything else with content) in the layer with this index.
+    File(usize),
+    Symlink(String),
+    /// A hard link to this path (tar links name the first occurrence).
+    Hardlink(String),
+}
+
+/// How many symbolic links one lookup follows before giving up (the
+/// kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// The first `len` bytes (fewer if the file is shorter) of the file at
+/// `path` (absolute, e.g. `/bin/sh`) in `image`, following symbolic links
+/// (`/bin` → `usr/bin`, `sh` → `dash`) and hard links through the merged
+/// layers; `None` when the image has no such file. Reads every layer once:
+/// meant for a check after a deps build, not for every build.
+///
+/// # Errors
+/// A layer is missing, unreadable, or not a tar (plain or gzip).
+pub fn file_head(
+    store: &Store,
+    image: &StoredImage,
+    path: &str,
+    len: usize,
+) -> Result<Option<Vec<u8>>, InspectBaseError> {
+    let mut layers = Vec::new();
+    for layer in image.manifest.layers() {
+        layers.push(descriptor_digest(layer, "layer descriptor")?);
+    }
+    let mut tree: BTreeMap<String, Node> = BTreeMap::new();
+    for (index, digest) in layers.iter().enumerate() {
+        let fail = layer_error(store, digest);
+        let mut archive = tar::Archive::new(open_layer(store, digest)?);
+        for entry in archive.entries().map_err(&fail)? {
+            let entry = entry.map_err(&fail)?;
+            let rel = normalise(&entry.path_bytes());
+            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            if name == ".wh..wh..opq" {
+                tree.retain(|p, _| !is_below(p, dir));
+                continue;
+            }
+            if let Some(removed) = name.strip_prefix(".wh.") {
+                let gone = join(dir, removed);
+                tree.retain(|p, _| p != &gone && !is_below(p, &gone));
+                continue;
+            }
+            let kind = entry.header().entry_type();
+            let link = || {
+                entry
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default()
+            };
+            let node = if kind.is_dir() {
+                Node::Dir
+            } else if kind.is_symlink() {
+                Node::Symlink(link())
+            } else if kind.is_hard_link() {
+                Node::Hardlink(normalise(link().as_bytes()))
+            } else {
+                Node::File(index)
+            };
+            tree.insert(rel, node);
+        }
+    }
+    let Some((found, layer)) = resolve_file(&tree, path) else {
+        return Ok(None);
+    };
+    let digest = &layers[layer];
+    let fail = layer_error(store, digest);
+    let mut archive = tar::Archive::new(open_layer(store, digest)?);
+    for entry in archive.entries().map_err(&fail)? {
+        let entry = entry.map_err(&fail)?;
+        if normalise(&entry.path_bytes()) == found {
+            let mut head = Vec::with_capacity(len);
+            entry
+                .take(len as u64)
+                .read_to_end(&mut head)
+                .map_err(&fail)?;
+            return Ok(Some(head));
+        }
+    }
+    Ok(None)
+}
+
+/// The path of the file `path` names in `tree` after every link, and the
+/// layer holding it.
+fn resolve_file(tree: &BTreeMap<String, Node>, path: &str) -> Option<(String, usize)> {
+    let mut wanted = clean("", path);
+    for _ in 0..MAX_SYMLINKS {
+        let parts: Vec<&str> = wanted.split('/').filter(|p| !p.is_empty()).collect();
+        let mut current = String::new();
+        let mut redirected = None;
+        for (k, part) in parts.iter().enumerate() {
+            let next = join(&current, part);
+            match tree.get(&next)? {
+                Node::Symlink(target) => {
+                    let from = if target.starts_with('/') {
+                        ""
+                    } else {
+                        current.as_str()
+                    };
+                    let rest = parts[k + 1..].join("/");
+                    redirected = Some(clean(from, &format!("{target}/{rest}")));
+                    break;
+                }
+                Node::Hardlink(target) if k + 1 == parts.len() => {
+                    redirected = Some(target.clone());
+                    break;
+                }
+                Node::File(layer) if k + 1 == parts.len() => return Some((next, *layer)),
+                // A file in the middle of a path: nothing below it.
+                Node::File(_) | Node::Hardlink(_) => return None,
+                Node::Dir => current = next,
+            }
+        }
+        wanted = redirected?;
+    }
+    None
+}
+
+/// `path` (relative to `dir`, or absolute) with `.` and `..` resolved
+/// lexically, as `a/b/c`.
+fn clean(dir: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = if path.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+/// Layer `digest` of the store as a tar stream, gunzipped when it is gzip.
+fn open_layer(store: &Store, digest: &Digest) -> Result<Box<dyn Read>, InspectBaseError> {
+    let file = store.open_blob(digest)?;
+    let mut reader = BufReader::new(file);
+    let gzip = reader
+        .fill_buf()
+        .map_err(layer_error(store, digest))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    })
+}
+
+fn layer_error(store: &Store, digest: &Digest) -> impl Fn(io::Error) -> InspectBaseError {
+    let path = store.blob_path(digest);
+    let digest = *digest;
+    move |source| InspectBaseError::Layer {
+        digest,
+        path: path.clone(),
+        source,
+    }
+}
+
+/// The `e_machine` of an ELF header (its first 20 bytes suffice), `None`
+/// when `head` is not ELF (a script, say).
+#[must_use]
+pub fn elf_machine(head: &[u8]) -> Option<u16> {
+    if head.len() < 20 || &head[..4] != b"\x7fELF" {
+        return None;
+    }
+    let bytes = [head[18], head[19]];
+    Some(match head[5] {
+        2 => u16::from_be_bytes(bytes),
+        _ => u16::from_le_bytes(bytes),
+    })
+}
+
 /// A tar or image path as `a/b/c`: no leading `./` or `/`, no trailing `/`.
 fn normalise(p: &[u8]) -> String {
     let s = String::from_utf8_lossy(p);
@@ -264,6 +448,48 @@ fn is_below(path: &str, dir: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_followed_through_the_merged_tree() {
+        let tree: BTreeMap<String, Node> = [
+            ("bin", Node::Symlink("usr/bin".into())),
+            ("usr", Node::Dir),
+            ("usr/bin", Node::Dir),
+            ("usr/bin/sh", Node::Symlink("dash".into())),
+            ("usr/bin/dash", Node::File(1)),
+            (
+                "usr/bin/python3",
+                Node::Symlink("../../opt/py/bin/python3.11".into()),
+            ),
+            ("opt", Node::Dir),
+            ("opt/py", Node::Dir),
+            ("opt/py/bin", Node::Dir),
+            (
+                "opt/py/bin/python3.11",
+                Node::Hardlink("usr/bin/dash".into()),
+            ),
+            ("loop", Node::Symlink("/loop".into())),
+        ]
+        .into_iter()
+        .map(|(p, n)| (p.to_owned(), n))
+        .collect();
+        assert_eq!(
+            resolve_file(&tree, "/bin/sh"),
+            Some(("usr/bin/dash".into(), 1))
+        );
+        assert_eq!(
+            resolve_file(&tree, "/bin/python3"),
+            Some(("usr/bin/dash".into(), 1))
+        );
+        assert_eq!(resolve_file(&tree, "/bin/nothing"), None);
+        assert_eq!(resolve_file(&tree, "/loop"), None);
+        assert_eq!(resolve_file(&tree, "/usr/bin/dash/x"), None);
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(18, 0);
+        elf.extend(0xb7u16.to_le_bytes());
+        assert_eq!(elf_machine(&elf), Some(0xb7));
+        assert_eq!(elf_machine(b"#!/bin/sh\necho hi\n"), None);
+    }
 
     #[test]
     fn paths_are_normalised() {

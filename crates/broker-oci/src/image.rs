@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use broker_pins::Platform;
 use oci_spec::image::{
-    Descriptor, History, HistoryBuilder, ImageConfiguration, ImageManifest, ImageManifestBuilder,
-    MediaType,
+    Arch, Descriptor, History, HistoryBuilder, ImageConfiguration, ImageIndex, ImageIndexBuilder,
+    ImageManifest, ImageManifestBuilder, MediaType, Os, PlatformBuilder,
 };
 
 use crate::epoch::SourceDateEpoch;
@@ -137,6 +138,7 @@ pub struct ImageBuilder {
     runtime: RuntimeConfig,
     provenance: Provenance,
     epoch: SourceDateEpoch,
+    platform: Option<Platform>,
 }
 
 impl ImageBuilder {
@@ -164,6 +166,7 @@ impl ImageBuilder {
             runtime: RuntimeConfig::default(),
             provenance: Provenance::default(),
             epoch: SourceDateEpoch::DEFAULT,
+            platform: None,
         })
     }
 
@@ -192,11 +195,24 @@ impl ImageBuilder {
         self
     }
 
+    /// Set the platform the config declares. The base's own claim is not
+    /// trusted: Docker 20.10's legacy builder labels an image with the
+    /// host's architecture even when every binary in it is arm64.
+    pub fn platform(&mut self, platform: &Platform) -> &mut Self {
+        self.platform = Some(platform.clone());
+        self
+    }
+
     /// The image config.
     #[must_use]
     pub fn config(&self) -> ImageConfiguration {
         let created = self.epoch.rfc3339();
         let mut image = self.base_config.clone();
+        if let Some(platform) = &self.platform {
+            image.set_os(Os::from(platform.os()));
+            image.set_architecture(Arch::from(platform.architecture()));
+            image.set_variant(platform.variant().map(str::to_owned));
+        }
         image.set_created(Some(created.clone()));
         image.set_author(None);
 
@@ -331,6 +347,47 @@ impl ImageBuilder {
             raw_manifest,
         })
     }
+}
+
+/// The OCI image index over one manifest per platform, in the order
+/// given (the build's platform order, so the same build gives the same
+/// bytes). No annotations: nothing in it may depend on when or where it
+/// was made.
+///
+/// # Errors
+/// oci-spec refuses the index.
+pub fn image_index(manifests: &[(Descriptor, Platform)]) -> Result<ImageIndex, BuildImageError> {
+    let entries = manifests
+        .iter()
+        .map(|(descriptor, platform)| {
+            let mut entry = Descriptor::new(
+                descriptor.media_type().clone(),
+                descriptor.size(),
+                descriptor.digest().clone(),
+            );
+            let mut built = PlatformBuilder::default()
+                .os(Os::from(platform.os()))
+                .architecture(Arch::from(platform.architecture()));
+            if let Some(variant) = platform.variant() {
+                built = built.variant(variant.to_owned());
+            }
+            let built = built.build().map_err(|source| BuildImageError::Assemble {
+                base: platform.to_string(),
+                source,
+            })?;
+            entry.set_platform(Some(built));
+            Ok(entry)
+        })
+        .collect::<Result<Vec<_>, BuildImageError>>()?;
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(entries)
+        .build()
+        .map_err(|source| BuildImageError::Assemble {
+            base: "the image index".to_owned(),
+            source,
+        })
 }
 
 fn history_entry(created: &str, layer: &SourceLayer, description: &str) -> History {
@@ -525,6 +582,53 @@ mod tests {
             m.layers()[1].digest().to_string(),
             Digest::of(b"new").to_string()
         );
+    }
+
+    #[test]
+    fn the_platform_is_declared_by_the_tool_and_indexed_in_order() {
+        let mut b = ImageBuilder::new(&docker_base(), "busybox").unwrap();
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        b.platform(&arm64);
+        let config = serde_json::to_value(b.config()).unwrap();
+        assert_eq!(config["architecture"], "arm64", "the base said amd64");
+        assert_eq!(config["os"], "linux");
+        assert!(config.get("variant").is_none(), "{config}");
+        let arm: Platform = "linux/arm/v7".parse().unwrap();
+        b.platform(&arm);
+        assert_eq!(serde_json::to_value(b.config()).unwrap()["variant"], "v7");
+
+        let manifest = |c: &[u8]| {
+            Descriptor::new(
+                MediaType::ImageManifest,
+                7,
+                crate::oci_digest::to_oci(&Digest::of(c)),
+            )
+        };
+        let index = image_index(&[
+            (manifest(b"amd"), Platform::linux_amd64()),
+            (manifest(b"arm"), arm64),
+        ])
+        .unwrap();
+        let json = serde_json::to_value(&index).unwrap();
+        assert_eq!(json["mediaType"], "application/vnd.oci.image.index.v1+json");
+        let platforms: Vec<String> = json["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(
+            json["manifests"][1]["digest"],
+            Digest::of(b"arm").to_string()
+        );
+        assert!(json.get("annotations").is_none(), "{json}");
     }
 
     #[test]

@@ -364,6 +364,41 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Remove the tag `name`, if the store has it (the blobs stay).
+    ///
+    /// # Errors
+    /// `index.json` cannot be read or replaced.
+    pub fn untag(&self, name: &str) -> Result<(), StoreError> {
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests().len();
+        let manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| ref_name(d) != Some(name))
+            .cloned()
+            .collect();
+        if manifests.len() == before {
+            return Ok(());
+        }
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// Store an OCI image index as canonical JSON; returns its descriptor.
+    /// Does not tag it.
+    ///
+    /// # Errors
+    /// Serialisation or write failure.
+    pub fn put_index(&self, index: &ImageIndex) -> Result<Descriptor, StoreError> {
+        let (digest, size) = self.put_json(index)?;
+        Ok(Descriptor::new(
+            MediaType::ImageIndex,
+            size,
+            crate::oci_digest::to_oci(&digest),
+        ))
+    }
+
     /// The descriptor tagged `name`.
     ///
     /// # Errors

@@ -6,6 +6,7 @@
 //! - [`Reference`]: an image reference normalised as Docker does;
 //!   [`PinnedRef`]: one that always carries its digest.
 //! - [`RegistryPrefix`]: where images are pushed, parsed once.
+//! - [`Platform`]: `linux/amd64`, `linux/arm64`, normalised.
 //! - [`Lock`]: `images.lock`, what build hands to render, with atomic
 //!   read/write, merge and diff.
 //!
@@ -30,6 +31,7 @@
 //!     sources: Default::default(),
 //!     signature: None,
 //!     provenance: None,
+//!     platforms: Default::default(),
 //! });
 //! let pinned = lock.images["python-base"].pinned()?;
 //! assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/broker/python-base@{digest}"));
@@ -39,13 +41,15 @@
 pub mod digest;
 pub mod lock;
 pub mod ownership;
+pub mod platform;
 pub mod reference;
 
 pub use digest::{Digest, DigestWriter, ParseDigestError};
 pub use lock::{
-    ImageDifference, LOCK_VERSION, Lock, LockError, LockedImage, MirroredImage, SourceRecord,
-    UNKNOWN_REVISION, write_atomic,
+    ImageDifference, LOCK_VERSION, Lock, LockError, LockedImage, LockedPlatform, MirroredImage,
+    SourceRecord, UNKNOWN_REVISION, write_atomic,
 };
+pub use platform::{ParsePlatformError, Platform};
 pub use reference::{
     DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, PinnedRef, Reference, ReferenceError, RegistryPrefix,
 };

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::platform::Platform;
 use crate::reference::{PinnedRef, ReferenceError};
 
 /// The lock file format version this tool writes and reads.
@@ -74,6 +75,25 @@ pub struct LockedImage {
     /// `subject` is the image), when one was attached (issue 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Digest>,
+    /// A multi-platform image (issue 26): each platform's manifest, deps
+    /// key and deps image. [`digest`](Self::digest) is then the OCI image
+    /// index over them (what render pins), and `deps_key` / `deps_digest`
+    /// are those of the first platform. Empty for a single-platform image,
+    /// whose `digest` is its manifest's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platforms: BTreeMap<Platform, LockedPlatform>,
+}
+
+/// One platform of a multi-platform image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPlatform {
+    /// The platform's image manifest digest (an entry of the index).
+    pub digest: Digest,
+    /// The key of the platform's dependency stage.
+    pub deps_key: String,
+    /// The digest of the platform's deps image.
+    pub deps_digest: Digest,
 }
 
 /// The revision recorded for a tree that is not a git checkout and was
@@ -131,6 +151,15 @@ pub enum ImageDifference {
         /// Its digest now.
         rebuilt: Digest,
     },
+    /// One platform's manifest differs (or is new, or is gone).
+    Platform {
+        /// The platform.
+        platform: Platform,
+        /// Its manifest digest in the lock, if it was there.
+        locked: Option<Digest>,
+        /// Its manifest digest now, if it was rebuilt.
+        rebuilt: Option<Digest>,
+    },
     /// Deps and layers match; the image config or manifest differs.
     Config,
 }
@@ -158,6 +187,18 @@ impl std::fmt::Display for ImageDifference {
                 locked: None,
                 ..
             } => write!(f, "layer `{layer}` is new"),
+            Self::Platform {
+                platform,
+                locked,
+                rebuilt,
+            } => match (locked, rebuilt) {
+                (Some(locked), Some(rebuilt)) => write!(
+                    f,
+                    "platform {platform} differs ({locked} in the lock, {rebuilt} now)"
+                ),
+                (None, _) => write!(f, "platform {platform} is new"),
+                (Some(_), None) => write!(f, "platform {platform} was not rebuilt"),
+            },
             Self::Config => f.write_str(
                 "config or manifest differs (runtime config, labels or SOURCE_DATE_EPOCH)",
             ),
@@ -171,6 +212,13 @@ fn short(key: &str) -> &str {
 }
 
 impl LockedImage {
+    /// Whether a node running `digest` runs this image: the recorded
+    /// digest, or for a multi-platform image one of its platforms'
+    /// manifests (container runtimes report either).
+    pub fn runs_as(&self, digest: &Digest) -> bool {
+        self.digest == *digest || self.platforms.values().any(|p| p.digest == *digest)
+    }
+
     /// Records where the image was published: `pinned` (its digest is the
     /// image's) with `tag` beside it.
     pub fn published(&mut self, pinned: &PinnedRef, tag: &str) {
@@ -357,6 +405,22 @@ impl Lock {
             return Vec::new();
         }
         let mut out = Vec::new();
+        // Every platform is compared: an index differs when any of its
+        // manifests does, and the reader needs to know which.
+        for platform in locked.platforms.keys().chain(rebuilt.platforms.keys()) {
+            let was = locked.platforms.get(platform).map(|p| p.digest);
+            let now = rebuilt.platforms.get(platform).map(|p| p.digest);
+            let listed = out.iter().any(
+                |d| matches!(d, ImageDifference::Platform { platform: p, .. } if p == platform),
+            );
+            if was != now && !listed {
+                out.push(ImageDifference::Platform {
+                    platform: platform.clone(),
+                    locked: was,
+                    rebuilt: now,
+                });
+            }
+        }
         if locked.deps_key != rebuilt.deps_key {
             out.push(ImageDifference::DepsKey {
                 locked: locked.deps_key.clone(),
@@ -555,6 +619,7 @@ mod tests {
             sources,
             signature: None,
             provenance: None,
+            platforms: BTreeMap::new(),
         }
     }
 
@@ -625,6 +690,62 @@ mod tests {
         assert_eq!(
             lock.images["a"].pinned().unwrap().digest(),
             &Digest::of(b"a1")
+        );
+    }
+
+    #[test]
+    fn platforms_are_recorded_and_compared_one_by_one() {
+        let index = Digest::of(b"index");
+        let mut multi = image(index, "k", Digest::of(b"layer"));
+        for (platform, manifest) in [("linux/amd64", b"amd"), ("linux/arm64", b"arm")] {
+            multi.platforms.insert(
+                platform.parse().unwrap(),
+                LockedPlatform {
+                    digest: Digest::of(manifest),
+                    deps_key: format!("k-{platform}"),
+                    deps_digest: Digest::of(b"deps"),
+                },
+            );
+        }
+        let mut lock = Lock::new();
+        lock.images.insert("python-base".into(), multi.clone());
+        let text = String::from_utf8(lock.to_bytes()).unwrap();
+        assert!(text.contains("\"linux/arm64\": {"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.lock");
+        lock.write(&path).unwrap();
+        assert_eq!(Lock::read(&path).unwrap().unwrap(), lock);
+        assert!(multi.runs_as(&index));
+        assert!(multi.runs_as(&Digest::of(b"arm")));
+        assert!(!multi.runs_as(&Digest::of(b"other")));
+
+        // A single-platform lock writes no `platforms` at all.
+        let single = image(Digest::of(b"m"), "k", Digest::of(b"layer"));
+        let mut old = Lock::new();
+        old.images.insert("x".into(), single);
+        assert!(
+            !String::from_utf8(old.to_bytes())
+                .unwrap()
+                .contains("platforms")
+        );
+
+        let mut rebuilt = multi.clone();
+        rebuilt.digest = Digest::of(b"index 2");
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        rebuilt.platforms.get_mut(&arm).unwrap().digest = Digest::of(b"arm 2");
+        let why = lock.diff_image("python-base", &rebuilt);
+        assert_eq!(
+            why,
+            [ImageDifference::Platform {
+                platform: arm,
+                locked: Some(Digest::of(b"arm")),
+                rebuilt: Some(Digest::of(b"arm 2")),
+            }]
+        );
+        assert!(
+            why[0]
+                .to_string()
+                .starts_with("platform linux/arm64 differs")
         );
     }
 }

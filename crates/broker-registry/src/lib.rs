@@ -50,6 +50,7 @@ pub use credentials::{
     CredentialSource, Credentials, DOCKER_CONFIG_ENV, ResolvedCredentials, config_file,
 };
 pub use error::{ReferenceError, RegistryError};
+pub use manifest::{Manifest, select_platform};
 pub use progress::{BlobOutcome, Reporter, Silent};
 pub use publish::Publisher;
 pub use pull::{

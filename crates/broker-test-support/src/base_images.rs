@@ -84,6 +84,142 @@ impl BaseImage {
     }
 }
 
+/// Pushes `images`, each with the platform it is for (`linux/arm64`), to
+/// `registry` as one OCI image index `repo:tag` — a multi-platform base as
+/// Docker Hub serves `python:3.10` — with each platform's config declaring
+/// that platform; returns `HOST/repo:tag` and the index digest.
+///
+/// # Panics
+/// When an image's OCI layout is unreadable or skopeo fails.
+pub fn push_multi_platform(
+    registry: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    images: &[(&BaseImage, &str)],
+) -> (String, String) {
+    push_multi_platform_to(&registry.host(), registry.cert_dir(), repo, tag, images)
+}
+
+/// [`push_multi_platform`] to any registry at `host` (plain HTTP, or TLS
+/// trusting the certificates in `cert_dir`), e.g. one a benchmark started.
+///
+/// # Panics
+/// When an image's OCI layout is unreadable or skopeo fails.
+pub fn push_multi_platform_to(
+    host: &str,
+    cert_dir: Option<&Path>,
+    repo: &str,
+    tag: &str,
+    images: &[(&BaseImage, &str)],
+) -> (String, String) {
+    let tmp = tempfile::tempdir().expect("cannot create a temporary directory");
+    let layout = tmp.path().join("oci");
+    let store = broker_oci::Store::open(&layout).expect("cannot create an OCI layout");
+    let mut entries = Vec::new();
+    for (image, platform) in images {
+        let (os, architecture) = platform
+            .split_once('/')
+            .unwrap_or_else(|| panic!("platform {platform}: expected os/arch"));
+        let blob = |digest: &str| {
+            let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+            image.oci_layout.join("blobs/sha256").join(hex)
+        };
+        let read_json = |path: &Path| -> serde_json::Value {
+            let bytes =
+                fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+        };
+        let index = read_json(&image.oci_layout.join("index.json"));
+        let descriptor = index["manifests"]
+            .as_array()
+            .and_then(|m| {
+                m.iter().find(|d| {
+                    d["annotations"]["org.opencontainers.image.ref.name"] == image.oci_tag.as_str()
+                })
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} has no tag {}",
+                    image.oci_layout.display(),
+                    image.oci_tag
+                )
+            })
+            .clone();
+        let mut manifest = read_json(&blob(descriptor["digest"].as_str().unwrap_or_default()));
+        let mut config = read_json(&blob(
+            manifest["config"]["digest"].as_str().unwrap_or_default(),
+        ));
+        config["architecture"] = architecture.into();
+        config["os"] = os.into();
+        let config_bytes = serde_json::to_vec(&config).expect("a config serialises");
+        let config_digest = store
+            .write_blob(&config_bytes)
+            .expect("cannot store a config");
+        manifest["config"]["digest"] = config_digest.to_string().into();
+        manifest["config"]["size"] = config_bytes.len().into();
+        for layer in manifest["layers"].as_array().cloned().unwrap_or_default() {
+            let digest: broker_oci::Digest = layer["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()
+                .expect("a layer digest");
+            if !store.has_blob(&digest) {
+                fs::copy(blob(&digest.to_string()), store.blob_path(&digest))
+                    .expect("cannot copy a layer");
+            }
+        }
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        let manifest_digest = store
+            .write_blob(&manifest_bytes)
+            .expect("cannot store a manifest");
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest.to_string(),
+            "size": manifest_bytes.len(),
+            "platform": {"architecture": architecture, "os": os},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let index_bytes = serde_json::to_vec(&index).expect("an index serialises");
+    let index_digest = store
+        .write_blob(&index_bytes)
+        .expect("cannot store the index");
+    let descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageIndex,
+        index_bytes.len() as u64,
+        broker_oci::oci_digest::to_oci(&index_digest),
+    );
+    store.tag(tag, &descriptor).expect("cannot tag the index");
+    let skopeo = require_tool("skopeo", "apt-get install -y skopeo");
+    let target = format!("{host}/{repo}:{tag}");
+    let mut cmd = Command::new(skopeo);
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--retry-times",
+        "2",
+    ]);
+    match cert_dir {
+        Some(dir) => {
+            cmd.arg("--dest-cert-dir").arg(dir);
+        }
+        None => {
+            cmd.arg("--dest-tls-verify=false");
+        }
+    }
+    cmd.arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{target}"));
+    run_ok(&mut cmd);
+    (target, index_digest.to_string())
+}
+
 /// A busybox image: `/bin/busybox` from Debian's busybox-static with a
 /// symlink for every applet (`sh`, `ls`, `cat`, `id`, `wget`, …), `/etc/passwd`
 /// and `/etc/group` with root and nobody, `/tmp` mode 1777; `CMD ["/bin/sh"]`.
@@ -130,6 +266,86 @@ fn make_busybox() -> BaseImage {
         busybox.display()
     );
     let applets = run_ok(Command::new(&busybox).arg("--list"));
+    busybox_image("busybox", &bytes, &applets)
+}
+
+/// The busybox image for linux/arm64: Debian's arm64 `busybox-static`
+/// binary in the same layout as [`busybox`], an arm64 stand-in base. Its
+/// applets are listed by running it, under QEMU user emulation. The
+/// engine's copy is labelled amd64 (`docker import` cannot say otherwise);
+/// [`push_multi_platform`] gives its config the right architecture.
+///
+/// # Panics
+/// When the package cannot be fetched (`dpkg --add-architecture arm64 &&
+/// apt-get update` first) or arm64 binaries do not run here (binfmt_misc
+/// mounted and `apt-get install qemu-user-static binfmt-support`).
+pub fn busybox_arm64() -> BaseImage {
+    static IMAGE: OnceLock<BaseImage> = OnceLock::new();
+    IMAGE.get_or_init(make_busybox_arm64).clone()
+}
+
+fn make_busybox_arm64() -> BaseImage {
+    let binary = debian_arm64_busybox();
+    let bytes =
+        fs::read(&binary).unwrap_or_else(|e| panic!("cannot read {}: {e}", binary.display()));
+    let listed = Command::new(&binary).arg("--list").output();
+    let applets = match listed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        other => panic!(
+            "the arm64 busybox {} does not run here ({other:?}): arm64 binaries need QEMU user emulation: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; apt-get install -y qemu-user-static binfmt-support",
+            binary.display()
+        ),
+    };
+    busybox_image("busybox-arm64", &bytes, &applets)
+}
+
+/// `/bin/busybox` of Debian's arm64 busybox-static, downloaded once into
+/// the fixture cache (the host's own packages are not touched).
+fn debian_arm64_busybox() -> PathBuf {
+    let dir = fixtures_dir().join("debian-arm64");
+    let binary = dir.join("busybox");
+    if binary.is_file() {
+        return binary;
+    }
+    fs::create_dir_all(&dir).expect("cannot create the fixture cache");
+    let apt = require_tool(
+        "apt-get",
+        "apt-get (Debian) is needed for the arm64 stand-in base",
+    );
+    let dpkg_deb = require_tool(
+        "dpkg-deb",
+        "dpkg-deb (Debian) is needed for the arm64 stand-in base",
+    );
+    let work = tempfile::tempdir_in(&dir).expect("cannot create a temporary directory");
+    let downloaded = Command::new(apt)
+        .args(["download", "busybox-static:arm64"])
+        .current_dir(work.path())
+        .output()
+        .expect("cannot run apt-get download");
+    assert!(
+        downloaded.status.success(),
+        "apt-get download busybox-static:arm64 failed: {}\nthe arm64 stand-in base needs Debian's arm64 packages: dpkg --add-architecture arm64 && apt-get update",
+        String::from_utf8_lossy(&downloaded.stderr).trim()
+    );
+    let deb = fs::read_dir(work.path())
+        .expect("cannot list the download directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("apt-get download left no .deb");
+    let root = work.path().join("root");
+    run_ok(Command::new(dpkg_deb).arg("-x").arg(&deb).arg(&root));
+    let unpacked = root.join("bin/busybox");
+    let temp = dir.join(format!("busybox.{}", std::process::id()));
+    fs::copy(&unpacked, &temp).expect("the package holds no bin/busybox");
+    fs::set_permissions(&temp, fs::Permissions::from_mode(0o755)).expect("cannot chmod busybox");
+    fs::rename(&temp, &binary).expect("cannot move busybox into the cache");
+    binary
+}
+
+/// A busybox rootfs image from the `busybox` binary `bytes` and its
+/// `--list` output, cached as `name`.
+fn busybox_image(name: &str, bytes: &[u8], applets: &str) -> BaseImage {
     let mut applets: Vec<&str> = applets
         .lines()
         .map(str::trim)
@@ -140,10 +356,10 @@ fn make_busybox() -> BaseImage {
     let key = sha256_hex(&[
         b"busybox",
         RECIPE_VERSION.as_bytes(),
-        &bytes,
+        bytes,
         applets.join("\n").as_bytes(),
     ]);
-    cached_image("busybox", &key[..16], &["CMD [\"/bin/sh\"]"], |work| {
+    cached_image(name, &key[..16], &["CMD [\"/bin/sh\"]"], |work| {
         let root = work.join("rootfs");
         for d in [
             "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "var", "dev", "proc",
@@ -156,7 +372,7 @@ fn make_busybox() -> BaseImage {
             .expect("cannot chmod /tmp");
         fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))
             .expect("cannot chmod /root");
-        fs::write(root.join("bin/busybox"), &bytes).expect("cannot copy busybox");
+        fs::write(root.join("bin/busybox"), bytes).expect("cannot copy busybox");
         fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
             .expect("cannot chmod busybox");
         for applet in &applets {

@@ -18,7 +18,9 @@ pub mod standins;
 pub mod synthetic;
 pub mod token_issuer;
 
-pub use base_images::{BaseImage, busybox, debian_minbase};
+pub use base_images::{
+    BaseImage, busybox, busybox_arm64, debian_minbase, push_multi_platform, push_multi_platform_to,
+};
 pub use cli::Workspace;
 pub use docker::{
     docker_cli, engine, git, output_ok, remove_from_engine_when_done, require_tool, run_ok,

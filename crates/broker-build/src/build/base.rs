@@ -3,7 +3,7 @@
 
 use broker_oci::Digest;
 use broker_oci::docker_archive::KnownLayers;
-use broker_pins::Reference;
+use broker_pins::{Platform, Reference};
 
 use crate::build::error::BuildError;
 use crate::build::run::{BaseWanted, Run};
@@ -82,6 +82,64 @@ pub(crate) async fn base_layers(
         Ok(known) => known,
         Err(never) => match never {},
     }
+}
+
+/// The manifest of `platform` in the index `digest` of a registry base
+/// names, for the engine to build `FROM`; `None` for a base only the
+/// engine has, a base that is a single manifest, or an index that cannot
+/// be read now (said in one line: the check of the deps image then says
+/// whether the engine's pick fits).
+pub(crate) async fn platform_base(
+    run: &Run,
+    image: &str,
+    base: &str,
+    digest: BaseDigest,
+    platform: &Platform,
+) -> Result<Option<Digest>, BuildError> {
+    let Some(resolver) = run.base_resolver.as_ref().filter(|_| !digest.local) else {
+        return Ok(None);
+    };
+    let key = format!("{base}@{}", digest.digest);
+    let entries = run
+        .base_indexes
+        .get_or_try_init(&key, || resolver.index_manifests(base, digest.digest))
+        .await;
+    let entries = match entries {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            run.reporter.stage(
+                image,
+                &format!(
+                    "base {base}: its index cannot be read now ({}); the engine picks the manifest",
+                    error_chain(e.as_ref())
+                ),
+            );
+            return Ok(None);
+        }
+    };
+    // Spellings differ (`linux/arm64/v8`): compared as platforms.
+    let found = entries
+        .iter()
+        .find(|(p, _)| p.parse::<Platform>().ok().as_ref() == Some(platform));
+    if let Some((_, manifest)) = found {
+        run.reporter.stage(
+            image,
+            &format!("base {base}: {platform} manifest {manifest}"),
+        );
+        return Ok(Some(*manifest));
+    }
+    let available: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+    Err(BuildError::BaseWithoutPlatform {
+        image: image.to_owned(),
+        base: base.to_owned(),
+        platform: platform.to_string(),
+        available: if available.is_empty() {
+            "no platforms".to_owned()
+        } else {
+            available.join(", ")
+        },
+    })
 }
 
 async fn resolve_base_once(

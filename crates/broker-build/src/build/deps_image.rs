@@ -3,6 +3,7 @@
 
 use broker_oci::StoredImage;
 use broker_oci::docker_archive::KnownLayers;
+use broker_pins::Platform;
 
 use crate::build::base::base_layers;
 use crate::build::error::BuildError;
@@ -33,8 +34,11 @@ pub(crate) enum Deps {
 
 /// A deps image the engine built and the store does not hold yet.
 pub(crate) struct InEngine {
-    /// The image it is the deps image of.
+    /// The image it is the deps image of, as progress and errors name it
+    /// (with its platform when the image has several).
     pub(crate) name: String,
+    /// The platform it was built for, checked after the export.
+    pub(crate) platform: Platform,
     /// Its name in the engine.
     pub(crate) engine_tag: String,
     /// The tag it gets in the store.
@@ -45,21 +49,24 @@ pub(crate) struct InEngine {
 
 /// The deps image: from the store, else the deps source, else built by the
 /// engine (and its registry base's layers fetched meanwhile).
+/// `label` names the image in progress and errors (with its platform when
+/// it has several); tags use the spec's name.
 pub(crate) async fn deps_image(
     run: &Run,
     spec: &ImageSpec,
+    label: &str,
     inputs: &DepsInputs,
     key: &DepsKey,
 ) -> Result<Deps, BuildError> {
     let name = spec.name.as_str();
     let store_tag = format!("{name}:{}", key.tag());
     let store_err = |source| BuildError::Store {
-        image: name.to_owned(),
+        image: label.to_owned(),
         source,
     };
     if run.store.resolve(&store_tag).is_ok() {
         run.reporter
-            .stage(name, &format!("deps {} from the store", key.tag()));
+            .stage(label, &format!("deps {} from the store", key.tag()));
         let image = run.store.image(&store_tag).map_err(store_err)?;
         return Ok(Deps::Stored(Box::new(image), DepsOrigin::Store));
     }
@@ -75,31 +82,37 @@ pub(crate) async fn deps_image(
                 .fetch(&run.store, wanted)
                 .await
                 .map_err(|source| BuildError::DepsSource {
-                    image: name.to_owned(),
+                    image: label.to_owned(),
                     source,
                 })?;
         if let Some(origin) = found {
             run.reporter
-                .stage(name, &format!("deps {} from {origin}", key.tag()));
+                .stage(label, &format!("deps {} from {origin}", key.tag()));
             let image = run.store.image(&store_tag).map_err(store_err)?;
             return Ok(Deps::Stored(Box::new(image), DepsOrigin::Registry));
         }
     }
     if run.options.verify {
         return Err(BuildError::NoDeps {
-            image: name.to_owned(),
+            image: label.to_owned(),
             tag: key.tag(),
         });
     }
+    deps::check_emulation(label, &inputs.platform)?;
+    let emulated = if inputs.platform == Platform::host() {
+        String::new()
+    } else {
+        format!(", {} under emulation: slow the first time", inputs.platform)
+    };
     run.reporter.stage(
-        name,
+        label,
         &format!(
-            "deps {}: building with the Docker engine (base {})",
+            "deps {}: building with the Docker engine (base {}{emulated})",
             key.tag(),
             inputs.base
         ),
     );
-    let docker = run.engine.get_or_try_init(|| deps::connect(name)).await?;
+    let docker = run.engine.get_or_try_init(|| deps::connect(label)).await?;
     let engine_tag = format!("broker-images/{name}:{}", key.tag());
     let output: &dyn BuildOutput = &*run.reporter;
     let build = deps::build_with_engine(
@@ -112,16 +125,23 @@ pub(crate) async fn deps_image(
         output,
     );
     // The base's layers are fetched while the engine builds.
+    // (A foreign platform's: that platform's manifest of the index.)
     let base_layers = async {
         match inputs.base_digest {
-            Some(digest) => base_layers(run, name, &inputs.base, digest).await,
+            Some(mut digest) => {
+                if let Some(manifest) = inputs.platform_base {
+                    digest.digest = manifest;
+                }
+                base_layers(run, label, &inputs.base, digest).await
+            }
             None => KnownLayers::new(),
         }
     };
     let (built, known) = tokio::join!(build, base_layers);
     built?;
     Ok(Deps::InEngine(InEngine {
-        name: name.to_owned(),
+        name: label.to_owned(),
+        platform: inputs.platform.clone(),
         engine_tag,
         store_tag,
         known,
@@ -213,10 +233,64 @@ pub(crate) async fn export_engine_images(
             }
             other => other,
         };
+        let result = match result {
+            Ok(stored) => checked(run, w, stored).await,
+            Err(e) => Err(e),
+        };
         if result.is_ok() {
             run.reporter.stage(&w.name, "deps image stored");
         }
         results.push(result.map_err(|e| BuildError::Deps(Box::new(e))));
     }
     results
+}
+
+/// The stored deps image `stored` if it holds executables of its platform;
+/// else its store tag is removed (so the next build does not take it from
+/// the store) and the error says what it holds instead.
+async fn checked(
+    run: &Run,
+    w: &InEngine,
+    stored: StoredImage,
+) -> Result<StoredImage, deps::DepsError> {
+    let store = run.store.clone();
+    let (name, platform) = (w.name.clone(), w.platform.clone());
+    let image = stored.clone();
+    // Reading the layers is CPU work: off the async runtime.
+    let check = tokio::task::spawn_blocking(move || {
+        deps::check_deps_platform(&store, &name, &image, &platform)
+    })
+    .await
+    .map_err(|e| deps::DepsError::Engine {
+        image: w.name.clone(),
+        why: format!("the platform check stopped: {e}"),
+    })?;
+    match check {
+        Ok(deps::PlatformCheck::Matches(binary)) => {
+            run.reporter.stage(
+                &w.name,
+                &format!(
+                    "deps image is {} (its {binary} is {} code)",
+                    w.platform,
+                    w.platform.uname_machine()
+                ),
+            );
+            Ok(stored)
+        }
+        Ok(deps::PlatformCheck::Unchecked) => {
+            run.reporter.stage(
+                &w.name,
+                &format!(
+                    "deps image platform not checked: it has none of {}",
+                    deps::CHECKED_BINARIES.join(", ")
+                ),
+            );
+            Ok(stored)
+        }
+        Err(err) => {
+            // A wrong image must not be found by its key next time.
+            let _ = run.store.untag(&w.store_tag);
+            Err(err)
+        }
+    }
 }

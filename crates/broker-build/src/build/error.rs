@@ -110,6 +110,20 @@ pub enum BuildError {
         /// The base reference.
         base: String,
     },
+    /// The base's index has no manifest for a platform to build.
+    #[error(
+        "{image}: base {base} has no {platform} manifest (its index has {available}); pick a base published for {platform}, or leave {platform} out of `platforms:` / --platform"
+    )]
+    BaseWithoutPlatform {
+        /// The image.
+        image: String,
+        /// The base reference.
+        base: String,
+        /// The platform asked for (`linux/arm64`).
+        platform: String,
+        /// The platforms the index has, comma-separated.
+        available: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal error: a layer task of {image} failed")]
     Task {

@@ -12,12 +12,14 @@ use crate::build::run::Run;
 use crate::spec::{self, ImageSpec};
 
 /// Builds (or takes from the cache) every source layer of `spec`.
+/// `label` names the image (and platform) in progress and errors.
 pub(crate) async fn build_layers(
     run: &Run,
     spec: &ImageSpec,
+    label: &str,
     base: &StoredImage,
 ) -> Result<Vec<SourceLayer>, BuildError> {
-    let name = spec.name.clone();
+    let name = label.to_owned();
     let mut mappings = Vec::new();
     for layer in &spec.layers {
         let tree = &run.trees[&layer.tree];
@@ -73,7 +75,7 @@ pub(crate) async fn build_layers(
     })
     .await
     .map_err(|source| BuildError::Task {
-        image: spec.name.clone(),
+        image: label.to_owned(),
         source,
     })?
 }

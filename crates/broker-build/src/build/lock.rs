@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use broker_oci::{Digest, SourceLayer};
-use broker_pins::{LockedImage, SourceRecord, UNKNOWN_REVISION};
+use broker_pins::{LockedImage, LockedPlatform, Platform, SourceRecord, UNKNOWN_REVISION};
 
 use crate::build::deps_image::DepsOrigin;
 use crate::deps::{self, DepsInputs, DepsKey};
@@ -29,6 +29,65 @@ pub struct BuiltImage {
     /// ([`BuiltImage::deps_store_tag`]) and in a registry.
     #[serde(skip)]
     pub deps_tag: String,
+    /// A multi-platform image: each platform's manifest and deps image, in
+    /// the index's order. `digest` is then the index's, and the fields
+    /// above are the first platform's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<BuiltPlatform>,
+}
+
+/// One platform of a multi-platform [`BuiltImage`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuiltPlatform {
+    /// The platform.
+    pub platform: Platform,
+    /// Its manifest digest.
+    pub digest: Digest,
+    /// Its deps key.
+    pub deps_key: String,
+    /// Where its deps image came from.
+    pub deps_origin: DepsOrigin,
+    /// Its deps image's tag, `deps-<key>`.
+    #[serde(skip)]
+    pub deps_tag: String,
+}
+
+/// The summary and lock entry of a multi-platform image whose index is
+/// `index`, from each platform's (in the index's order).
+pub(crate) fn indexed(
+    index: Digest,
+    platforms: Vec<(Platform, (BuiltImage, LockedImage))>,
+) -> (BuiltImage, LockedImage) {
+    let mut summaries = Vec::with_capacity(platforms.len());
+    let mut records = BTreeMap::new();
+    let mut first = None;
+    for (platform, (built, locked)) in platforms {
+        summaries.push(BuiltPlatform {
+            platform: platform.clone(),
+            digest: built.digest,
+            deps_key: built.deps_key.clone(),
+            deps_origin: built.deps_origin,
+            deps_tag: built.deps_tag.clone(),
+        });
+        records.insert(
+            platform,
+            LockedPlatform {
+                digest: locked.digest,
+                deps_key: locked.deps_key.clone(),
+                deps_digest: locked.deps_digest,
+            },
+        );
+        first.get_or_insert((built, locked));
+    }
+    let Some((mut built, mut locked)) = first else {
+        unreachable!("an index has at least one platform")
+    };
+    built.digest = index;
+    built.platforms = summaries;
+    locked.reference = format!("{}@{index}", built.name);
+    locked.digest = index;
+    locked.platforms = records;
+    (built, locked)
 }
 
 impl BuiltImage {
@@ -109,6 +168,7 @@ impl BuildRecord<'_> {
             sources: sources_record,
             signature: None,
             provenance: None,
+            platforms: BTreeMap::new(),
         };
         let built = BuiltImage {
             name: name.to_owned(),
@@ -117,6 +177,7 @@ impl BuildRecord<'_> {
             deps_origin,
             layers: layer_summary,
             deps_tag: key.tag(),
+            platforms: Vec::new(),
         };
         (built, locked)
     }

@@ -34,7 +34,7 @@ use broker_oci::image::ImageBuilder;
 use broker_oci::{Store, StoredImage};
 use tokio::sync::OnceCell;
 
-use crate::build::base::resolve_base;
+use crate::build::base::{platform_base, resolve_base};
 use crate::build::deps_image::{Deps, InEngine, deps_image, export_engine_images};
 use crate::build::labels::{provenance, runtime_config};
 use crate::build::layers::build_layers;
@@ -43,15 +43,15 @@ use crate::build::run::{Memo, Run};
 use crate::deps::{self, DepsInputs, DepsKey};
 use crate::sources::{self, BROKER_TREE, FORMATTERS_TREE, SourceTree};
 use crate::spec::{self, ImageSpec};
-use broker_pins::{Lock, LockedImage, UNKNOWN_REVISION};
+use broker_pins::{Lock, LockedImage, Platform, UNKNOWN_REVISION};
 
 pub use crate::build::deps_image::DepsOrigin;
 pub use crate::build::error::{BuildError, DepsSourceError};
 pub use crate::build::labels::{TREE_LABEL_PREFIX, tree_label};
-pub use crate::build::lock::BuiltImage;
+pub use crate::build::lock::{BuiltImage, BuiltPlatform};
 pub use crate::build::run::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
-    DepsFetch, DepsSource, DepsWanted,
+    DepsFetch, DepsSource, DepsWanted, IndexLookup,
 };
 
 /// The names of the images a build with `only` covers.
@@ -208,26 +208,33 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
         engine: OnceCell::new(),
         resolved_bases: Memo::new(),
         base_layers: Memo::new(),
+        base_indexes: Memo::new(),
         engine_options,
         layer_streams,
         reporter,
     });
-    // Three stages, each image through each concurrently: the deps image
-    // (found, fetched, or built by the engine), one export of everything
-    // the engine built, then the source layers and the image.
-    let prepared = futures::future::join_all(specs.iter().map(|spec| prepare(&run, spec))).await;
-    let mut outcome = BuildOutcome {
-        built: Vec::new(),
-        lock: Lock::new(),
-        failed: Vec::new(),
+    // One unit per image and platform. Three stages, every unit through
+    // each concurrently: the deps image (found, fetched, or built by the
+    // engine), one export of everything the engine built, then the source
+    // layers and the image.
+    let units: Vec<Unit<'_>> = specs
+        .iter()
+        .flat_map(|spec| Unit::of(spec, &run.options))
+        .collect();
+    let prepared = futures::future::join_all(units.iter().map(|unit| prepare(&run, unit))).await;
+    // An image fails as a whole, with the first error of any platform: an
+    // index missing a platform is never made.
+    let mut failed: BTreeMap<String, BuildError> = BTreeMap::new();
+    let mut fail = |name: &str, err: BuildError| {
+        failed.entry(name.to_owned()).or_insert(err);
     };
     let mut ready = Vec::new();
     let mut waiting = Vec::new();
-    for (spec, result) in specs.iter().zip(prepared) {
+    for (unit, result) in units.iter().zip(prepared) {
         match result {
             Ok((keyed, Deps::Stored(image, origin))) => ready.push(keyed.ready(*image, origin)),
             Ok((keyed, Deps::InEngine(engine))) => waiting.push((keyed, engine)),
-            Err(err) => outcome.failed.push((spec.name.clone(), err)),
+            Err(err) => fail(&unit.spec.name, err),
         }
     }
     let engine_built: Vec<&InEngine> = waiting.iter().map(|(_, engine)| engine).collect();
@@ -235,19 +242,51 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
     for ((keyed, _), result) in waiting.into_iter().zip(exported) {
         match result {
             Ok(image) => ready.push(keyed.ready(image, DepsOrigin::Engine)),
-            Err(err) => outcome.failed.push((keyed.spec.name.clone(), err)),
+            Err(err) => fail(&keyed.unit.spec.name, err),
         }
     }
-    let finished = futures::future::join_all(ready.into_iter().map(|p| finish(&run, p))).await;
+    // The platforms of one image one after the other, in the spec's order:
+    // the second finds every source layer in the cache.
+    let mut by_image: BTreeMap<String, Vec<Ready<'_>>> = BTreeMap::new();
+    for r in ready {
+        by_image
+            .entry(r.keyed.unit.spec.name.clone())
+            .or_default()
+            .push(r);
+    }
+    let images: Vec<(String, Vec<Ready<'_>>)> = by_image
+        .into_iter()
+        .filter(|(name, _)| !failed.contains_key(name))
+        .map(|(name, mut platforms)| {
+            platforms.sort_by_key(|r| r.keyed.unit.order);
+            (name, platforms)
+        })
+        .collect();
+    let finished = futures::future::join_all(images.into_iter().map(|(name, platforms)| {
+        let run = &run;
+        async move {
+            let result = finish(run, &name, platforms).await;
+            (name, result)
+        }
+    }))
+    .await;
+    let mut outcome = BuildOutcome {
+        built: Vec::new(),
+        lock: Lock::new(),
+        failed: Vec::new(),
+    };
     for (name, result) in finished {
         match result {
             Ok((image, locked)) => {
                 outcome.lock.images.insert(name, locked);
                 outcome.built.push(image);
             }
-            Err(err) => outcome.failed.push((name, err)),
+            Err(err) => {
+                failed.insert(name, err);
+            }
         }
     }
+    outcome.failed = failed.into_iter().collect();
     // Spec order, whichever stage an image finished or failed in.
     let order = |name: &str| specs.iter().position(|s| s.name == name);
     outcome.built.sort_by_key(|b| order(&b.name));
@@ -271,15 +310,66 @@ fn recorded_broker_revision(
     })
 }
 
-/// One image whose deps key is known.
-struct Keyed<'s> {
+/// One image on one platform: what the stages build.
+#[derive(Clone, Debug)]
+struct Unit<'s> {
     spec: &'s ImageSpec,
+    platform: Platform,
+    /// The image has several platforms: it becomes an index.
+    indexed: bool,
+    /// Its position among the image's platforms.
+    order: usize,
+    /// How progress and errors name it: the image, with its platform when
+    /// it has several.
+    label: String,
+}
+
+impl<'s> Unit<'s> {
+    /// The units of `spec`: `--platform`, else the platforms a verified
+    /// lock records, else the spec's, else this machine's.
+    fn of(spec: &'s ImageSpec, options: &BuildOptions) -> Vec<Self> {
+        let recorded: Vec<Platform> = options
+            .recorded
+            .get(&spec.name)
+            .map(|r| r.platforms.keys().cloned().collect())
+            .unwrap_or_default();
+        let platforms = if !options.platforms.is_empty() {
+            options.platforms.clone()
+        } else if options.verify && !recorded.is_empty() {
+            recorded
+        } else if !spec.platforms.is_empty() {
+            spec.platforms.clone()
+        } else {
+            vec![Platform::host()]
+        };
+        let indexed = platforms.len() > 1;
+        platforms
+            .into_iter()
+            .enumerate()
+            .map(|(order, platform)| Self {
+                spec,
+                label: if indexed {
+                    format!("{} ({platform})", spec.name)
+                } else {
+                    spec.name.clone()
+                },
+                platform,
+                indexed,
+                order,
+            })
+            .collect()
+    }
+}
+
+/// One unit whose deps key is known.
+struct Keyed<'s> {
+    unit: &'s Unit<'s>,
     inputs: DepsInputs,
     key: DepsKey,
 }
 
 impl<'s> Keyed<'s> {
-    /// This image with its deps image in the store.
+    /// This unit with its deps image in the store.
     fn ready(self, deps_image: StoredImage, deps_origin: DepsOrigin) -> Ready<'s> {
         Ready {
             keyed: self,
@@ -289,17 +379,19 @@ impl<'s> Keyed<'s> {
     }
 }
 
-/// One image whose deps image is in the store.
+/// One unit whose deps image is in the store.
 struct Ready<'s> {
     keyed: Keyed<'s>,
     deps_image: StoredImage,
     deps_origin: DepsOrigin,
 }
 
-/// The deps stage of one image: its inputs, base digest and key, and the
+/// The deps stage of one unit: its inputs, base digest and key, and the
 /// deps image found, fetched or built.
-async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<(Keyed<'s>, Deps), BuildError> {
+async fn prepare<'s>(run: &Run, unit: &'s Unit<'s>) -> Result<(Keyed<'s>, Deps), BuildError> {
+    let spec = unit.spec;
     let name = spec.name.as_str();
+    let label = unit.label.as_str();
     let recorded = run.options.recorded.get(name);
     let mut args = recorded.map(|r| r.build_args.clone()).unwrap_or_default();
     if let Some(overrides) = run.options.arg_overrides.get(name) {
@@ -312,46 +404,110 @@ async fn prepare<'s>(run: &Run, spec: &'s ImageSpec) -> Result<(Keyed<'s>, Deps)
         .or(recorded.map(|r| &r.base))
         .map(String::as_str);
     let mut inputs = DepsInputs::read(spec, &run.options.broker_tree, base, &args)?;
-    inputs.base_digest = resolve_base(run, name, &inputs.base).await?;
+    inputs.image = label.to_owned();
+    inputs.platform = unit.platform.clone();
+    inputs.base_digest = resolve_base(run, label, &inputs.base).await?;
+    // A host-only build lets the engine pick the host's manifest, as it
+    // always did; every other build names its platform's.
+    if let Some(digest) = inputs.base_digest
+        && (unit.indexed || unit.platform != Platform::host())
+    {
+        inputs.platform_base =
+            platform_base(run, label, &inputs.base, digest, &unit.platform).await?;
+    }
     let key = inputs.key();
-    let deps = deps_image(run, spec, &inputs, &key).await?;
-    Ok((Keyed { spec, inputs, key }, deps))
+    let deps = deps_image(run, spec, label, &inputs, &key).await?;
+    Ok((Keyed { unit, inputs, key }, deps))
 }
 
-/// The source layers and the image on top of a stored deps image, and
-/// its lock entry.
+/// The source layers and the image of every platform of one image (in
+/// order), the index over them when there are several, and the lock entry.
 async fn finish(
     run: &Run,
-    ready: Ready<'_>,
-) -> (String, Result<(BuiltImage, LockedImage), BuildError>) {
-    let name = ready.keyed.spec.name.clone();
-    let result = finish_image(run, ready).await;
-    (name, result)
-}
-
-async fn finish_image(
-    run: &Run,
-    ready: Ready<'_>,
+    name: &str,
+    platforms: Vec<Ready<'_>>,
 ) -> Result<(BuiltImage, LockedImage), BuildError> {
-    let Ready {
-        keyed: Keyed { spec, inputs, key },
-        deps_image,
-        deps_origin,
-    } = ready;
-    let name = spec.name.as_str();
-    let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
+    let mut built = Vec::with_capacity(platforms.len());
+    for ready in platforms {
+        let indexed = ready.keyed.unit.indexed;
+        built.push((indexed, finish_platform(run, ready).await?));
+    }
+    let store_err = |source| BuildError::Store {
+        image: name.to_owned(),
+        source,
+    };
+    if !built.first().is_some_and(|(indexed, _)| *indexed) {
+        let Some((_, one)) = built.pop() else {
+            unreachable!("one platform was built")
+        };
+        if !run.options.verify {
+            run.store
+                .tag(name, &one.image.manifest_descriptor)
+                .map_err(store_err)?;
+        }
+        run.reporter
+            .stage(name, &format!("built {name}@{}", one.digest));
+        return Ok(one.entries);
+    }
+    let entries: Vec<_> = built
+        .iter()
+        .map(|(_, p)| (p.image.manifest_descriptor.clone(), p.platform.clone()))
+        .collect();
+    let index = broker_oci::image::image_index(&entries).map_err(|source| BuildError::Image {
         image: name.to_owned(),
         source,
     })?;
+    let descriptor = run.store.put_index(&index).map_err(store_err)?;
+    let digest =
+        broker_oci::store::descriptor_digest(&descriptor, "new index").map_err(store_err)?;
+    if !run.options.verify {
+        run.store.tag(name, &descriptor).map_err(store_err)?;
+    }
+    let listed: Vec<String> = built.iter().map(|(_, p)| p.platform.to_string()).collect();
+    run.reporter.stage(
+        name,
+        &format!("built {name}@{digest} (index of {})", listed.join(", ")),
+    );
+    Ok(lock::indexed(
+        digest,
+        built
+            .into_iter()
+            .map(|(_, p)| (p.platform, p.entries))
+            .collect(),
+    ))
+}
 
-    let layers = build_layers(run, spec, &deps_image).await?;
+/// One platform's image, built into the store (untagged).
+struct PlatformImage {
+    platform: Platform,
+    /// Its stored manifest and config.
+    image: StoredImage,
+    digest: broker_oci::Digest,
+    entries: (BuiltImage, LockedImage),
+}
+
+async fn finish_platform(run: &Run, ready: Ready<'_>) -> Result<PlatformImage, BuildError> {
+    let Ready {
+        keyed: Keyed { unit, inputs, key },
+        deps_image,
+        deps_origin,
+    } = ready;
+    let spec = unit.spec;
+    let name = spec.name.as_str();
+    let label = unit.label.as_str();
+    let deps_digest = deps_image.digest().map_err(|source| BuildError::Store {
+        image: label.to_owned(),
+        source,
+    })?;
+
+    let layers = build_layers(run, spec, label, &deps_image).await?;
 
     // Registry-independent on purpose: the same sources give the same
     // digest whether pushed to Docker Hub, an internal registry or nowhere.
     let deps_name = format!("{name}:{}", key.tag());
     let mut builder =
         ImageBuilder::new(&deps_image, &deps_name).map_err(|source| BuildError::Image {
-            image: name.to_owned(),
+            image: label.to_owned(),
             source,
         })?;
     for (layer_spec, layer) in spec.layers.iter().zip(&layers) {
@@ -364,25 +520,20 @@ async fn finish_image(
     builder.runtime(runtime_config(spec, &run.trees));
     builder.provenance(provenance(&run.trees[BROKER_TREE], &inputs));
     builder.epoch(run.epoch);
+    builder.platform(&unit.platform);
     let image = builder
         .write(&run.store)
         .map_err(|source| BuildError::Image {
-            image: name.to_owned(),
+            image: label.to_owned(),
             source,
         })?;
-    if !run.options.verify {
-        run.store
-            .tag(name, &image.manifest_descriptor)
-            .map_err(|source| BuildError::Store {
-                image: name.to_owned(),
-                source,
-            })?;
-    }
     let digest = image.digest().map_err(|source| BuildError::Store {
-        image: name.to_owned(),
+        image: label.to_owned(),
         source,
     })?;
-    run.reporter.stage(name, &format!("built {name}@{digest}"));
+    if unit.indexed {
+        run.reporter.stage(label, &format!("built {digest}"));
+    }
     let record = BuildRecord {
         spec,
         trees: &run.trees,
@@ -393,5 +544,10 @@ async fn finish_image(
         deps_digest,
         deps_origin,
     };
-    Ok(record.entries())
+    Ok(PlatformImage {
+        platform: unit.platform.clone(),
+        image,
+        digest,
+        entries: record.entries(),
+    })
 }

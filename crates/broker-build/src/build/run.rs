@@ -14,7 +14,7 @@ use crate::build::error::DepsSourceError;
 use crate::deps::{self, BaseDigest, BuildOutput};
 use crate::sources::SourceTree;
 use broker_oci::docker_archive::{KnownLayers, LayerStreams};
-use broker_pins::LockedImage;
+use broker_pins::{LockedImage, Platform};
 
 /// A deps image to look for by its key.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +63,19 @@ pub trait BaseResolver: Send + Sync {
     /// Copies the base `wanted` into `store` (this machine's platform,
     /// when its digest names an index).
     fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
+
+    /// The manifests of the index `digest` that `reference` resolved to,
+    /// by platform, so each platform's deps stage builds on its own base
+    /// (asked once per base and run, whatever the number of platforms).
+    fn index_manifests<'a>(&'a self, reference: &'a str, digest: Digest) -> IndexLookup<'a>;
 }
+
+/// What [`BaseResolver::index_manifests`] returns: the manifests of the
+/// index a base digest names, each with its platform as the index writes
+/// it (`linux/arm64/v8`), or `None` when the digest names a single image
+/// manifest (the engine then builds on it as it is, and the deps image's
+/// check says whether it fits).
+pub type IndexLookup<'a> = BoxFuture<'a, Result<Option<Vec<(String, Digest)>>, DepsSourceError>>;
 
 /// A base image to copy into the store.
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +121,11 @@ pub struct BuildOptions {
     pub source_revision: Option<String>,
     /// Build only these images (all when empty).
     pub only: Vec<String>,
+    /// Build every image for these platforms, replacing the specs' lists
+    /// (`--platform`); empty keeps each spec's (and a spec without one is
+    /// built for this machine's platform). Two or more make each image an
+    /// OCI image index.
+    pub platforms: Vec<Platform>,
     /// Base image per image name, replacing the spec's (offline or test use).
     pub base_overrides: BTreeMap<String, String>,
     /// Extra build args per image name.
@@ -168,6 +185,8 @@ pub(crate) struct Run {
     pub(crate) resolved_bases: Memo<Option<BaseDigest>>,
     /// Each registry base's compressed layers, fetched once per run.
     pub(crate) base_layers: Memo<KnownLayers>,
+    /// Each registry base's index entries, read once per run.
+    pub(crate) base_indexes: Memo<Option<Vec<(String, Digest)>>>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,

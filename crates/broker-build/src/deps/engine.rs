@@ -130,6 +130,15 @@ pub async fn build_with_engine(
     if let Some(base) = &inputs.base_digest {
         args.insert(BASE_ARG.to_owned(), base.pinned(&inputs.base));
     }
+    if let Some(manifest) = inputs.platform_base {
+        // The platform's own manifest of the base index: Docker 20.10's
+        // legacy builder would otherwise pick the host's.
+        let name = inputs
+            .base
+            .split_once('@')
+            .map_or(inputs.base.as_str(), |(n, _)| n);
+        args.insert(BASE_ARG.to_owned(), format!("{name}@{manifest}"));
+    }
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(CONTEXT_DOCKERFILE)
         .t(engine_tag)

@@ -88,6 +88,45 @@ pub enum DepsError {
         #[source]
         source: broker_oci::StoreError,
     },
+    /// The deps image holds executables of another platform than the one
+    /// it was built for.
+    #[error(
+        "{image}: the deps image is not {platform}: its {binary} is a {found} executable; build it on a base published for {platform} (the base's index must have a {platform} manifest)"
+    )]
+    WrongPlatform {
+        /// The image (and platform) built.
+        image: String,
+        /// The platform it was built for (`linux/arm64`).
+        platform: String,
+        /// The binary checked.
+        binary: &'static str,
+        /// What that binary is.
+        found: String,
+    },
+    /// This machine cannot run the platform's executables in containers.
+    #[error(
+        "{image}: building deps for {platform} on this {host} machine needs QEMU user emulation, and {why}: {}",
+        crate::deps::platform::SET_UP
+    )]
+    NoEmulation {
+        /// The image (and platform) built.
+        image: String,
+        /// The platform asked for (`linux/arm64`).
+        platform: String,
+        /// This machine's.
+        host: String,
+        /// What is missing.
+        why: String,
+    },
+    /// The deps image's layers could not be read for the platform check.
+    #[error("{image}: cannot check the deps image's platform")]
+    Inspect {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: Box<broker_oci::base::InspectBaseError>,
+    },
     /// A temporary file could not be written.
     #[error("cannot write a temporary file for {image}")]
     Temp {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use broker_oci::digest::DigestWriter;
+use broker_pins::Platform;
 
 use crate::deps::ca::CONTEXT_CA;
 use crate::deps::error::DepsError;
@@ -59,6 +60,13 @@ pub struct DepsInputs {
     /// What `base` resolved to, when it could be resolved: a new digest
     /// behind the same reference (a re-tagged `python:3.10`) is a new key.
     pub base_digest: Option<BaseDigest>,
+    /// The platform the deps image is built for.
+    pub platform: Platform,
+    /// The base's manifest for [`platform`](Self::platform), when
+    /// `base_digest` names an index: what the engine builds `FROM`, so a
+    /// foreign platform's build starts from that platform's base. The key
+    /// covers it through `base_digest` (the index) and the platform.
+    pub platform_base: Option<broker_oci::Digest>,
     /// All build args, `BASE` included.
     pub args: BTreeMap<String, String>,
     /// The declared broker files: path relative to the broker tree, bytes,
@@ -128,6 +136,8 @@ impl DepsInputs {
             dockerfile_bytes,
             base,
             base_digest: None,
+            platform: Platform::host(),
+            platform_base: None,
             args: all_args,
             files,
         })
@@ -147,6 +157,11 @@ impl DepsInputs {
         ));
         if let Some(base) = &self.base_digest {
             line(&format!("base-digest {}", base.digest));
+        }
+        // linux/amd64 keys keep the recipe they had before platforms
+        // existed: the deps images built then are still found by key.
+        if self.platform != Platform::linux_amd64() {
+            line(&format!("platform {}", self.platform));
         }
         for (k, v) in &self.args {
             // Length-prefixed so `a=b` + `c` never equals `a` + `b=c`.
@@ -235,6 +250,8 @@ mod tests {
             dockerfile_bytes: b"ARG BASE\nFROM ${BASE}\n".to_vec(),
             base: "python:3.10".into(),
             base_digest: None,
+            platform: Platform::linux_amd64(),
+            platform_base: None,
             args: BTreeMap::from([("BASE".to_owned(), "python:3.10".to_owned())]),
             files: vec![(
                 "images/restapi/requirements.txt".into(),
@@ -278,6 +295,15 @@ mod tests {
         assert_eq!(
             digest(b"v1").pinned("python:3.10"),
             format!("python:3.10@{}", broker_oci::Digest::of(b"v1"))
+        );
+        // Issue 26: one deps image per platform; amd64 keys as before.
+        let mut b = inputs();
+        b.platform = "linux/arm64".parse().unwrap();
+        assert_ne!(a.key(), b.key());
+        assert_eq!(
+            a.key().as_str(),
+            "87437db6a44c3f8892740810cfe0f1de37d7cd715e4c9aa5c0c9a6954abf555c",
+            "the linux/amd64 key changed: every deps image built before would be rebuilt"
         );
         // The Dockerfile's path on this machine is not an input.
         let mut b = inputs();

@@ -11,9 +11,11 @@
 //! 2. `ca`: an extra CA trusted during RUN steps only, stripped after;
 //! 3. `engine`: the build through the Docker engine and the export of its
 //!    result into the store;
-//! 4. `log`: the build's output kept in the store, and the excerpt a
+//! 4. `platform`: emulation for a foreign platform before the build, and
+//!    the built image's binaries checked against its platform after it;
+//! 5. `log`: the build's output kept in the store, and the excerpt a
 //!    failure shows;
-//! 5. `error`: what can go wrong, one variant per cause.
+//! 6. `error`: what can go wrong, one variant per cause.
 //!
 //! What callers use is re-exported here.
 
@@ -22,6 +24,7 @@ mod engine;
 mod error;
 mod key;
 pub mod log;
+mod platform;
 
 pub use crate::deps::ca::{DEPS_CA_PATH, DEPS_CA_VARIABLES, read_ca_bundle};
 pub use crate::deps::engine::{
@@ -30,3 +33,6 @@ pub use crate::deps::engine::{
 };
 pub use crate::deps::error::DepsError;
 pub use crate::deps::key::{BASE_ARG, BaseDigest, DepsInputs, DepsKey};
+pub use crate::deps::platform::{
+    CHECKED_BINARIES, PlatformCheck, check_deps_platform, check_emulation,
+};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use broker_build::build::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildHooks, BuildOptions,
-    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, build,
+    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, IndexLookup, build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
@@ -64,6 +64,7 @@ pub(crate) fn options(
         formatters_rev: args.formatters_rev.clone(),
         source_revision: args.source_revision.clone(),
         only: args.only.clone(),
+        platforms: args.platforms.clone(),
         base_overrides,
         arg_overrides,
         recorded: BTreeMap::new(),
@@ -160,6 +161,41 @@ impl BaseResolver for RegistryBases {
                 Err(RegistryError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    fn index_manifests<'a>(
+        &'a self,
+        reference: &'a str,
+        digest: broker_oci::Digest,
+    ) -> IndexLookup<'a> {
+        Box::pin(async move {
+            let reference: Reference = reference.parse()?;
+            let client = RegistryClient::for_reference(&reference, &self.options)?;
+            let fetched = broker_registry::fetch_manifest(
+                &client,
+                reference.repository(),
+                &digest.to_string(),
+                &Silent,
+            )
+            .await?;
+            let broker_registry::Manifest::Index { manifests } = &fetched.manifest else {
+                return Ok(None);
+            };
+            Ok(Some(
+                manifests
+                    .iter()
+                    .filter_map(|m| {
+                        let p = m.platform.as_ref()?;
+                        let mut text = format!("{}/{}", p.os, p.architecture);
+                        if let Some(v) = &p.variant {
+                            text.push('/');
+                            text.push_str(v);
+                        }
+                        Some((text, m.digest))
+                    })
+                    .collect(),
+            ))
         })
     }
 
@@ -539,12 +575,34 @@ async fn publish(
     tag: &str,
 ) -> anyhow::Result<PushedImage> {
     let name = image.name.as_str();
-    if image.deps_origin == DepsOrigin::Engine {
+    if image.platforms.is_empty() && image.deps_origin == DepsOrigin::Engine {
         publisher
             .publish(store, &image.deps_store_tag(), name, &image.deps_tag)
             .await
             .with_context(|| format!("{name}: cannot publish its deps image"))?;
     }
+    for platform in image
+        .platforms
+        .iter()
+        .filter(|p| p.deps_origin == DepsOrigin::Engine)
+    {
+        publisher
+            .publish(
+                store,
+                &format!("{name}:{}", platform.deps_tag),
+                name,
+                &platform.deps_tag,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "{name}: cannot publish its {} deps image",
+                    platform.platform
+                )
+            })?;
+    }
+    // An index goes up after every platform's manifest (the publisher
+    // pushes children first) and its tag last.
     publisher
         .publish(store, name, name, tag)
         .await

@@ -71,7 +71,12 @@ fn causes(error: &DevError) -> Vec<String> {
 
 pub(crate) async fn run(args: DevArgs, json: bool, progress: Arc<Progress>) -> anyhow::Result<()> {
     let store_dir = args.store.store.clone();
-    let build = super::build::options(&store_dir, &args.sources, false)?;
+    let mut build = super::build::options(&store_dir, &args.sources, false)?;
+    // Seconds per change means this machine's platform only (a foreign
+    // one runs under emulation); --platform still chooses.
+    if build.platforms.is_empty() {
+        build.platforms = vec![broker_pins::Platform::host()];
+    }
     let store = broker_oci::Store::open(&store_dir)?;
     let publisher = Arc::new(
         super::publisher(args.registry.clone(), &args.access, &progress)?.recording_for(&store),
