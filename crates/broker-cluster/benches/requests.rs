@@ -45,6 +45,7 @@ fn main() {
             force_conflicts: false,
             delete_data: false,
             no_prune: false,
+            credentials_changed_in_place: false,
             timeout: Duration::from_secs(30),
         };
         println!("example: {} objects", rendered.objects.len());

@@ -15,6 +15,7 @@
 //!   [`cluster`]).
 //! - [`preflight`]: a refused server-side dry run, said in one line.
 //! - [`revision`]: what a ready start applied, stored to roll back to.
+//! - [`credentials`]: credentials a server reads only on its first start.
 //! - [`lease`]: one start, stop or restart per namespace at a time.
 //! - [`health`]: the status report and what counts as healthy (pure).
 //! - [`cluster`]: the I/O — server-side apply with field manager
@@ -40,6 +41,7 @@
 pub mod applyset;
 pub mod cluster;
 pub mod compare;
+pub mod credentials;
 mod error;
 pub mod health;
 pub mod labels;

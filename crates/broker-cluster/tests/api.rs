@@ -20,6 +20,7 @@ fn run() -> StartRun {
         force_conflicts: false,
         delete_data: false,
         no_prune: false,
+        credentials_changed_in_place: false,
         timeout: Duration::from_secs(20),
     }
 }

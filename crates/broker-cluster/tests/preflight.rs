@@ -22,6 +22,7 @@ fn run() -> StartRun {
         force_conflicts: false,
         delete_data: false,
         no_prune: false,
+        credentials_changed_in_place: false,
         timeout: Duration::from_secs(20),
     }
 }
@@ -226,4 +227,69 @@ async fn a_pull_secret_nobody_created_is_one_line_before_any_write() {
         .start(&with_pull_secret(), run(), &Quiet)
         .await
         .unwrap();
+}
+
+/// The example with db reading POSTGRES_PASSWORD from Secret `secret`
+/// (holding `password`) and saying it reads it only on first start.
+fn with_db_password(secret: &str, password: &str) -> broker_cluster::RenderedSet {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(password);
+    let values: Vec<Value> = fixture()
+        .objects
+        .values()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            if v["kind"] == "Secret" {
+                v["metadata"]["name"] = Value::from(secret);
+                v["metadata"]["labels"]["app.kubernetes.io/name"] = Value::from(secret);
+                v["data"]["POSTGRES_PASSWORD"] = Value::from(encoded.clone());
+            }
+            if v["kind"] == "Deployment" {
+                let text = v.to_string().replace("credentials-g6tb48ckm2", secret);
+                v = serde_json::from_str(&text).unwrap();
+            }
+            if v["kind"] == "Deployment" && v["metadata"]["name"] == "db" {
+                v["metadata"]["annotations"]["broker-images.io/read-once-credentials"] =
+                    Value::from("POSTGRES_PASSWORD");
+                v["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([
+                    {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "POSTGRES_PASSWORD"}}}
+                ]);
+            }
+            v
+        })
+        .collect();
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+#[tokio::test]
+async fn a_changed_database_password_over_existing_data_is_refused_unless_changed_in_place() {
+    let server = serve(None).await;
+    let cluster = server.cluster("broker");
+    cluster
+        .start(
+            &with_db_password("credentials-aaaaaaaaaa", "first"),
+            run(),
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    server.clear();
+    let changed = with_db_password("credentials-bbbbbbbbbb", "second");
+    let error = cluster.start(&changed, run(), &Quiet).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Deployment/db: POSTGRES_PASSWORD changed, but its server read the old value only when claim db-data was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running db first, then start with --credentials-changed-in-place (or keep the old value)"
+    );
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+
+    // The same value under a new Secret name (another key changed) is fine.
+    let same = with_db_password("credentials-cccccccccc", "first");
+    cluster.start(&same, run(), &Quiet).await.unwrap();
+
+    // Told the change was made inside postgres: applied.
+    let told = StartRun {
+        credentials_changed_in_place: true,
+        ..run()
+    };
+    cluster.start(&changed, told, &Quiet).await.unwrap();
 }

@@ -263,6 +263,7 @@ impl DevSession {
             force_conflicts: self.options.force_conflicts,
             delete_data: false,
             no_prune: false,
+            credentials_changed_in_place: false,
             timeout: self.options.timeout,
         };
         let outcome = cluster

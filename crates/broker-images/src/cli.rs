@@ -248,6 +248,12 @@ pub struct StartArgs {
     #[arg(long, conflicts_with = "dry_run")]
     pub rollback_on_failure: bool,
 
+    /// A database or broker password was changed inside the running
+    /// server already (postgres and RabbitMQ read theirs only when their
+    /// data is first initialised): apply the new Secret value.
+    #[arg(long)]
+    pub credentials_changed_in_place: bool,
+
     /// How long to wait.
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -55,6 +55,13 @@ pub const WORKLOADS: &str = "broker-images.io/workloads";
 /// `stop` scales down highest first. The broker's db and mq are in wave
 /// -1, so a new workload starts after them without any code.
 pub const START_WAVE: &str = "broker-images.io/start-wave";
+/// On a workload of the catalogue: the environment variables (comma
+/// separated) its server reads only when it initialises its data, such as
+/// postgres' `POSTGRES_PASSWORD`. Once the workload's claims hold data, a
+/// changed value would not change the server's password but lock its
+/// clients out, so `start` refuses it unless told the change was made
+/// inside the server.
+pub const READ_ONCE_CREDENTIALS: &str = "broker-images.io/read-once-credentials";
 /// The pod template annotation `kubectl rollout restart` sets (kubectl's
 /// name, so either tool's restart reads the same).
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";

@@ -13,6 +13,7 @@ use super::connect::Cluster;
 use super::requests::STOP_MANAGER;
 use super::start::PlannedStart;
 use crate::compare::FIELD_MANAGER;
+use crate::credentials;
 use crate::error::ClusterError;
 use crate::objects::Kind;
 use crate::plan::StartStep;
@@ -27,8 +28,12 @@ impl Cluster {
         planned: &PlannedStart,
         force_conflicts: bool,
         namespace_created: bool,
+        credentials_changed_in_place: bool,
     ) -> Result<(), ClusterError> {
         self.check_pull_secrets(planned, namespace_created).await?;
+        if !credentials_changed_in_place {
+            self.check_read_once_credentials(planned).await?;
+        }
         for step in &planned.plan.steps {
             let StartStep::Apply(key) = step else {
                 continue;
@@ -148,6 +153,72 @@ impl Cluster {
                     },
                     namespace_created,
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// A read-once credential (postgres' `POSTGRES_PASSWORD`) whose value
+    /// changes while the workload's claims already hold data would not
+    /// change the server's password but lock its clients out: refused
+    /// before any write, unless the change was made inside the server.
+    async fn check_read_once_credentials(
+        &self,
+        planned: &PlannedStart,
+    ) -> Result<(), ClusterError> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        for (key, object) in &planned.prepared.objects {
+            if !key.kind.is_workload() {
+                continue;
+            }
+            let Some(live) = planned.live.get(key) else {
+                continue;
+            };
+            let desired = serde_json::to_value(object).unwrap_or_default();
+            let live = serde_json::to_value(live).unwrap_or_default();
+            let initialised: Vec<String> = credentials::claims(&desired)
+                .into_iter()
+                .filter(|claim| {
+                    planned
+                        .live
+                        .keys()
+                        .any(|k| k.kind == Kind::PersistentVolumeClaim && &k.name == claim)
+                })
+                .collect();
+            if initialised.is_empty() {
+                continue;
+            }
+            let before = credentials::read_once_sources(&live);
+            for source in credentials::read_once_sources(&desired) {
+                let Some(old) = before.iter().find(|b| b.variable == source.variable) else {
+                    continue;
+                };
+                if old.secret == source.secret && old.key == source.key {
+                    continue;
+                }
+                let new_value = planned
+                    .prepared
+                    .objects
+                    .iter()
+                    .find(|(k, _)| k.kind == Kind::Secret && k.name == source.secret)
+                    .and_then(|(_, o)| serde_json::to_value(o).ok())
+                    .and_then(|o| credentials::secret_value(&o, &source.key));
+                let old_value = secrets
+                    .get_opt(&old.secret)
+                    .await
+                    .map_err(|e| self.error(e, "get", Kind::Secret, Some(&old.secret)))?
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .and_then(|o| credentials::secret_value(&o, &old.key));
+                if new_value.is_some() && old_value.is_some() && new_value != old_value {
+                    return Err(ClusterError::Refused(format!(
+                        "{key}: {} changed, but its server read the old value only when claim {} was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running {} first, then start with --credentials-changed-in-place (or keep the old value)",
+                        source.variable,
+                        initialised.join(", "),
+                        key.name
+                    )));
+                }
             }
         }
         Ok(())

@@ -52,6 +52,9 @@ pub struct StartRun {
     /// Prune nothing: members that left the set, old config included,
     /// stay (and stay on the parent).
     pub no_prune: bool,
+    /// A read-once credential (a database password) was changed inside
+    /// its server already: apply the new value without refusing.
+    pub credentials_changed_in_place: bool,
     /// Give up waiting after this long.
     pub timeout: Duration,
 }
@@ -171,7 +174,12 @@ impl Cluster {
         // set while this one waited.
         let result = match self.plan_start(rendered, options).await {
             Ok(planned) => match self
-                .preflight(&planned, run.force_conflicts, namespace_created)
+                .preflight(
+                    &planned,
+                    run.force_conflicts,
+                    namespace_created,
+                    run.credentials_changed_in_place,
+                )
                 .await
             {
                 Ok(()) => {

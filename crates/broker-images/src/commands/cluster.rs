@@ -122,6 +122,7 @@ pub async fn start_rendered(
         force_conflicts: args.force_conflicts,
         delete_data: args.delete_data,
         no_prune: args.no_prune,
+        credentials_changed_in_place: args.credentials_changed_in_place,
         timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome = match cluster
@@ -269,6 +270,7 @@ pub async fn rollback(
         force_conflicts: args.force_conflicts,
         delete_data: false,
         no_prune: false,
+        credentials_changed_in_place: false,
         timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome: StartOutcome = cluster
@@ -371,6 +373,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             yes: false,
             no_prune: false,
             rollback_on_failure: false,
+            credentials_changed_in_place: false,
             wait: args.wait.clone(),
             kube,
         };
