@@ -150,7 +150,7 @@ fn main() {
             formatters_rev: None,
             source_revision: Some("bench".to_owned()),
             only: Vec::new(),
-            platforms: Vec::new(),
+            platforms: vec![broker_pins::Platform::host()],
             base_overrides: IMAGES
                 .iter()
                 .map(|i| ((*i).to_owned(), base.clone()))

@@ -162,7 +162,7 @@ impl Project {
             formatters_rev: None,
             source_revision: Some("dev-test".to_owned()),
             only: Vec::new(),
-            platforms: Vec::new(),
+            platforms: vec![broker_pins::Platform::host()],
             base_overrides: ["python-base", "mgmt-app", "ttn_decoder"]
                 .into_iter()
                 .map(|i| (i.to_owned(), base.clone()))
@@ -378,8 +378,15 @@ fn manifests_put_since(registry: &TestRegistry, from: usize) -> BTreeSet<String>
         .collect()
 }
 
+/// One dev session at a time on the shared Docker engine.
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_saved_file_pushes_one_layer_and_rolls_only_the_workloads_of_its_image() {
+    // The tests build the same images, so the same deps tags on the one
+    // Docker engine; one test's clean-up must not remove a tag another is
+    // exporting.
+    let _engine = ENGINE.lock().await;
     let project = Project::new().await;
     let release = std::fs::read(project.path("images.lock")).unwrap();
     let mut running = project.start().await;
@@ -499,6 +506,10 @@ async fn one_saved_file_pushes_one_layer_and_rolls_only_the_workloads_of_its_ima
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_one_line_applies_nothing_and_the_next_good_save_is_applied() {
+    // The tests build the same images, so the same deps tags on the one
+    // Docker engine; one test's clean-up must not remove a tag another is
+    // exporting.
+    let _engine = ENGINE.lock().await;
     let project = Project::new().await;
     let mut running = project.start().await;
     let restapi = "broker/src/python/restapi/RestAPI.py";

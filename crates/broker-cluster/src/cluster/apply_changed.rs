@@ -50,9 +50,9 @@ impl Cluster {
 
     /// Applies the objects of `rendered` that differ from the cluster's,
     /// in `start`'s order; the caller holds the Lease (`_lease`).
-    /// Everything is read and planned before the first write, so bad input
-    /// or an unreachable server writes nothing; with nothing changed
-    /// nothing is written.
+    /// Everything is read, planned and dry-run before the first write, so
+    /// bad input, a refused object or an unreachable server writes nothing;
+    /// with nothing changed nothing is written.
     pub async fn apply_changed(
         &self,
         rendered: &RenderedSet,
@@ -61,6 +61,11 @@ impl Cluster {
         reporter: &dyn Reporter,
     ) -> Result<ChangedObjects, ClusterError> {
         let planned = self.plan_start(rendered, StartOptions::default()).await?;
+        // Kubernetes has no transaction: the next best is start's
+        // preflight, every changed object dry-run first, so what the
+        // server would refuse leaves the whole change unapplied.
+        self.preflight(&planned, force_conflicts, false, false)
+            .await?;
         let mut outcome = ChangedObjects::default();
         for step in &planned.plan.steps {
             match step {
