@@ -343,6 +343,11 @@ pub struct RollbackArgs {
     #[arg(value_name = "REVISION")]
     pub revision: Option<u64>,
 
+    /// How to reach the registries of the revision's images (each is
+    /// checked to still exist before anything is written).
+    #[command(flatten)]
+    pub access: RegistryArgs,
+
     /// Take over fields another field manager owns instead of failing.
     #[arg(long)]
     pub force_conflicts: bool,

@@ -12,10 +12,10 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 
-use crate::client::{RegistryClient, error_chain, reported_digest};
+use crate::client::{ClientOptions, RegistryClient, error_chain, reported_digest};
 use crate::error::RegistryError;
 use crate::manifest::{Descriptor, Manifest, select_platform};
-use crate::progress::Reporter;
+use crate::progress::{Reporter, Silent};
 use crate::repository::Repository;
 use broker_pins::Reference;
 
@@ -294,4 +294,39 @@ pub fn oci_arch() -> &'static str {
         "powerpc64" => "ppc64le",
         other => other,
     }
+}
+
+/// The images of `pinned` (references by digest) whose registry no longer
+/// serves that manifest, each with why, in the order given: what a
+/// rollback to an old revision checks before it writes anything, so a
+/// deleted image is one line now rather than an ImagePullBackOff later.
+/// A registry that cannot be asked counts as missing too, saying so.
+pub async fn missing_manifests(
+    pinned: &[broker_pins::PinnedRef],
+    options: &ClientOptions,
+) -> Vec<(String, String)> {
+    let mut missing = Vec::new();
+    for image in pinned {
+        let answer = match RegistryClient::for_reference(&image.to_reference(), options) {
+            Ok(client) => {
+                fetch_manifest(
+                    &client,
+                    image.repository(),
+                    &image.digest().to_string(),
+                    &Silent,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(_) => {}
+            Err(RegistryError::NotFound { .. }) => missing.push((
+                image.to_string(),
+                "gone from its registry (the manifest answers 404)".to_owned(),
+            )),
+            Err(e) => missing.push((image.to_string(), format!("cannot be checked: {e}"))),
+        }
+    }
+    missing
 }

@@ -610,3 +610,39 @@ fn token_expiring_mid_push_is_renewed_before_the_registry_refuses_it() {
     assert_eq!(refused.len(), 1, "only the first handshake: {refused:#?}");
     assert!(registry.has_tag("ci/app", "v1"));
 }
+
+/// What a rollback checks before writing: a manifest the registry still
+/// has passes, one it does not (deleted, or never pushed) is named as gone.
+#[test]
+fn missing_manifests_names_only_the_images_the_registry_lacks() {
+    let base = broker_test_support::busybox();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&base.oci_layout, dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let registry = TestRegistry::start();
+    let repo = format!("rig/rollback-{}", unique_suffix());
+    let target = reference(&registry, &repo, "v1");
+    let rt = runtime();
+    let pushed = rt.block_on(async {
+        let client = RegistryClient::for_reference(&target, &ClientOptions::default()).unwrap();
+        push_from_store(&client, &store, &base.oci_tag, &target, &silent())
+            .await
+            .unwrap()
+    });
+    let present: broker_pins::PinnedRef = pushed.pinned.parse().unwrap();
+    let gone: broker_pins::PinnedRef =
+        format!("{}/{repo}@sha256:{}", registry.host(), "0".repeat(64))
+            .parse()
+            .unwrap();
+    let missing = rt.block_on(broker_registry::missing_manifests(
+        &[present, gone.clone()],
+        &ClientOptions::default(),
+    ));
+    assert_eq!(
+        missing,
+        [(
+            gone.to_string(),
+            "gone from its registry (the manifest answers 404)".to_owned()
+        )]
+    );
+}

@@ -252,6 +252,36 @@ fn short_image(image: &str) -> String {
     }
 }
 
+/// Refuses a rollback, before any write, whose images the registry no
+/// longer has (deleted by a retention policy, say): one line naming each.
+async fn images_still_there(
+    revision: &broker_cluster::revision::Revision,
+    access: &crate::cli::RegistryArgs,
+) -> anyhow::Result<()> {
+    let mut pinned: Vec<broker_pins::PinnedRef> = revision
+        .summary
+        .images
+        .values()
+        .filter_map(|image| image.parse().ok())
+        .collect();
+    pinned.sort_by_key(ToString::to_string);
+    pinned.dedup_by_key(|p| p.to_string());
+    let options = super::client_options(access)?;
+    let missing = broker_registry::missing_manifests(&pinned, &options).await;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = missing
+        .iter()
+        .map(|(image, why)| format!("{image} is {why}"))
+        .collect();
+    bail!(
+        "rollback to revision {} refused, nothing written: {}; push it again or roll back to another revision (broker-images history)",
+        revision.summary.number,
+        each.join("; ")
+    )
+}
+
 /// `rollback [REVISION]`.
 pub async fn rollback(
     args: RollbackArgs,
@@ -265,6 +295,7 @@ pub async fn rollback(
         None => cluster.previous_revision().await?,
     };
     let revision = cluster.revision(number).await?;
+    images_still_there(&revision, &args.access).await?;
     let run = StartRun {
         dry_run: false,
         force_conflicts: args.force_conflicts,
