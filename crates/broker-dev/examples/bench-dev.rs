@@ -284,6 +284,9 @@ fn main() {
             "images".into(),
             "--source-revision".into(),
             "bench".into(),
+            // As the dev loop: this machine's platform only.
+            "--platform".into(),
+            broker_pins::Platform::host().to_string(),
             "--registry".into(),
             format!("{host}/bench-long"),
             "--store".into(),
