@@ -12,18 +12,7 @@ use std::time::{Duration, Instant};
 
 use broker_cluster::{ClusterError, ConnectOptions, Quiet, StartRun, StopOptions};
 use serde_json::json;
-use support::{Recorded, fixture, forbidden, serve, url_params};
-
-fn run() -> StartRun {
-    StartRun {
-        dry_run: false,
-        force_conflicts: false,
-        delete_data: false,
-        no_prune: false,
-        credentials_changed_in_place: false,
-        timeout: Duration::from_secs(20),
-    }
-}
+use support::{Recorded, fixture, forbidden, run, serve, url_params};
 
 #[tokio::test]
 async fn first_start_applies_server_side_in_dependency_order() {

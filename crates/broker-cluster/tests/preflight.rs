@@ -10,22 +10,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use broker_cluster::{ClusterError, Quiet, StartRun};
 use serde_json::Value;
-use support::{Recorded, fixture, serve, url_params};
-
-fn run() -> StartRun {
-    StartRun {
-        dry_run: false,
-        force_conflicts: false,
-        delete_data: false,
-        no_prune: false,
-        credentials_changed_in_place: false,
-        timeout: Duration::from_secs(20),
-    }
-}
+use support::{Recorded, fixture, run, serve, url_params};
 
 fn recorded(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

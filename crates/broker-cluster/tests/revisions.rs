@@ -7,23 +7,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use broker_cluster::revision::{self, KEEP};
-use broker_cluster::{ClusterError, Quiet, RenderedSet, StartRun};
+use broker_cluster::{ClusterError, Quiet, RenderedSet};
 use serde_json::Value;
-use support::{fixture, serve, url_params};
-
-fn run() -> StartRun {
-    StartRun {
-        dry_run: false,
-        force_conflicts: false,
-        delete_data: false,
-        no_prune: false,
-        credentials_changed_in_place: false,
-        timeout: Duration::from_secs(20),
-    }
-}
+use support::{fixture, run, serve, url_params};
 
 /// The example with restapi running `image`.
 fn with_restapi_image(image: &str) -> RenderedSet {

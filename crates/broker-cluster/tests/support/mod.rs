@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use broker_cluster::{Cluster, RenderedSet};
+use broker_cluster::{Cluster, RenderedSet, StartRun};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
@@ -386,4 +386,16 @@ pub fn forbidden(verb: &str, resource: &str, group: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": format!("{resource}.{group} is forbidden: User \"dev\" cannot {verb} resource \"{resource}\" in API group \"{group}\" in the namespace \"broker\""),
         "reason": "Forbidden", "details": {"kind": resource}, "code": 403})
+}
+
+/// A plain start: no dry run, no flags, 20 s to become ready.
+pub fn run() -> StartRun {
+    StartRun {
+        dry_run: false,
+        force_conflicts: false,
+        delete_data: false,
+        no_prune: false,
+        credentials_changed_in_place: false,
+        timeout: std::time::Duration::from_secs(20),
+    }
 }
