@@ -281,3 +281,74 @@ async fn a_changed_database_password_over_existing_data_is_refused_unless_change
     };
     cluster.start(&changed, told, &Quiet).await.unwrap();
 }
+
+/// The example plus an Ingress for restapi of `class` (none when `None`).
+fn with_ingress(class: Option<&str>) -> broker_cluster::RenderedSet {
+    let mut values: Vec<Value> = fixture()
+        .objects
+        .values()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    let mut ingress = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "restapi", "namespace": "broker", "labels": {
+            "app.kubernetes.io/name": "restapi",
+            "app.kubernetes.io/part-of": "broker",
+            "app.kubernetes.io/managed-by": "broker-images"}},
+        "spec": {"rules": [{"host": "api.example.org", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "restapi", "port": {"number": 5687}}}}]}}]}
+    });
+    if let Some(class) = class {
+        ingress["spec"]["ingressClassName"] = Value::from(class);
+    }
+    values.push(ingress);
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+/// The cluster's IngressClasses, as the list answers them.
+fn ingress_classes(classes: Value) -> support::Override {
+    Arc::new(move |r: &Recorded| {
+        (r.method == "GET" && r.path == "/apis/networking.k8s.io/v1/ingressclasses").then(|| {
+            (
+                200,
+                serde_json::json!({"kind": "IngressClassList", "apiVersion": "networking.k8s.io/v1",
+                    "metadata": {"resourceVersion": "1"}, "items": classes.clone()}),
+            )
+        })
+    })
+}
+
+#[tokio::test]
+async fn an_ingress_no_controller_would_serve_is_one_line_before_any_write() {
+    let server = serve(Some(ingress_classes(serde_json::json!([])))).await;
+    let error = server
+        .cluster("broker")
+        .start(&with_ingress(None), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Ingress/restapi field spec.ingressClassName: has no class and no IngressClass is the default (the cluster has none); set the environment's ingress.className to a class the cluster has, or install an ingress controller first (preflight: only the empty namespace was created)"
+    );
+    assert_eq!(member_writes(&server), ["PATCH /api/v1/namespaces/broker"]);
+
+    let nginx = serde_json::json!([{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}]);
+    let server = serve(Some(ingress_classes(nginx))).await;
+    let error = server
+        .cluster("broker")
+        .start(&with_ingress(Some("traefik")), run(), &Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("Ingress/restapi field spec.ingressClassName: names IngressClass traefik, which does not exist (the cluster has nginx); "),
+        "{error}"
+    );
+    server
+        .cluster("broker")
+        .start(&with_ingress(Some("nginx")), run(), &Quiet)
+        .await
+        .unwrap();
+}

@@ -6,10 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::networking::v1::IngressClass;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
-use super::connect::Cluster;
+use super::connect::{Cluster, Target, classify_error};
 use super::requests::STOP_MANAGER;
 use super::start::PlannedStart;
 use crate::compare::FIELD_MANAGER;
@@ -31,6 +32,8 @@ impl Cluster {
         credentials_changed_in_place: bool,
     ) -> Result<(), ClusterError> {
         self.check_pull_secrets(planned, namespace_created).await?;
+        self.check_ingress_classes(planned, namespace_created)
+            .await?;
         if !credentials_changed_in_place {
             self.check_read_once_credentials(planned).await?;
         }
@@ -220,6 +223,86 @@ impl Cluster {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// An Ingress whose class the cluster lacks (or without a class where
+    /// no IngressClass is the default) is accepted by the API server and
+    /// then served by no controller: said before any write instead.
+    async fn check_ingress_classes(
+        &self,
+        planned: &PlannedStart,
+        namespace_created: bool,
+    ) -> Result<(), ClusterError> {
+        let ingresses: Vec<(String, Option<String>)> = planned
+            .prepared
+            .objects
+            .iter()
+            .filter(|(k, _)| k.kind == Kind::Ingress)
+            .map(|(k, o)| {
+                let class = o
+                    .data
+                    .pointer("/spec/ingressClassName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (k.to_string(), class)
+            })
+            .collect();
+        if ingresses.is_empty() {
+            return Ok(());
+        }
+        let classes: Api<IngressClass> = Api::all(self.client.clone());
+        let listed = match classes.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            // Namespace-limited credentials may not list cluster-scoped
+            // classes: the server's own checks stand.
+            Err(kube::Error::Api(status)) if status.code == 403 => return Ok(()),
+            Err(e) => {
+                return Err(classify_error(
+                    e,
+                    "list",
+                    Target::new("ingressclasses.networking.k8s.io", "ingressclasses", None),
+                ));
+            }
+        };
+        let names: Vec<String> = listed
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        let has_default = listed.iter().any(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("ingressclass.kubernetes.io/is-default-class"))
+                .is_some_and(|v| v == "true")
+        });
+        let have = if names.is_empty() {
+            "the cluster has none".to_owned()
+        } else {
+            format!("the cluster has {}", names.join(", "))
+        };
+        for (object, class) in ingresses {
+            let why = match &class {
+                Some(class) if !names.contains(class) => {
+                    format!("names IngressClass {class}, which does not exist ({have})")
+                }
+                None if !has_default => {
+                    format!("has no class and no IngressClass is the default ({have})")
+                }
+                _ => continue,
+            };
+            return Err(ClusterError::Preflight {
+                refusal: Refusal {
+                    object,
+                    field: Some("spec.ingressClassName".into()),
+                    why,
+                    hint: "set the environment's ingress.className to a class the cluster has, or install an ingress controller first".into(),
+                },
+                namespace_created,
+            });
         }
         Ok(())
     }

@@ -149,6 +149,11 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
                 "replicasets",
                 "serviceaccounts",
                 "leases",
+                "ingresses",
+                "networkpolicies",
+                "poddisruptionbudgets",
+                "horizontalpodautoscalers",
+                "cronjobs",
             ];
             if is_collection && known_collections.contains(&last) {
                 (
