@@ -23,11 +23,11 @@ pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> Stri
     )
 }
 
-/// A kind in a parent's `contains-group-kinds` that this version of
-/// broker-images does not know.
+/// A kind in a parent's `contains-group-kinds` that neither the fixed
+/// table nor the cluster's API discovery knows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the ApplySet parent names kind {0}, which this broker-images does not know; use the broker-images that started the broker (or a newer one)"
+    "the ApplySet parent names kind {0}, which neither this broker-images nor the cluster's API discovery knows (was its CustomResourceDefinition removed?); install it again so start can prune or keep those objects"
 )]
 pub struct UnknownGroupKind(pub String);
 
@@ -77,16 +77,19 @@ impl ApplySet {
         names.into_iter().collect::<Vec<_>>().join(",")
     }
 
-    /// The kinds named by a parent's annotation. A name we do not know is
-    /// an error, never skipped: its members could neither be pruned nor
-    /// kept on the parent, and would be orphaned.
+    /// The kinds of the fixed table named by a parent's annotation. A
+    /// name outside it is an error, never skipped: its members could
+    /// neither be pruned nor kept on the parent, and would be orphaned
+    /// (a connected run asks API discovery first: [`Self::group_kind_names`]).
     pub fn parse_group_kinds(value: &str) -> Result<BTreeSet<Kind>, UnknownGroupKind> {
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|gk| !gk.is_empty())
+        Self::group_kind_names(value)
             .map(|gk| Kind::from_group_kind(gk).ok_or_else(|| UnknownGroupKind(gk.to_owned())))
             .collect()
+    }
+
+    /// The `Kind.group` names of a parent's annotation, as written.
+    pub fn group_kind_names(value: &str) -> impl Iterator<Item = &str> {
+        value.split(',').map(str::trim).filter(|gk| !gk.is_empty())
     }
 
     /// The workloads named by a parent's [`labels::WORKLOADS`] annotation.

@@ -1,8 +1,11 @@
 //! The rendered manifests as dynamic objects: reading a `render --out`
-//! directory, checking every object is ours, and the few kinds we apply.
+//! directory, checking every object is ours, and the kinds we apply: a
+//! fixed table of the ones we order, wait on and stop, and any other kind
+//! the cluster serves, resolved through API discovery once connected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
@@ -30,6 +33,10 @@ pub enum Kind {
     Deployment,
     /// `apps/v1/StatefulSet`.
     StatefulSet,
+    /// `apps/v1/DaemonSet`.
+    DaemonSet,
+    /// `batch/v1/Job`, waited on until it completes.
+    Job,
     /// `networking.k8s.io/v1/Ingress` (the environment's `ingress`).
     Ingress,
     /// `networking.k8s.io/v1/NetworkPolicy`.
@@ -40,11 +47,56 @@ pub enum Kind {
     HorizontalPodAutoscaler,
     /// `batch/v1/CronJob` (e.g. a nightly `pg_dump` to a claim).
     CronJob,
+    /// Any other kind, as the cluster's API discovery describes it (a
+    /// CRD's kind such as `ServiceMonitor`).
+    Served(&'static ServedKind),
+}
+
+/// A kind outside [`Kind`]'s fixed table, as API discovery answered for
+/// it. Interned ([`ServedKind::intern`]) so that [`Kind`] stays `Copy`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServedKind {
+    /// `group/version` (`monitoring.coreos.com/v1`).
+    pub api_version: String,
+    /// The API group, empty for the core group.
+    pub group: String,
+    /// `ServiceMonitor`.
+    pub kind: String,
+    /// The URL resource name (`servicemonitors`).
+    pub plural: String,
+    /// Whether its objects live in a namespace.
+    pub namespaced: bool,
+}
+
+/// Every served kind this process has met: a handful per run, each kept
+/// for the life of the process (a CLI run or a dev session).
+static SERVED: Mutex<BTreeSet<&'static ServedKind>> = Mutex::new(BTreeSet::new());
+
+impl ServedKind {
+    /// The [`Kind`] for this description, one allocation per distinct
+    /// description per process.
+    pub fn intern(self) -> Kind {
+        let mut served = SERVED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = served.get(&self) {
+            return Kind::Served(known);
+        }
+        let leaked: &'static ServedKind = Box::leak(Box::new(self));
+        served.insert(leaked);
+        Kind::Served(leaked)
+    }
 }
 
 impl Ord for Kind {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let rank = |k: &Kind| (broker_pins::ownership::apply_rank(k.name()), k.name());
+        let rank = |k: &Kind| {
+            (
+                broker_pins::ownership::apply_rank(k.name()),
+                k.name(),
+                k.group(),
+            )
+        };
         rank(self).cmp(&rank(other))
     }
 }
@@ -56,8 +108,8 @@ impl PartialOrd for Kind {
 }
 
 impl Kind {
-    /// Every kind, in apply order.
-    pub const ALL: [Kind; 13] = [
+    /// Every kind of the fixed table, in apply order.
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::ConfigMap,
@@ -66,6 +118,8 @@ impl Kind {
         Kind::Service,
         Kind::Deployment,
         Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::Job,
         Kind::Ingress,
         Kind::NetworkPolicy,
         Kind::PodDisruptionBudget,
@@ -73,16 +127,16 @@ impl Kind {
         Kind::CronJob,
     ];
 
-    /// The kind from `apiVersion` and `kind`; `None` for kinds we do not
-    /// apply (render produces none of them).
+    /// The kind of the fixed table with this `apiVersion` and `kind`;
+    /// `None` for any other (API discovery may still know it).
     pub fn from_type(api_version: &str, kind: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|k| k.api_version() == api_version && k.name() == kind)
     }
 
-    /// The kind from its `Kind.group` name as the ApplySet annotation
-    /// writes it.
+    /// The kind of the fixed table with this `Kind.group` name, as the
+    /// ApplySet annotation writes it.
     pub fn from_group_kind(group_kind: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.group_kind() == group_kind)
     }
@@ -90,6 +144,7 @@ impl Kind {
     /// `Deployment`, `Secret`, …
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Served(served) => &served.kind,
             Kind::Namespace => "Namespace",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::ConfigMap => "ConfigMap",
@@ -98,6 +153,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Deployment => "Deployment",
             Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::Job => "Job",
             Kind::Ingress => "Ingress",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
@@ -109,11 +166,12 @@ impl Kind {
     /// The API group, empty for the core group.
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Deployment | Kind::StatefulSet => "apps",
+            Kind::Served(served) => &served.group,
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => "apps",
             Kind::Ingress | Kind::NetworkPolicy => "networking.k8s.io",
             Kind::PodDisruptionBudget => "policy",
             Kind::HorizontalPodAutoscaler => "autoscaling",
-            Kind::CronJob => "batch",
+            Kind::CronJob | Kind::Job => "batch",
             _ => "",
         }
     }
@@ -121,11 +179,12 @@ impl Kind {
     /// `v1` or `apps/v1`.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Deployment | Kind::StatefulSet => "apps/v1",
+            Kind::Served(served) => &served.api_version,
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet => "apps/v1",
             Kind::Ingress | Kind::NetworkPolicy => "networking.k8s.io/v1",
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::HorizontalPodAutoscaler => "autoscaling/v2",
-            Kind::CronJob => "batch/v1",
+            Kind::CronJob | Kind::Job => "batch/v1",
             _ => "v1",
         }
     }
@@ -133,6 +192,7 @@ impl Kind {
     /// The URL resource name.
     pub fn plural(self) -> &'static str {
         match self {
+            Kind::Served(served) => &served.plural,
             Kind::Namespace => "namespaces",
             Kind::ServiceAccount => "serviceaccounts",
             Kind::ConfigMap => "configmaps",
@@ -141,6 +201,8 @@ impl Kind {
             Kind::Service => "services",
             Kind::Deployment => "deployments",
             Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+            Kind::Job => "jobs",
             Kind::Ingress => "ingresses",
             Kind::NetworkPolicy => "networkpolicies",
             Kind::PodDisruptionBudget => "poddisruptionbudgets",
@@ -160,12 +222,31 @@ impl Kind {
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        match self {
+            Kind::Served(served) => served.namespaced,
+            kind => kind != Kind::Namespace,
+        }
     }
 
-    /// Whether this kind runs pods that start and stop scale.
+    /// Whether this kind runs pods that start waits for, wave by wave,
+    /// and stop takes down.
     pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::Job
+        )
+    }
+
+    /// Whether stop sets the replica count to zero (a DaemonSet has no
+    /// count: stop deletes it; a Job is suspended).
+    pub fn scales(self) -> bool {
         matches!(self, Kind::Deployment | Kind::StatefulSet)
+    }
+
+    /// Whether stop suspends it (`spec.suspend`): a Job's pods go, a
+    /// CronJob makes no more Jobs; start takes the field back.
+    pub fn suspends(self) -> bool {
+        matches!(self, Kind::Job | Kind::CronJob)
     }
 
     /// The kube-rs description used to build a dynamic `Api`.
@@ -200,35 +281,65 @@ impl std::fmt::Display for ObjectKey {
 }
 
 impl ObjectKey {
-    /// The key of a dynamic object; an error naming it when its type is
-    /// not one we apply or it has no name.
+    /// The key of a dynamic object whose kind is in [`Kind`]'s fixed
+    /// table; an error naming it when it has no type or name, or its kind
+    /// needs API discovery (see [`RenderedSet::resolve`]).
     pub fn of(object: &DynamicObject) -> Result<Self, ClusterError> {
-        let types = object.types.as_ref().ok_or_else(|| ClusterError::Object {
-            object: object.metadata.name.clone().unwrap_or_default(),
-            why: "no apiVersion/kind".into(),
-        })?;
-        let name = object
-            .metadata
-            .name
-            .clone()
-            .ok_or_else(|| ClusterError::Object {
-                object: types.kind.clone(),
-                why: "no metadata.name".into(),
-            })?;
-        let kind = Kind::from_type(&types.api_version, &types.kind).ok_or_else(|| {
-            ClusterError::Object {
-                object: format!("{}/{name}", types.kind),
-                why: format!(
-                    "{} {} is not a kind broker-images applies",
-                    types.api_version, types.kind
-                ),
-            }
+        let (api_version, kind, name) = type_and_name(object)?;
+        let kind = Kind::from_type(&api_version, &kind).ok_or_else(|| ClusterError::Object {
+            object: format!("{kind}/{name}"),
+            why: format!(
+                "{api_version} {kind} is resolved through the cluster's API discovery; start resolves it once connected"
+            ),
         })?;
         Ok(Self {
             kind,
             namespace: object.metadata.namespace.clone(),
             name,
         })
+    }
+}
+
+/// `apiVersion`, `kind` and `metadata.name`, or an error naming what is
+/// missing.
+fn type_and_name(object: &DynamicObject) -> Result<(String, String, String), ClusterError> {
+    let types = object.types.as_ref().ok_or_else(|| ClusterError::Object {
+        object: object.metadata.name.clone().unwrap_or_default(),
+        why: "no apiVersion/kind".into(),
+    })?;
+    let name = object
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| ClusterError::Object {
+            object: types.kind.clone(),
+            why: "no metadata.name".into(),
+        })?;
+    Ok((types.api_version.clone(), types.kind.clone(), name))
+}
+
+/// An object whose kind is outside [`Kind`]'s fixed table, waiting for
+/// API discovery to say what it is.
+#[derive(Clone, Debug)]
+pub struct Unresolved {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// The file it was read from, when it came from a directory.
+    pub source: Option<String>,
+    /// The object, our labels checked.
+    pub object: DynamicObject,
+}
+
+impl Unresolved {
+    /// `Kind/name`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{}",
+            self.kind,
+            self.object.metadata.name.as_deref().unwrap_or("")
+        )
     }
 }
 
@@ -239,80 +350,137 @@ pub struct RenderedSet {
     pub namespace: String,
     /// The objects by key (so in apply order).
     pub objects: BTreeMap<ObjectKey, DynamicObject>,
+    /// Objects of kinds only the cluster can describe, until
+    /// [`RenderedSet::resolve`] moves them into `objects`.
+    pub unresolved: Vec<Unresolved>,
 }
 
 impl RenderedSet {
-    /// Checks parsed objects: known kinds, our labels on every one, all in
-    /// `namespace`, no duplicates. Objects without a namespace get it.
+    /// Checks parsed objects: our labels on every one, all in `namespace`,
+    /// no duplicates. Objects without a namespace get it. Objects of kinds
+    /// outside the fixed table wait in `unresolved`.
     pub fn new(namespace: &str, objects: Vec<DynamicObject>) -> Result<Self, ClusterError> {
-        let mut by_key = BTreeMap::new();
-        for mut object in objects {
-            let mut key = ObjectKey::of(&object)?;
-            let labels = object.metadata.labels.clone().unwrap_or_default();
-            for (label, value) in labels::OURS {
-                if labels.get(*label).map(String::as_str) != Some(*value) {
-                    return Err(ClusterError::Object {
-                        object: key.to_string(),
-                        why: format!(
-                            "lacks label {label}={value}: not rendered by broker-images render, refusing to apply it"
-                        ),
-                    });
+        Self::from_sourced(namespace, objects.into_iter().map(|o| (o, None)).collect())
+    }
+
+    fn from_sourced(
+        namespace: &str,
+        objects: Vec<(DynamicObject, Option<String>)>,
+    ) -> Result<Self, ClusterError> {
+        let mut set = Self {
+            namespace: namespace.to_owned(),
+            objects: BTreeMap::new(),
+            unresolved: Vec::new(),
+        };
+        for (object, source) in objects {
+            let (api_version, kind, name) = type_and_name(&object)?;
+            check_ours(&object, &format!("{kind}/{name}"))?;
+            match Kind::from_type(&api_version, &kind) {
+                Some(kind) => {
+                    let key = ObjectKey {
+                        kind,
+                        namespace: object.metadata.namespace.clone(),
+                        name,
+                    };
+                    set.insert(key, object)?;
                 }
-            }
-            if labels.contains_key(labels::APPLYSET_PART_OF) {
-                return Err(ClusterError::Object {
-                    object: key.to_string(),
-                    why: format!(
-                        "already carries {}; the ApplySet label is set by start, not by the manifests",
-                        labels::APPLYSET_PART_OF
-                    ),
-                });
-            }
-            if key.kind.namespaced() {
-                match &key.namespace {
-                    None => {
-                        key.namespace = Some(namespace.to_owned());
-                        object.metadata.namespace = Some(namespace.to_owned());
-                    }
-                    Some(ns) if ns != namespace => {
-                        return Err(ClusterError::Object {
-                            object: key.to_string(),
-                            why: format!(
-                                "is in namespace {ns}, not {namespace}; pass --namespace {ns}, or set `namespace: {namespace}` in the environment file and render again"
-                            ),
-                        });
-                    }
-                    Some(_) => {}
-                }
-            } else if key.kind == Kind::Namespace && key.name != namespace {
-                return Err(ClusterError::Object {
-                    object: key.to_string(),
-                    why: format!("is not the target namespace {namespace}"),
-                });
-            }
-            if key.kind.is_workload() {
-                start_wave(&object).map_err(|why| ClusterError::Object {
-                    object: key.to_string(),
-                    why,
-                })?;
-            }
-            if by_key.insert(key.clone(), object).is_some() {
-                return Err(ClusterError::Object {
-                    object: key.to_string(),
-                    why: "appears twice in the manifests".into(),
-                });
+                None => set.unresolved.push(Unresolved {
+                    api_version,
+                    kind,
+                    source,
+                    object,
+                }),
             }
         }
-        if by_key.is_empty() {
+        if set.objects.is_empty() && set.unresolved.is_empty() {
             return Err(ClusterError::Object {
                 object: "manifests".into(),
                 why: "hold no objects".into(),
             });
         }
-        Ok(Self {
-            namespace: namespace.to_owned(),
-            objects: by_key,
-        })
+        Ok(set)
+    }
+
+    /// Places one object of a known kind: its namespace checked (or
+    /// given), its start wave parsed, no duplicate.
+    fn insert(
+        &mut self,
+        mut key: ObjectKey,
+        mut object: DynamicObject,
+    ) -> Result<(), ClusterError> {
+        let namespace = self.namespace.as_str();
+        if key.kind.namespaced() {
+            match &key.namespace {
+                None => {
+                    key.namespace = Some(namespace.to_owned());
+                    object.metadata.namespace = Some(namespace.to_owned());
+                }
+                Some(ns) if ns != namespace => {
+                    return Err(ClusterError::Object {
+                        object: key.to_string(),
+                        why: format!(
+                            "is in namespace {ns}, not {namespace}; pass --namespace {ns}, or set `namespace: {namespace}` in the environment file and render again"
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        } else if key.kind == Kind::Namespace && key.name != namespace {
+            return Err(ClusterError::Object {
+                object: key.to_string(),
+                why: format!("is not the target namespace {namespace}"),
+            });
+        } else if key.kind != Kind::Namespace {
+            return Err(ClusterError::Object {
+                object: key.to_string(),
+                why: "is cluster-scoped; start applies namespaced objects and the Namespace only: apply it with the cluster's administrators' tooling".into(),
+            });
+        }
+        if key.kind.is_workload() {
+            start_wave(&object).map_err(|why| ClusterError::Object {
+                object: key.to_string(),
+                why,
+            })?;
+        }
+        if self.objects.insert(key.clone(), object).is_some() {
+            return Err(ClusterError::Object {
+                object: key.to_string(),
+                why: "appears twice in the manifests".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves every unresolved object into `objects` with the kind
+    /// `served(apiVersion, kind)` gives (API discovery's answer); a kind
+    /// the cluster does not serve is an error naming it and its file.
+    pub fn resolve(
+        mut self,
+        served: impl Fn(&str, &str) -> Option<Kind>,
+    ) -> Result<Self, ClusterError> {
+        for unresolved in std::mem::take(&mut self.unresolved) {
+            let Some(kind) = served(&unresolved.api_version, &unresolved.kind) else {
+                let from = unresolved
+                    .source
+                    .as_deref()
+                    .map(|file| format!(" (in {file})"))
+                    .unwrap_or_default();
+                return Err(ClusterError::Object {
+                    object: format!("{}{from}", unresolved.describe()),
+                    why: format!(
+                        "the cluster serves no kind {} in {}; install the CustomResourceDefinition (or operator) that defines it first, or take the object out of the manifests",
+                        unresolved.kind, unresolved.api_version
+                    ),
+                });
+            };
+            let key = ObjectKey {
+                kind,
+                namespace: unresolved.object.metadata.namespace.clone(),
+                name: unresolved.object.metadata.name.clone().unwrap_or_default(),
+            };
+            self.insert(key, unresolved.object)?;
+        }
+        Ok(self)
     }
 
     /// Checks objects rendered in memory (`start --environment`), given as
@@ -341,9 +509,10 @@ impl RenderedSet {
         namespace: Option<&str>,
         default: &str,
     ) -> Result<Self, ClusterError> {
-        let objects = read_objects(dir)?;
+        let sourced = read_sourced(dir)?;
+        let objects: Vec<DynamicObject> = sourced.iter().map(|(o, _)| o.clone()).collect();
         let target = resolve(namespace, &objects, default);
-        Self::new(&target, objects)
+        Self::from_sourced(&target, sourced)
     }
 
     /// Checks objects rendered in memory as [`RenderedSet::read_dir_into`]
@@ -385,13 +554,38 @@ impl RenderedSet {
     /// Reads every `*.yaml`/`*.yml` in `dir` except `kustomization.yaml`
     /// (multi-document files allowed) and checks them as [`RenderedSet::new`].
     pub fn read_dir(dir: &Path, namespace: &str) -> Result<Self, ClusterError> {
-        Self::new(namespace, read_objects(dir)?)
+        Self::from_sourced(namespace, read_sourced(dir)?)
     }
 
     /// The kinds present.
     pub fn kinds(&self) -> std::collections::BTreeSet<Kind> {
         self.objects.keys().map(|k| k.kind).collect()
     }
+}
+
+/// Our labels are on the object and the ApplySet's is not (start sets it).
+fn check_ours(object: &DynamicObject, described: &str) -> Result<(), ClusterError> {
+    let labels = object.metadata.labels.clone().unwrap_or_default();
+    for (label, value) in labels::OURS {
+        if labels.get(*label).map(String::as_str) != Some(*value) {
+            return Err(ClusterError::Object {
+                object: described.to_owned(),
+                why: format!(
+                    "lacks label {label}={value}: not rendered by broker-images render, refusing to apply it"
+                ),
+            });
+        }
+    }
+    if labels.contains_key(labels::APPLYSET_PART_OF) {
+        return Err(ClusterError::Object {
+            object: described.to_owned(),
+            why: format!(
+                "already carries {}; the ApplySet label is set by start, not by the manifests",
+                labels::APPLYSET_PART_OF
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn resolve(namespace: Option<&str>, objects: &[DynamicObject], default: &str) -> String {
@@ -404,6 +598,11 @@ fn resolve(namespace: Option<&str>, objects: &[DynamicObject], default: &str) ->
 /// Parses the YAML files of a rendered directory into dynamic objects, in
 /// file-name order.
 pub fn read_objects(dir: &Path) -> Result<Vec<DynamicObject>, ClusterError> {
+    Ok(read_sourced(dir)?.into_iter().map(|(o, _)| o).collect())
+}
+
+/// [`read_objects`], each object with the path of its file.
+fn read_sourced(dir: &Path) -> Result<Vec<(DynamicObject, Option<String>)>, ClusterError> {
     let io = |path: &Path, e: std::io::Error| ClusterError::Manifests {
         path: path.to_owned(),
         why: e.to_string(),
@@ -435,7 +634,7 @@ pub fn read_objects(dir: &Path) -> Result<Vec<DynamicObject>, ClusterError> {
                     path: path.clone(),
                     why: format!("not a Kubernetes object: {e}"),
                 })?;
-            objects.push(object);
+            objects.push((object, Some(path.display().to_string())));
         }
     }
     if objects.is_empty() {

@@ -232,6 +232,9 @@ pub struct StopOptions {
 pub enum StopStep {
     /// Scale a workload to zero replicas.
     Scale(ObjectKey),
+    /// Suspend a CronJob (no new Jobs) or a Job (its pods go): start
+    /// takes `spec.suspend` back.
+    Suspend(ObjectKey),
     /// Delete an object.
     Delete(ObjectKey),
     /// Wait until the pods of these workloads are gone.
@@ -247,6 +250,7 @@ impl std::fmt::Display for StopStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopStep::Scale(key) => write!(f, "scale   {key} to 0"),
+            StopStep::Suspend(key) => write!(f, "suspend {key}"),
             StopStep::Delete(key) => write!(f, "delete  {key}"),
             StopStep::WaitPodsGone(keys) => write!(
                 f,
@@ -276,15 +280,29 @@ pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions
         .filter(|(_, o)| is_ours(o))
         .map(|(k, _)| k)
         .collect();
+    // CronJobs first: no new Job starts while the set goes down.
+    for key in ours.iter().filter(|k| k.kind == Kind::CronJob) {
+        steps.push(if remove {
+            StopStep::Delete((*key).clone())
+        } else {
+            StopStep::Suspend((*key).clone())
+        });
+    }
     // Start's waves in reverse: the clients go before mq, mq before db,
-    // each wave's pods gone before the next is scaled.
+    // each wave's pods gone before the next is scaled. A DaemonSet has no
+    // replica count to set to zero: it is deleted, and start makes it again.
     let workloads = ours.iter().copied().filter(|k| k.kind.is_workload());
     for group in waves(workloads, |k| &live[k]).into_values().rev() {
         for key in &group {
+            let key = (*key).clone();
             steps.push(if remove {
-                StopStep::Delete((*key).clone())
+                StopStep::Delete(key)
+            } else if key.kind.scales() {
+                StopStep::Scale(key)
+            } else if key.kind.suspends() {
+                StopStep::Suspend(key)
             } else {
-                StopStep::Scale((*key).clone())
+                StopStep::Delete(key)
             });
         }
         steps.push(StopStep::WaitPodsGone(group.into_iter().cloned().collect()));

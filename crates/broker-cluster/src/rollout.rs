@@ -2,8 +2,12 @@
 //! person can act on. Pure functions over recorded objects; the polling
 //! loop is in [`crate::cluster`].
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The annotation the Deployment controller numbers each revision with,
 /// on the Deployment and on the ReplicaSet of that revision.
@@ -165,18 +169,164 @@ pub fn registry_of(image: &str) -> String {
 
 /// Whether `pod` belongs to `deployment` (its selector's labels match).
 pub fn selects(deployment: &Deployment, pod: &Pod) -> bool {
-    let Some(wanted) = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-    else {
+    matches_selector(deployment.spec.as_ref().map(|s| &s.selector), pod)
+}
+
+/// Whether `pod` has every label of `selector.matchLabels` (an empty or
+/// absent selector selects nothing: never every pod of the namespace).
+pub fn matches_selector(selector: Option<&LabelSelector>, pod: &Pod) -> bool {
+    let Some(wanted) = selector.and_then(|s| s.match_labels.as_ref()) else {
         return false;
     };
+    has_labels(wanted, pod)
+}
+
+fn has_labels(wanted: &BTreeMap<String, String>, pod: &Pod) -> bool {
     let have = pod.metadata.labels.as_ref();
     !wanted.is_empty()
         && wanted
             .iter()
             .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// The first final failure among `pods` that are not being deleted.
+fn first_failure<'a>(
+    pods: impl Iterator<Item = &'a Pod>,
+    claims: &[PersistentVolumeClaim],
+) -> Option<Failure> {
+    pods.filter(|p| p.metadata.deletion_timestamp.is_none())
+        .find_map(|p| pod_failure(p, claims))
+}
+
+/// The label the StatefulSet and DaemonSet controllers give each pod: the
+/// name of the revision it was made from.
+pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+/// The label the DaemonSet controller gives each pod: the generation of
+/// the template it was made from.
+pub const POD_TEMPLATE_GENERATION: &str = "pod-template-generation";
+
+/// Classifies a StatefulSet as `kubectl rollout status` does: the current
+/// generation observed, every replica ready and on the update revision.
+/// Pods are diagnosed only when made from the update revision.
+pub fn classify_stateful_set(
+    set: &StatefulSet,
+    pods: &[Pod],
+    claims: &[PersistentVolumeClaim],
+) -> Readiness {
+    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = set.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < set.metadata.generation.unwrap_or(0) {
+        return Readiness::Progressing {
+            ready: 0,
+            desired,
+            updated: 0,
+        };
+    }
+    let update_revision = status.update_revision.clone().unwrap_or_default();
+    let current = pods.iter().filter(|p| {
+        matches_selector(set.spec.as_ref().map(|s| &s.selector), p)
+            && p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                == Some(&update_revision)
+    });
+    if let Some(failure) = first_failure(current, claims) {
+        return Readiness::Failed(failure);
+    }
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let on_update = status.current_revision.as_deref() == Some(update_revision.as_str());
+    if ready == desired && updated == desired && on_update && status.replicas == desired {
+        Readiness::Ready
+    } else {
+        Readiness::Progressing {
+            ready,
+            desired,
+            updated,
+        }
+    }
+}
+
+/// Classifies a DaemonSet as `kubectl rollout status` does: the current
+/// generation observed, every scheduled pod updated and available. Pods
+/// are diagnosed only when made from the current template generation.
+pub fn classify_daemon_set(
+    set: &DaemonSet,
+    pods: &[Pod],
+    claims: &[PersistentVolumeClaim],
+) -> Readiness {
+    let generation = set.metadata.generation.unwrap_or(0);
+    let status = set.status.clone().unwrap_or_default();
+    let desired = status.desired_number_scheduled;
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Readiness::Progressing {
+            ready: 0,
+            desired,
+            updated: 0,
+        };
+    }
+    let generation_label = generation.to_string();
+    let current = pods.iter().filter(|p| {
+        matches_selector(set.spec.as_ref().map(|s| &s.selector), p)
+            && p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(POD_TEMPLATE_GENERATION))
+                == Some(&generation_label)
+    });
+    if let Some(failure) = first_failure(current, claims) {
+        return Readiness::Failed(failure);
+    }
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    let available = status.number_available.unwrap_or(0);
+    if updated == desired && available == desired {
+        Readiness::Ready
+    } else {
+        Readiness::Progressing {
+            ready: available,
+            desired,
+            updated,
+        }
+    }
+}
+
+/// Classifies a Job: ready once it completed; failed when the controller
+/// gave up (`Failed` condition: backoff limit, deadline) or a pod of it
+/// cannot run (an image that cannot be pulled, a crash loop). `ready`
+/// counts succeeded pods, `desired` the completions, `updated` the active
+/// pods.
+pub fn classify_job(job: &Job, pods: &[Pod], claims: &[PersistentVolumeClaim]) -> Readiness {
+    let status = job.status.clone().unwrap_or_default();
+    for condition in status.conditions.iter().flatten() {
+        if condition.status != "True" {
+            continue;
+        }
+        match condition.type_.as_str() {
+            "Complete" => return Readiness::Ready,
+            "Failed" => {
+                return Readiness::Failed(Failure::Stalled {
+                    reason: condition
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "Failed".to_owned()),
+                    message: condition.message.clone().unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let own = pods
+        .iter()
+        .filter(|p| matches_selector(job.spec.as_ref().and_then(|s| s.selector.as_ref()), p));
+    if let Some(failure) = first_failure(own, claims) {
+        return Readiness::Failed(failure);
+    }
+    Readiness::Progressing {
+        ready: status.succeeded.unwrap_or(0),
+        desired: job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1),
+        updated: status.active.unwrap_or(0),
+    }
 }
 
 /// The ReplicaSet of the Deployment's current revision, once the

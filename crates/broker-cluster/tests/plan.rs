@@ -275,7 +275,7 @@ fn stop_never_touches_pvcs_secrets_or_the_namespace_without_flags() {
         steps
             .iter()
             .filter_map(|s| match s {
-                StopStep::Scale(k) | StopStep::Delete(k) => Some(k.clone()),
+                StopStep::Scale(k) | StopStep::Suspend(k) | StopStep::Delete(k) => Some(k.clone()),
                 StopStep::WaitPodsGone(_) | StopStep::KeepNodeDirectories(_) => None,
             })
             .collect()

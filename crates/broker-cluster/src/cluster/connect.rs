@@ -3,7 +3,7 @@
 //! which request on what failed. Lowest of the cluster modules: every
 //! request goes through [`classify_error`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ pub struct Cluster {
     pub(super) namespace: String,
     pub(super) set: ApplySet,
     pub(super) lease_wait: Duration,
+    /// API discovery's answers so far this run, by what was asked.
+    pub(super) discovered: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Option<Kind>>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -396,6 +398,7 @@ impl Cluster {
             namespace: namespace.to_owned(),
             set: ApplySet::new(namespace),
             lease_wait: ConnectOptions::new(namespace).lease_wait,
+            discovered: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! import one another in a circle:
 //! - `connect`: the handle, the kubeconfig, kube errors turned into ours.
 //! - `requests`: the gets, lists, applies and deletes all runs share.
+//! - `discovery`: what the cluster calls kinds outside the fixed table.
 //! - `reporter`: how a run tells of its progress.
 //! - `wait`: the loop that polls until [`crate::rollout`] says ready.
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
@@ -17,6 +18,7 @@
 
 mod apply_changed;
 mod connect;
+mod discovery;
 mod lease;
 mod preflight;
 mod reporter;

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::{Value, json};
 
 use super::connect::{Cluster, Target, classify_error, explain_transport};
-use crate::applyset::{ApplySet, ParentRecord};
+use crate::applyset::{ApplySet, ParentRecord, UnknownGroupKind};
 use crate::error::ClusterError;
 use crate::labels;
 use crate::objects::{Kind, ObjectKey};
@@ -103,8 +103,16 @@ impl Cluster {
             });
         }
         let text = |key: &str| annotations.get(key).map_or("", String::as_str);
+        let mut kinds = BTreeSet::new();
+        for group_kind in ApplySet::group_kind_names(text(labels::APPLYSET_GROUP_KINDS)) {
+            let kind = match Kind::from_group_kind(group_kind) {
+                Some(kind) => Some(kind),
+                None => self.served_group_kind(group_kind).await?,
+            };
+            kinds.insert(kind.ok_or_else(|| UnknownGroupKind(group_kind.to_owned()))?);
+        }
         Ok(Some(ParentRecord {
-            kinds: ApplySet::parse_group_kinds(text(labels::APPLYSET_GROUP_KINDS))?,
+            kinds,
             workloads: ApplySet::parse_workloads(text(labels::WORKLOADS)),
         }))
     }
@@ -199,11 +207,23 @@ impl Cluster {
     }
 
     pub(super) async fn deployments(&self) -> Result<Vec<Deployment>, ClusterError> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.typed_members(Kind::Deployment).await
+    }
+
+    /// The set's members of a workload kind, typed (for their status).
+    pub(super) async fn typed_members<K>(&self, kind: Kind) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
         Ok(api
             .list(&ListParams::default().labels(&self.set.member_selector()))
             .await
-            .map_err(|e| self.error(e, "list", Kind::Deployment, None))?
+            .map_err(|e| self.error(e, "list", kind, None))?
             .items)
     }
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
@@ -81,6 +82,7 @@ impl Cluster {
         rendered: &RenderedSet,
         options: StartOptions,
     ) -> Result<PlannedStart, ClusterError> {
+        let rendered = &self.resolve_kinds(rendered).await?;
         if rendered.namespace != self.namespace {
             return Err(ClusterError::Object {
                 object: format!("Namespace/{}", rendered.namespace),
@@ -277,7 +279,11 @@ impl Cluster {
                 StartStep::Unchanged(key) => outcome.unchanged.push(key.to_string()),
                 StartStep::Wait(keys) => {
                     // Nothing applied and nothing to wait for: no request.
-                    if !any_change && keys.iter().all(|k| live.get(k).is_some_and(rolled_out)) {
+                    if !any_change
+                        && keys
+                            .iter()
+                            .all(|k| live.get(k).is_some_and(|o| rolled_out(k.kind, o)))
+                    {
                         continue;
                     }
                     self.wait_ready(keys, deadline, reporter).await?;
@@ -427,12 +433,26 @@ impl Cluster {
     }
 }
 
-/// Whether a listed Deployment has rolled out (no request needed).
-fn rolled_out(object: &DynamicObject) -> bool {
-    let Ok(deployment) =
-        serde_json::to_value(object).and_then(serde_json::from_value::<Deployment>)
-    else {
-        return false;
+/// Whether a listed workload has rolled out (or a Job completed), by its
+/// status alone: no request needed.
+fn rolled_out(kind: Kind, object: &DynamicObject) -> bool {
+    fn parsed<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Option<K> {
+        serde_json::to_value(object)
+            .and_then(serde_json::from_value)
+            .ok()
+    }
+    let readiness = match kind {
+        Kind::Deployment => {
+            parsed::<Deployment>(object).map(|d| rollout::classify(&d, &[], &[], &[]))
+        }
+        Kind::StatefulSet => {
+            parsed::<StatefulSet>(object).map(|s| rollout::classify_stateful_set(&s, &[], &[]))
+        }
+        Kind::DaemonSet => {
+            parsed::<DaemonSet>(object).map(|d| rollout::classify_daemon_set(&d, &[], &[]))
+        }
+        Kind::Job => parsed::<Job>(object).map(|j| rollout::classify_job(&j, &[], &[])),
+        _ => Some(Readiness::Ready),
     };
-    rollout::classify(&deployment, &[], &[], &[]) == Readiness::Ready
+    readiness == Some(Readiness::Ready)
 }

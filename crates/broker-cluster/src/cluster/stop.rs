@@ -54,6 +54,7 @@ impl Cluster {
             .iter()
             .any(|step| match step {
                 StopStep::Scale(key) => replicas(&live[key]) != Some(0),
+                StopStep::Suspend(key) => !suspended(&live[key]),
                 StopStep::Delete(_) => true,
                 StopStep::WaitPodsGone(_) | StopStep::KeepNodeDirectories(_) => false,
             });
@@ -102,6 +103,14 @@ impl Cluster {
                     let body = minimal(key, &self.namespace, json!({"spec": {"replicas": 0}}));
                     self.apply(key, &body, STOP_MANAGER, true, false).await?;
                 }
+                StopStep::Suspend(key) => {
+                    if suspended(&live[key]) {
+                        continue;
+                    }
+                    reporter.line(&format!("suspend {key}"));
+                    let body = minimal(key, &self.namespace, json!({"spec": {"suspend": true}}));
+                    self.apply(key, &body, STOP_MANAGER, true, false).await?;
+                }
                 StopStep::Delete(key) => {
                     reporter.line(&format!("delete {key}"));
                     self.delete(key).await?;
@@ -144,4 +153,12 @@ fn replicas(workload: &DynamicObject) -> Option<i64> {
         .data
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
+}
+
+fn suspended(object: &DynamicObject) -> bool {
+    object
+        .data
+        .pointer("/spec/suspend")
+        .and_then(Value::as_bool)
+        == Some(true)
 }

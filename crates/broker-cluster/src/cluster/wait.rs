@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, LogParams};
 
@@ -20,10 +22,9 @@ use crate::rollout::{self, Failure, Readiness};
 const GRACE: Duration = Duration::from_secs(30);
 
 impl Cluster {
-    /// Polls until every Deployment in `keys` has rolled out; fails fast
-    /// on a failure that waiting cannot fix. Other kinds in `keys` are not
-    /// waited for: render makes Deployments only (a StatefulSet would need
-    /// its own rollout test here).
+    /// Polls until every workload in `keys` has rolled out (Deployments,
+    /// StatefulSets, DaemonSets) or completed (Jobs); fails fast on a
+    /// failure that waiting cannot fix. Only the kinds present are listed.
     pub async fn wait_ready(
         &self,
         keys: &[ObjectKey],
@@ -32,38 +33,60 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let mut first_seen: BTreeMap<String, Instant> = BTreeMap::new();
         let mut last_line = String::new();
+        let has = |kind: Kind| keys.iter().any(|k| k.kind == kind);
         loop {
-            let deployments = self.deployments().await?;
-            let replica_sets = self.replica_sets().await?;
             let pods = self.pods().await?;
             let claims = self.claims().await?;
+            let mut readiness: Vec<(&ObjectKey, Option<Readiness>)> = Vec::new();
+            if has(Kind::Deployment) {
+                let deployments: Vec<Deployment> = self.deployments().await?;
+                let replica_sets = self.replica_sets().await?;
+                for key in keys.iter().filter(|k| k.kind == Kind::Deployment) {
+                    let found = named(&deployments, &key.name).map(|deployment| {
+                        rollout::classify(deployment, &replica_sets, &pods, &claims)
+                    });
+                    readiness.push((key, found));
+                }
+            }
+            if has(Kind::StatefulSet) {
+                let sets: Vec<StatefulSet> = self.typed_members(Kind::StatefulSet).await?;
+                for key in keys.iter().filter(|k| k.kind == Kind::StatefulSet) {
+                    let found = named(&sets, &key.name)
+                        .map(|set| rollout::classify_stateful_set(set, &pods, &claims));
+                    readiness.push((key, found));
+                }
+            }
+            if has(Kind::DaemonSet) {
+                let sets: Vec<DaemonSet> = self.typed_members(Kind::DaemonSet).await?;
+                for key in keys.iter().filter(|k| k.kind == Kind::DaemonSet) {
+                    let found = named(&sets, &key.name)
+                        .map(|set| rollout::classify_daemon_set(set, &pods, &claims));
+                    readiness.push((key, found));
+                }
+            }
+            if has(Kind::Job) {
+                let jobs: Vec<Job> = self.typed_members(Kind::Job).await?;
+                for key in keys.iter().filter(|k| k.kind == Kind::Job) {
+                    let found = named(&jobs, &key.name)
+                        .map(|job| rollout::classify_job(job, &pods, &claims));
+                    readiness.push((key, found));
+                }
+            }
             let mut waiting = Vec::new();
-            for key in keys.iter().filter(|k| k.kind == Kind::Deployment) {
-                let Some(deployment) = deployments
-                    .iter()
-                    .find(|d| d.metadata.name.as_deref() == Some(key.name.as_str()))
-                else {
-                    waiting.push(format!("{} (not created yet)", key.name));
-                    continue;
-                };
-                let own: Vec<Pod> = pods
-                    .iter()
-                    .filter(|p| rollout::selects(deployment, p))
-                    .cloned()
-                    .collect();
-                match rollout::classify(deployment, &replica_sets, &own, &claims) {
-                    Readiness::Ready => {}
-                    Readiness::Progressing {
+            for (key, found) in readiness {
+                match found {
+                    None => waiting.push(format!("{} (not created yet)", key.name)),
+                    Some(Readiness::Ready) => {}
+                    Some(Readiness::Progressing {
                         ready,
                         desired,
                         updated,
-                    } => {
-                        waiting.push(format!(
-                            "{} {ready}/{desired} ready, {updated} updated",
-                            key.name
-                        ));
-                    }
-                    Readiness::Failed(failure) => {
+                    }) => waiting.push(if key.kind == Kind::Job {
+                        format!("{} {ready}/{desired} complete, {updated} running", key.name)
+                    } else {
+                        format!("{} {ready}/{desired} ready, {updated} updated", key.name)
+                    }),
+                    Some(Readiness::Failed(failure)) => {
                         let seen = *first_seen
                             .entry(failure.to_string())
                             .or_insert_with(Instant::now);
@@ -150,4 +173,11 @@ impl Cluster {
             logs,
         }
     }
+}
+
+/// The listed object called `name`.
+fn named<'a, K: kube::Resource>(objects: &'a [K], name: &str) -> Option<&'a K> {
+    objects
+        .iter()
+        .find(|o| o.meta().name.as_deref() == Some(name))
 }

@@ -75,6 +75,14 @@ impl Scripted {
         let client = kube::Client::try_from(config).unwrap();
         Cluster::from_client(client, &url, namespace)
     }
+    /// Puts an answer at a path (a discovery document).
+    pub fn put_at(&self, path: &str, answer: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .insert(path.to_owned(), answer);
+    }
     /// Puts an object at its URL path, as a server would hold it.
     pub fn put(&self, object: Value) {
         let path = object_path(&object);
@@ -154,6 +162,9 @@ fn answer(state: &mut State, request: &Recorded) -> (u16, Value) {
                 "poddisruptionbudgets",
                 "horizontalpodautoscalers",
                 "cronjobs",
+                "daemonsets",
+                "jobs",
+                "servicemonitors",
             ];
             if is_collection && known_collections.contains(&last) {
                 (
@@ -381,6 +392,14 @@ pub async fn serve(overrides: Option<Override>) -> Scripted {
 /// The example rendered directory.
 pub fn fixture_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rendered")
+}
+
+/// A recorded real-server answer from `tests/fixtures/recorded/`.
+pub fn recorded(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/recorded")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 pub fn fixture() -> RenderedSet {
