@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use broker_pins::{Lock, PinnedRef, Reference};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
@@ -157,7 +159,7 @@ fn runs_platform_of(lock: &Lock, locked: &str, running: &str) -> bool {
 
 /// The lists a status report is built from, as the API server returned
 /// them.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct StatusInputs<'a> {
     /// Whether the namespace has our ApplySet parent.
     pub has_parent: bool,
@@ -166,6 +168,12 @@ pub struct StatusInputs<'a> {
     pub expected_workloads: &'a [String],
     /// The set's Deployments.
     pub deployments: &'a [Deployment],
+    /// The set's StatefulSets.
+    pub stateful_sets: &'a [StatefulSet],
+    /// The set's DaemonSets.
+    pub daemon_sets: &'a [DaemonSet],
+    /// The set's Jobs.
+    pub jobs: &'a [Job],
     /// The namespace's ReplicaSets.
     pub replica_sets: &'a [ReplicaSet],
     /// The namespace's pods.
@@ -174,6 +182,97 @@ pub struct StatusInputs<'a> {
     pub services: &'a [Service],
     /// The set's claims.
     pub claims: &'a [PersistentVolumeClaim],
+}
+
+/// A workload of any kind start waits on, reduced to what status shows.
+struct WorkloadView<'a> {
+    name: String,
+    readiness: Readiness,
+    /// Available replicas (a Job: succeeded pods).
+    ready: i32,
+    /// Desired replicas (a DaemonSet: scheduled pods; a Job: completions,
+    /// 0 while suspended).
+    desired: i32,
+    selector: Option<&'a LabelSelector>,
+    template: Option<&'a PodTemplateSpec>,
+    created: Option<&'a Time>,
+}
+
+impl<'a> WorkloadView<'a> {
+    /// Every workload of the inputs, Deployments first, then by kind.
+    fn all(inputs: &StatusInputs<'a>) -> Vec<Self> {
+        let pods = inputs.pods;
+        let claims = inputs.claims;
+        let mut views = Vec::new();
+        for d in inputs.deployments {
+            let owned: Vec<Pod> = pods
+                .iter()
+                .filter(|p| rollout::selects(d, p))
+                .cloned()
+                .collect();
+            let spec = d.spec.as_ref();
+            views.push(Self {
+                name: d.metadata.name.clone().unwrap_or_default(),
+                readiness: rollout::classify(d, inputs.replica_sets, &owned, claims),
+                ready: d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+                desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+                selector: spec.map(|s| &s.selector),
+                template: spec.map(|s| &s.template),
+                created: d.metadata.creation_timestamp.as_ref(),
+            });
+        }
+        for s in inputs.stateful_sets {
+            let spec = s.spec.as_ref();
+            views.push(Self {
+                name: s.metadata.name.clone().unwrap_or_default(),
+                readiness: rollout::classify_stateful_set(s, pods, claims),
+                ready: s
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                desired: spec.and_then(|s| s.replicas).unwrap_or(1),
+                selector: spec.map(|s| &s.selector),
+                template: spec.map(|s| &s.template),
+                created: s.metadata.creation_timestamp.as_ref(),
+            });
+        }
+        for d in inputs.daemon_sets {
+            let spec = d.spec.as_ref();
+            let status = d.status.as_ref();
+            views.push(Self {
+                name: d.metadata.name.clone().unwrap_or_default(),
+                readiness: rollout::classify_daemon_set(d, pods, claims),
+                ready: status.and_then(|s| s.number_available).unwrap_or(0),
+                desired: status.map_or(0, |s| s.desired_number_scheduled),
+                selector: spec.map(|s| &s.selector),
+                template: spec.map(|s| &s.template),
+                created: d.metadata.creation_timestamp.as_ref(),
+            });
+        }
+        for j in inputs.jobs {
+            let spec = j.spec.as_ref();
+            let suspended = spec.and_then(|s| s.suspend) == Some(true);
+            views.push(Self {
+                name: j.metadata.name.clone().unwrap_or_default(),
+                readiness: rollout::classify_job(j, pods, claims),
+                ready: j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0),
+                desired: if suspended {
+                    0
+                } else {
+                    spec.and_then(|s| s.completions).unwrap_or(1)
+                },
+                selector: spec.and_then(|s| s.selector.as_ref()),
+                template: spec.map(|s| &s.template),
+                created: j.metadata.creation_timestamp.as_ref(),
+            });
+        }
+        views
+    }
 }
 
 impl StatusReport {
@@ -185,28 +284,26 @@ impl StatusReport {
         now: Timestamp,
     ) -> Self {
         let StatusInputs {
-            deployments,
-            replica_sets,
             pods,
             services,
             claims,
             ..
         } = inputs;
         let mut workloads = Vec::new();
-        for deployment in deployments {
-            let name = deployment.metadata.name.clone().unwrap_or_default();
+        for view in WorkloadView::all(&inputs) {
+            let WorkloadView {
+                name,
+                readiness,
+                ready,
+                desired,
+                selector,
+                template,
+                created,
+            } = view;
             let own_pods: Vec<&Pod> = pods
                 .iter()
-                .filter(|p| rollout::selects(deployment, p))
+                .filter(|p| rollout::matches_selector(selector, p))
                 .collect();
-            let owned: Vec<Pod> = own_pods.iter().map(|p| (*p).clone()).collect();
-            let readiness = rollout::classify(deployment, replica_sets, &owned, claims);
-            let status = deployment.status.clone().unwrap_or_default();
-            let desired = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1);
             let restarts = own_pods
                 .iter()
                 .flat_map(|p| {
@@ -228,10 +325,8 @@ impl StatusReport {
                     }
                 }
             }
-            let containers = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
+            let containers = template
+                .and_then(|t| t.spec.as_ref())
                 .map(|s| s.containers.clone())
                 .unwrap_or_default();
             let images = containers
@@ -263,10 +358,8 @@ impl StatusReport {
                     }
                 })
                 .collect();
-            let template_labels = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
+            let template_labels = template
+                .and_then(|t| t.metadata.as_ref())
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default();
             let exposure = services
@@ -291,16 +384,12 @@ impl StatusReport {
             };
             workloads.push(WorkloadStatus {
                 name,
-                ready: status.available_replicas.unwrap_or(0),
+                ready,
                 desired,
                 is_ready: is_ready && desired > 0,
                 problem,
                 restarts,
-                age_seconds: deployment
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| now.as_second() - t.0.as_second()),
+                age_seconds: created.map(|t| now.as_second() - t.0.as_second()),
                 images,
                 exposure,
             });

@@ -237,10 +237,10 @@ impl Kind {
         )
     }
 
-    /// Whether stop sets the replica count to zero (a DaemonSet has no
-    /// count: stop deletes it; a Job is suspended).
+    /// Whether stop scales it to zero: a replica count of 0, or for a
+    /// DaemonSet (which has no count) a node selector no node matches.
     pub fn scales(self) -> bool {
-        matches!(self, Kind::Deployment | Kind::StatefulSet)
+        matches!(self, Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet)
     }
 
     /// Whether stop suspends it (`spec.suspend`): a Job's pods go, a

@@ -289,8 +289,7 @@ pub fn stop_plan(live: &BTreeMap<ObjectKey, DynamicObject>, options: StopOptions
         });
     }
     // Start's waves in reverse: the clients go before mq, mq before db,
-    // each wave's pods gone before the next is scaled. A DaemonSet has no
-    // replica count to set to zero: it is deleted, and start makes it again.
+    // each wave's pods gone before the next is scaled.
     let workloads = ours.iter().copied().filter(|k| k.kind.is_workload());
     for group in waves(workloads, |k| &live[k]).into_values().rev() {
         for key in &group {

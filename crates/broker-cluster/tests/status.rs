@@ -68,6 +68,7 @@ fn report_of(
         pods: &[pod],
         services: &[service],
         claims,
+        ..StatusInputs::default()
     };
     StatusReport::build(
         "broker",
@@ -227,6 +228,7 @@ fn a_namespace_without_a_broker_says_so() {
         pods: &[],
         services: &[],
         claims: &[],
+        ..StatusInputs::default()
     };
     let report = StatusReport::build("broker", inputs, None, Timestamp::now());
     assert_eq!(report.state, BrokerState::Absent);

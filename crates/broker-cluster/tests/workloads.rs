@@ -259,7 +259,7 @@ fn ours(api_version: &str, kind: &str, name: &str, spec: Value) -> Value {
 }
 
 #[test]
-fn stop_suspends_cron_jobs_first_suspends_jobs_and_deletes_daemon_sets() {
+fn stop_suspends_cron_jobs_first_then_suspends_jobs_and_scales_the_rest_down() {
     let selector = json!({"selector": {"matchLabels": {"app": "x"}}});
     let objects = live(vec![
         ours("apps/v1", "Deployment", "restapi", selector.clone()),
@@ -286,7 +286,7 @@ fn stop_suspends_cron_jobs_first_suspends_jobs_and_deletes_daemon_sets() {
     for expected in [
         "suspend CronJob/nightly-dump",
         "suspend Job/migrate",
-        "delete  DaemonSet/agent",
+        "scale   DaemonSet/agent to 0",
         "scale   Deployment/restapi to 0",
     ] {
         assert!(
@@ -294,4 +294,38 @@ fn stop_suspends_cron_jobs_first_suspends_jobs_and_deletes_daemon_sets() {
             "{expected}: {lines:#?}"
         );
     }
+}
+
+#[test]
+fn status_shows_stateful_sets_daemon_sets_and_jobs_from_what_a_real_server_reported() {
+    use broker_cluster::StatusReport;
+    use broker_cluster::health::StatusInputs;
+    let (store, mut pods): (k8s_openapi::api::apps::v1::StatefulSet, Vec<Pod>) =
+        workload("statefulset-ready.json");
+    let (agent, agent_pods): (k8s_openapi::api::apps::v1::DaemonSet, Vec<Pod>) =
+        workload("daemonset-ready.json");
+    let (migrate, job_pods): (k8s_openapi::api::batch::v1::Job, Vec<Pod>) =
+        workload("job-complete.json");
+    pods.extend(agent_pods);
+    pods.extend(job_pods);
+    let expected = ["store".to_owned(), "agent".to_owned(), "migrate".to_owned()];
+    let inputs = StatusInputs {
+        has_parent: true,
+        expected_workloads: &expected,
+        stateful_sets: &[store],
+        daemon_sets: &[agent],
+        jobs: &[migrate],
+        pods: &pods,
+        ..StatusInputs::default()
+    };
+    let report = StatusReport::build("broker", inputs, None, k8s_openapi::jiff::Timestamp::now());
+    let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["store", "agent", "migrate"]);
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(
+        report.workloads.iter().all(|w| w.is_ready && w.ready == 1),
+        "{:#?}",
+        report.workloads
+    );
+    assert!(report.healthy);
 }

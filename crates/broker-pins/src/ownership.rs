@@ -38,6 +38,11 @@ pub const APPLYSET_TOOLING: &str = "applyset.kubernetes.io/tooling";
 /// (empty: only the parent's namespace).
 pub const APPLYSET_ADDITIONAL_NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
 
+/// The node-selector key `stop` gives a DaemonSet's pod template (with
+/// value `"true"`, which no node carries): a DaemonSet has no replica
+/// count, so this is how it runs no pods; start gives the field back.
+pub const STOPPED_NODE_SELECTOR: &str = "broker-images.io/stopped";
+
 /// The prefix of every annotation broker-images owns.
 pub const ANNOTATION_DOMAIN: &str = "broker-images.io";
 /// On every applied object: sha256 of what we applied, so a start can

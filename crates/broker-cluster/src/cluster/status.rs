@@ -1,6 +1,8 @@
 //! `status`: the few lists [`StatusReport`] is built from; the report
 //! itself, and what counts as healthy, is [`crate::health`]'s.
 
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
@@ -23,6 +25,24 @@ impl Cluster {
             _ => self.parent_record().await?,
         };
         let deployments = self.deployments().await?;
+        // Other workload kinds are listed only when the set has them (no
+        // request, and no RBAC rule needed, for kinds it does not use).
+        let has = |kind: Kind| parent.as_ref().is_some_and(|p| p.kinds.contains(&kind));
+        let stateful_sets: Vec<StatefulSet> = if has(Kind::StatefulSet) {
+            self.typed_members(Kind::StatefulSet).await?
+        } else {
+            Vec::new()
+        };
+        let daemon_sets: Vec<DaemonSet> = if has(Kind::DaemonSet) {
+            self.typed_members(Kind::DaemonSet).await?
+        } else {
+            Vec::new()
+        };
+        let jobs: Vec<Job> = if has(Kind::Job) {
+            self.typed_members(Kind::Job).await?
+        } else {
+            Vec::new()
+        };
         let replica_sets = self.replica_sets().await?;
         let pods = self.pods().await?;
         let services: Vec<Service> =
@@ -45,6 +65,9 @@ impl Cluster {
             has_parent: parent.is_some(),
             expected_workloads: &expected,
             deployments: &deployments,
+            stateful_sets: &stateful_sets,
+            daemon_sets: &daemon_sets,
+            jobs: &jobs,
             replica_sets: &replica_sets,
             pods: &pods,
             services: &services,

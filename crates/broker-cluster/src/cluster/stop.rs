@@ -11,7 +11,8 @@ use super::connect::Cluster;
 use super::reporter::Reporter;
 use super::requests::{NamespaceState, STOP_MANAGER, minimal};
 use crate::error::ClusterError;
-use crate::objects::ObjectKey;
+use crate::labels;
+use crate::objects::{Kind, ObjectKey};
 use crate::plan::{self, StopOptions, StopStep};
 
 impl Cluster {
@@ -53,7 +54,7 @@ impl Cluster {
         let writes = plan::stop_plan(&live, options)
             .iter()
             .any(|step| match step {
-                StopStep::Scale(key) => replicas(&live[key]) != Some(0),
+                StopStep::Scale(key) => !scaled_down(&live[key]),
                 StopStep::Suspend(key) => !suspended(&live[key]),
                 StopStep::Delete(_) => true,
                 StopStep::WaitPodsGone(_) | StopStep::KeepNodeDirectories(_) => false,
@@ -96,11 +97,17 @@ impl Cluster {
         for step in &steps {
             match step {
                 StopStep::Scale(key) => {
-                    if replicas(&live[key]) == Some(0) {
+                    if scaled_down(&live[key]) {
                         continue;
                     }
                     reporter.line(&format!("scale {key} to 0"));
-                    let body = minimal(key, &self.namespace, json!({"spec": {"replicas": 0}}));
+                    let spec = if key.kind == Kind::DaemonSet {
+                        json!({"template": {"spec": {"nodeSelector": {
+                            labels::STOPPED_NODE_SELECTOR: "true"}}}})
+                    } else {
+                        json!({"replicas": 0})
+                    };
+                    let body = minimal(key, &self.namespace, json!({ "spec": spec }));
                     self.apply(key, &body, STOP_MANAGER, true, false).await?;
                 }
                 StopStep::Suspend(key) => {
@@ -122,6 +129,11 @@ impl Cluster {
                         .pods()
                         .await?
                         .into_iter()
+                        // A finished pod (a completed Job's) runs nothing.
+                        .filter(|p| {
+                            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                            !matches!(phase, Some("Succeeded" | "Failed"))
+                        })
                         .filter(|p| {
                             let have = p.metadata.labels.clone().unwrap_or_default();
                             selectors.iter().any(|s| {
@@ -148,11 +160,13 @@ impl Cluster {
     }
 }
 
-fn replicas(workload: &DynamicObject) -> Option<i64> {
-    workload
-        .data
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
+/// Whether stop's scale-down is already in place: no replicas, or for a
+/// DaemonSet the node selector no node matches.
+fn scaled_down(workload: &DynamicObject) -> bool {
+    let spec = &workload.data["spec"];
+    spec["replicas"].as_i64() == Some(0)
+        || spec["template"]["spec"]["nodeSelector"][labels::STOPPED_NODE_SELECTOR].as_str()
+            == Some("true")
 }
 
 fn suspended(object: &DynamicObject) -> bool {
