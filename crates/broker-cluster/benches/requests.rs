@@ -46,6 +46,7 @@ fn main() {
             delete_data: false,
             no_prune: false,
             credentials_changed_in_place: false,
+            rotate_credentials: false,
             timeout: Duration::from_secs(30),
         };
         println!("example: {} objects", rendered.objects.len());

@@ -65,6 +65,57 @@ pub fn read_once_sources(workload: &Value) -> Vec<CredentialSource> {
     found
 }
 
+/// A read-once credential a start changes under data initialised with
+/// the old value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialChange {
+    /// The workload whose server holds the credential (`Deployment/db`).
+    pub workload: crate::objects::ObjectKey,
+    /// The variable (`POSTGRES_PASSWORD`).
+    pub variable: String,
+    /// The claims holding the initialised data.
+    pub claims: Vec<String>,
+    /// The new value.
+    pub new_value: Vec<u8>,
+}
+
+impl std::fmt::Debug for CredentialChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value never reaches a log line, even a debug one.
+        f.debug_struct("CredentialChange")
+            .field("workload", &self.workload)
+            .field("variable", &self.variable)
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What start does about a changed read-once credential.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CredentialPolicy {
+    /// Refuse before any write (the default).
+    #[default]
+    Refuse,
+    /// The operator changed it inside the server already
+    /// (`--credentials-changed-in-place`): apply.
+    ChangedInPlace,
+    /// Change it inside the running server with the workload's
+    /// [`labels::ROTATE_CREDENTIALS`] script, then apply
+    /// (`--rotate-credentials`).
+    Rotate,
+}
+
+/// The workload's rotation script, when the catalogue gives one.
+pub fn rotate_script(workload: &Value) -> Option<String> {
+    workload
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(labels::ROTATE_CREDENTIALS))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// A Secret's value for `key` (`stringData` first, as the server merges
 /// it over `data`), `None` when it has none.
 pub fn secret_value(secret: &Value, key: &str) -> Option<Vec<u8>> {

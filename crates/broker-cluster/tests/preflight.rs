@@ -277,9 +277,91 @@ async fn a_changed_database_password_over_existing_data_is_refused_unless_change
     // Told the change was made inside postgres: applied.
     let told = StartRun {
         credentials_changed_in_place: true,
+        rotate_credentials: false,
         ..run()
     };
     cluster.start(&changed, told, &Quiet).await.unwrap();
+}
+
+/// [`with_db_password`], db carrying a rotate-credentials script.
+fn with_rotate_script(secret: &str, password: &str) -> broker_cluster::RenderedSet {
+    let values: Vec<Value> = with_db_password(secret, password)
+        .objects
+        .values()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            if v["kind"] == "Deployment" && v["metadata"]["name"] == "db" {
+                v["metadata"]["annotations"]["broker-images.io/rotate-credentials"] =
+                    Value::from("IFS= read -r new; echo changed");
+            }
+            v
+        })
+        .collect();
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+#[tokio::test]
+async fn rotate_credentials_needs_the_catalogues_script_and_a_ready_server_and_writes_nothing_without()
+ {
+    let server = serve(None).await;
+    let cluster = server.cluster("broker");
+    cluster
+        .start(
+            &with_db_password("credentials-aaaaaaaaaa", "first"),
+            run(),
+            &Quiet,
+        )
+        .await
+        .unwrap();
+    server.clear();
+    let rotate = StartRun {
+        rotate_credentials: true,
+        ..run()
+    };
+    // No script in the catalogue: refused, saying why.
+    let error = cluster
+        .start(
+            &with_db_password("credentials-bbbbbbbbbb", "second"),
+            rotate,
+            &Quiet,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.ends_with(
+            "; --rotate-credentials cannot: the catalogue gives Deployment/db no broker-images.io/rotate-credentials script"
+        ),
+        "{error}"
+    );
+    // With a script, a plain start offers it.
+    let scripted = with_rotate_script("credentials-bbbbbbbbbb", "second");
+    let error = cluster
+        .start(&scripted, run(), &Quiet)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.ends_with(
+            ", or pass --rotate-credentials to have start change it inside the running db first"
+        ),
+        "{error}"
+    );
+    // Rotating needs a ready db pod to run it in (the scripted endpoint
+    // has no pods): refused before the first write.
+    let error = cluster
+        .start(&scripted, rotate, &Quiet)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(
+            "--rotate-credentials changes POSTGRES_PASSWORD inside a running db, and none is ready"
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("second"), "{error}");
+    assert_eq!(member_writes(&server), Vec::<String>::new());
 }
 
 /// The example plus an Ingress for restapi of `class` (none when `None`).

@@ -264,6 +264,7 @@ impl DevSession {
             delete_data: false,
             no_prune: false,
             credentials_changed_in_place: false,
+            rotate_credentials: false,
             timeout: self.options.timeout,
         };
         let outcome = cluster

@@ -254,6 +254,13 @@ pub struct StartArgs {
     #[arg(long)]
     pub credentials_changed_in_place: bool,
 
+    /// Change a changed database or broker password inside its running
+    /// server first (the catalogue's broker-images.io/rotate-credentials
+    /// script, run through the API server's exec, the new value on its
+    /// standard input), then apply the new Secret value.
+    #[arg(long, conflicts_with_all = ["credentials_changed_in_place", "dry_run"])]
+    pub rotate_credentials: bool,
+
     /// How long to wait.
     #[command(flatten)]
     pub wait: WaitArgs,

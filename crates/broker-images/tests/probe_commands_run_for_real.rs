@@ -835,3 +835,116 @@ fn frred_writes_a_fresh_node_directory_after_its_init_container() {
         "{written:?}"
     );
 }
+
+/// Runs `workload`'s rotate-credentials script as `start
+/// --rotate-credentials` has the API server's exec run it: `sh -c SCRIPT
+/// rotate VARIABLE` in the running container, as its user, the new value
+/// on standard input.
+fn rotate(fixture: &Fixture, running: &Running, workload: &str, variable: &str, value: &str) {
+    let script = fixture.deployment(workload)["metadata"]["annotations"]
+        ["broker-images.io/rotate-credentials"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{workload} has no rotate-credentials script"))
+        .to_owned();
+    let mut child = docker_cli()
+        .args([
+            "exec",
+            "-i",
+            &running.id,
+            "sh",
+            "-c",
+            &script,
+            "rotate",
+            variable,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{value}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    ok(&out, &format!("{workload}'s rotate-credentials script"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains(value), "the script printed the new value");
+}
+
+/// Waits until every probe of the running workload passes.
+fn until_probes_pass(fixture: &Fixture, running: &Running, workload: &str) {
+    let container = Launch::new(fixture, workload, "containers").container;
+    for probe in probes(container) {
+        probe
+            .passes_within(running, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A password with the characters a careless script would break on.
+const NEW_SECRET: &str = "n3w'pw\" ; select 1; -- $HOME `id`";
+
+#[test]
+fn db_rotate_credentials_script_changes_the_password_inside_a_running_postgres() {
+    let fixture = Fixture::get();
+    let container = &fixture.deployment("db")["spec"]["template"]["spec"]["containers"][0];
+    let env = fixture.environment(container);
+    let db = Launch::new(fixture, "db", "containers").start();
+    until_probes_pass(fixture, &db, "db");
+    let ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &db.id]);
+    // Over TCP from another address, as the broker's services connect.
+    let connects = |password: &str| {
+        docker_cli()
+            .args(["exec", "--env", &format!("PGPASSWORD={password}")])
+            .args([&db.id, "psql", "-w", "-h", ip.trim(), "-tAc", "select 1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(connects(&env["POSTGRES_PASSWORD"]));
+    rotate(fixture, &db, "db", "POSTGRES_PASSWORD", NEW_SECRET);
+    assert!(connects(NEW_SECRET), "the new password is refused");
+    assert!(
+        !connects(&env["POSTGRES_PASSWORD"]),
+        "the old password still works"
+    );
+}
+
+#[test]
+fn mq_rotate_credentials_script_changes_the_password_inside_a_running_rabbitmq() {
+    let fixture = Fixture::get();
+    let container = &fixture.deployment("mq")["spec"]["template"]["spec"]["containers"][0];
+    let env = fixture.environment(container);
+    let mq = Launch::new(fixture, "mq", "containers").start();
+    until_probes_pass(fixture, &mq, "mq");
+    let user = env["RABBITMQ_DEFAULT_USER"].clone();
+    let authenticates = |password: &str| {
+        docker_cli()
+            .args([
+                "exec",
+                &mq.id,
+                "rabbitmqctl",
+                "--quiet",
+                "authenticate_user",
+            ])
+            .args([&user, password])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(authenticates(&env["RABBITMQ_DEFAULT_PASS"]));
+    rotate(fixture, &mq, "mq", "RABBITMQ_DEFAULT_PASS", NEW_SECRET);
+    assert!(authenticates(NEW_SECRET), "the new password is refused");
+    assert!(
+        !authenticates(&env["RABBITMQ_DEFAULT_PASS"]),
+        "the old password still works"
+    );
+}

@@ -38,6 +38,14 @@ pub const APPLYSET_TOOLING: &str = "applyset.kubernetes.io/tooling";
 /// (empty: only the parent's namespace).
 pub const APPLYSET_ADDITIONAL_NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
 
+/// The annotation naming, on a workload with read-once credentials, the
+/// shell script that changes one inside its running server:
+/// `start --rotate-credentials` runs it with `sh -c` in the workload's
+/// first container, once per changed variable, the variable's name as
+/// `$1` and its new value on standard input (never in an argument or the
+/// environment of the exec request).
+pub const ROTATE_CREDENTIALS: &str = "broker-images.io/rotate-credentials";
+
 /// The node-selector key `stop` gives a DaemonSet's pod template (with
 /// value `"true"`, which no node carries): a DaemonSet has no replica
 /// count, so this is how it runs no pods; start gives the field back.

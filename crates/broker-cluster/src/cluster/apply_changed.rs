@@ -64,8 +64,13 @@ impl Cluster {
         // Kubernetes has no transaction: the next best is start's
         // preflight, every changed object dry-run first, so what the
         // server would refuse leaves the whole change unapplied.
-        self.preflight(&planned, force_conflicts, false, false)
-            .await?;
+        self.preflight(
+            &planned,
+            force_conflicts,
+            false,
+            crate::credentials::CredentialPolicy::Refuse,
+        )
+        .await?;
         let mut outcome = ChangedObjects::default();
         for step in &planned.plan.steps {
             match step {

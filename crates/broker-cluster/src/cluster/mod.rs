@@ -13,6 +13,7 @@
 //! - `lease`: one run at a time per namespace, as [`crate::lease`] decides.
 //! - `preflight`: the dry run of a start's writes before the first one.
 //! - `revisions`: recorded after a ready start, listed, rolled back to.
+//! - `rotate`: read-once credentials changed inside their server.
 //! - `start`, `stop`, `restart`, `status`: the runs.
 //! - `apply_changed`: the dev loop's apply of only what differs.
 
@@ -25,6 +26,7 @@ mod reporter;
 mod requests;
 mod restart;
 mod revisions;
+mod rotate;
 mod start;
 mod status;
 mod stop;

@@ -14,8 +14,9 @@ use super::connect::{Cluster, Target, classify_error};
 use super::requests::STOP_MANAGER;
 use super::start::PlannedStart;
 use crate::compare::FIELD_MANAGER;
-use crate::credentials;
+use crate::credentials::{self, CredentialChange, CredentialPolicy};
 use crate::error::ClusterError;
+use crate::labels;
 use crate::objects::Kind;
 use crate::plan::StartStep;
 use crate::preflight::{self, Refusal};
@@ -29,14 +30,15 @@ impl Cluster {
         planned: &PlannedStart,
         force_conflicts: bool,
         namespace_created: bool,
-        credentials_changed_in_place: bool,
-    ) -> Result<(), ClusterError> {
+        credentials: CredentialPolicy,
+    ) -> Result<Vec<CredentialChange>, ClusterError> {
         self.check_pull_secrets(planned, namespace_created).await?;
         self.check_ingress_classes(planned, namespace_created)
             .await?;
-        if !credentials_changed_in_place {
-            self.check_read_once_credentials(planned).await?;
-        }
+        let changes = match credentials {
+            CredentialPolicy::ChangedInPlace => Vec::new(),
+            policy => self.read_once_changes(planned, policy).await?,
+        };
         for step in &planned.plan.steps {
             let StartStep::Apply(key) = step else {
                 continue;
@@ -81,7 +83,7 @@ impl Cluster {
                 }
             }
         }
-        Ok(())
+        Ok(changes)
     }
 }
 
@@ -163,15 +165,19 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// A read-once credential (postgres' `POSTGRES_PASSWORD`) whose value
-    /// changes while the workload's claims already hold data would not
-    /// change the server's password but lock its clients out: refused
-    /// before any write, unless the change was made inside the server.
-    async fn check_read_once_credentials(
+    /// The read-once credentials (postgres' `POSTGRES_PASSWORD`) whose
+    /// value changes while the workload's claims already hold data: that
+    /// would not change the server's password but lock its clients out.
+    /// Refused before any write, unless `policy` is to rotate them and the
+    /// catalogue says how; then they are returned, to be changed inside
+    /// the server before the first apply.
+    async fn read_once_changes(
         &self,
         planned: &PlannedStart,
-    ) -> Result<(), ClusterError> {
+        policy: CredentialPolicy,
+    ) -> Result<Vec<CredentialChange>, ClusterError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut changes = Vec::new();
         for (key, object) in &planned.prepared.objects {
             if !key.kind.is_workload() {
                 continue;
@@ -214,17 +220,43 @@ impl Cluster {
                     .map_err(|e| self.error(e, "get", Kind::Secret, Some(&old.secret)))?
                     .and_then(|s| serde_json::to_value(s).ok())
                     .and_then(|o| credentials::secret_value(&o, &old.key));
-                if new_value.is_some() && old_value.is_some() && new_value != old_value {
+                let (Some(new_value), Some(old_value)) = (new_value, old_value) else {
+                    continue;
+                };
+                if new_value == old_value {
+                    continue;
+                }
+                let script = credentials::rotate_script(&desired);
+                if policy == CredentialPolicy::Refuse || script.is_none() {
+                    let rotate = if script.is_some() {
+                        format!(
+                            ", or pass --rotate-credentials to have start change it inside the running {} first",
+                            key.name
+                        )
+                    } else if policy == CredentialPolicy::Rotate {
+                        format!(
+                            "; --rotate-credentials cannot: the catalogue gives {key} no {} script",
+                            labels::ROTATE_CREDENTIALS
+                        )
+                    } else {
+                        String::new()
+                    };
                     return Err(ClusterError::Refused(format!(
-                        "{key}: {} changed, but its server read the old value only when claim {} was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running {} first, then start with --credentials-changed-in-place (or keep the old value)",
+                        "{key}: {} changed, but its server read the old value only when claim {} was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running {} first, then start with --credentials-changed-in-place (or keep the old value){rotate}",
                         source.variable,
                         initialised.join(", "),
                         key.name
                     )));
                 }
+                changes.push(CredentialChange {
+                    workload: key.clone(),
+                    variable: source.variable.clone(),
+                    claims: initialised.clone(),
+                    new_value,
+                });
             }
         }
-        Ok(())
+        Ok(changes)
     }
 }
 

@@ -14,6 +14,7 @@ use super::connect::Cluster;
 use super::reporter::Reporter;
 use super::requests::{NamespaceState, STOP_MANAGER, minimal, typed};
 use crate::compare::{self, FIELD_MANAGER};
+use crate::credentials::CredentialPolicy;
 use crate::error::ClusterError;
 use crate::objects::{Kind, ObjectKey, RenderedSet};
 use crate::plan::{self, StartOptions, StartPlan, StartStep};
@@ -56,8 +57,24 @@ pub struct StartRun {
     /// A read-once credential (a database password) was changed inside
     /// its server already: apply the new value without refusing.
     pub credentials_changed_in_place: bool,
+    /// Change a read-once credential inside its running server (the
+    /// catalogue's script) before applying the new value.
+    pub rotate_credentials: bool,
     /// Give up waiting after this long.
     pub timeout: Duration,
+}
+
+impl StartRun {
+    /// What the run does about a changed read-once credential.
+    pub fn credential_policy(&self) -> CredentialPolicy {
+        if self.credentials_changed_in_place {
+            CredentialPolicy::ChangedInPlace
+        } else if self.rotate_credentials {
+            CredentialPolicy::Rotate
+        } else {
+            CredentialPolicy::Refuse
+        }
+    }
 }
 
 /// A start planned against the cluster, before any write.
@@ -180,13 +197,19 @@ impl Cluster {
                     &planned,
                     run.force_conflicts,
                     namespace_created,
-                    run.credentials_changed_in_place,
+                    run.credential_policy(),
                 )
                 .await
             {
-                Ok(()) => {
+                Ok(changes) => {
                     let prepared = planned.prepared.clone();
-                    match self.execute(planned, run, reporter).await {
+                    let rotated = self.rotate_credentials(&changes, &planned, reporter).await;
+                    match async {
+                        rotated?;
+                        self.execute(planned, run, reporter).await
+                    }
+                    .await
+                    {
                         Ok(mut outcome) => {
                             outcome.revision = self.record_revision(&prepared).await?;
                             Ok(outcome)

@@ -420,6 +420,7 @@ pub fn run() -> StartRun {
         delete_data: false,
         no_prune: false,
         credentials_changed_in_place: false,
+        rotate_credentials: false,
         timeout: std::time::Duration::from_secs(20),
     }
 }

@@ -123,6 +123,7 @@ pub async fn start_rendered(
         delete_data: args.delete_data,
         no_prune: args.no_prune,
         credentials_changed_in_place: args.credentials_changed_in_place,
+        rotate_credentials: args.rotate_credentials,
         timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome = match cluster
@@ -302,6 +303,7 @@ pub async fn rollback(
         delete_data: false,
         no_prune: false,
         credentials_changed_in_place: false,
+        rotate_credentials: false,
         timeout: Duration::from_secs(args.wait.timeout),
     };
     let outcome: StartOutcome = cluster
@@ -405,6 +407,7 @@ pub async fn restart(args: RestartArgs, json: bool, progress: Arc<Progress>) -> 
             no_prune: false,
             rollback_on_failure: false,
             credentials_changed_in_place: false,
+            rotate_credentials: false,
             wait: args.wait.clone(),
             kube,
         };
