@@ -10,6 +10,7 @@
 pub mod background;
 pub mod base_images;
 pub mod cli;
+pub mod cyclonedx;
 pub mod docker;
 pub mod fault_proxy;
 pub mod registry;
