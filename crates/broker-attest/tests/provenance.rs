@@ -38,6 +38,7 @@ fn locked() -> LockedImage {
         sources,
         signature: None,
         provenance: None,
+        sbom: None,
         platforms: BTreeMap::new(),
     }
 }

@@ -156,7 +156,7 @@ fn write_lock(path: &Path, prefix: &str, name: &str, digest: &Digest) {
 fn sign_pushes_a_signature_openssl_verifies_and_signing_again_pushes_nothing() {
     let registry = TestRegistry::start();
     let ws = workspace();
-    let image = synthetic::image(&ws.store(), "app", 25, 1, 4096);
+    let image = synthetic::tar_image(&ws.store(), "app", 25, 1, 4096);
     let prefix = format!("{}/sign-{}", registry.host(), unique_suffix());
     ok(&ws.run(&["push", "app", "--registry", &prefix]));
     let (key, public) = key_pair(ws.dir(), "cosign");
@@ -215,7 +215,7 @@ fn sign_pushes_a_signature_openssl_verifies_and_signing_again_pushes_nothing() {
 fn another_keys_signature_is_kept_beside_ours() {
     let registry = TestRegistry::start();
     let ws = workspace();
-    let image = synthetic::image(&ws.store(), "app", 26, 1, 4096);
+    let image = synthetic::tar_image(&ws.store(), "app", 26, 1, 4096);
     let prefix = format!("{}/keep-{}", registry.host(), unique_suffix());
     ok(&ws.run(&["push", "app", "--registry", &prefix]));
     let (theirs, their_public) = key_pair(ws.dir(), "theirs");
@@ -238,7 +238,7 @@ fn another_keys_signature_is_kept_beside_ours() {
 fn bad_keys_fail_in_one_line_and_push_nothing() {
     let registry = TestRegistry::start();
     let ws = workspace();
-    let image = synthetic::image(&ws.store(), "app", 27, 1, 4096);
+    let image = synthetic::tar_image(&ws.store(), "app", 27, 1, 4096);
     let prefix = format!("{}/bad-{}", registry.host(), unique_suffix());
     ok(&ws.run(&["push", "app", "--registry", &prefix]));
     let reference = format!("{prefix}/app@{}", image.digest);
@@ -308,6 +308,82 @@ fn bad_keys_fail_in_one_line_and_push_nothing() {
 /// `build --push --sign-key` on a tiny image over busybox: the image and
 /// its signature pushed, the lock records both, and a rebuild that
 /// changes nothing pushes nothing.
+/// The artifact manifest `digest` of `repository` holding a DSSE envelope,
+/// and the in-toto statement in it, after openssl verified the envelope's
+/// signature over its pre-authentication encoding with `public`.
+fn verified_attestation(
+    registry: &TestRegistry,
+    repository: &str,
+    digest: &str,
+    public: &Path,
+    dir: &Path,
+) -> (serde_json::Value, serde_json::Value) {
+    let artifact: serde_json::Value = serde_json::from_slice(
+        &curl(
+            registry,
+            &format!("{repository}/manifests/{digest}"),
+            OCI_MANIFEST,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = &artifact["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.dsse.envelope.v1+json");
+    let envelope: serde_json::Value = serde_json::from_slice(
+        &curl(
+            registry,
+            &format!("{repository}/blobs/{}", layer["digest"].as_str().unwrap()),
+            "*/*",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let statement = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    let payload_type = envelope["payloadType"].as_str().unwrap();
+    assert_eq!(payload_type, "application/vnd.in-toto+json");
+    let mut pae = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        statement.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&statement);
+    let sig = b64
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(dir.join("pae"), &pae).unwrap();
+    std::fs::write(dir.join("pae.sig"), sig).unwrap();
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            public.to_str().unwrap(),
+            "-signature",
+            "pae.sig",
+            "pae",
+        ],
+    );
+    (artifact, serde_json::from_slice(&statement).unwrap())
+}
+
+/// The SBOM in the statement `statement`, checked: an in-toto statement
+/// of predicate type CycloneDX about `digest`, valid CycloneDX 1.5.
+fn checked_sbom(statement: &serde_json::Value, digest: &Digest) -> serde_json::Value {
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://cyclonedx.org/bom");
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex());
+    let bom = &statement["predicate"];
+    if let Some(error) =
+        broker_test_support::cyclonedx::schema_errors(&serde_json::to_vec(bom).unwrap())
+    {
+        panic!("the SBOM is not valid CycloneDX 1.5: {error}\n{bom:#}");
+    }
+    bom.clone()
+}
+
 #[test]
 fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
     let base = busybox();
@@ -374,56 +450,9 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
         index["manifests"][0]["artifactType"],
         "application/vnd.in-toto+json"
     );
-    let artifact: serde_json::Value = serde_json::from_slice(
-        &curl(
-            &registry,
-            &format!("{repository}/manifests/{provenance}"),
-            OCI_MANIFEST,
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let (artifact, statement) =
+        verified_attestation(&registry, &repository, provenance, &public, ws.dir());
     assert_eq!(artifact["subject"]["digest"], digest.to_string());
-    let layer = &artifact["layers"][0];
-    assert_eq!(layer["mediaType"], "application/vnd.dsse.envelope.v1+json");
-    let envelope: serde_json::Value = serde_json::from_slice(
-        &curl(
-            &registry,
-            &format!("{repository}/blobs/{}", layer["digest"].as_str().unwrap()),
-            "*/*",
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let statement = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
-    let payload_type = envelope["payloadType"].as_str().unwrap();
-    assert_eq!(payload_type, "application/vnd.in-toto+json");
-    let mut pae = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        statement.len()
-    )
-    .into_bytes();
-    pae.extend_from_slice(&statement);
-    let sig = b64
-        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
-        .unwrap();
-    std::fs::write(ws.path("pae"), &pae).unwrap();
-    std::fs::write(ws.path("pae.sig"), sig).unwrap();
-    openssl(
-        ws.dir(),
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            public.to_str().unwrap(),
-            "-signature",
-            "pae.sig",
-            "pae",
-        ],
-    );
-    let statement: serde_json::Value = serde_json::from_slice(&statement).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
     assert_eq!(statement["subject"][0]["digest"]["sha256"], digest.hex());
@@ -441,6 +470,27 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
         tree["digest"]["gitCommit"],
         locked["sources"]["app"]["revision"]
     );
+
+    // The SBOM: listed after the provenance, signed the same way, valid
+    // CycloneDX 1.5 naming the base and the tree with its revision.
+    let sbom = locked["sbom"].as_str().expect("an SBOM digest");
+    assert_eq!(index["manifests"][1]["digest"], sbom, "{index}");
+    assert_eq!(
+        index["manifests"][1]["annotations"]["in-toto.io/predicate-type"],
+        "https://cyclonedx.org/bom"
+    );
+    let (artifact, statement) =
+        verified_attestation(&registry, &repository, sbom, &public, ws.dir());
+    assert_eq!(artifact["subject"]["digest"], digest.to_string());
+    let bom = checked_sbom(&statement, &digest);
+    let tree = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "app")
+        .unwrap();
+    assert_eq!(tree["version"], locked["sources"]["app"]["revision"]);
+    assert_eq!(bom["components"][0]["name"], base.docker_ref);
 
     // Another tool's referrer, listed in the index before the rebuild,
     // stays listed beside ours.
@@ -503,9 +553,10 @@ fn build_push_sign_key_signs_every_pushed_image_and_a_rebuild_pushes_nothing() {
     )
     .unwrap();
     let listed = index["manifests"].as_array().unwrap();
-    assert_eq!(listed.len(), 2, "{index}");
+    assert_eq!(listed.len(), 3, "{index}");
     assert_eq!(listed[0], foreign_entry);
     assert_eq!(listed[1]["digest"], provenance);
+    assert_eq!(listed[2]["digest"], sbom);
 }
 
 /// PUTs `bytes` as manifest `tag` of `repository` with curl: what an
@@ -569,7 +620,7 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
     let names = ["mgmt-app", "python-base", "ttn_decoder"];
     let mut digests = Vec::new();
     for (seed, name) in names.iter().enumerate() {
-        let image = synthetic::image(&ws.store(), name, 40 + seed as u64, 1, 2048);
+        let image = synthetic::tar_image(&ws.store(), name, 40 + seed as u64, 1, 2048);
         ok(&ws.run(&["push", name, "--registry", &prefix, "--tag", "v1"]));
         let entry = &mut lock["images"][name];
         entry["reference"] = format!("{prefix}/{name}@{}", image.digest).into();
@@ -668,7 +719,7 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
     // python-base: its `.sig` tag re-pointed to the (valid, ours) signature
     // of another image in the same repository.
     let python = path_of("python-base");
-    let elsewhere = synthetic::image(&ws.store(), "python-base", 99, 1, 2048);
+    let elsewhere = synthetic::tar_image(&ws.store(), "python-base", 99, 1, 2048);
     ok(&ws.run(&[
         "push",
         "python-base",
@@ -691,7 +742,7 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
         &elsewhere_sig,
     );
     // mgmt-app: only another key's signature under its tag.
-    let their_image = synthetic::image(&ws.store(), "mgmt-app", 98, 1, 2048);
+    let their_image = synthetic::tar_image(&ws.store(), "mgmt-app", 98, 1, 2048);
     ok(&ws.run(&["push", "mgmt-app", "--registry", &prefix, "--tag", "theirs"]));
     sign(
         &format!("{prefix}/mgmt-app@{}", their_image.digest),
@@ -705,7 +756,7 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
     .unwrap();
     curl_put_manifest(&registry, &mgmt, &mgmt_tag, &theirs_sig);
     // ttn_decoder: a lock digest that was never signed.
-    let unsigned = synthetic::image(&ws.store(), "ttn_decoder", 97, 1, 2048);
+    let unsigned = synthetic::tar_image(&ws.store(), "ttn_decoder", 97, 1, 2048);
     ok(&ws.run(&[
         "push",
         "ttn_decoder",

@@ -75,6 +75,7 @@ pub(crate) fn indexed(
                 digest: locked.digest,
                 deps_key: locked.deps_key.clone(),
                 deps_digest: locked.deps_digest,
+                sbom: None,
             },
         );
         first.get_or_insert((built, locked));
@@ -168,6 +169,7 @@ impl BuildRecord<'_> {
             sources: sources_record,
             signature: None,
             provenance: None,
+            sbom: None,
             platforms: BTreeMap::new(),
         };
         let built = BuiltImage {
