@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use broker_oci::Digest;
 use broker_test_support::{
-    TestRegistry, Workspace, busybox, git, require_tool, run_ok, synthetic, unique_suffix,
+    TestRegistry, Workspace, busybox, docker_cli, git, require_tool, run_ok, synthetic,
+    unique_suffix,
 };
 
 fn workspace() -> Workspace {
@@ -792,4 +793,241 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
         );
     }
     assert!(!ws.path("rendered").exists(), "render wrote output");
+}
+
+/// The directory of the host's npm (`…/node_modules/npm`), found from the
+/// `npm` on PATH. The Debian minbase has nodejs but no npm: this npm is
+/// handed to the deps stage (and to `docker run`) from outside.
+fn host_npm() -> PathBuf {
+    let npm = require_tool("npm", "apt-get install -y npm");
+    let cli = std::fs::canonicalize(npm).unwrap();
+    let dir = cli.parent().and_then(Path::parent).unwrap().to_path_buf();
+    assert!(
+        dir.join("bin/npm-cli.js").is_file(),
+        "npm on PATH is not an npm package directory ({}): install npm from its package",
+        dir.display()
+    );
+    dir
+}
+
+/// Every `(name, version)` of an `npm ls --all --json` tree.
+fn npm_tree(node: &serde_json::Value, out: &mut std::collections::BTreeSet<(String, String)>) {
+    for (name, dep) in node["dependencies"].as_object().into_iter().flatten() {
+        out.insert((name.clone(), dep["version"].as_str().unwrap().to_owned()));
+        npm_tree(dep, out);
+    }
+}
+
+/// The `(name, version)` of every SBOM component whose purl is of `kind`.
+fn components_of(
+    bom: &serde_json::Value,
+    kind: &str,
+) -> std::collections::BTreeSet<(String, String)> {
+    bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["purl"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("pkg:{kind}/")))
+        })
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// An image on the Debian minbase (pushed to the registry, so the base is
+/// pinned by a registry digest) whose deps stage pip-installs one package
+/// and npm-installs three (one nested): the SBOM lists exactly the Python
+/// and npm packages `pip list` and `npm ls --all` report inside the image
+/// run by the engine, the base with a `pkg:oci` purl, every installed
+/// Debian package, and the tree with its revision; it is valid CycloneDX
+/// 1.5; a second build gives the same bytes and pushes nothing.
+#[test]
+fn the_sbom_lists_what_pip_and_npm_report_inside_the_image_and_is_reproducible() {
+    let registry = TestRegistry::start();
+    let ws = workspace();
+    let minbase = broker_test_support::debian_minbase();
+    let base = minbase.push_to(&registry, "base/debian", "12");
+    let app = ws.path("broker/app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("main.py"), "print('sbom')\n").unwrap();
+    git(&ws.path("broker"), &["init", "--quiet", "-b", "main"]);
+    git(&ws.path("broker"), &["add", "."]);
+    git(&ws.path("broker"), &["commit", "--quiet", "-m", "app"]);
+    let spec = ws.path("images/inventory");
+    std::fs::create_dir_all(&spec).unwrap();
+    let npm = host_npm();
+    run_ok(
+        Command::new(require_tool("tar", "apt-get install -y tar"))
+            .arg("-czf")
+            .arg(ws.path("broker/tools-npm.tgz"))
+            .arg("-C")
+            .arg(npm.parent().unwrap())
+            .arg("npm"),
+    );
+    // The deps stage gets it as a file of the broker tree (not committed:
+    // no tree layer maps it). npm runs from the copied tarball and is removed in the same step: no
+    // layer holds it, so the image's npm packages are the app's alone.
+    std::fs::write(
+        spec.join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nCOPY tools-npm.tgz /tmp/npm.tgz\n\
+         RUN python3 -m pip install --break-system-packages --no-cache-dir --root-user-action=ignore six==1.17.0 \\\n \
+         && mkdir -p /opt/npm /srv/node && tar -xzf /tmp/npm.tgz -C /opt/npm \\\n \
+         && cd /srv/node && node /opt/npm/npm/bin/npm-cli.js install --no-audit --no-fund --no-update-notifier \
+         ms@2.1.3 debug@4.3.4 @types/ms@0.7.34 \\\n \
+         && rm -rf /opt/npm /tmp/npm.tgz /root/.npm\n",
+    )
+    .unwrap();
+    std::fs::write(
+        spec.join("image.yaml"),
+        "deps:\n  base: unused/base:1\n  files: [tools-npm.tgz]\nlayers:\n  - name: app\n    from: app\n    to: /srv/app\nconfig:\n  cmd: [\"python3\", \"/srv/app/main.py\"]\n",
+    )
+    .unwrap();
+    let (key, public) = key_pair(ws.dir(), "cosign");
+    let prefix = format!("{}/sbom-{}", registry.host(), unique_suffix());
+    let build = || {
+        let mut cmd = ws.command(&["build", "--source", "broker", "--images", "images"]);
+        cmd.args(["--base", &format!("inventory={base}")])
+            .args(["--push", "--registry", &prefix, "--sign-key"])
+            .arg(&key)
+            .args(["--platform", "linux/amd64"]);
+        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if bundle.is_file() {
+            cmd.arg("--deps-ca-file").arg(bundle);
+        }
+        cmd.output().unwrap()
+    };
+    ok(&build());
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
+    let locked = &lock["images"]["inventory"];
+    let digest: Digest = locked["digest"].as_str().unwrap().parse().unwrap();
+    let repository = format!("{}/inventory", prefix.split_once('/').unwrap().1);
+    let sbom = locked["sbom"].as_str().expect("an SBOM digest").to_owned();
+    let (artifact, statement) =
+        verified_attestation(&registry, &repository, &sbom, &public, ws.dir());
+    assert_eq!(artifact["subject"]["digest"], digest.to_string());
+    let bom = checked_sbom(&statement, &digest);
+
+    // What the tools inside the image say, run by the engine.
+    let image = format!("{prefix}/inventory@{digest}");
+    run_ok(docker_cli().args(["pull", "--quiet", &image]));
+    broker_test_support::remove_from_engine_when_done(&image);
+    let pip = run_ok(docker_cli().args([
+        "run",
+        "--rm",
+        &image,
+        "python3",
+        "-m",
+        "pip",
+        "list",
+        "--format=json",
+        "--disable-pip-version-check",
+    ]));
+    let pip: std::collections::BTreeSet<(String, String)> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&pip)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["version"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+    assert!(
+        pip.contains(&("six".to_owned(), "1.17.0".to_owned())),
+        "{pip:?}"
+    );
+    assert_eq!(components_of(&bom, "pypi"), pip);
+    let mut npm_ls = docker_cli();
+    npm_ls
+        .args(["run", "--rm", "-w", "/srv/node", "-v"])
+        .arg(format!("{}:/opt/npm:ro", npm.display()))
+        .args([
+            &image,
+            "node",
+            "/opt/npm/bin/npm-cli.js",
+            "ls",
+            "--all",
+            "--json",
+        ]);
+    let tree: serde_json::Value = serde_json::from_str(&run_ok(&mut npm_ls)).unwrap();
+    let mut npm_packages = std::collections::BTreeSet::new();
+    npm_tree(&tree, &mut npm_packages);
+    assert!(
+        npm_packages.contains(&("ms".to_owned(), "2.1.2".to_owned())),
+        "debug's own ms is nested: {tree:#}"
+    );
+    assert_eq!(components_of(&bom, "npm"), npm_packages);
+    let scoped = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "@types/ms")
+        .unwrap();
+    assert_eq!(scoped["purl"], "pkg:npm/%40types/ms@0.7.34");
+
+    // The base, pinned; the Debian packages dpkg lists as installed.
+    let base_digest: Digest = locked["base_digest"].as_str().unwrap().parse().unwrap();
+    let base_component = &bom["components"][0];
+    assert_eq!(
+        base_component["purl"],
+        format!(
+            "pkg:oci/debian@sha256%3A{}?repository_url={}/base/debian",
+            base_digest.hex(),
+            registry.host()
+        )
+    );
+    let dpkg = run_ok(docker_cli().args([
+        "run",
+        "--rm",
+        &image,
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${db:Status-Status} ${Package} ${Version}\\n",
+    ]));
+    let installed: std::collections::BTreeSet<(String, String)> = dpkg
+        .lines()
+        .filter_map(|l| l.strip_prefix("installed "))
+        .map(|l| {
+            let (name, version) = l.split_once(' ').unwrap();
+            (name.to_owned(), version.to_owned())
+        })
+        .collect();
+    assert!(installed.len() > 50, "{dpkg}");
+    assert_eq!(components_of(&bom, "deb"), installed);
+    let tree = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "app")
+        .unwrap();
+    assert_eq!(tree["version"], locked["sources"]["app"]["revision"]);
+
+    // Again: the same SBOM bytes, the same artifacts, nothing uploaded.
+    let uploads = registry.blob_upload_count();
+    let again = build();
+    ok(&again);
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads,
+        "{}",
+        describe(&again)
+    );
+    let relock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap();
+    assert_eq!(relock, lock);
+    let (_, restatement) = verified_attestation(&registry, &repository, &sbom, &public, ws.dir());
+    assert_eq!(
+        serde_json::to_vec(&restatement).unwrap(),
+        serde_json::to_vec(&statement).unwrap()
+    );
 }
