@@ -150,6 +150,15 @@ pub fn open_envelope(bytes: &[u8], key: &PublicKey) -> Option<Vec<u8>> {
         .then_some(payload)
 }
 
+/// The statement in the DSSE envelope `bytes`, its signatures NOT checked:
+/// for saying what an attestation claims to be when it fails to verify.
+#[must_use]
+pub fn unverified_statement(bytes: &[u8]) -> Option<Value> {
+    let envelope: Envelope = serde_json::from_slice(bytes).ok()?;
+    let payload = STANDARD.decode(&envelope.payload).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
 /// Whether the DSSE envelope `bytes` is a provenance statement signed by
 /// `key` whose subject is the image `digest`.
 #[must_use]

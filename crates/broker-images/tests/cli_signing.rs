@@ -595,7 +595,7 @@ fn curl_put_manifest_as(
 /// another key and one whose `.sig` tag holds a signature re-pointed from
 /// another image.
 #[test]
-fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_signatures() {
+fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_signatures_and_sboms() {
     let registry = TestRegistry::start();
     let ws = workspace();
     let prefix = format!("{}/verify-{}", registry.host(), unique_suffix());
@@ -705,6 +705,172 @@ fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_si
     );
     ok(&ws.run(&["sign", "python-base", "--key", ours.to_str().unwrap()]));
     ok(&verify(&our_public));
+
+    // The SBOM deleted from the list, listed for another image, re-pointed
+    // (a manifest about ours holding another image's statement), signed by
+    // another key: each named, verify fails and render refuses; signing
+    // again lists ours again.
+    let python = path_of("python-base");
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let provenance_entry = || {
+        let index: serde_json::Value = serde_json::from_slice(
+            &curl(
+                &registry,
+                &format!("{python}/manifests/{python_index}"),
+                index_type,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let provenance = &signed_lock["images"]["python-base"]["provenance"];
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["digest"] == *provenance)
+            .unwrap()
+            .clone()
+    };
+    let list = |entries: Vec<serde_json::Value>| {
+        let index = serde_json::json!({
+            "schemaVersion": 2, "mediaType": index_type, "manifests": entries,
+        });
+        curl_put_manifest_as(
+            &registry,
+            &python,
+            &python_index,
+            &serde_json::to_vec(&index).unwrap(),
+            index_type,
+        );
+    };
+    let refused = |expected: &str| {
+        for out in [verify(&our_public), render(&our_public)] {
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            let stderr = text(&out.stderr);
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("1 of 3 images not signed by"), "{stderr}");
+            assert!(
+                stderr.contains(&format!("python-base: {expected}")),
+                "{stderr}"
+            );
+        }
+        assert!(!ws.path("rendered").exists(), "render wrote output");
+    };
+    let restore = || {
+        ok(&ws.run(&["sign", "python-base", "--key", ours.to_str().unwrap()]));
+        ok(&verify(&our_public));
+    };
+    list(vec![provenance_entry()]);
+    refused(&format!(
+        "no SBOM signed by the key (none listed in {python_index})"
+    ));
+    restore();
+
+    // Another image of the repository, signed through a lock of its own:
+    // its SBOM is ours by key, but about it.
+    let other = synthetic::tar_image(&ws.store(), "python-base", 77, 1, 2048);
+    ok(&ws.run(&[
+        "push",
+        "python-base",
+        "--registry",
+        &prefix,
+        "--tag",
+        "sbom-other",
+    ]));
+    write_lock(
+        &ws.path("other.lock"),
+        &prefix,
+        "python-base",
+        &other.digest,
+    );
+    ok(&ws.run(&[
+        "sign",
+        "python-base",
+        "--key",
+        ours.to_str().unwrap(),
+        "--lock",
+        "other.lock",
+    ]));
+    let other_lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("other.lock")).unwrap()).unwrap();
+    let other_sbom = other_lock["images"]["python-base"]["sbom"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other_bytes = curl(
+        &registry,
+        &format!("{python}/manifests/{other_sbom}"),
+        OCI_MANIFEST,
+    )
+    .unwrap();
+    let entry_of = |bytes: &[u8]| {
+        serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": Digest::of(bytes).to_string(),
+            "size": bytes.len(),
+            "artifactType": "application/vnd.in-toto+json",
+        })
+    };
+    list(vec![provenance_entry(), entry_of(&other_bytes)]);
+    refused(&format!(
+        "no SBOM signed by the key: {other_sbom}, listed in {python_index}, is about {}",
+        other.digest
+    ));
+    let mut repointed: serde_json::Value = serde_json::from_slice(&other_bytes).unwrap();
+    let ours_sbom = signed_lock["images"]["python-base"]["sbom"]
+        .as_str()
+        .unwrap();
+    let ours_manifest: serde_json::Value = serde_json::from_slice(
+        &curl(
+            &registry,
+            &format!("{python}/manifests/{ours_sbom}"),
+            OCI_MANIFEST,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    repointed["subject"] = ours_manifest["subject"].clone();
+    let repointed = serde_json::to_vec(&repointed).unwrap();
+    curl_put_manifest(
+        &registry,
+        &python,
+        &Digest::of(&repointed).to_string(),
+        &repointed,
+    );
+    list(vec![provenance_entry(), entry_of(&repointed)]);
+    refused(&format!(
+        "no SBOM signed by the key: {}, listed in {python_index}, is about {}",
+        Digest::of(&repointed),
+        other.digest
+    ));
+
+    // Their key, over our image: listed instead of ours.
+    std::fs::copy(&lock_path, ws.path("theirs.lock")).unwrap();
+    ok(&ws.run(&[
+        "sign",
+        "python-base",
+        "--key",
+        theirs.to_str().unwrap(),
+        "--lock",
+        "theirs.lock",
+    ]));
+    let theirs_lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path("theirs.lock")).unwrap()).unwrap();
+    let their_sbom = theirs_lock["images"]["python-base"]["sbom"]
+        .as_str()
+        .unwrap();
+    assert_ne!(their_sbom, ours_sbom);
+    let their_bytes = curl(
+        &registry,
+        &format!("{python}/manifests/{their_sbom}"),
+        OCI_MANIFEST,
+    )
+    .unwrap();
+    list(vec![provenance_entry(), entry_of(&their_bytes)]);
+    refused(&format!(
+        "no SBOM signed by the key: {their_sbom}, listed in {python_index}, is signed by another key"
+    ));
+    restore();
 
     // Another key: every image named, nothing rendered.
     let (_, other_public) = key_pair(ws.dir(), "other");

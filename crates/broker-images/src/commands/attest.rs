@@ -289,28 +289,33 @@ async fn attestations_of(
     Ok((entries, place))
 }
 
-/// What was found among an image's listed attestations of one kind.
-#[derive(Default)]
-struct Search {
-    /// Listed artifacts about another image.
-    other_subject: Option<(Digest, String)>,
-    /// Artifacts about the image whose envelope does not verify with the
-    /// key (or is not of the kind looked for).
-    unverified: usize,
+/// Why a listed attestation of the kind looked for is not accepted.
+enum Rejected {
+    /// Its manifest or its statement is about another image.
+    OtherImage(String),
+    /// Its envelope verifies with no key given.
+    OtherKey,
 }
 
-/// Checks that an attestation of `what` ("provenance", "SBOM") about
-/// `subject` is listed for it, in `repository`, and signed by `key`;
-/// `accepts` says whether an envelope is one by the key about the subject.
+/// Checks that an attestation of `predicate_type` (`what` names it:
+/// "provenance", "SBOM") about `subject` is listed for it in `repository`
+/// and signed by `key`. Otherwise the error says what was found instead:
+/// nothing, one about another image, or one signed by another key.
 async fn check_attestation(
     client: &RegistryClient,
     repository: &str,
     subject: &Digest,
     what: &str,
-    accepts: &(dyn Fn(&[u8]) -> bool + Sync),
+    predicate_type: &str,
+    key: &PublicKey,
 ) -> anyhow::Result<()> {
     let (entries, place) = attestations_of(client, repository, subject).await?;
-    let mut search = Search::default();
+    let mut rejected: Option<(Digest, Rejected)> = None;
+    let about_subject = |statement: &serde_json::Value| {
+        statement["subject"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["digest"]["sha256"] == subject.hex()))
+    };
     for entry in &entries {
         let selector = entry.digest.to_string();
         let Ok(artifact) =
@@ -321,16 +326,6 @@ async fn check_attestation(
         let Ok(parsed) = serde_json::from_slice::<oci::ImageManifest>(&artifact.bytes) else {
             continue;
         };
-        match parsed.subject.as_ref().map(|s| s.digest) {
-            Some(about) if about == *subject => {}
-            about => {
-                search.other_subject = Some((
-                    entry.digest,
-                    about.map_or_else(|| "no image".to_owned(), |d| d.to_string()),
-                ));
-                continue;
-            }
-        }
         for layer in parsed
             .layers
             .iter()
@@ -342,7 +337,7 @@ async fn check_attestation(
                 size: layer.size,
                 platform: None,
             };
-            match broker_registry::fetch_small_blob(
+            let Ok(bytes) = broker_registry::fetch_small_blob(
                 client,
                 repository,
                 &blob,
@@ -350,17 +345,45 @@ async fn check_attestation(
                 &Silent,
             )
             .await
-            {
-                Ok(bytes) if accepts(&bytes) => return Ok(()),
-                _ => search.unverified += 1,
+            else {
+                continue;
+            };
+            let Some(claimed) = provenance::unverified_statement(&bytes) else {
+                continue;
+            };
+            if claimed["predicateType"] != predicate_type {
+                continue;
             }
+            let manifest_subject = parsed.subject.as_ref().map(|s| s.digest);
+            let problem = if manifest_subject != Some(*subject) {
+                Rejected::OtherImage(
+                    manifest_subject.map_or_else(|| "no image".to_owned(), |d| d.to_string()),
+                )
+            } else if let Some(payload) = provenance::open_envelope(&bytes, key) {
+                let statement: serde_json::Value =
+                    serde_json::from_slice(&payload).unwrap_or_default();
+                if about_subject(&statement) && statement["predicateType"] == predicate_type {
+                    return Ok(());
+                }
+                Rejected::OtherImage(
+                    statement["subject"][0]["digest"]["sha256"]
+                        .as_str()
+                        .map_or_else(|| "no image".to_owned(), |h| format!("sha256:{h}")),
+                )
+            } else {
+                Rejected::OtherKey
+            };
+            rejected.get_or_insert((entry.digest, problem));
         }
     }
-    Err(match search.other_subject {
-        Some((artifact, about)) if search.unverified == 0 => anyhow::anyhow!(
+    Err(match rejected {
+        None => anyhow::anyhow!("no {what} signed by the key (none listed in {place})"),
+        Some((artifact, Rejected::OtherImage(about))) => anyhow::anyhow!(
             "no {what} signed by the key: {artifact}, listed in {place}, is about {about}"
         ),
-        _ => anyhow::anyhow!("no {what} signed by the key (none listed in {place})"),
+        Some((artifact, Rejected::OtherKey)) => anyhow::anyhow!(
+            "no {what} signed by the key: {artifact}, listed in {place}, is signed by another key"
+        ),
     })
 }
 
@@ -374,8 +397,15 @@ pub(crate) async fn check(
 ) -> anyhow::Result<()> {
     let repository = pinned.repository();
     let digest = pinned.digest();
-    let provenance = |bytes: &[u8]| provenance::is_signed_provenance_of(bytes, key, digest);
-    check_attestation(client, repository, digest, "provenance", &provenance).await?;
+    check_attestation(
+        client,
+        repository,
+        digest,
+        "provenance",
+        provenance::SLSA_PROVENANCE,
+        key,
+    )
+    .await?;
     let subjects: Vec<(String, Digest)> = if locked.platforms.is_empty() {
         vec![(String::new(), *digest)]
     } else {
@@ -386,8 +416,15 @@ pub(crate) async fn check(
             .collect()
     };
     for (label, subject) in subjects {
-        let sbom = |bytes: &[u8]| sbom::signed_sbom_of(bytes, key, &subject).is_some();
-        check_attestation(client, repository, &subject, &format!("SBOM{label}"), &sbom).await?;
+        check_attestation(
+            client,
+            repository,
+            &subject,
+            &format!("SBOM{label}"),
+            sbom::CYCLONEDX_PREDICATE,
+            key,
+        )
+        .await?;
     }
     Ok(())
 }
