@@ -595,7 +595,8 @@ fn curl_put_manifest_as(
 /// another key and one whose `.sig` tag holds a signature re-pointed from
 /// another image.
 #[test]
-fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_signatures_and_sboms() {
+fn verify_key_and_render_require_signed_refuse_unsigned_foreign_and_repointed_signatures_and_sboms()
+{
     let registry = TestRegistry::start();
     let ws = workspace();
     let prefix = format!("{}/verify-{}", registry.host(), unique_suffix());
@@ -1196,4 +1197,81 @@ fn the_sbom_lists_what_pip_and_npm_report_inside_the_image_and_is_reproducible()
         serde_json::to_vec(&restatement).unwrap(),
         serde_json::to_vec(&statement).unwrap()
     );
+}
+
+/// Where the registry has the OCI 1.1 referrers API — faked in front of
+/// the real registry, which (Distribution 2.8) has none — provenance and
+/// SBOM are listed by it, no tag-schema index is made, and `verify` finds
+/// them through it; signing again uploads nothing.
+#[test]
+fn with_the_referrers_api_no_tag_schema_index_is_kept_and_verify_reads_the_api() {
+    let registry = TestRegistry::start();
+    let proxy = broker_test_support::FaultProxy::referrers_api_fake(&registry);
+    let ws = workspace();
+    let image = synthetic::tar_image(&ws.store(), "app", 26, 1, 4096);
+    let prefix = format!("{}/referrers-{}", proxy.host(), unique_suffix());
+    ok(&ws.run(&["push", "app", "--registry", &prefix]));
+    let (key, public) = key_pair(ws.dir(), "cosign");
+    let lock_path = ws.path("images.lock");
+    write_lock(&lock_path, &prefix, "app", &image.digest);
+    let sign = || ws.run(&["sign", "app", "--key", key.to_str().unwrap()]);
+    ok(&sign());
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
+    let locked = &lock["images"]["app"];
+    let repository = format!("{}/app", prefix.split_once('/').unwrap().1);
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let tag_schema = format!("{repository}/manifests/sha256-{}", image.digest.hex());
+    assert!(
+        curl(&registry, &tag_schema, index_type).is_none(),
+        "a tag-schema index was made beside the referrers API"
+    );
+    let curl_tool = require_tool("curl", "apt-get install -y curl");
+    let listed = run_ok(Command::new(curl_tool).args([
+        "-sf",
+        &format!(
+            "http://{}/v2/{repository}/referrers/{}",
+            proxy.host(),
+            image.digest
+        ),
+    ]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let digests: std::collections::BTreeSet<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    let expected: std::collections::BTreeSet<&str> = [
+        locked["provenance"].as_str().unwrap(),
+        locked["sbom"].as_str().unwrap(),
+    ]
+    .into();
+    assert_eq!(digests, expected, "{listed}");
+
+    let served = proxy.referrers_served();
+    let out = ws.run(&[
+        "verify",
+        "--key",
+        public.to_str().unwrap(),
+        "--no-rebuild",
+        "--lock",
+        "images.lock",
+    ]);
+    assert!(ok(&out).contains("app signed by"), "{}", describe(&out));
+    assert!(
+        proxy.referrers_served() > served,
+        "verify did not ask the API"
+    );
+
+    let uploads = registry.blob_upload_count();
+    let again = sign();
+    ok(&again);
+    assert_eq!(
+        registry.blob_upload_count(),
+        uploads,
+        "{}",
+        describe(&again)
+    );
+    assert!(curl(&registry, &tag_schema, index_type).is_none());
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cyclonedx;
 pub mod docker;
 pub mod fault_proxy;
+mod referrers_fake;
 pub mod registry;
 pub mod silent_server;
 pub mod standins;
