@@ -130,6 +130,7 @@ fn a_pod_running_a_platform_manifest_of_the_locked_index_is_not_drift() {
                 digest,
                 deps_key: "k".into(),
                 deps_digest: digest,
+                base_digest: None,
                 sbom: None,
             },
         );

@@ -100,6 +100,11 @@ pub struct LockedPlatform {
     pub deps_key: String,
     /// The digest of the platform's deps image.
     pub deps_digest: Digest,
+    /// The base its deps stage started from: the platform's manifest of a
+    /// base index (or the image's `base_digest` when the base is no index);
+    /// absent in locks written before provenance named it (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<Digest>,
     /// The digest of the platform's signed SBOM artifact (its `subject`
     /// is the platform's manifest), when one was attached (issue 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -722,6 +727,7 @@ mod tests {
                     digest: Digest::of(manifest),
                     deps_key: format!("k-{platform}"),
                     deps_digest: Digest::of(b"deps"),
+                    base_digest: None,
                     sbom: None,
                 },
             );
