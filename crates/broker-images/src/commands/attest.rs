@@ -62,7 +62,7 @@ pub(crate) async fn attach(
         provenance::SLSA_PROVENANCE,
     )
     .await
-    .with_context(|| "cannot attach its provenance".to_owned())?;
+    .context("cannot attach its provenance")?;
     let mut out = Attestations {
         provenance: Some(provenance),
         ..Attestations::default()
@@ -92,7 +92,7 @@ pub(crate) async fn attach(
             sbom::CYCLONEDX_PREDICATE,
         )
         .await
-        .with_context(|| "cannot attach its SBOM".to_owned())?;
+        .context("cannot attach its SBOM")?;
         match platform {
             Some(platform) => {
                 out.platform_sboms.insert(platform.clone(), digest);
