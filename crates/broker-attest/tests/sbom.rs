@@ -338,6 +338,45 @@ fn layers_stack_with_whiteouts_and_every_package_is_found() {
 }
 
 #[test]
+fn a_hard_link_counts_as_its_target_and_a_symlink_is_not_followed() {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let six = metadata("six", "1.17.0");
+    let mut header = tar::Header::new_ustar();
+    header.set_size(six.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(
+        &mut header,
+        "a/six-1.17.0.dist-info/METADATA",
+        six.as_bytes(),
+    )
+    .unwrap();
+    for (kind, path) in [
+        (tar::EntryType::Link, "b/six-1.17.0.dist-info/METADATA"),
+        (tar::EntryType::Symlink, "c/other-1.0.dist-info/METADATA"),
+    ] {
+        let mut link = tar::Header::new_ustar();
+        link.set_size(0);
+        link.set_entry_type(kind);
+        tar.append_link(&mut link, path, "a/six-1.17.0.dist-info/METADATA")
+            .unwrap();
+    }
+    let blob = tar.into_inner().unwrap().finish().unwrap();
+    let mut fs = Filesystem::new();
+    fs.apply(blob.as_slice()).unwrap();
+    let installed = sbom::installed(&fs);
+    assert_eq!(installed.len(), 1, "{installed:?}");
+    assert_eq!(
+        installed[0].locations,
+        [
+            "/a/six-1.17.0.dist-info/METADATA",
+            "/b/six-1.17.0.dist-info/METADATA"
+        ]
+    );
+}
+
+#[test]
 fn a_layer_that_is_not_a_tar_is_named() {
     let mut fs = Filesystem::new();
     fs.apply(layer(&[]).as_slice()).unwrap();

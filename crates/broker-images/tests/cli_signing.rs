@@ -1214,8 +1214,13 @@ fn with_the_referrers_api_no_tag_schema_index_is_kept_and_verify_reads_the_api()
     let (key, public) = key_pair(ws.dir(), "cosign");
     let lock_path = ws.path("images.lock");
     write_lock(&lock_path, &prefix, "app", &image.digest);
+    // As on a machine that did not build it: the layer is not in the store;
+    // the SBOM is made from the registry's copy, fetched into the store.
+    let store = ws.store();
+    std::fs::remove_file(store.blob_path(&image.layers[0])).unwrap();
     let sign = || ws.run(&["sign", "app", "--key", key.to_str().unwrap()]);
     ok(&sign());
+    assert!(store.has_blob(&image.layers[0]));
     let lock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&lock_path).unwrap()).unwrap();
     let locked = &lock["images"]["app"];
