@@ -33,6 +33,7 @@ pub mod cosign;
 mod key;
 pub mod oci;
 pub mod provenance;
+pub mod sbom;
 
 pub use cosign::{
     SignatureArtifact, SignatureProblem, Signed, SimpleSigning, check_signatures, sign_image,

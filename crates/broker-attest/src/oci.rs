@@ -95,6 +95,9 @@ pub struct ImageManifest {
     /// The image an artifact is about (OCI 1.1 referrers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// Manifest annotations (what an attestation's predicate is).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageManifest {
@@ -108,6 +111,7 @@ impl ImageManifest {
             config,
             layers,
             subject: None,
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -166,20 +170,41 @@ pub fn artifact(
     content: Vec<u8>,
     subject: Descriptor,
 ) -> Artifact {
+    annotated_artifact(artifact_type, media_type, content, subject, BTreeMap::new())
+}
+
+/// [`artifact`] with `annotations` on its manifest and its referrers
+/// entry (as the OCI referrers API lists them).
+#[must_use]
+pub fn annotated_artifact(
+    artifact_type: &str,
+    media_type: &str,
+    content: Vec<u8>,
+    subject: Descriptor,
+    annotations: BTreeMap<String, String>,
+) -> Artifact {
     let config = empty_config();
     let content = Blob::new(media_type, content);
     let mut manifest = ImageManifest::new(config.descriptor(), vec![content.descriptor()]);
     manifest.artifact_type = Some(artifact_type.to_owned());
     manifest.subject = Some(subject);
+    manifest.annotations = annotations.clone();
     let manifest = manifest.to_bytes();
     let digest = Digest::of(&manifest);
+    let mut rest = BTreeMap::new();
+    if !annotations.is_empty() {
+        rest.insert(
+            "annotations".to_owned(),
+            serde_json::to_value(&annotations).unwrap_or_default(),
+        );
+    }
     Artifact {
         entry: IndexEntry {
             media_type: OCI_MANIFEST.to_owned(),
             digest,
             size: manifest.len() as u64,
             artifact_type: Some(artifact_type.to_owned()),
-            rest: BTreeMap::new(),
+            rest,
         },
         manifest,
         digest,
@@ -246,6 +271,15 @@ pub fn referrers_index(existing: Option<&[u8]>, entries: &[IndexEntry]) -> Optio
     index.manifests.extend(missing.into_iter().cloned());
     index.media_type = OCI_INDEX.to_owned();
     Some(serde_json::to_vec(&index).unwrap_or_default())
+}
+
+/// The entries of a referrers list (an index's bytes, from the referrers
+/// API or the tag schema); none when it is not an index.
+#[must_use]
+pub fn index_entries(bytes: &[u8]) -> Vec<IndexEntry> {
+    serde_json::from_slice::<Index>(bytes)
+        .map(|i| i.manifests)
+        .unwrap_or_default()
 }
 
 /// The referrers tag-schema tag of `subject`: `sha256-<hex>`.

@@ -52,11 +52,35 @@ pub fn statement(name: &str, repository: &str, locked: &LockedImage) -> Vec<u8> 
             "digest": sha256(base),
         }));
     }
-    dependencies.push(json!({
-        "name": "deps",
-        "uri": format!("{repository}:deps-{}", locked.deps_key),
-        "digest": sha256(&locked.deps_digest),
-    }));
+    // A multi-platform image is one statement about its index (what the
+    // lock pins and the signature covers), naming each platform's own base
+    // manifest and deps image; `deps_digest` alone is only the first's.
+    if locked.platforms.is_empty() {
+        dependencies.push(json!({
+            "name": "deps",
+            "uri": format!("{repository}:deps-{}", locked.deps_key),
+            "digest": sha256(&locked.deps_digest),
+        }));
+    }
+    for (platform, entry) in &locked.platforms {
+        if let Some(base) = &entry.base_digest {
+            dependencies.push(json!({
+                "name": format!("base:{platform}"),
+                "uri": format!("pkg:docker/{}", locked.base),
+                "digest": sha256(base),
+                "annotations": { "platform": platform.to_string() },
+            }));
+        }
+        dependencies.push(json!({
+            "name": format!("deps:{platform}"),
+            "uri": format!("{repository}:deps-{}", entry.deps_key),
+            "digest": sha256(&entry.deps_digest),
+            "annotations": {
+                "platform": platform.to_string(),
+                "manifest": entry.digest.to_string(),
+            },
+        }));
+    }
     let mut sources = BTreeMap::new();
     for (layer, record) in &locked.sources {
         let mut dependency = json!({ "name": format!("tree:{layer}") });
@@ -70,6 +94,15 @@ pub fn statement(name: &str, repository: &str, locked: &LockedImage) -> Vec<u8> 
             json!({ "layer": record.layer.to_string(), "target": record.target });
         dependencies.push(dependency);
         sources.insert(layer.clone(), record.target.clone());
+    }
+    let mut internal = json!({ "depsKey": locked.deps_key });
+    if !locked.platforms.is_empty() {
+        let keys: BTreeMap<String, &str> = locked
+            .platforms
+            .iter()
+            .map(|(p, e)| (p.to_string(), e.deps_key.as_str()))
+            .collect();
+        internal = json!({ "depsKeys": keys });
     }
     let statement = json!({
         "_type": STATEMENT_TYPE,
@@ -85,7 +118,7 @@ pub fn statement(name: &str, repository: &str, locked: &LockedImage) -> Vec<u8> 
                     "buildArgs": locked.build_args,
                     "sources": sources,
                 },
-                "internalParameters": { "depsKey": locked.deps_key },
+                "internalParameters": internal,
                 "resolvedDependencies": dependencies,
             },
             "runDetails": { "builder": { "id": BUILDER_ID } },
@@ -148,6 +181,15 @@ pub fn open_envelope(bytes: &[u8], key: &PublicKey) -> Option<Vec<u8>> {
         .filter_map(|s| STANDARD.decode(&s.sig).ok())
         .any(|sig| key.verifies(&signed, &sig))
         .then_some(payload)
+}
+
+/// The statement in the DSSE envelope `bytes`, its signatures NOT checked:
+/// for saying what an attestation claims to be when it fails to verify.
+#[must_use]
+pub fn unverified_statement(bytes: &[u8]) -> Option<Value> {
+    let envelope: Envelope = serde_json::from_slice(bytes).ok()?;
+    let payload = STANDARD.decode(&envelope.payload).ok()?;
+    serde_json::from_slice(&payload).ok()
 }
 
 /// Whether the DSSE envelope `bytes` is a provenance statement signed by

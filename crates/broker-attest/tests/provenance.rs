@@ -38,6 +38,7 @@ fn locked() -> LockedImage {
         sources,
         signature: None,
         provenance: None,
+        sbom: None,
         platforms: BTreeMap::new(),
     }
 }
@@ -195,5 +196,51 @@ fn the_referrers_index_keeps_other_entries_and_adds_ours_once() {
     assert_eq!(
         oci::referrers_tag(&Digest::of(b"image")),
         format!("sha256-{}", Digest::of(b"image").hex())
+    );
+}
+
+#[test]
+fn a_multi_platform_statement_is_about_the_index_and_names_each_platforms_base_and_deps() {
+    let mut image = locked();
+    image.digest = Digest::of(b"index");
+    for (platform, short) in [("linux/amd64", "amd"), ("linux/arm64", "arm")] {
+        image.platforms.insert(
+            platform.parse().unwrap(),
+            broker_pins::LockedPlatform {
+                digest: Digest::of(format!("manifest-{short}").as_bytes()),
+                deps_key: format!("k-{short}"),
+                deps_digest: Digest::of(format!("deps-{short}").as_bytes()),
+                base_digest: Some(Digest::of(format!("base-{short}").as_bytes())),
+                sbom: None,
+            },
+        );
+    }
+    let statement = provenance::statement("python-base", "r.example/broker/python-base", &image);
+    let value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    assert_eq!(value["subject"][0]["digest"]["sha256"], image.digest.hex());
+    let definition = &value["predicate"]["buildDefinition"];
+    let deps = definition["resolvedDependencies"].as_array().unwrap();
+    let names: Vec<&str> = deps.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "base",
+            "base:linux/amd64",
+            "deps:linux/amd64",
+            "base:linux/arm64",
+            "deps:linux/arm64",
+            "tree:python"
+        ]
+    );
+    assert_eq!(deps[3]["digest"]["sha256"], Digest::of(b"base-arm").hex());
+    assert_eq!(deps[4]["digest"]["sha256"], Digest::of(b"deps-arm").hex());
+    assert_eq!(deps[4]["uri"], "r.example/broker/python-base:deps-k-arm");
+    assert_eq!(
+        deps[4]["annotations"]["manifest"],
+        Digest::of(b"manifest-arm").to_string()
+    );
+    assert_eq!(
+        definition["internalParameters"]["depsKeys"]["linux/arm64"],
+        "k-arm"
     );
 }

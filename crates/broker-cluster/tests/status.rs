@@ -35,6 +35,7 @@ fn lock_with(digest_hex: char) -> Lock {
             sources: Default::default(),
             signature: None,
             provenance: None,
+            sbom: None,
             platforms: Default::default(),
         },
     );
@@ -130,6 +131,8 @@ fn a_pod_running_a_platform_manifest_of_the_locked_index_is_not_drift() {
                 digest,
                 deps_key: "k".into(),
                 deps_digest: digest,
+                base_digest: None,
+                sbom: None,
             },
         );
     }

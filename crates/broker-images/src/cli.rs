@@ -105,7 +105,8 @@ pub enum Command {
     /// naming the layer that differs.
     Verify(VerifyArgs),
     /// Sign pushed images the way cosign does (a `sha256-<hex>.sig` tag
-    /// beside each), recording the signatures in the lock.
+    /// beside each) and attach, to images of the lock, their signed
+    /// provenance and SBOM, recording all of them in the lock.
     Sign(SignArgs),
     /// Render pinned Kubernetes manifests from manifests/ and images.lock.
     Render(RenderArgs),
@@ -560,7 +561,8 @@ pub struct BuildArgs {
 
     /// Sign every pushed image with this ECDSA P-256 private key (PEM:
     /// PKCS#8, encrypted PKCS#8 or SEC1) the way cosign does: a
-    /// `sha256-<hex>.sig` tag beside each image, pushed after it.
+    /// `sha256-<hex>.sig` tag beside each image, pushed after it and after
+    /// its signed SLSA provenance and CycloneDX SBOM.
     #[arg(long, requires = "push", value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
 
@@ -598,7 +600,9 @@ pub struct VerifyArgs {
 
     /// Also check, in the registry, every locked image's signatures with
     /// this ECDSA P-256 public key (PEM): one must be by the key over a
-    /// payload naming the locked digest and repository.
+    /// payload naming the locked digest and repository, and its provenance
+    /// and SBOM (one per platform) must be there, about it, signed by the
+    /// key.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
 
@@ -644,8 +648,8 @@ pub struct RenderArgs {
     pub require_pinned: bool,
 
     /// Refuse to render unless every broker image of the lock carries, in
-    /// its registry, a signature by --key over its locked digest (as
-    /// `verify --key` checks). Mirrored third-party images are not ours to
+    /// its registry, a signature by --key over its locked digest and its
+    /// provenance and SBOM signed by --key (as `verify --key` checks). Mirrored third-party images are not ours to
     /// sign and are not checked.
     #[arg(long, requires = "key")]
     pub require_signed: bool,

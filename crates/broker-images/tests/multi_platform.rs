@@ -332,3 +332,167 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     let again = one_error_line(&out);
     assert!(again.contains("is not linux/arm64"), "{again}");
 }
+
+/// GETs `path` below the registry's `/v2/` with curl, as JSON.
+fn curl_json(registry: &TestRegistry, path: &str, accept: &str) -> serde_json::Value {
+    let curl = require_tool("curl", "apt-get install -y curl");
+    let text = run_ok(
+        Command::new(curl)
+            .args(["-sf", "-H", &format!("Accept: {accept}")])
+            .arg(format!("{}/v2/{path}", registry.url())),
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The statement in the DSSE envelope of the artifact `digest`.
+fn statement_of(registry: &TestRegistry, repository: &str, digest: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let artifact = curl_json(
+        registry,
+        &format!("{repository}/manifests/{digest}"),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    let layer = artifact["layers"][0]["digest"].as_str().unwrap();
+    let envelope = curl_json(registry, &format!("{repository}/blobs/{layer}"), "*/*");
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+/// Issue 25 for an index: one provenance about the index naming each
+/// platform's base manifest and deps image, one SBOM per platform manifest
+/// (listed under that manifest), all recorded in the lock per platform, and
+/// `verify --key` accepts them.
+#[test]
+fn a_signed_index_has_one_sbom_per_platform_and_a_provenance_naming_each_platform() {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let prefix = format!("{}/signed-{}", registry.host(), unique_suffix());
+    let openssl = require_tool("openssl", "apt-get install -y openssl");
+    let key = ws.path("cosign.key");
+    run_ok(
+        Command::new(&openssl)
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&key),
+    );
+    let public = ws.path("cosign.pub");
+    run_ok(
+        Command::new(&openssl)
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public),
+    );
+    let key_arg = key.to_str().unwrap();
+    let built = build(
+        &ws,
+        &base,
+        &["--push", "--registry", &prefix, "--sign-key", key_arg],
+    );
+    clean_engine_after(&base);
+    ok(&built);
+    let lock = lock(&ws);
+    let locked = &lock["images"]["multiarch"];
+    let repository = format!("{}/multiarch", prefix.split_once('/').unwrap().1);
+    let base_index = raw_manifest(&base);
+    let platforms = locked["platforms"].as_object().unwrap();
+    assert_eq!(platforms.len(), 2, "{locked}");
+    assert!(locked.get("sbom").is_none(), "{locked}");
+
+    let provenance = statement_of(
+        &registry,
+        &repository,
+        locked["provenance"].as_str().unwrap(),
+    );
+    assert_eq!(
+        provenance["subject"][0]["digest"]["sha256"],
+        locked["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    let dependencies = provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    for (platform, entry) in platforms {
+        let (os, arch) = platform.split_once('/').unwrap();
+        let base_manifest = base_index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
+            .unwrap();
+        assert_eq!(entry["base_digest"], base_manifest["digest"], "{locked}");
+        let named = |name: String| {
+            dependencies
+                .iter()
+                .find(|d| d["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} in {dependencies:?}"))
+                .clone()
+        };
+        let hex =
+            |v: &serde_json::Value| v.as_str().unwrap().trim_start_matches("sha256:").to_owned();
+        assert_eq!(
+            named(format!("base:{platform}"))["digest"]["sha256"],
+            hex(&entry["base_digest"])
+        );
+        assert_eq!(
+            named(format!("deps:{platform}"))["digest"]["sha256"],
+            hex(&entry["deps_digest"])
+        );
+
+        // Its SBOM: about its manifest, listed under it.
+        let manifest = entry["digest"].as_str().unwrap();
+        let sbom = entry["sbom"].as_str().expect("a platform SBOM");
+        let index = curl_json(
+            &registry,
+            &format!("{repository}/manifests/sha256-{}", hex(&entry["digest"])),
+            "application/vnd.oci.image.index.v1+json",
+        );
+        assert!(
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["digest"] == sbom),
+            "{index}"
+        );
+        let statement = statement_of(&registry, &repository, sbom);
+        assert_eq!(statement["predicateType"], "https://cyclonedx.org/bom");
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            hex(&entry["digest"])
+        );
+        assert_eq!(
+            statement["predicate"]["metadata"]["component"]["version"],
+            manifest
+        );
+        assert_eq!(
+            broker_test_support::cyclonedx::schema_errors(
+                &serde_json::to_vec(&statement["predicate"]).unwrap()
+            ),
+            None
+        );
+    }
+    let out = ws
+        .command(&[
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--no-rebuild",
+            "--lock",
+        ])
+        .arg(ws.path("images.lock"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}

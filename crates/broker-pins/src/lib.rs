@@ -31,6 +31,7 @@
 //!     sources: Default::default(),
 //!     signature: None,
 //!     provenance: None,
+//!     sbom: None,
 //!     platforms: Default::default(),
 //! });
 //! let pinned = lock.images["python-base"].pinned()?;

@@ -75,6 +75,12 @@ pub struct LockedImage {
     /// `subject` is the image), when one was attached (issue 25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Digest>,
+    /// The digest of the image's signed CycloneDX SBOM artifact (its
+    /// `subject` is the image manifest), when one was attached (issue 25).
+    /// A multi-platform image has one per platform instead, in
+    /// [`platforms`](Self::platforms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Digest>,
     /// A multi-platform image (issue 26): each platform's manifest, deps
     /// key and deps image. [`digest`](Self::digest) is then the OCI image
     /// index over them (what render pins), and `deps_key` / `deps_digest`
@@ -94,6 +100,15 @@ pub struct LockedPlatform {
     pub deps_key: String,
     /// The digest of the platform's deps image.
     pub deps_digest: Digest,
+    /// The base its deps stage started from: the platform's manifest of a
+    /// base index (or the image's `base_digest` when the base is no index);
+    /// absent in locks written before provenance named it (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<Digest>,
+    /// The digest of the platform's signed SBOM artifact (its `subject`
+    /// is the platform's manifest), when one was attached (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Digest>,
 }
 
 /// The revision recorded for a tree that is not a git checkout and was
@@ -370,11 +385,18 @@ impl Lock {
                 image.signature = older.signature;
             }
             if let Some(older) = self.images.get(&name)
-                && image.provenance.is_none()
                 && older.digest == image.digest
                 && older.reference == image.reference
             {
-                image.provenance = older.provenance;
+                image.provenance = image.provenance.or(older.provenance);
+                image.sbom = image.sbom.or(older.sbom);
+                for (platform, entry) in &mut image.platforms {
+                    if let Some(was) = older.platforms.get(platform)
+                        && was.digest == entry.digest
+                    {
+                        entry.sbom = entry.sbom.or(was.sbom);
+                    }
+                }
             }
             self.images.insert(name, image);
         }
@@ -619,6 +641,7 @@ mod tests {
             sources,
             signature: None,
             provenance: None,
+            sbom: None,
             platforms: BTreeMap::new(),
         }
     }
@@ -704,6 +727,8 @@ mod tests {
                     digest: Digest::of(manifest),
                     deps_key: format!("k-{platform}"),
                     deps_digest: Digest::of(b"deps"),
+                    base_digest: None,
+                    sbom: None,
                 },
             );
         }

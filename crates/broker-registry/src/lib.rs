@@ -54,8 +54,8 @@ pub use manifest::{Manifest, select_platform};
 pub use progress::{BlobOutcome, Reporter, Silent};
 pub use publish::Publisher;
 pub use pull::{
-    FetchedManifest, fetch_blob_into, fetch_manifest, fetch_small_blob, missing_manifests,
-    oci_arch, pull_into_store, resolve,
+    FetchedManifest, fetch_blob_into, fetch_manifest, fetch_referrers, fetch_small_blob,
+    missing_manifests, oci_arch, pull_into_store, resolve,
 };
 pub use push::{MirroredImage, PushedImage, mirror, push_from_store};
 pub use streamed::StreamedPiece;

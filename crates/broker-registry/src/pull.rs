@@ -61,6 +61,39 @@ pub async fn resolve(
         .digest)
 }
 
+/// The OCI 1.1 referrers list (an image index's bytes) of `subject` in
+/// `repository`, `None` when the registry has no referrers API (it answers
+/// 404, or something that is not an index): then the referrers tag schema
+/// is the way to list and find attachments.
+pub async fn fetch_referrers(
+    client: &RegistryClient,
+    repository: &str,
+    subject: &Digest,
+    reporter: &dyn Reporter,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let response = Repository::new(client, repository, reporter)
+        .get_referrers(subject)
+        .await?;
+    if response.status() != StatusCode::OK {
+        return Ok(None);
+    }
+    let what = format!("referrers of {repository}@{subject}");
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| RegistryError::Unreachable {
+            registry: client.registry().to_owned(),
+            what: what.clone(),
+            attempts: 1,
+            why: error_chain(&e),
+        })?
+        .to_vec();
+    let index = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(|v| v["manifests"].is_array());
+    Ok(index.map(|_| bytes))
+}
+
 /// Fetches the manifest `selector` (a tag or digest) of `repository`.
 pub async fn fetch_manifest(
     client: &RegistryClient,

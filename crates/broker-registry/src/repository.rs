@@ -116,6 +116,19 @@ impl<'a> Repository<'a> {
         self.read(what, &path, expect, &request).await
     }
 
+    /// GETs the OCI 1.1 referrers list of `subject`: the response when the
+    /// registry answers (200 with the list, or 404 when it has no such
+    /// API — Distribution 2.8 answers 404 for paths it does not route).
+    pub(crate) async fn get_referrers(&self, subject: &Digest) -> Result<Response, RegistryError> {
+        let what = format!("referrers of {}@{subject}", self.name);
+        let request = |http: &reqwest::Client, url: &str| {
+            http.get(url)
+                .header(ACCEPT, "application/vnd.oci.image.index.v1+json")
+        };
+        let path = format!("referrers/{subject}");
+        self.read(&what, &path, FOUND_OR_NOT, &request).await
+    }
+
     /// Starts a GET of a blob; the caller streams and verifies the body.
     pub(crate) async fn get_blob(&self, digest: &Digest) -> Result<Response, RegistryError> {
         let what = format!("download of blob {digest} from {}", self.name);

@@ -126,7 +126,7 @@ fn committed_session(method: &hyper::Method, uri: &Uri) -> Option<String> {
     is_commit.then(|| uri.path().to_owned())
 }
 
-struct State {
+pub(crate) struct State {
     upstream: String,
     proxy_host: String,
     policy: Mutex<FaultPolicy>,
@@ -145,6 +145,8 @@ struct State {
     /// ([`FaultPolicy::CommitsFailOnce`]).
     failed_commits: Mutex<std::collections::HashSet<String>>,
     client: Client<HttpConnector, ProxyBody>,
+    /// The fake OCI 1.1 referrers API, when started as one.
+    referrers: Option<crate::referrers_fake::Referrers>,
 }
 
 /// A running fault-injecting reverse proxy on `127.0.0.1:<ephemeral>`
@@ -185,7 +187,25 @@ impl FaultProxy {
     /// Starts a proxy in front of the plain-HTTP server at `upstream_host`
     /// (`HOST:PORT`).
     pub fn start_to(upstream_host: &str, policy: FaultPolicy) -> FaultProxy {
-        Self::start_with(upstream_host, policy, None)
+        Self::start_with(upstream_host, policy, None, false)
+    }
+
+    /// A fake of what the Debian registry here (Distribution 2.8) cannot
+    /// do: the OCI 1.1 referrers API. In front of `registry`, it answers a
+    /// manifest PUT that has a `subject` with the `OCI-Subject` header and
+    /// serves `GET /v2/<name>/referrers/<digest>` from the manifests pushed
+    /// through it; everything else goes to the real registry unchanged.
+    pub fn referrers_api_fake(registry: &TestRegistry) -> FaultProxy {
+        assert!(!registry.is_tls(), "FaultProxy forwards plain HTTP only");
+        Self::start_with(&registry.host(), FaultPolicy::None, None, true)
+    }
+
+    /// How many referrers lists the [`referrers_api_fake`](Self::referrers_api_fake) served.
+    pub fn referrers_served(&self) -> usize {
+        self.state
+            .referrers
+            .as_ref()
+            .map_or(0, crate::referrers_fake::Referrers::served)
     }
 
     /// Starts a store-and-forward proxy in front of `registry`, as nginx is
@@ -198,6 +218,7 @@ impl FaultProxy {
             &registry.host(),
             FaultPolicy::None,
             Some(bytes_per_sec.max(1)),
+            false,
         )
     }
 
@@ -205,6 +226,7 @@ impl FaultProxy {
         upstream_host: &str,
         policy: FaultPolicy,
         buffer_rate: Option<u64>,
+        referrers: bool,
     ) -> FaultProxy {
         let mut proxy_state = None;
         let server = BackgroundServer::start("fault-proxy", |host| {
@@ -220,6 +242,7 @@ impl FaultProxy {
                 forwarded: Arc::new(AtomicU64::new(0)),
                 failed_commits: Mutex::new(std::collections::HashSet::new()),
                 client: Client::builder(TokioExecutor::new()).build_http(),
+                referrers: referrers.then(crate::referrers_fake::Referrers::default),
             });
             proxy_state = Some(Arc::clone(&state));
             move |stream| serve_connection(stream, Arc::clone(&state))
@@ -306,7 +329,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
     // The connection (and the last reference to the socket) is dropped here.
 }
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Returned by the service to make hyper drop the connection unanswered.
 #[derive(Debug)]
@@ -320,7 +343,7 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
-fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
+pub(crate) fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut resp = Response::new(
         Full::new(text.into())
             .map_err(|n: Infallible| match n {})
@@ -340,6 +363,13 @@ async fn handle(
     stream: Arc<TcpStream>,
     kill: Arc<Notify>,
 ) -> Result<Response<ProxyBody>, Reset> {
+    let req = match &state.referrers {
+        Some(referrers) => match referrers.intercept(req, &state).await {
+            Ok(answered) => return Ok(answered),
+            Err(req) => req,
+        },
+        None => req,
+    };
     let number = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
     let policy = state
         .policy
@@ -480,7 +510,7 @@ async fn forward(req: Request<Incoming>, state: &State) -> Response<ProxyBody> {
 
 /// Forwards a request (its body already chosen) to the upstream, counting
 /// the body bytes that go out.
-async fn forward_parts(
+pub(crate) async fn forward_parts(
     mut parts: hyper::http::request::Parts,
     body: ProxyBody,
     state: &State,

@@ -10,8 +10,10 @@
 pub mod background;
 pub mod base_images;
 pub mod cli;
+pub mod cyclonedx;
 pub mod docker;
 pub mod fault_proxy;
+mod referrers_fake;
 pub mod registry;
 pub mod silent_server;
 pub mod standins;

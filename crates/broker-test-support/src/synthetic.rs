@@ -50,16 +50,63 @@ pub fn manifest(
     size: usize,
     arch: &str,
 ) -> SyntheticImage {
-    let layers: Vec<Digest> = (0..layers)
+    let blobs = (0..layers)
+        .map(|i| noise(seed * 1000 + i as u64, size))
+        .collect();
+    manifest_of(store, blobs, arch)
+}
+
+/// A gzip tar layer holding the files `(path, bytes)`, as image layers are.
+pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, *bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Like [`image`], but each layer is a real gzip tar (one noise file of
+/// `size` bytes), so tools that read layers (an SBOM) find a filesystem.
+pub fn tar_image(
+    store: &Store,
+    name: &str,
+    seed: u64,
+    layers: usize,
+    size: usize,
+) -> SyntheticImage {
+    let blobs = (0..layers)
         .map(|i| {
-            store
-                .write_blob(&noise(seed * 1000 + i as u64, size))
-                .unwrap()
+            let path = format!("noise/{seed}-{i}");
+            tar_layer(&[(&path, &noise(seed * 1000 + i as u64, size))])
         })
+        .collect();
+    let image = manifest_of(store, blobs, "amd64");
+    tag(
+        store,
+        name,
+        image.digest,
+        image.manifest.len(),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    image
+}
+
+/// Writes the layer `blobs`, a config for `arch` and the manifest.
+fn manifest_of(store: &Store, blobs: Vec<Vec<u8>>, arch: &str) -> SyntheticImage {
+    let sizes: Vec<usize> = blobs.iter().map(Vec::len).collect();
+    let layers: Vec<Digest> = blobs
+        .iter()
+        .map(|blob| store.write_blob(blob).unwrap())
         .collect();
     let layer_json: Vec<String> = layers
         .iter()
-        .map(|d| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#))
+        .zip(&sizes)
+        .map(|(d, size)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{size}}}"#))
         .collect();
     let diff_ids: Vec<String> = layers.iter().map(|d| format!("\"{d}\"")).collect();
     let config = format!(

@@ -29,6 +29,11 @@ pub struct BuiltImage {
     /// ([`BuiltImage::deps_store_tag`]) and in a registry.
     #[serde(skip)]
     pub deps_tag: String,
+    /// The base manifest its deps stage started from, when the base is an
+    /// index in a registry (this platform's entry of it); what the lock
+    /// records per platform.
+    #[serde(skip)]
+    pub platform_base: Option<Digest>,
     /// A multi-platform image: each platform's manifest and deps image, in
     /// the index's order. `digest` is then the index's, and the fields
     /// above are the first platform's.
@@ -75,6 +80,8 @@ pub(crate) fn indexed(
                 digest: locked.digest,
                 deps_key: locked.deps_key.clone(),
                 deps_digest: locked.deps_digest,
+                base_digest: built.platform_base.or(locked.base_digest),
+                sbom: None,
             },
         );
         first.get_or_insert((built, locked));
@@ -168,6 +175,7 @@ impl BuildRecord<'_> {
             sources: sources_record,
             signature: None,
             provenance: None,
+            sbom: None,
             platforms: BTreeMap::new(),
         };
         let built = BuiltImage {
@@ -177,6 +185,7 @@ impl BuildRecord<'_> {
             deps_origin,
             layers: layer_summary,
             deps_tag: key.tag(),
+            platform_base: inputs.platform_base,
             platforms: Vec::new(),
         };
         (built, locked)

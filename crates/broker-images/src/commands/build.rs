@@ -476,7 +476,7 @@ pub(crate) async fn run(
     // not signed stays in the lock, unsigned, and the run fails.
     let mut signatures = BTreeMap::new();
     let mut unsigned = Vec::new();
-    let mut provenances = BTreeMap::new();
+    let mut attestations = BTreeMap::new();
     if let (Some(key), Some((publisher, store))) = (&sign_key, &publisher) {
         for (name, done) in &pushed {
             let Some(locked) = fresh.images.get(name) else {
@@ -484,19 +484,12 @@ pub(crate) async fn run(
             };
             let mut locked = locked.clone();
             locked.published(&done.pinned_ref, &args.tag);
-            // The provenance first, the signature tag last.
-            let attached = super::sign::attach_provenance(
-                publisher,
-                store,
-                name,
-                &done.pinned_ref,
-                &locked,
-                key,
-            )
-            .await;
+            // The provenance and SBOM first, the signature tag last.
+            let attached =
+                super::attest::attach(publisher, store, name, &done.pinned_ref, &locked, key).await;
             let signed = match attached {
-                Ok(provenance) => {
-                    provenances.insert(name.clone(), provenance);
+                Ok(attested) => {
+                    attestations.insert(name.clone(), attested);
                     super::sign::sign_pushed(publisher, store, name, &done.pinned_ref, key).await
                 }
                 Err(err) => Err(err),
@@ -517,7 +510,9 @@ pub(crate) async fn run(
         if let (Some(pushed), Some(locked)) = (&pushed, fresh.images.get_mut(&image.name)) {
             locked.published(&pushed.pinned_ref, &args.tag);
             locked.signature = signature.as_ref().map(|s| s.digest);
-            locked.provenance = provenances.get(&image.name).copied();
+            if let Some(attested) = attestations.get(&image.name) {
+                attested.record(locked);
+            }
         }
         results.push(Published {
             built: image,

@@ -1,6 +1,7 @@
 //! Wires the parsed command line to the library crates. Each subcommand is
 //! a module; this one holds what they share.
 
+mod attest;
 mod build;
 pub mod cluster;
 pub(crate) mod dev;

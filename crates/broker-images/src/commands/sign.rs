@@ -169,14 +169,14 @@ pub(crate) async fn run(
             .locked
             .clone()
             .unwrap_or_else(|| target.pinned.name());
-        // An image of the lock gets its provenance too (the lock is what
-        // it is made from), before the signature tag.
+        // An image of the lock gets its provenance and SBOM too (the lock
+        // is what they are made from), before the signature tag.
         let locked = target
             .locked
             .as_ref()
             .and_then(|name| lock.as_ref()?.images.get(name).cloned());
-        let provenance = match &locked {
-            Some(locked) => attach_provenance(
+        let attested = match &locked {
+            Some(locked) => super::attest::attach(
                 publisher,
                 &store,
                 &target.name,
@@ -188,20 +188,20 @@ pub(crate) async fn run(
             .map(Some),
             None => Ok(None),
         };
-        let done = match provenance {
-            Ok(provenance) => sign_pushed(publisher, &store, &target.name, &target.pinned, &key)
+        let done = match attested {
+            Ok(attested) => sign_pushed(publisher, &store, &target.name, &target.pinned, &key)
                 .await
-                .map(|done| (done, provenance)),
+                .map(|done| (done, attested)),
             Err(err) => Err(err),
         };
         match done {
-            Ok((done, provenance)) => {
+            Ok((done, attested)) => {
                 progress.line(&format!("   {}", summary(&label, &done)));
                 if let (Some(name), Some(lock)) = (&target.locked, lock.as_mut())
                     && let Some(image) = lock.images.get_mut(name)
                 {
                     image.signature = Some(done.digest);
-                    image.provenance = provenance;
+                    attested.unwrap_or_default().record(image);
                 }
                 signed.push(done);
             }
@@ -311,7 +311,7 @@ pub(crate) async fn check_lock(
     let (mut passed, mut failed) = (Vec::new(), Vec::new());
     for (name, locked) in &lock.images {
         let checked = match locked.pinned() {
-            Ok(pinned) => check_image(&pinned, key, options).await,
+            Ok(pinned) => check_image(&pinned, Some(locked), key, options).await,
             Err(_) => Err(anyhow::anyhow!(
                 "never pushed (the lock names no registry for it)"
             )),
@@ -324,9 +324,11 @@ pub(crate) async fn check_lock(
     (passed, failed)
 }
 
-/// Checks the signatures of the pushed image `pinned`.
+/// Checks the signatures of the pushed image `pinned`, and with its lock
+/// entry `locked` its provenance and SBOM(s).
 async fn check_image(
     pinned: &PinnedRef,
+    locked: Option<&broker_pins::LockedImage>,
     key: &broker_attest::PublicKey,
     options: &broker_registry::ClientOptions,
 ) -> anyhow::Result<()> {
@@ -369,74 +371,10 @@ async fn check_image(
         &pinned.name(),
         pinned.digest(),
     )?;
-    check_provenance(&client, pinned, key).await
-}
-
-/// The largest attestation envelope read.
-const ENVELOPE_LIMIT: u64 = 4 << 20;
-
-/// Checks that the referrers of `pinned` (tag schema) list a provenance
-/// artifact about it, signed by `key`.
-async fn check_provenance(
-    client: &broker_registry::RegistryClient,
-    pinned: &PinnedRef,
-    key: &broker_attest::PublicKey,
-) -> anyhow::Result<()> {
-    use broker_attest::{oci, provenance};
-    let repository = pinned.repository();
-    let tag = oci::referrers_tag(pinned.digest());
-    let missing = || anyhow::anyhow!("no provenance signed by the key (none listed in {tag})");
-    let index = match broker_registry::fetch_manifest(client, repository, &tag, &Silent).await {
-        Ok(fetched) => fetched,
-        Err(RegistryError::NotFound { .. }) => return Err(missing()),
-        Err(err) => return Err(err).context(format!("cannot read its referrers ({tag})")),
-    };
-    let entries: Vec<oci::IndexEntry> = serde_json::from_slice::<serde_json::Value>(&index.bytes)
-        .ok()
-        .and_then(|v| serde_json::from_value(v["manifests"].clone()).ok())
-        .unwrap_or_default();
-    for entry in entries
-        .iter()
-        .filter(|e| e.artifact_type.as_deref() == Some(provenance::IN_TOTO_PAYLOAD))
-    {
-        let selector = entry.digest.to_string();
-        let Ok(artifact) =
-            broker_registry::fetch_manifest(client, repository, &selector, &Silent).await
-        else {
-            continue;
-        };
-        let Ok(parsed) = serde_json::from_slice::<oci::ImageManifest>(&artifact.bytes) else {
-            continue;
-        };
-        if parsed.subject.as_ref().map(|s| s.digest) != Some(*pinned.digest()) {
-            continue;
-        }
-        for layer in parsed
-            .layers
-            .iter()
-            .filter(|l| l.media_type == provenance::DSSE_ENVELOPE)
-        {
-            let blob = Descriptor {
-                media_type: layer.media_type.clone(),
-                digest: layer.digest,
-                size: layer.size,
-                platform: None,
-            };
-            if let Ok(bytes) = broker_registry::fetch_small_blob(
-                client,
-                repository,
-                &blob,
-                ENVELOPE_LIMIT,
-                &Silent,
-            )
-            .await
-                && provenance::is_signed_provenance_of(&bytes, key, pinned.digest())
-            {
-                return Ok(());
-            }
-        }
+    match locked {
+        Some(locked) => super::attest::check(&client, pinned, locked, key).await,
+        None => Ok(()),
     }
-    Err(missing())
 }
 
 /// The public key at `path`.
@@ -468,81 +406,4 @@ pub(crate) async fn require_signed(
         key.display()
     );
     Err(super::failed_images(failed, lock.images.len(), &what))
-}
-
-/// Attaches the signed SLSA provenance of the image `pinned` (recorded as
-/// `locked`, pushed by `publisher` as `name`): a DSSE envelope in an
-/// artifact manifest whose `subject` is the image, pushed by digest, and
-/// listed in the referrers tag-schema index `sha256-<hex>` beside whatever
-/// other tools listed there. Its digest; nothing is pushed when the
-/// registry has it all already.
-pub(crate) async fn attach_provenance(
-    publisher: &Publisher,
-    store: &Store,
-    name: &str,
-    pinned: &PinnedRef,
-    locked: &broker_pins::LockedImage,
-    key: &SigningKey,
-) -> anyhow::Result<Digest> {
-    use broker_attest::oci;
-    use broker_attest::provenance;
-    let subject_bytes = match store.read_blob(pinned.digest()) {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            broker_registry::fetch_manifest(
-                publisher.client(),
-                pinned.repository(),
-                &pinned.digest().to_string(),
-                &Silent,
-            )
-            .await
-            .with_context(|| format!("cannot read the image {pinned}"))?
-            .bytes
-        }
-    };
-    let subject = oci::Descriptor {
-        media_type: broker_registry::manifest::Manifest::media_type_of(&subject_bytes)
-            .unwrap_or_else(|| oci::OCI_MANIFEST.to_owned()),
-        digest: *pinned.digest(),
-        size: subject_bytes.len() as u64,
-        annotations: std::collections::BTreeMap::new(),
-    };
-    let statement = provenance::statement(name, &pinned.name(), locked);
-    let envelope = provenance::envelope(key, provenance::IN_TOTO_PAYLOAD, &statement);
-    let artifact = oci::artifact(
-        provenance::IN_TOTO_PAYLOAD,
-        provenance::DSSE_ENVELOPE,
-        envelope,
-        subject,
-    );
-    for blob in &artifact.blobs {
-        store.write_blob(blob)?;
-    }
-    store.write_blob(&artifact.manifest)?;
-    publisher
-        .publish_untagged(store, &artifact.digest, name)
-        .await
-        .with_context(|| format!("cannot push its provenance {}", artifact.digest))?;
-    let tag = oci::referrers_tag(pinned.digest());
-    let existing = match broker_registry::fetch_manifest(
-        publisher.client(),
-        pinned.repository(),
-        &tag,
-        &Silent,
-    )
-    .await
-    {
-        Ok(fetched) => Some(fetched.bytes),
-        Err(RegistryError::NotFound { .. }) => None,
-        Err(err) => return Err(err).context(format!("cannot read its referrers ({tag})")),
-    };
-    if let Some(index) =
-        oci::referrers_index(existing.as_deref(), std::slice::from_ref(&artifact.entry))
-    {
-        publisher
-            .put_manifest(name, &tag, oci::OCI_INDEX, &index)
-            .await
-            .with_context(|| format!("cannot list its provenance in {}:{tag}", pinned.name()))?;
-    }
-    Ok(artifact.digest)
 }
