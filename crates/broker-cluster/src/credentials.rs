@@ -73,7 +73,8 @@ pub struct CredentialChange {
     pub workload: crate::objects::ObjectKey,
     /// The variable (`POSTGRES_PASSWORD`).
     pub variable: String,
-    /// The claims holding the initialised data.
+    /// Where the initialised data is (`claim db-data`, `node directory
+    /// /var/lib/broker/db`).
     pub claims: Vec<String>,
     /// The new value.
     pub new_value: Vec<u8>,
@@ -125,6 +126,19 @@ pub fn secret_value(secret: &Value, key: &str) -> Option<Vec<u8>> {
     secret["data"][key]
         .as_str()
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+}
+
+/// The node directories (hostPath volumes) a workload's pods mount,
+/// where single-node keeps data.
+pub fn node_directories(workload: &Value) -> Vec<String> {
+    workload
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The claims a workload's pods mount.

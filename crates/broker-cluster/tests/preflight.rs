@@ -283,6 +283,44 @@ async fn a_changed_database_password_over_existing_data_is_refused_unless_change
     cluster.start(&changed, told, &Quiet).await.unwrap();
 }
 
+/// [`with_db_password`] as single-node renders it: db's data in a node
+/// directory (hostPath), no claim.
+fn on_a_node_directory(set: broker_cluster::RenderedSet) -> broker_cluster::RenderedSet {
+    let values: Vec<Value> = set
+        .objects
+        .values()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind != "PersistentVolumeClaim"))
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            if v["kind"] == "Deployment" && v["metadata"]["name"] == "db" {
+                v["spec"]["template"]["spec"]["volumes"] = serde_json::json!([
+                    {"name": "data", "hostPath": {"path": "/var/lib/broker/db", "type": "DirectoryOrCreate"}}
+                ]);
+            }
+            v
+        })
+        .collect();
+    broker_cluster::RenderedSet::from_values("broker", values).unwrap()
+}
+
+#[tokio::test]
+async fn a_changed_database_password_over_a_node_directory_is_refused_too() {
+    let server = serve(None).await;
+    let cluster = server.cluster("broker");
+    let first = on_a_node_directory(with_db_password("credentials-aaaaaaaaaa", "first"));
+    cluster.start(&first, run(), &Quiet).await.unwrap();
+    server.clear();
+    let changed = on_a_node_directory(with_db_password("credentials-bbbbbbbbbb", "second"));
+    let error = cluster.start(&changed, run(), &Quiet).await.unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "read the old value only when node directory /var/lib/broker/db was first initialised"
+        ),
+        "{error}"
+    );
+    assert_eq!(member_writes(&server), Vec::<String>::new());
+}
+
 /// [`with_db_password`], db carrying a rotate-credentials script.
 fn with_rotate_script(secret: &str, password: &str) -> broker_cluster::RenderedSet {
     let values: Vec<Value> = with_db_password(secret, password)

@@ -187,7 +187,9 @@ impl Cluster {
             };
             let desired = serde_json::to_value(object).unwrap_or_default();
             let live = serde_json::to_value(live).unwrap_or_default();
-            let initialised: Vec<String> = credentials::claims(&desired)
+            // Its data: claims that exist, and (single-node) the node
+            // directories of a workload that already ran on them.
+            let mut initialised: Vec<String> = credentials::claims(&desired)
                 .into_iter()
                 .filter(|claim| {
                     planned
@@ -195,7 +197,13 @@ impl Cluster {
                         .keys()
                         .any(|k| k.kind == Kind::PersistentVolumeClaim && &k.name == claim)
                 })
+                .map(|claim| format!("claim {claim}"))
                 .collect();
+            initialised.extend(
+                credentials::node_directories(&live)
+                    .into_iter()
+                    .map(|path| format!("node directory {path}")),
+            );
             if initialised.is_empty() {
                 continue;
             }
@@ -242,7 +250,7 @@ impl Cluster {
                         String::new()
                     };
                     return Err(ClusterError::Refused(format!(
-                        "{key}: {} changed, but its server read the old value only when claim {} was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running {} first, then start with --credentials-changed-in-place (or keep the old value){rotate}",
+                        "{key}: {} changed, but its server read the old value only when {} was first initialised and ignores it since; the new value would lock its clients out. Change the password inside the running {} first, then start with --credentials-changed-in-place (or keep the old value){rotate}",
                         source.variable,
                         initialised.join(", "),
                         key.name

@@ -56,7 +56,7 @@ impl Cluster {
                     ))
                 })?;
             reporter.line(&format!(
-                "rotate {} inside pod {pod} ({workload}, claim {})",
+                "rotate {} inside pod {pod} ({workload}, data in {})",
                 change.variable,
                 change.claims.join(", ")
             ));
