@@ -2,11 +2,13 @@
 //! line, the caller's hooks (where deps images and base digests are looked
 //! up, where progress goes), and the state every image's build reads.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use broker_oci::{Digest, SourceDateEpoch, Store};
+use broker_oci::{Digest, LayerMapping, SourceDateEpoch, SourceLayer, Store};
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
@@ -187,6 +189,11 @@ pub(crate) struct Run {
     pub(crate) base_layers: Memo<KnownLayers>,
     /// Each registry base's index entries, read once per run.
     pub(crate) base_indexes: Memo<Option<Vec<(String, Digest)>>>,
+    /// Each source layer made once per run: the platforms of an image
+    /// map the same trees onto the same directories, so the second finds
+    /// the first's layer here instead of walking, hashing and looking the
+    /// tree up in the layer cache again.
+    pub(crate) source_layers: Memo<SourceLayer, LayerMapping>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,
@@ -195,20 +202,22 @@ pub(crate) struct Run {
 /// Values computed once per key and run, by whichever build asks first;
 /// the others wait for it. A failure is not kept: the next build asks
 /// again (and reports its own error).
-pub(crate) struct Memo<T> {
-    cells: std::sync::Mutex<BTreeMap<String, Arc<OnceCell<T>>>>,
+pub(crate) struct Memo<T, K = String> {
+    cells: std::sync::Mutex<HashMap<K, Arc<OnceCell<T>>>>,
 }
 
-impl<T: Clone> Memo<T> {
+impl<T: Clone, K: Hash + Eq> Memo<T, K> {
     pub(crate) fn new() -> Self {
         Self {
-            cells: std::sync::Mutex::new(BTreeMap::new()),
+            cells: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The value for `key`, computing it with `compute` if nobody has.
-    pub(crate) async fn get_or_try_init<E, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
+    pub(crate) async fn get_or_try_init<Q, E, F, Fut>(&self, key: &Q, compute: F) -> Result<T, E>
     where
+        K: Borrow<Q>,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
@@ -217,7 +226,11 @@ impl<T: Clone> Memo<T> {
                 .cells
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(cells.entry(key.to_owned()).or_default())
+            let cell = match cells.get(key) {
+                Some(cell) => cell,
+                None => cells.entry(key.to_owned()).or_default(),
+            };
+            Arc::clone(cell)
         };
         cell.get_or_try_init(compute).await.cloned()
     }
