@@ -334,3 +334,122 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     let again = one_error_line(&out);
     assert!(again.contains("is not linux/arm64"), "{again}");
 }
+
+/// `broker-images push multiarch` from `ws`'s store to `prefix` with
+/// `extra` arguments.
+fn push(ws: &Workspace, prefix: &str, extra: &[&str]) -> Output {
+    let mut cmd = ws.command(&["push", "multiarch", "--registry", prefix]);
+    cmd.args(extra);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_what_it_sent() {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let built = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    ok(&built);
+    let built_lock = lock(&ws)["images"]["multiarch"].clone();
+    let index_digest = built_lock["digest"].as_str().unwrap().to_owned();
+    let arm64 = &built_lock["platforms"]["linux/arm64"];
+    let prefix = format!("{}/broker", registry.host());
+    let lock_path = ws.path("images.lock");
+    let lock_arg = lock_path.to_str().unwrap();
+
+    // Both platforms named: the built index itself, byte for byte.
+    let both = ["--platform", "linux/arm64", "--platform", "linux/amd64"];
+    let out = push(&ws, &prefix, &[&both[..], &["--tag", "both"]].concat());
+    ok(&out);
+    let pushed = raw_manifest(&format!("{prefix}/multiarch:both"));
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&index_digest),
+        "{}",
+        describe(&out)
+    );
+
+    // One platform: its own manifest (the digest the index lists), and
+    // the lock records that image alone.
+    let out = push(
+        &ws,
+        &prefix,
+        &[
+            "--platform",
+            "linux/arm64",
+            "--tag",
+            "arm",
+            "--lock",
+            lock_arg,
+        ],
+    );
+    let stderr = ok(&out);
+    assert!(
+        stderr.contains("multiarch: linux/arm64 (its own manifest)"),
+        "{stderr}"
+    );
+    let pushed = raw_manifest(&format!("{prefix}/multiarch:arm"));
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let config = run_ok(
+        Command::new(require_tool("skopeo", "apt-get install -y skopeo"))
+            .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{prefix}/multiarch:arm")),
+    );
+    assert!(config.contains(r#""architecture":"arm64""#), "{config}");
+    let locked = &lock(&ws)["images"]["multiarch"];
+    let arm64_digest = arm64["digest"].as_str().unwrap();
+    assert_eq!(locked["digest"], arm64_digest, "{locked}");
+    assert_eq!(
+        locked["reference"],
+        format!("{prefix}/multiarch@{arm64_digest}").as_str()
+    );
+    assert_eq!(locked["tag"], "arm");
+    assert_eq!(locked["deps_key"], arm64["deps_key"]);
+    assert_eq!(locked["deps_digest"], arm64["deps_digest"]);
+    assert!(locked.get("platforms").is_none(), "{locked}");
+    assert_eq!(locked["sources"], built_lock["sources"]);
+}
+
+#[test]
+fn push_of_a_platform_not_built_is_one_line_and_sends_nothing() {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let built = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    ok(&built);
+    let before = std::fs::read(ws.path("images.lock")).unwrap();
+    let requests = registry.requests().len();
+    let prefix = format!("{}/broker", registry.host());
+    let lock_path = ws.path("images.lock");
+    let out = push(
+        &ws,
+        &prefix,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/s390x",
+            "--lock",
+            lock_path.to_str().unwrap(),
+        ],
+    );
+    let line = one_error_line(&out);
+    assert_eq!(
+        line,
+        "error: multiarch has no linux/s390x image in the store (it was built for linux/amd64, linux/arm64): run `broker-images build` with --platform linux/s390x among its platforms first"
+    );
+    assert_eq!(
+        registry.requests().len(),
+        requests,
+        "nothing was asked of the registry"
+    );
+    assert_eq!(std::fs::read(ws.path("images.lock")).unwrap(), before);
+}

@@ -226,6 +226,34 @@ impl LockedImage {
         self.tag = Some(tag.to_owned());
     }
 
+    /// This multi-platform image narrowed to `kept` of its platforms (in
+    /// its index's order), now `digest`: for several, the index over them,
+    /// whose deps key and deps image are the first's; for one, that
+    /// platform's manifest, recorded as a single-platform image is (no
+    /// `platforms`). A signature or provenance made for the whole index
+    /// does not cover the new digest and is dropped. `None` when a platform
+    /// of `kept` is not recorded, or `kept` is empty.
+    #[must_use]
+    pub fn narrowed(&self, kept: &[Platform], digest: Digest) -> Option<Self> {
+        let first = self.platforms.get(kept.first()?)?;
+        let mut platforms = BTreeMap::new();
+        for platform in kept {
+            platforms.insert(platform.clone(), self.platforms.get(platform)?.clone());
+        }
+        let mut narrowed = self.clone();
+        narrowed.digest = digest;
+        narrowed.deps_key.clone_from(&first.deps_key);
+        narrowed.deps_digest = first.deps_digest;
+        narrowed.platforms = if kept.len() == 1 {
+            BTreeMap::new()
+        } else {
+            platforms
+        };
+        narrowed.signature = None;
+        narrowed.provenance = None;
+        Some(narrowed)
+    }
+
     /// The pushed reference pinned by digest; an error naming the image
     /// when it was built but never pushed (the reference is then only a
     /// store name).
