@@ -557,7 +557,9 @@ pub struct BuildArgs {
     pub registry: Option<RegistryPrefix>,
 
     /// Resolve no base image: key the deps stage on the base digests the
-    /// lock records (every base must have one there).
+    /// lock records (every base must have one there). A multi-platform
+    /// deps stage the engine builds takes each platform's manifest of the
+    /// base from the index the store kept when it was built online.
     #[arg(long)]
     pub offline: bool,
 

@@ -453,3 +453,71 @@ fn push_of_a_platform_not_built_is_one_line_and_sends_nothing() {
     );
     assert_eq!(std::fs::read(ws.path("images.lock")).unwrap(), before);
 }
+
+#[test]
+fn offline_builds_each_platform_on_its_manifest_of_the_base_the_store_kept_and_a_store_without_it_is_one_line()
+ {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let online = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    ok(&online);
+    let base_digest = lock(&ws)["images"]["multiarch"]["base_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Another store, the same lock: it never read the base's index.
+    let elsewhere = workspace("[linux/amd64, linux/arm64]");
+    std::fs::copy(ws.path("images.lock"), elsewhere.path("images.lock")).unwrap();
+    let before = std::fs::read(elsewhere.path("images.lock")).unwrap();
+    let line = one_error_line(&build(&elsewhere, &base, &["--offline"]));
+    assert!(
+        line.contains(&format!(
+            "multiarch (linux/amd64): base {base} ({base_digest}) is not in this store, so --offline cannot tell which of its manifests is linux/amd64's: build once without --offline"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read(elsewhere.path("images.lock")).unwrap(),
+        before,
+        "nothing half-written"
+    );
+
+    // New deps inputs, offline: the engine builds each platform on its own
+    // manifest of the base, taken from the store, asking the registry
+    // nothing (before, arm64 was built on the host's and refused).
+    std::fs::write(
+        ws.path("images/multiarch/Dockerfile"),
+        format!("{DOCKERFILE}RUN echo offline > /offline\n"),
+    )
+    .unwrap();
+    let requests = registry.requests().len();
+    let offline = build(&ws, &base, &["--offline"]);
+    let asked: Vec<String> = registry.requests()[requests..]
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    clean_engine_after(&base);
+    let stderr = ok(&offline);
+    assert!(asked.is_empty(), "offline asks nothing: {asked:?}");
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        assert!(
+            stderr.contains(&format!(
+                "[multiarch ({platform})] base {base}: {platform} manifest sha256:"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "[multiarch ({platform})] deps image is {platform} (its /bin/sh is {machine} code)"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("building with the Docker engine"),
+        "{stderr}"
+    );
+}

@@ -51,7 +51,7 @@ pub use crate::build::labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build::lock::{BuiltImage, BuiltPlatform};
 pub use crate::build::run::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
-    DepsFetch, DepsSource, DepsWanted, IndexLookup,
+    DepsFetch, DepsSource, DepsWanted, ManifestLookup,
 };
 
 /// The names of the images a build with `only` covers.

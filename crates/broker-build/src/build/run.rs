@@ -66,18 +66,16 @@ pub trait BaseResolver: Send + Sync {
     /// when its digest names an index).
     fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
 
-    /// The manifests of the index `digest` that `reference` resolved to,
-    /// by platform, so each platform's deps stage builds on its own base
-    /// (asked once per base and run, whatever the number of platforms).
-    fn index_manifests<'a>(&'a self, reference: &'a str, digest: Digest) -> IndexLookup<'a>;
+    /// The bytes of the manifest or index `digest` that `reference`
+    /// resolved to, so each platform's deps stage builds on its own
+    /// manifest of a base index. Asked once per base and run whatever the
+    /// number of platforms, and not at all once the store keeps it.
+    fn manifest<'a>(&'a self, reference: &'a str, digest: Digest) -> ManifestLookup<'a>;
 }
 
-/// What [`BaseResolver::index_manifests`] returns: the manifests of the
-/// index a base digest names, each with its platform as the index writes
-/// it (`linux/arm64/v8`), or `None` when the digest names a single image
-/// manifest (the engine then builds on it as it is, and the deps image's
-/// check says whether it fits).
-pub type IndexLookup<'a> = BoxFuture<'a, Result<Option<Vec<(String, Digest)>>, DepsSourceError>>;
+/// What [`BaseResolver::manifest`] returns: the manifest's bytes as its
+/// registry serves them (the build checks their digest).
+pub type ManifestLookup<'a> = BoxFuture<'a, Result<Vec<u8>, DepsSourceError>>;
 
 /// A base image to copy into the store.
 #[derive(Clone, Copy, Debug)]
@@ -188,7 +186,7 @@ pub(crate) struct Run {
     /// Each registry base's compressed layers, fetched once per run.
     pub(crate) base_layers: Memo<KnownLayers>,
     /// Each registry base's index entries, read once per run.
-    pub(crate) base_indexes: Memo<Option<Vec<(String, Digest)>>>,
+    pub(crate) base_indexes: Memo<Option<Vec<(Platform, Digest)>>>,
     /// Each source layer made once per run: the platforms of an image
     /// map the same trees onto the same directories, so the second finds
     /// the first's layer here instead of walking, hashing and looking the
