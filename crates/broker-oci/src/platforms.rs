@@ -184,3 +184,30 @@ pub fn select_platforms(
         index: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 26 (offline bases): what an index lists, spelled either way,
+    /// and a single manifest is not an index.
+    #[test]
+    fn an_index_lists_its_platforms_in_order_and_a_manifest_lists_none() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[
+                {{"digest":"{b}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+                {{"digest":"{a}","platform":{{"os":"linux","architecture":"amd64"}}}},
+                {{"digest":"{a}"}}]}}"#
+        );
+        let listed = index_platforms(list.as_bytes()).unwrap();
+        let expected: Vec<(Platform, Digest)> = vec![
+            ("linux/arm64".parse().unwrap(), b),
+            ("linux/amd64".parse().unwrap(), a),
+        ];
+        assert_eq!(listed, expected);
+        let manifest = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{a}"}},"layers":[]}}"#);
+        assert_eq!(index_platforms(manifest.as_bytes()), None);
+        assert_eq!(index_platforms(b"not json"), None);
+    }
+}

@@ -623,6 +623,48 @@ mod tests {
         assert!(err.contains("images.lock:3:"), "{err}");
     }
 
+    /// Issue 26 (push --platform): one platform is recorded as a
+    /// single-platform image, several keep their records and the first's
+    /// deps; a signature of the whole index is dropped.
+    #[test]
+    fn a_narrowed_image_records_only_the_platforms_kept() {
+        let (amd64, arm64): (Platform, Platform) = (
+            "linux/amd64".parse().unwrap(),
+            "linux/arm64".parse().unwrap(),
+        );
+        let mut indexed = image(Digest::of(b"index"), "k-amd64", Digest::of(b"layer"));
+        indexed.signature = Some(Digest::of(b"sig"));
+        for (platform, name) in [(&amd64, "amd64"), (&arm64, "arm64")] {
+            indexed.platforms.insert(
+                platform.clone(),
+                LockedPlatform {
+                    digest: Digest::of(name.as_bytes()),
+                    deps_key: format!("k-{name}"),
+                    deps_digest: Digest::of(format!("deps-{name}").as_bytes()),
+                },
+            );
+        }
+        let one = indexed
+            .narrowed(std::slice::from_ref(&arm64), Digest::of(b"arm64"))
+            .unwrap();
+        assert_eq!(one.digest, Digest::of(b"arm64"));
+        assert_eq!(one.deps_key, "k-arm64");
+        assert_eq!(one.deps_digest, Digest::of(b"deps-arm64"));
+        assert!(one.platforms.is_empty());
+        assert_eq!((one.signature, one.provenance), (None, None));
+        assert_eq!(one.sources, indexed.sources);
+
+        let both = indexed
+            .narrowed(&[arm64.clone(), amd64.clone()], Digest::of(b"other index"))
+            .unwrap();
+        assert_eq!(both.platforms, indexed.platforms);
+        assert_eq!(both.deps_key, "k-arm64", "the first kept");
+
+        let s390x: Platform = "linux/s390x".parse().unwrap();
+        assert_eq!(indexed.narrowed(&[s390x], Digest::of(b"x")), None);
+        assert_eq!(indexed.narrowed(&[], Digest::of(b"x")), None);
+    }
+
     fn image(digest: Digest, key: &str, layer: Digest) -> LockedImage {
         let mut sources = BTreeMap::new();
         sources.insert(
