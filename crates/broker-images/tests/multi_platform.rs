@@ -11,8 +11,9 @@
 use std::process::{Command, Output};
 
 use broker_test_support::{
-    TestRegistry, Workspace, busybox, busybox_arm64, push_multi_platform,
-    remove_from_engine_when_done, require_tool, run_ok, unique_suffix,
+    TestRegistry, Workspace, busybox, busybox_arm64, describe, push_multi_platform,
+    remove_from_engine_when_done, remove_repository_from_engine_when_done, require_tool, run_ok,
+    succeeded, unique_suffix,
 };
 
 /// The deps stage records the machine its RUN step ran on.
@@ -61,20 +62,6 @@ fn build(ws: &Workspace, base: &str, extra: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", describe(out));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// The one `error:` line of a failed run.
 fn one_error_line(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", describe(out));
@@ -99,15 +86,7 @@ fn raw_manifest(reference: &str) -> serde_json::Value {
 /// in the engine (`broker-images/multiarch:deps-…`, a name only this file
 /// uses) and the platform manifests of `base` the engine pulled.
 fn clean_engine_after(base: &str) {
-    let listed = run_ok(Command::new("docker").args([
-        "images",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "broker-images/multiarch",
-    ]));
-    for reference in listed.lines().filter(|l| !l.is_empty()) {
-        remove_from_engine_when_done(reference);
-    }
+    remove_repository_from_engine_when_done("broker-images/multiarch");
     if base.contains('/') && !base.starts_with("broker-test/") {
         let repository = base.rsplit_once(':').map_or(base, |(r, _)| r);
         let index = raw_manifest(base);
@@ -146,7 +125,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     let push = ["--push", "--registry", &prefix, "--tag", &tag];
     let built = build(&ws, &base, &push);
     clean_engine_after(&base);
-    let stderr = ok(&built);
+    let stderr = succeeded(&built);
     for platform in ["linux/amd64", "linux/arm64"] {
         assert!(
             stderr.contains(&format!("multiarch ({platform})")),
@@ -249,7 +228,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     // Reproducible: a build on another machine (a fresh store) takes both
     // deps images from the registry by key and gives the same index.
     let elsewhere = workspace("[linux/amd64, linux/arm64]");
-    let stderr = ok(&build(&elsewhere, &base, &["--registry", &prefix]));
+    let stderr = succeeded(&build(&elsewhere, &base, &["--registry", &prefix]));
     clean_engine_after(&base);
     assert!(
         !stderr.contains("building with the Docker engine"),
@@ -274,7 +253,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         .arg("--base")
         .arg(format!("multiarch={base}"));
     let out = verify.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains(&format!("multiarch {index_digest} reproduced")),
@@ -350,7 +329,7 @@ fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_wh
     let ws = workspace("[linux/amd64, linux/arm64]");
     let built = build(&ws, &base, &[]);
     clean_engine_after(&base);
-    ok(&built);
+    succeeded(&built);
     let built_lock = lock(&ws)["images"]["multiarch"].clone();
     let index_digest = built_lock["digest"].as_str().unwrap().to_owned();
     let arm64 = &built_lock["platforms"]["linux/arm64"];
@@ -361,7 +340,7 @@ fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_wh
     // Both platforms named: the built index itself, byte for byte.
     let both = ["--platform", "linux/arm64", "--platform", "linux/amd64"];
     let out = push(&ws, &prefix, &[&both[..], &["--tag", "both"]].concat());
-    ok(&out);
+    succeeded(&out);
     let pushed = raw_manifest(&format!("{prefix}/multiarch:both"));
     assert_eq!(
         pushed["mediaType"],
@@ -387,7 +366,7 @@ fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_wh
             lock_arg,
         ],
     );
-    let stderr = ok(&out);
+    let stderr = succeeded(&out);
     assert!(
         stderr.contains("multiarch: linux/arm64 (its own manifest)"),
         "{stderr}"
@@ -424,7 +403,7 @@ fn push_of_a_platform_not_built_is_one_line_and_sends_nothing() {
     let ws = workspace("[linux/amd64, linux/arm64]");
     let built = build(&ws, &base, &[]);
     clean_engine_after(&base);
-    ok(&built);
+    succeeded(&built);
     let before = std::fs::read(ws.path("images.lock")).unwrap();
     let requests = registry.requests().len();
     let prefix = format!("{}/broker", registry.host());
@@ -462,7 +441,7 @@ fn offline_builds_each_platform_on_its_manifest_of_the_base_the_store_kept_and_a
     let ws = workspace("[linux/amd64, linux/arm64]");
     let online = build(&ws, &base, &[]);
     clean_engine_after(&base);
-    ok(&online);
+    succeeded(&online);
     let base_digest = lock(&ws)["images"]["multiarch"]["base_digest"]
         .as_str()
         .unwrap()
@@ -500,7 +479,7 @@ fn offline_builds_each_platform_on_its_manifest_of_the_base_the_store_kept_and_a
         .map(|r| format!("{} {} {}", r.method, r.path, r.status))
         .collect();
     clean_engine_after(&base);
-    let stderr = ok(&offline);
+    let stderr = succeeded(&offline);
     assert!(asked.is_empty(), "offline asks nothing: {asked:?}");
     for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
         assert!(
