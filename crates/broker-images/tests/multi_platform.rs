@@ -337,10 +337,19 @@ fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_wh
     let lock_path = ws.path("images.lock");
     let lock_arg = lock_path.to_str().unwrap();
 
-    // Both platforms named: the built index itself, byte for byte.
+    // Both platforms named: the built index itself, byte for byte, and
+    // its lock entry stands but for where it went.
     let both = ["--platform", "linux/arm64", "--platform", "linux/amd64"];
-    let out = push(&ws, &prefix, &[&both[..], &["--tag", "both"]].concat());
+    let out = push(
+        &ws,
+        &prefix,
+        &[&both[..], &["--tag", "both", "--lock", lock_arg]].concat(),
+    );
     succeeded(&out);
+    let mut expected = built_lock.clone();
+    expected["reference"] = format!("{prefix}/multiarch@{index_digest}").into();
+    expected["tag"] = "both".into();
+    assert_eq!(lock(&ws)["images"]["multiarch"], expected);
     let pushed = raw_manifest(&format!("{prefix}/multiarch:both"));
     assert_eq!(
         pushed["mediaType"],

@@ -88,8 +88,12 @@ pub(crate) async fn run(
         ));
         // Checked to be there, as the store holds it, before the pushes.
         if let Some(recorded) = lock.as_ref().and_then(|l| l.images.get(name)) {
+            // A selection of every platform is the built index itself: its
+            // entry stands, signature and all.
             let entry = match selection {
-                Some(selection) if !recorded.platforms.is_empty() => {
+                Some(selection)
+                    if !recorded.platforms.is_empty() && selection.digest != recorded.digest =>
+                {
                     recorded.narrowed(&selection.platforms, selection.digest)
                 }
                 _ => Some(recorded.clone()),
