@@ -386,6 +386,24 @@ pub struct PushArgs {
     #[arg(long, default_value = "latest")]
     pub tag: String,
 
+    /// Push only this platform of each image (repeatable), e.g.
+    /// `linux/arm64`; every platform it was built for when not given. Two or
+    /// more go up as an OCI image index over them, in the order the built
+    /// index lists them. One goes up as that platform's own manifest, as a
+    /// build of one platform makes: the digest the full index lists, so
+    /// nodes, `status` and the lock see the same image either way. A
+    /// platform an image was not built for is refused before anything is
+    /// sent.
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<broker_pins::Platform>,
+
+    /// Record what was pushed in this lock file (the one the build wrote):
+    /// each image's reference, tag and digest, and with --platform only
+    /// the platforms pushed, so `render` pins what the registry holds.
+    /// Without it no lock is written.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
     /// How to reach the registry.
     #[command(flatten)]
     pub access: RegistryArgs,
@@ -547,7 +565,9 @@ pub struct BuildArgs {
     pub registry: Option<RegistryPrefix>,
 
     /// Resolve no base image: key the deps stage on the base digests the
-    /// lock records (every base must have one there).
+    /// lock records (every base must have one there). A multi-platform
+    /// deps stage the engine builds takes each platform's manifest of the
+    /// base from the index the store kept when it was built online.
     #[arg(long)]
     pub offline: bool,
 

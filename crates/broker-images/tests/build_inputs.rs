@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use broker_test_support::{
-    TestRegistry, Workspace, busybox, git, require_tool, run_ok, unique_suffix,
+    TestRegistry, Workspace, busybox, describe, git, remove_repository_from_engine_when_done,
+    require_tool, run_ok, succeeded, unique_suffix,
 };
 
 /// The label prefix broker-build documents for further trees.
@@ -26,6 +27,14 @@ struct Tiny {
     ws: Workspace,
     formatters_url: String,
     formatters_commit: String,
+}
+
+/// The deps images the engine built for `tiny` leave it when the test
+/// process ends, as multi_platform.rs does for its image.
+impl Drop for Tiny {
+    fn drop(&mut self) {
+        remove_repository_from_engine_when_done("broker-images/tiny");
+    }
 }
 
 impl Tiny {
@@ -103,20 +112,6 @@ impl Tiny {
     }
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", describe(out));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// What `skopeo inspect docker://<reference>` says (plain HTTP, no
 /// credentials).
 fn skopeo_inspect(reference: &str) -> serde_json::Value {
@@ -147,7 +142,7 @@ fn images_record_the_provenance_of_every_tree_and_the_real_base() {
     let tiny = Tiny::new(PLAIN);
 
     // No revision anywhere: one line says so; the lock says "unknown".
-    let err = ok(&tiny.command("build", &base.docker_ref).output().unwrap());
+    let err = succeeded(&tiny.command("build", &base.docker_ref).output().unwrap());
     let notes = lines_with(&err, "not a git checkout");
     assert_eq!(notes.len(), 1, "{err}");
     assert!(notes[0].contains("--source-revision"), "{err}");
@@ -183,7 +178,7 @@ fn images_record_the_provenance_of_every_tree_and_the_real_base() {
         "--registry",
         &prefix,
     ]);
-    let err = ok(&cmd.output().unwrap());
+    let err = succeeded(&cmd.output().unwrap());
     assert!(!err.contains("not a git checkout"), "{err}");
     let labels = tiny.labels("tiny");
     assert_eq!(labels["org.opencontainers.image.revision"], "1234abcd");
@@ -215,7 +210,7 @@ fn images_record_the_provenance_of_every_tree_and_the_real_base() {
     // deterministic: the same revision gives the same digest.
     let mut cmd = tiny.command("build", &base.docker_ref);
     cmd.env("BROKER_IMAGES_SOURCE_REVISION", "1234abcd");
-    ok(&cmd.output().unwrap());
+    succeeded(&cmd.output().unwrap());
     assert_eq!(
         tiny.ws.store().resolve("tiny").unwrap().digest(),
         first.digest()
@@ -254,7 +249,7 @@ fn verify_and_build_use_what_the_build_used() {
         "r1",
     ]);
     build.args(["--push", "--registry", &prefix]);
-    let err = ok(&build.output().unwrap());
+    let err = succeeded(&build.output().unwrap());
     // Issue 22 item 6: build --push says what it pushed, as push does.
     assert!(
         err.lines().any(|l| l.starts_with("   pushed tiny: ")
@@ -276,7 +271,7 @@ fn verify_and_build_use_what_the_build_used() {
     let mut verify = tiny.bare("verify");
     verify.env("DOCKER_HOST", NO_ENGINE);
     let out = verify.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!("tiny {digest} reproduced")),
@@ -297,7 +292,7 @@ fn verify_and_build_use_what_the_build_used() {
     build
         .args(["--registry", &prefix])
         .env("DOCKER_HOST", NO_ENGINE);
-    let err = ok(&build.output().unwrap());
+    let err = succeeded(&build.output().unwrap());
     assert!(err.contains(&format!("from {prefix}/tiny")), "{err}");
     assert_eq!(
         registry.blob_upload_count(),
@@ -322,7 +317,7 @@ fn verify_and_build_use_what_the_build_used() {
         .args(["--registry", &prefix])
         .env("DOCKER_HOST", NO_ENGINE);
     let out = verify.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("reproduced"),
         "{}",
@@ -594,7 +589,7 @@ fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
     let mut with = tiny.command("build", &base.docker_ref);
     with.args(["--deps-network", "host", "--push", "--registry", &prefix]);
     with.env("BROKER_IMAGES_DEPS_CA_FILE", &server.ca);
-    ok(&with.output().unwrap());
+    succeeded(&with.output().unwrap());
 
     let pem = std::fs::read_to_string(&server.ca).unwrap();
     let body_line = pem.lines().nth(3).unwrap();
@@ -630,7 +625,7 @@ fn a_deps_ca_is_trusted_during_run_and_stored_nowhere() {
     let key = tiny.lock()["images"]["tiny"]["deps_key"].clone();
     let mut again = tiny.command("build", &base.docker_ref);
     again.env("DOCKER_HOST", NO_ENGINE);
-    ok(&again.output().unwrap());
+    succeeded(&again.output().unwrap());
     assert_eq!(tiny.lock()["images"]["tiny"]["deps_key"], key);
 }
 
@@ -682,7 +677,7 @@ fn build_json(tiny: &Tiny, base: &str, extra: &[&str]) -> serde_json::Value {
     let mut cmd = tiny.command("build", base);
     cmd.arg("--json").args(extra);
     let out = cmd.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["images"][0].clone()
 }
@@ -814,7 +809,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
         .args(["--json", "--push", "--registry"])
         .arg(format!("{}/first", target.host()));
     let out = build.output().unwrap();
-    let err = ok(&out);
+    let err = succeeded(&out);
     assert!(
         err.contains("layers kept as its registry compressed them"),
         "{err}"
@@ -839,7 +834,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     build
         .args(["--push", "--registry"])
         .arg(format!("{}/mine", upstream.host()));
-    ok(&build.output().unwrap());
+    succeeded(&build.output().unwrap());
     let requests = upstream.requests();
     for layer in &base_layers {
         let puts = blob_requests(&requests, "PUT", layer);
@@ -862,7 +857,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     let mut again = other.command("build", &base);
     again.args(["--json", "--layer-threads", "1"]);
     let out = again.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     let deps_digest = |t: &Tiny| t.lock()["images"]["tiny"]["deps_digest"].clone();
     assert_eq!(
         deps_digest(&other),
@@ -879,7 +874,7 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     let mut offline_base = third.command("build", &base);
     offline_base.arg("--json");
     let out = offline_base.output().unwrap();
-    let err = ok(&out);
+    let err = succeeded(&out);
     let said = lines_with(&err, "compressing them here");
     assert_eq!(said.len(), 1, "{err}");
     let stored = third.ws.store().image("tiny").unwrap();
@@ -905,7 +900,7 @@ fn a_large_layer_compressed_here_is_uploaded_while_it_is_compressed() {
         .args(["--json", "--push", "--registry"])
         .arg(format!("{}/streamed", registry.host()));
     let out = build.output().unwrap();
-    let err = ok(&out);
+    let err = succeeded(&out);
     let streamed = lines_with(&err, "(while compressing)");
     assert_eq!(streamed.len(), 1, "{err}");
     let stored = tiny.ws.store().image("tiny").unwrap();

@@ -11,8 +11,9 @@
 use std::process::{Command, Output};
 
 use broker_test_support::{
-    TestRegistry, Workspace, busybox, busybox_arm64, push_multi_platform,
-    remove_from_engine_when_done, require_tool, run_ok, unique_suffix,
+    TestRegistry, Workspace, busybox, busybox_arm64, describe, push_multi_platform,
+    remove_from_engine_when_done, remove_repository_from_engine_when_done, require_tool, run_ok,
+    succeeded, unique_suffix,
 };
 
 /// The deps stage records the machine its RUN step ran on.
@@ -61,20 +62,6 @@ fn build(ws: &Workspace, base: &str, extra: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", describe(out));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// The one `error:` line of a failed run.
 fn one_error_line(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", describe(out));
@@ -99,15 +86,7 @@ fn raw_manifest(reference: &str) -> serde_json::Value {
 /// in the engine (`broker-images/multiarch:deps-…`, a name only this file
 /// uses) and the platform manifests of `base` the engine pulled.
 fn clean_engine_after(base: &str) {
-    let listed = run_ok(Command::new("docker").args([
-        "images",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "broker-images/multiarch",
-    ]));
-    for reference in listed.lines().filter(|l| !l.is_empty()) {
-        remove_from_engine_when_done(reference);
-    }
+    remove_repository_from_engine_when_done("broker-images/multiarch");
     if base.contains('/') && !base.starts_with("broker-test/") {
         let repository = base.rsplit_once(':').map_or(base, |(r, _)| r);
         let index = raw_manifest(base);
@@ -146,7 +125,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     let push = ["--push", "--registry", &prefix, "--tag", &tag];
     let built = build(&ws, &base, &push);
     clean_engine_after(&base);
-    let stderr = ok(&built);
+    let stderr = succeeded(&built);
     for platform in ["linux/amd64", "linux/arm64"] {
         assert!(
             stderr.contains(&format!("multiarch ({platform})")),
@@ -154,14 +133,16 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         );
     }
     assert!(stderr.contains("under emulation"), "{stderr}");
-    // The source layer is built once: the second platform finds it cached.
+    // The source layer is made once: the second platform takes the first's
+    // (neither tarred nor hashed again).
     assert_eq!(
         stderr.matches("layer app → /app: built").count(),
         1,
         "{stderr}"
     );
     assert!(
-        stderr.contains("[multiarch (linux/arm64)] layer app → /app: unchanged (cache)"),
+        stderr
+            .contains("[multiarch (linux/arm64)] layer app → /app: shared (made once in this run)"),
         "{stderr}"
     );
     assert!(
@@ -247,7 +228,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     // Reproducible: a build on another machine (a fresh store) takes both
     // deps images from the registry by key and gives the same index.
     let elsewhere = workspace("[linux/amd64, linux/arm64]");
-    let stderr = ok(&build(&elsewhere, &base, &["--registry", &prefix]));
+    let stderr = succeeded(&build(&elsewhere, &base, &["--registry", &prefix]));
     clean_engine_after(&base);
     assert!(
         !stderr.contains("building with the Docker engine"),
@@ -272,7 +253,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         .arg("--base")
         .arg(format!("multiarch={base}"));
     let out = verify.output().unwrap();
-    ok(&out);
+    succeeded(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains(&format!("multiarch {index_digest} reproduced")),
@@ -399,7 +380,7 @@ fn a_signed_index_has_one_sbom_per_platform_and_a_provenance_naming_each_platfor
         &["--push", "--registry", &prefix, "--sign-key", key_arg],
     );
     clean_engine_after(&base);
-    ok(&built);
+    succeeded(&built);
     let lock = lock(&ws);
     let locked = &lock["images"]["multiarch"];
     let repository = format!("{}/multiarch", prefix.split_once('/').unwrap().1);
@@ -495,4 +476,200 @@ fn a_signed_index_has_one_sbom_per_platform_and_a_provenance_naming_each_platfor
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// `broker-images push multiarch` from `ws`'s store to `prefix` with
+/// `extra` arguments.
+fn push(ws: &Workspace, prefix: &str, extra: &[&str]) -> Output {
+    let mut cmd = ws.command(&["push", "multiarch", "--registry", prefix]);
+    cmd.args(extra);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_what_it_sent() {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let built = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    succeeded(&built);
+    let built_lock = lock(&ws)["images"]["multiarch"].clone();
+    let index_digest = built_lock["digest"].as_str().unwrap().to_owned();
+    let arm64 = &built_lock["platforms"]["linux/arm64"];
+    let prefix = format!("{}/broker", registry.host());
+    let lock_path = ws.path("images.lock");
+    let lock_arg = lock_path.to_str().unwrap();
+
+    // Both platforms named: the built index itself, byte for byte, and
+    // its lock entry stands but for where it went.
+    let both = ["--platform", "linux/arm64", "--platform", "linux/amd64"];
+    let out = push(
+        &ws,
+        &prefix,
+        &[&both[..], &["--tag", "both", "--lock", lock_arg]].concat(),
+    );
+    succeeded(&out);
+    let mut expected = built_lock.clone();
+    expected["reference"] = format!("{prefix}/multiarch@{index_digest}").into();
+    expected["tag"] = "both".into();
+    assert_eq!(lock(&ws)["images"]["multiarch"], expected);
+    let pushed = raw_manifest(&format!("{prefix}/multiarch:both"));
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&index_digest),
+        "{}",
+        describe(&out)
+    );
+
+    // One platform: its own manifest (the digest the index lists), and
+    // the lock records that image alone.
+    let out = push(
+        &ws,
+        &prefix,
+        &[
+            "--platform",
+            "linux/arm64",
+            "--tag",
+            "arm",
+            "--lock",
+            lock_arg,
+        ],
+    );
+    let stderr = succeeded(&out);
+    assert!(
+        stderr.contains("multiarch: linux/arm64 (its own manifest)"),
+        "{stderr}"
+    );
+    let pushed = raw_manifest(&format!("{prefix}/multiarch:arm"));
+    assert_eq!(
+        pushed["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let config = run_ok(
+        Command::new(require_tool("skopeo", "apt-get install -y skopeo"))
+            .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{prefix}/multiarch:arm")),
+    );
+    assert!(config.contains(r#""architecture":"arm64""#), "{config}");
+    let locked = &lock(&ws)["images"]["multiarch"];
+    let arm64_digest = arm64["digest"].as_str().unwrap();
+    assert_eq!(locked["digest"], arm64_digest, "{locked}");
+    assert_eq!(
+        locked["reference"],
+        format!("{prefix}/multiarch@{arm64_digest}").as_str()
+    );
+    assert_eq!(locked["tag"], "arm");
+    assert_eq!(locked["deps_key"], arm64["deps_key"]);
+    assert_eq!(locked["deps_digest"], arm64["deps_digest"]);
+    assert!(locked.get("platforms").is_none(), "{locked}");
+    assert_eq!(locked["sources"], built_lock["sources"]);
+}
+
+#[test]
+fn push_of_a_platform_not_built_is_one_line_and_sends_nothing() {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let built = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    succeeded(&built);
+    let before = std::fs::read(ws.path("images.lock")).unwrap();
+    let requests = registry.requests().len();
+    let prefix = format!("{}/broker", registry.host());
+    let lock_path = ws.path("images.lock");
+    let out = push(
+        &ws,
+        &prefix,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/s390x",
+            "--lock",
+            lock_path.to_str().unwrap(),
+        ],
+    );
+    let line = one_error_line(&out);
+    assert_eq!(
+        line,
+        "error: multiarch has no linux/s390x image in the store (it was built for linux/amd64, linux/arm64): run `broker-images build` with --platform linux/s390x among its platforms first"
+    );
+    assert_eq!(
+        registry.requests().len(),
+        requests,
+        "nothing was asked of the registry"
+    );
+    assert_eq!(std::fs::read(ws.path("images.lock")).unwrap(), before);
+}
+
+#[test]
+fn offline_builds_each_platform_on_its_manifest_of_the_base_the_store_kept_and_a_store_without_it_is_one_line()
+ {
+    let registry = TestRegistry::start();
+    let base = two_platform_base(&registry);
+    let ws = workspace("[linux/amd64, linux/arm64]");
+    let online = build(&ws, &base, &[]);
+    clean_engine_after(&base);
+    succeeded(&online);
+    let base_digest = lock(&ws)["images"]["multiarch"]["base_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Another store, the same lock: it never read the base's index.
+    let elsewhere = workspace("[linux/amd64, linux/arm64]");
+    std::fs::copy(ws.path("images.lock"), elsewhere.path("images.lock")).unwrap();
+    let before = std::fs::read(elsewhere.path("images.lock")).unwrap();
+    let line = one_error_line(&build(&elsewhere, &base, &["--offline"]));
+    assert!(
+        line.contains(&format!(
+            "multiarch (linux/amd64): base {base} ({base_digest}) is not in this store, so --offline cannot tell which of its manifests is linux/amd64's: build once without --offline"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read(elsewhere.path("images.lock")).unwrap(),
+        before,
+        "nothing half-written"
+    );
+
+    // New deps inputs, offline: the engine builds each platform on its own
+    // manifest of the base, taken from the store, asking the registry
+    // nothing (before, arm64 was built on the host's and refused).
+    std::fs::write(
+        ws.path("images/multiarch/Dockerfile"),
+        format!("{DOCKERFILE}RUN echo offline > /offline\n"),
+    )
+    .unwrap();
+    let requests = registry.requests().len();
+    let offline = build(&ws, &base, &["--offline"]);
+    let asked: Vec<String> = registry.requests()[requests..]
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    clean_engine_after(&base);
+    let stderr = succeeded(&offline);
+    assert!(asked.is_empty(), "offline asks nothing: {asked:?}");
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        assert!(
+            stderr.contains(&format!(
+                "[multiarch ({platform})] base {base}: {platform} manifest sha256:"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "[multiarch ({platform})] deps image is {platform} (its /bin/sh is {machine} code)"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("building with the Docker engine"),
+        "{stderr}"
+    );
 }

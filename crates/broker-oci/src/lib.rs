@@ -47,6 +47,7 @@ pub mod json;
 pub mod layer;
 pub mod media_type;
 pub mod oci_digest;
+pub mod platforms;
 mod source_layer;
 pub mod store;
 mod walk;

@@ -18,7 +18,7 @@ use crate::store::StoreError;
 
 /// A directory above (or at) the target whose metadata the layer must carry,
 /// typically because the base image has it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ParentDir {
     /// Absolute path in the image, e.g. `/home/broker`.
     pub path: String,
@@ -31,7 +31,7 @@ pub struct ParentDir {
 }
 
 /// How a source directory maps into the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LayerMapping {
     /// The source directory on this machine (its path never reaches the
     /// layer or the cache key).

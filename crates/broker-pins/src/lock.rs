@@ -241,6 +241,34 @@ impl LockedImage {
         self.tag = Some(tag.to_owned());
     }
 
+    /// This multi-platform image narrowed to `kept` of its platforms (in
+    /// its index's order), now `digest`: for several, the index over them,
+    /// whose deps key and deps image are the first's; for one, that
+    /// platform's manifest, recorded as a single-platform image is (no
+    /// `platforms`). A signature or provenance made for the whole index
+    /// does not cover the new digest and is dropped. `None` when a platform
+    /// of `kept` is not recorded, or `kept` is empty.
+    #[must_use]
+    pub fn narrowed(&self, kept: &[Platform], digest: Digest) -> Option<Self> {
+        let first = self.platforms.get(kept.first()?)?;
+        let mut platforms = BTreeMap::new();
+        for platform in kept {
+            platforms.insert(platform.clone(), self.platforms.get(platform)?.clone());
+        }
+        let mut narrowed = self.clone();
+        narrowed.digest = digest;
+        narrowed.deps_key.clone_from(&first.deps_key);
+        narrowed.deps_digest = first.deps_digest;
+        narrowed.platforms = if kept.len() == 1 {
+            BTreeMap::new()
+        } else {
+            platforms
+        };
+        narrowed.signature = None;
+        narrowed.provenance = None;
+        Some(narrowed)
+    }
+
     /// The pushed reference pinned by digest; an error naming the image
     /// when it was built but never pushed (the reference is then only a
     /// store name).
@@ -615,6 +643,48 @@ mod tests {
         std::fs::write(&path, "{\n  \"version\": 1,\n  \"images\": [}\n").unwrap();
         let err = Lock::read(&path).unwrap_err().to_string();
         assert!(err.contains("images.lock:3:"), "{err}");
+    }
+
+    /// Issue 26 (push --platform): one platform is recorded as a
+    /// single-platform image, several keep their records and the first's
+    /// deps; a signature of the whole index is dropped.
+    #[test]
+    fn a_narrowed_image_records_only_the_platforms_kept() {
+        let (amd64, arm64): (Platform, Platform) = (
+            "linux/amd64".parse().unwrap(),
+            "linux/arm64".parse().unwrap(),
+        );
+        let mut indexed = image(Digest::of(b"index"), "k-amd64", Digest::of(b"layer"));
+        indexed.signature = Some(Digest::of(b"sig"));
+        for (platform, name) in [(&amd64, "amd64"), (&arm64, "arm64")] {
+            indexed.platforms.insert(
+                platform.clone(),
+                LockedPlatform {
+                    digest: Digest::of(name.as_bytes()),
+                    deps_key: format!("k-{name}"),
+                    deps_digest: Digest::of(format!("deps-{name}").as_bytes()),
+                },
+            );
+        }
+        let one = indexed
+            .narrowed(std::slice::from_ref(&arm64), Digest::of(b"arm64"))
+            .unwrap();
+        assert_eq!(one.digest, Digest::of(b"arm64"));
+        assert_eq!(one.deps_key, "k-arm64");
+        assert_eq!(one.deps_digest, Digest::of(b"deps-arm64"));
+        assert!(one.platforms.is_empty());
+        assert_eq!((one.signature, one.provenance), (None, None));
+        assert_eq!(one.sources, indexed.sources);
+
+        let both = indexed
+            .narrowed(&[arm64.clone(), amd64.clone()], Digest::of(b"other index"))
+            .unwrap();
+        assert_eq!(both.platforms, indexed.platforms);
+        assert_eq!(both.deps_key, "k-arm64", "the first kept");
+
+        let s390x: Platform = "linux/s390x".parse().unwrap();
+        assert_eq!(indexed.narrowed(&[s390x], Digest::of(b"x")), None);
+        assert_eq!(indexed.narrowed(&[], Digest::of(b"x")), None);
     }
 
     fn image(digest: Digest, key: &str, layer: Digest) -> LockedImage {

@@ -140,9 +140,16 @@ pub(crate) async fn put_graph<'s>(
         }
     } else {
         stats = put_blobs(client, repository, image, blobs, source, reporter).await?;
-        for manifest in manifests {
-            put_manifest(&repo, &manifest.digest.to_string(), manifest).await?;
-        }
+        // An index's platform manifests need only their blobs: they go up
+        // together, one round trip whatever their number; the root after
+        // them, as it needs them all.
+        let children = &manifests[..manifests.len() - 1];
+        futures::future::try_join_all(children.iter().map(|manifest| {
+            let repo = &repo;
+            async move { put_manifest(repo, &manifest.digest.to_string(), manifest).await }
+        }))
+        .await?;
+        put_manifest(&repo, &root.digest.to_string(), root).await?;
     }
     if let Some(tag) = tag
         && !tag_current

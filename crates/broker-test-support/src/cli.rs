@@ -81,3 +81,21 @@ impl Workspace {
         crate::output_with_stdin(&mut self.command(args), stdin)
     }
 }
+
+/// A finished command's status, stdout and stderr, for assertion
+/// messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The stderr (the progress) of a command that must have succeeded;
+/// panics with [`describe`] when it did not.
+pub fn succeeded(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

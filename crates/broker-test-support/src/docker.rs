@@ -152,6 +152,29 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     out.trim().to_owned()
 }
 
+/// Removes, when this test process ends, every image the engine now holds
+/// under `repository` (e.g. `broker-images/NAME`, where a build leaves its
+/// deps images as `NAME:deps-<key>`), as [`remove_from_engine_when_done`]
+/// does for one reference. Best effort and never a panic (it may run
+/// while a failed test unwinds): an engine that cannot list leaves the
+/// images.
+pub fn remove_repository_from_engine_when_done(repository: &str) {
+    let docker = find_tool("docker").unwrap_or_else(|| PathBuf::from("docker"));
+    let Ok(listed) = Command::new(docker)
+        .env("DOCKER_HOST", docker_host())
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", repository])
+        .output()
+    else {
+        return;
+    };
+    for reference in String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        remove_from_engine_when_done(reference);
+    }
+}
+
 /// Removes `reference` from the Docker engine once this test process has
 /// ended: images a test pulled or tagged (`127.0.0.1:PORT/…` from its own
 /// registry) would otherwise pile up run after run. Removal waits for the

@@ -23,9 +23,10 @@ pub mod token_issuer;
 pub use base_images::{
     BaseImage, busybox, busybox_arm64, debian_minbase, push_multi_platform, push_multi_platform_to,
 };
-pub use cli::Workspace;
+pub use cli::{Workspace, describe, succeeded};
 pub use docker::{
-    docker_cli, engine, git, output_ok, remove_from_engine_when_done, require_tool, run_ok,
+    docker_cli, engine, git, output_ok, remove_from_engine_when_done,
+    remove_repository_from_engine_when_done, require_tool, run_ok,
 };
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};

@@ -86,9 +86,12 @@ pub(crate) async fn base_layers(
 
 /// The manifest of `platform` in the index `digest` of a registry base
 /// names, for the engine to build `FROM`; `None` for a base only the
-/// engine has, a base that is a single manifest, or an index that cannot
-/// be read now (said in one line: the check of the deps image then says
-/// whether the engine's pick fits).
+/// engine has, a base that is a single manifest, or an index its registry
+/// cannot give now (said in one line: the check of the deps image then
+/// says whether the engine's pick fits). The index is read from the store,
+/// which keeps every base index a build read by its digest; else from
+/// the base's registry, and kept. Offline, an index the store lacks is an
+/// error: the engine would build every platform on the host's manifest.
 pub(crate) async fn platform_base(
     run: &Run,
     image: &str,
@@ -96,40 +99,64 @@ pub(crate) async fn platform_base(
     digest: BaseDigest,
     platform: &Platform,
 ) -> Result<Option<Digest>, BuildError> {
-    let Some(resolver) = run.base_resolver.as_ref().filter(|_| !digest.local) else {
+    if digest.local {
         return Ok(None);
-    };
+    }
     let key = format!("{base}@{}", digest.digest);
-    let entries = run
-        .base_indexes
-        .get_or_try_init(&key, || resolver.index_manifests(base, digest.digest))
-        .await;
-    let entries = match entries {
+    let read = || async {
+        if let Ok(bytes) = run.store.read_blob(&digest.digest) {
+            return Ok(broker_oci::platforms::index_platforms(&bytes));
+        }
+        let Some(resolver) = run.base_resolver.as_ref() else {
+            return Err(None);
+        };
+        let bytes = resolver
+            .manifest(base, digest.digest)
+            .await
+            .map_err(|e| Some(error_chain(e.as_ref())))?;
+        // By its digest, so offline builds find it; bytes that are not
+        // the digest's are refused here.
+        match run.store.write_blob(&bytes) {
+            Ok(stored) if stored == digest.digest => {}
+            Ok(stored) => {
+                return Err(Some(format!(
+                    "its registry served {stored} for {}",
+                    digest.digest
+                )));
+            }
+            Err(e) => return Err(Some(error_chain(&e))),
+        }
+        Ok(broker_oci::platforms::index_platforms(&bytes))
+    };
+    let entries = match run.base_indexes.get_or_try_init(&key, read).await {
         Ok(Some(entries)) => entries,
         Ok(None) => return Ok(None),
-        Err(e) => {
+        Err(None) => {
+            return Err(BuildError::OfflineBaseIndex {
+                image: image.to_owned(),
+                base: base.to_owned(),
+                index: digest.digest,
+                platform: platform.to_string(),
+            });
+        }
+        Err(Some(why)) => {
             run.reporter.stage(
                 image,
                 &format!(
-                    "base {base}: its index cannot be read now ({}); the engine picks the manifest",
-                    error_chain(e.as_ref())
+                    "base {base}: its index cannot be read now ({why}); the engine picks the manifest"
                 ),
             );
             return Ok(None);
         }
     };
-    // Spellings differ (`linux/arm64/v8`): compared as platforms.
-    let found = entries
-        .iter()
-        .find(|(p, _)| p.parse::<Platform>().ok().as_ref() == Some(platform));
-    if let Some((_, manifest)) = found {
+    if let Some((_, manifest)) = entries.iter().find(|(p, _)| p == platform) {
         run.reporter.stage(
             image,
             &format!("base {base}: {platform} manifest {manifest}"),
         );
         return Ok(Some(*manifest));
     }
-    let available: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+    let available: Vec<String> = entries.iter().map(|(p, _)| p.to_string()).collect();
     Err(BuildError::BaseWithoutPlatform {
         image: image.to_owned(),
         base: base.to_owned(),

@@ -5,7 +5,7 @@ use broker_oci::StoredImage;
 use broker_oci::docker_archive::KnownLayers;
 use broker_pins::Platform;
 
-use crate::build::base::base_layers;
+use crate::build::base::{base_layers, platform_base};
 use crate::build::error::BuildError;
 use crate::build::run::{DepsWanted, Run};
 use crate::deps::{self, BuildOutput, DepsInputs, DepsKey, EngineImage};
@@ -50,13 +50,16 @@ pub(crate) struct InEngine {
 /// The deps image: from the store, else the deps source, else built by the
 /// engine (and its registry base's layers fetched meanwhile).
 /// `label` names the image in progress and errors (with its platform when
-/// it has several); tags use the spec's name.
+/// it has several); tags use the spec's name. With `own_base`, the engine
+/// builds on the base's manifest for the inputs' platform: looked up only
+/// here, when the engine has work, since the key does not need it.
 pub(crate) async fn deps_image(
     run: &Run,
     spec: &ImageSpec,
     label: &str,
-    inputs: &DepsInputs,
+    inputs: &mut DepsInputs,
     key: &DepsKey,
+    own_base: bool,
 ) -> Result<Deps, BuildError> {
     let name = spec.name.as_str();
     let store_tag = format!("{name}:{}", key.tag());
@@ -97,6 +100,10 @@ pub(crate) async fn deps_image(
             image: label.to_owned(),
             tag: key.tag(),
         });
+    }
+    if own_base && let Some(digest) = inputs.base_digest {
+        inputs.platform_base =
+            platform_base(run, label, &inputs.base, digest, &inputs.platform).await?;
     }
     deps::check_emulation(label, &inputs.platform)?;
     let emulated = if inputs.platform == Platform::host() {

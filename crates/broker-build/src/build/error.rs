@@ -124,6 +124,21 @@ pub enum BuildError {
         /// The platforms the index has, comma-separated.
         available: String,
     },
+    /// Offline, the store has no copy of the base's index (or manifest)
+    /// to take a platform's manifest from: a build online keeps it there.
+    #[error(
+        "{image}: base {base} ({index}) is not in this store, so --offline cannot tell which of its manifests is {platform}'s: build once without --offline (the store then keeps the base's index)"
+    )]
+    OfflineBaseIndex {
+        /// The image.
+        image: String,
+        /// The base reference.
+        base: String,
+        /// The digest the lock records for it.
+        index: broker_oci::Digest,
+        /// The platform to build (`linux/arm64`).
+        platform: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal error: a layer task of {image} failed")]
     Task {

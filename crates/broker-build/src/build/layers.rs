@@ -3,7 +3,6 @@
 //! runtime.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use broker_oci::{LayerMapping, LayerOptions, SourceLayer, Store, StoredImage};
 
@@ -12,7 +11,10 @@ use crate::build::run::Run;
 use crate::spec::{self, ImageSpec};
 
 /// Builds (or takes from the cache) every source layer of `spec`.
-/// `label` names the image (and platform) in progress and errors.
+/// `label` names the image (and platform) in progress and errors. A layer
+/// another platform of the image already made in this run (the same tree
+/// onto the same directories of its deps image) is taken from the run as
+/// it is (shared): the same bytes, neither walked nor hashed again.
 pub(crate) async fn build_layers(
     run: &Run,
     spec: &ImageSpec,
@@ -32,52 +34,69 @@ pub(crate) async fn build_layers(
         mapping.epoch = run.epoch;
         mappings.push((layer.name.clone(), mapping));
     }
-    let store = run.store.clone();
-    let base = base.clone();
-    let options = LayerOptions {
-        threads: run.options.layer_threads.max(1),
-        use_cache: !run.options.verify,
+    let task_err = |source| BuildError::Task {
+        image: label.to_owned(),
+        source,
     };
-    let reporter = Arc::clone(&run.reporter);
-    tokio::task::spawn_blocking(move || {
-        let mut layers = Vec::new();
-        for (layer_name, mut mapping) in mappings {
-            // Reading a base's layers is CPU work too (once per layer, then
-            // cached): keep it off the async runtime.
+    // Reading a base's layers is CPU work too (once per layer, then
+    // cached): keep it off the async runtime.
+    let (store, base) = (run.store.clone(), base.clone());
+    let mappings = tokio::task::spawn_blocking(move || {
+        for (_, mapping) in &mut mappings {
             mapping.parents = base_parents(&store, &base, &mapping.target).map_err(|source| {
                 BuildError::Base {
                     image: name.clone(),
                     source,
                 }
             })?;
-            let layer = broker_oci::build_layer(&store, &mapping, &options).map_err(|source| {
-                BuildError::Layer {
-                    image: name.clone(),
-                    layer: layer_name.clone(),
-                    source: Box::new(source),
-                }
-            })?;
-            let how = if layer.from_cache {
-                "unchanged (cache)"
-            } else {
-                "built"
-            };
-            reporter.stage(
-                &name,
-                &format!(
-                    "layer {layer_name} → {}: {how}, {} entries",
-                    mapping.target, layer.entries
-                ),
-            );
-            layers.push(layer);
         }
-        Ok(layers)
+        Ok::<_, BuildError>(mappings)
     })
     .await
-    .map_err(|source| BuildError::Task {
-        image: label.to_owned(),
-        source,
-    })?
+    .map_err(task_err)??;
+    let options = LayerOptions {
+        threads: run.options.layer_threads.max(1),
+        use_cache: !run.options.verify,
+    };
+    let mut layers = Vec::new();
+    for (layer_name, mapping) in mappings {
+        let mut made_here = false;
+        let layer = run
+            .source_layers
+            .get_or_try_init(&mapping, || {
+                made_here = true;
+                let (store, mapping) = (run.store.clone(), mapping.clone());
+                let (image, layer_name) = (label.to_owned(), layer_name.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        broker_oci::build_layer(&store, &mapping, &options).map_err(|source| {
+                            BuildError::Layer {
+                                image,
+                                layer: layer_name,
+                                source: Box::new(source),
+                            }
+                        })
+                    })
+                    .await
+                    .map_err(task_err)?
+                }
+            })
+            .await?;
+        let how = match (made_here, layer.from_cache) {
+            (false, _) => "shared (made once in this run)",
+            (true, true) => "unchanged (cache)",
+            (true, false) => "built",
+        };
+        run.reporter.stage(
+            label,
+            &format!(
+                "layer {layer_name} → {}: {how}, {} entries",
+                mapping.target, layer.entries
+            ),
+        );
+        layers.push(layer);
+    }
+    Ok(layers)
 }
 
 /// The metadata of every directory at or above `target` that the base image

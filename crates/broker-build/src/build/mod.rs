@@ -31,10 +31,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use broker_oci::image::ImageBuilder;
-use broker_oci::{Store, StoredImage};
+use broker_oci::{SourceLayer, Store, StoredImage};
 use tokio::sync::OnceCell;
 
-use crate::build::base::{platform_base, resolve_base};
+use crate::build::base::resolve_base;
 use crate::build::deps_image::{Deps, InEngine, deps_image, export_engine_images};
 use crate::build::labels::{provenance, runtime_config};
 use crate::build::layers::build_layers;
@@ -51,7 +51,7 @@ pub use crate::build::labels::{TREE_LABEL_PREFIX, tree_label};
 pub use crate::build::lock::{BuiltImage, BuiltPlatform};
 pub use crate::build::run::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildHooks, BuildOptions, BuildReporter,
-    DepsFetch, DepsSource, DepsWanted, IndexLookup,
+    DepsFetch, DepsSource, DepsWanted, ManifestLookup,
 };
 
 /// The names of the images a build with `only` covers.
@@ -209,6 +209,7 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
         resolved_bases: Memo::new(),
         base_layers: Memo::new(),
         base_indexes: Memo::new(),
+        source_layers: Memo::new(),
         engine_options,
         layer_streams,
         reporter,
@@ -245,8 +246,8 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
             Err(err) => fail(&keyed.unit.spec.name, err),
         }
     }
-    // The platforms of one image one after the other, in the spec's order:
-    // the second finds every source layer in the cache.
+    // The platforms of one image together, in the spec's order: the first
+    // makes the source layers, the others share them.
     let mut by_image: BTreeMap<String, Vec<Ready<'_>>> = BTreeMap::new();
     for r in ready {
         by_image
@@ -407,16 +408,11 @@ async fn prepare<'s>(run: &Run, unit: &'s Unit<'s>) -> Result<(Keyed<'s>, Deps),
     inputs.image = label.to_owned();
     inputs.platform = unit.platform.clone();
     inputs.base_digest = resolve_base(run, label, &inputs.base).await?;
-    // A host-only build lets the engine pick the host's manifest, as it
-    // always did; every other build names its platform's.
-    if let Some(digest) = inputs.base_digest
-        && (unit.indexed || unit.platform != Platform::host())
-    {
-        inputs.platform_base =
-            platform_base(run, label, &inputs.base, digest, &unit.platform).await?;
-    }
     let key = inputs.key();
-    let deps = deps_image(run, spec, label, &inputs, &key).await?;
+    // A host-only build lets the engine pick the host's manifest of the
+    // base, as it always did; every other build names its platform's.
+    let own_base = unit.indexed || unit.platform != Platform::host();
+    let deps = deps_image(run, spec, label, &mut inputs, &key, own_base).await?;
     Ok((Keyed { unit, inputs, key }, deps))
 }
 
@@ -427,17 +423,33 @@ async fn finish(
     name: &str,
     platforms: Vec<Ready<'_>>,
 ) -> Result<(BuiltImage, LockedImage), BuildError> {
-    let mut built = Vec::with_capacity(platforms.len());
+    // The layers in the platforms' order, so the first makes each shared
+    // layer and the others take it from the run; then every platform's
+    // config and manifest at once (their writes wait on the disk).
+    let mut layered = Vec::with_capacity(platforms.len());
     for ready in platforms {
-        let indexed = ready.keyed.unit.indexed;
-        built.push((indexed, finish_platform(run, ready).await?));
+        let layers = build_layers(
+            run,
+            ready.keyed.unit.spec,
+            &ready.keyed.unit.label,
+            &ready.deps_image,
+        )
+        .await?;
+        layered.push((ready, layers));
     }
+    let written = futures::future::join_all(
+        layered
+            .into_iter()
+            .map(|(ready, layers)| finish_platform(run, ready, layers)),
+    )
+    .await;
+    let mut built = written.into_iter().collect::<Result<Vec<_>, _>>()?;
     let store_err = |source| BuildError::Store {
         image: name.to_owned(),
         source,
     };
-    if !built.first().is_some_and(|(indexed, _)| *indexed) {
-        let Some((_, one)) = built.pop() else {
+    if !built.first().is_some_and(|p| p.indexed) {
+        let Some(one) = built.pop() else {
             unreachable!("one platform was built")
         };
         if !run.options.verify {
@@ -451,7 +463,7 @@ async fn finish(
     }
     let entries: Vec<_> = built
         .iter()
-        .map(|(_, p)| (p.image.manifest_descriptor.clone(), p.platform.clone()))
+        .map(|p| (p.image.manifest_descriptor.clone(), p.platform.clone()))
         .collect();
     let index = broker_oci::image::image_index(&entries).map_err(|source| BuildError::Image {
         image: name.to_owned(),
@@ -463,30 +475,35 @@ async fn finish(
     if !run.options.verify {
         run.store.tag(name, &descriptor).map_err(store_err)?;
     }
-    let listed: Vec<String> = built.iter().map(|(_, p)| p.platform.to_string()).collect();
+    let listed: Vec<String> = built.iter().map(|p| p.platform.to_string()).collect();
     run.reporter.stage(
         name,
         &format!("built {name}@{digest} (index of {})", listed.join(", ")),
     );
     Ok(lock::indexed(
         digest,
-        built
-            .into_iter()
-            .map(|(_, p)| (p.platform, p.entries))
-            .collect(),
+        built.into_iter().map(|p| (p.platform, p.entries)).collect(),
     ))
 }
 
 /// One platform's image, built into the store (untagged).
 struct PlatformImage {
     platform: Platform,
+    /// One of several platforms of its image.
+    indexed: bool,
     /// Its stored manifest and config.
     image: StoredImage,
     digest: broker_oci::Digest,
     entries: (BuiltImage, LockedImage),
 }
 
-async fn finish_platform(run: &Run, ready: Ready<'_>) -> Result<PlatformImage, BuildError> {
+/// The image of one platform on its source layers, written into the
+/// store off the async runtime.
+async fn finish_platform(
+    run: &Run,
+    ready: Ready<'_>,
+    layers: Vec<SourceLayer>,
+) -> Result<PlatformImage, BuildError> {
     let Ready {
         keyed: Keyed { unit, inputs, key },
         deps_image,
@@ -499,8 +516,6 @@ async fn finish_platform(run: &Run, ready: Ready<'_>) -> Result<PlatformImage, B
         image: label.to_owned(),
         source,
     })?;
-
-    let layers = build_layers(run, spec, label, &deps_image).await?;
 
     // Registry-independent on purpose: the same sources give the same
     // digest whether pushed to Docker Hub, an internal registry or nowhere.
@@ -521,8 +536,13 @@ async fn finish_platform(run: &Run, ready: Ready<'_>) -> Result<PlatformImage, B
     builder.provenance(provenance(&run.trees[BROKER_TREE], &inputs));
     builder.epoch(run.epoch);
     builder.platform(&unit.platform);
-    let image = builder
-        .write(&run.store)
+    let store = run.store.clone();
+    let image = tokio::task::spawn_blocking(move || builder.write(&store))
+        .await
+        .map_err(|source| BuildError::Task {
+            image: label.to_owned(),
+            source,
+        })?
         .map_err(|source| BuildError::Image {
             image: label.to_owned(),
             source,
@@ -546,6 +566,7 @@ async fn finish_platform(run: &Run, ready: Ready<'_>) -> Result<PlatformImage, B
     };
     Ok(PlatformImage {
         platform: unit.platform.clone(),
+        indexed: unit.indexed,
         image,
         digest,
         entries: record.entries(),

@@ -2,11 +2,13 @@
 //! line, the caller's hooks (where deps images and base digests are looked
 //! up, where progress goes), and the state every image's build reads.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use broker_oci::{Digest, SourceDateEpoch, Store};
+use broker_oci::{Digest, LayerMapping, SourceDateEpoch, SourceLayer, Store};
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
@@ -64,18 +66,16 @@ pub trait BaseResolver: Send + Sync {
     /// when its digest names an index).
     fn fetch<'a>(&'a self, store: &'a Store, wanted: BaseWanted<'a>) -> BaseFetch<'a>;
 
-    /// The manifests of the index `digest` that `reference` resolved to,
-    /// by platform, so each platform's deps stage builds on its own base
-    /// (asked once per base and run, whatever the number of platforms).
-    fn index_manifests<'a>(&'a self, reference: &'a str, digest: Digest) -> IndexLookup<'a>;
+    /// The bytes of the manifest or index `digest` that `reference`
+    /// resolved to, so each platform's deps stage builds on its own
+    /// manifest of a base index. Asked once per base and run whatever the
+    /// number of platforms, and not at all once the store keeps it.
+    fn manifest<'a>(&'a self, reference: &'a str, digest: Digest) -> ManifestLookup<'a>;
 }
 
-/// What [`BaseResolver::index_manifests`] returns: the manifests of the
-/// index a base digest names, each with its platform as the index writes
-/// it (`linux/arm64/v8`), or `None` when the digest names a single image
-/// manifest (the engine then builds on it as it is, and the deps image's
-/// check says whether it fits).
-pub type IndexLookup<'a> = BoxFuture<'a, Result<Option<Vec<(String, Digest)>>, DepsSourceError>>;
+/// What [`BaseResolver::manifest`] returns: the manifest's bytes as its
+/// registry serves them (the build checks their digest).
+pub type ManifestLookup<'a> = BoxFuture<'a, Result<Vec<u8>, DepsSourceError>>;
 
 /// A base image to copy into the store.
 #[derive(Clone, Copy, Debug)]
@@ -186,7 +186,12 @@ pub(crate) struct Run {
     /// Each registry base's compressed layers, fetched once per run.
     pub(crate) base_layers: Memo<KnownLayers>,
     /// Each registry base's index entries, read once per run.
-    pub(crate) base_indexes: Memo<Option<Vec<(String, Digest)>>>,
+    pub(crate) base_indexes: Memo<Option<Vec<(Platform, Digest)>>>,
+    /// Each source layer made once per run: the platforms of an image
+    /// map the same trees onto the same directories, so the second finds
+    /// the first's layer here instead of walking, hashing and looking the
+    /// tree up in the layer cache again.
+    pub(crate) source_layers: Memo<SourceLayer, LayerMapping>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,
@@ -195,20 +200,22 @@ pub(crate) struct Run {
 /// Values computed once per key and run, by whichever build asks first;
 /// the others wait for it. A failure is not kept: the next build asks
 /// again (and reports its own error).
-pub(crate) struct Memo<T> {
-    cells: std::sync::Mutex<BTreeMap<String, Arc<OnceCell<T>>>>,
+pub(crate) struct Memo<T, K = String> {
+    cells: std::sync::Mutex<HashMap<K, Arc<OnceCell<T>>>>,
 }
 
-impl<T: Clone> Memo<T> {
+impl<T: Clone, K: Hash + Eq> Memo<T, K> {
     pub(crate) fn new() -> Self {
         Self {
-            cells: std::sync::Mutex::new(BTreeMap::new()),
+            cells: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The value for `key`, computing it with `compute` if nobody has.
-    pub(crate) async fn get_or_try_init<E, F, Fut>(&self, key: &str, compute: F) -> Result<T, E>
+    pub(crate) async fn get_or_try_init<Q, E, F, Fut>(&self, key: &Q, compute: F) -> Result<T, E>
     where
+        K: Borrow<Q>,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
@@ -217,7 +224,11 @@ impl<T: Clone> Memo<T> {
                 .cells
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(cells.entry(key.to_owned()).or_default())
+            let cell = match cells.get(key) {
+                Some(cell) => cell,
+                None => cells.entry(key.to_owned()).or_default(),
+            };
+            Arc::clone(cell)
         };
         cell.get_or_try_init(compute).await.cloned()
     }

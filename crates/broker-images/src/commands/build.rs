@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use broker_build::build::{
     BaseFetch, BaseLookup, BaseResolver, BaseWanted, BuildError, BuildHooks, BuildOptions,
-    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, IndexLookup, build,
+    BuildReporter, BuiltImage, DepsFetch, DepsOrigin, DepsSource, DepsWanted, ManifestLookup,
+    build,
 };
 use broker_build::deps::{BaseDigest, DepsError};
 use broker_oci::Store;
@@ -164,11 +165,11 @@ impl BaseResolver for RegistryBases {
         })
     }
 
-    fn index_manifests<'a>(
+    fn manifest<'a>(
         &'a self,
         reference: &'a str,
         digest: broker_oci::Digest,
-    ) -> IndexLookup<'a> {
+    ) -> ManifestLookup<'a> {
         Box::pin(async move {
             let reference: Reference = reference.parse()?;
             let client = RegistryClient::for_reference(&reference, &self.options)?;
@@ -179,23 +180,7 @@ impl BaseResolver for RegistryBases {
                 &Silent,
             )
             .await?;
-            let broker_registry::Manifest::Index { manifests } = &fetched.manifest else {
-                return Ok(None);
-            };
-            Ok(Some(
-                manifests
-                    .iter()
-                    .filter_map(|m| {
-                        let p = m.platform.as_ref()?;
-                        let mut text = format!("{}/{}", p.os, p.architecture);
-                        if let Some(v) = &p.variant {
-                            text.push('/');
-                            text.push_str(v);
-                        }
-                        Some((text, m.digest))
-                    })
-                    .collect(),
-            ))
+            Ok(fetched.bytes)
         })
     }
 
