@@ -17,6 +17,9 @@ use crate::error::ClusterError;
 use crate::labels;
 use crate::rollout;
 
+/// How long a rotation script may run: a password change takes a second.
+const ROTATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Cluster {
     /// Runs each change's script in a ready pod of its workload, the new
     /// value on standard input; the first failure is the error.
@@ -95,26 +98,53 @@ impl Cluster {
             .exec(pod, command, &params)
             .await
             .map_err(|e| failed(format!("the exec request was refused: {}", first_line(&e))))?;
-        if let Some(mut stdin) = attached.stdin() {
+        // The script reads one line; stdin stays open until the exit
+        // status is in: closing it early closes the whole exec on servers
+        // without the v5 stream protocol (before Kubernetes 1.29), and the
+        // status with it.
+        let mut stdin = attached.stdin();
+        if let Some(stdin) = stdin.as_mut() {
             let mut input = change.new_value.clone();
             input.push(b'\n');
             stdin
                 .write_all(&input)
                 .await
                 .map_err(|e| failed(format!("writing the new value: {e}")))?;
-            stdin.shutdown().await.ok();
+            stdin.flush().await.ok();
         }
-        let mut output = Vec::new();
-        if let Some(mut stdout) = attached.stdout() {
-            stdout.read_to_end(&mut output).await.ok();
-        }
-        if let Some(mut stderr) = attached.stderr() {
-            stderr.read_to_end(&mut output).await.ok();
-        }
-        let status = match attached.take_status() {
-            Some(status) => status.await,
-            None => None,
+        let (mut stdout, mut stderr) = (attached.stdout(), attached.stderr());
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                s.read_to_end(&mut out).await.ok();
+            }
         };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                s.read_to_end(&mut err).await.ok();
+            }
+        };
+        let status_future = attached.take_status();
+        let status = async {
+            match status_future {
+                Some(status) => status.await,
+                None => None,
+            }
+        };
+        let Ok(((), (), status)) = tokio::time::timeout(ROTATION_LIMIT, async {
+            tokio::join!(read_out, read_err, status)
+        })
+        .await
+        else {
+            return Err(failed(format!(
+                "the {} script did not finish within {} s",
+                labels::ROTATE_CREDENTIALS,
+                ROTATION_LIMIT.as_secs()
+            )));
+        };
+        drop(stdin);
+        let mut output = out;
+        output.extend(err);
         attached.join().await.ok();
         let success = status
             .as_ref()
