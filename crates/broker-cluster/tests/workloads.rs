@@ -184,7 +184,17 @@ async fn a_crd_kind_is_resolved_by_discovery_applied_named_on_the_parent_then_pr
 #[tokio::test]
 async fn a_kind_the_cluster_does_not_serve_is_one_line_naming_it_and_its_file_and_nothing_is_written()
  {
-    let server = serve(None).await;
+    // What a real API server answers for a group-version it does not
+    // serve: 404 with a plain-text body, not a Status.
+    let recorded_404 = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/recorded/workloads/discovery-unknown-group-version.txt"),
+    )
+    .unwrap();
+    let server = serve(Some(std::sync::Arc::new(move |r: &support::Recorded| {
+        (r.path == MONITORS).then(|| (404, Value::String(recorded_404.clone())))
+    })))
+    .await;
     let dir = rendered_with(&[("servicemonitor-restapi.yaml", SERVICE_MONITOR)]);
     let set = RenderedSet::read_dir(dir.path(), "broker").unwrap();
     let error = server
