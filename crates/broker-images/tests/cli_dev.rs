@@ -132,19 +132,6 @@ fn wait_for(
     panic!("no such line; stderr so far:\n{}", seen.join("\n"));
 }
 
-/// Leaves the deps images the engine built to be removed from it when
-/// the tests end.
-fn forget_deps_images(ws: &Workspace) {
-    if let Ok(Some(lock)) = broker_pins::Lock::read(&ws.path("images.dev.lock")) {
-        for (name, image) in &lock.images {
-            let key = image.deps_key.get(..32).unwrap_or(&image.deps_key);
-            broker_test_support::remove_from_engine_when_done(&format!(
-                "broker-images/{name}:deps-{key}"
-            ));
-        }
-    }
-}
-
 fn interrupt(child: &Child) {
     // The shell's own `kill`: no procps needed.
     let status = std::process::Command::new("sh")
@@ -202,7 +189,6 @@ async fn a_save_is_one_line_and_ctrl_c_names_the_way_back_to_the_release_lock() 
         )),
         "{back}"
     );
-    forget_deps_images(&ws);
     // The release lock was not written: dev keeps its own record.
     assert_eq!(
         std::fs::read(ws.path("images.lock")).unwrap(),

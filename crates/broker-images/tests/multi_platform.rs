@@ -11,8 +11,8 @@
 use std::process::{Command, Output};
 
 use broker_test_support::{
-    TestRegistry, Workspace, busybox, busybox_arm64, push_multi_platform,
-    remove_from_engine_when_done, require_tool, run_ok, unique_suffix,
+    TestRegistry, Workspace, busybox, busybox_arm64, push_multi_platform, require_tool, run_ok,
+    unique_suffix,
 };
 
 /// The deps stage records the machine its RUN step ran on.
@@ -95,31 +95,6 @@ fn raw_manifest(reference: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Removes, when this test process ends, the deps images the builds left
-/// in the engine (`broker-images/multiarch:deps-…`, a name only this file
-/// uses) and the platform manifests of `base` the engine pulled.
-fn clean_engine_after(base: &str) {
-    let listed = run_ok(Command::new("docker").args([
-        "images",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "broker-images/multiarch",
-    ]));
-    for reference in listed.lines().filter(|l| !l.is_empty()) {
-        remove_from_engine_when_done(reference);
-    }
-    if base.contains('/') && !base.starts_with("broker-test/") {
-        let repository = base.rsplit_once(':').map_or(base, |(r, _)| r);
-        let index = raw_manifest(base);
-        for entry in index["manifests"].as_array().into_iter().flatten() {
-            remove_from_engine_when_done(&format!(
-                "{repository}@{}",
-                entry["digest"].as_str().unwrap_or_default()
-            ));
-        }
-    }
-}
-
 fn lock(ws: &Workspace) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap()
 }
@@ -145,7 +120,6 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     let tag = format!("v-{}", unique_suffix());
     let push = ["--push", "--registry", &prefix, "--tag", &tag];
     let built = build(&ws, &base, &push);
-    clean_engine_after(&base);
     let stderr = ok(&built);
     for platform in ["linux/amd64", "linux/arm64"] {
         assert!(
@@ -212,7 +186,6 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         // Each platform's manifest, pulled by digest, runs on its machine
         // and runs the baked code on deps built for it.
         run_ok(Command::new("docker").args(["pull", "-q", &pinned]));
-        remove_from_engine_when_done(&pinned);
         let said = run_ok(Command::new("docker").args(["run", "--rm", &pinned]));
         assert_eq!(
             said.trim(),
@@ -248,7 +221,6 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     // deps images from the registry by key and gives the same index.
     let elsewhere = workspace("[linux/amd64, linux/arm64]");
     let stderr = ok(&build(&elsewhere, &base, &["--registry", &prefix]));
-    clean_engine_after(&base);
     assert!(
         !stderr.contains("building with the Docker engine"),
         "{stderr}"
@@ -309,7 +281,6 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     let base = busybox();
     let ws = workspace("[linux/arm64]");
     let out = build(&ws, &base.docker_ref, &[]);
-    clean_engine_after(&base.docker_ref);
     let line = one_error_line(&out);
     assert!(
         line.contains("the deps image is not linux/arm64: its /bin/sh is a x86-64 executable"),
@@ -328,7 +299,6 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     );
     // So the next build refuses it again rather than taking it from the store.
     let out = build(&ws, &base.docker_ref, &[]);
-    clean_engine_after(&base.docker_ref);
     let again = one_error_line(&out);
     assert!(again.contains("is not linux/arm64"), "{again}");
 }

@@ -11,6 +11,7 @@ pub mod background;
 pub mod base_images;
 pub mod cli;
 pub mod docker;
+pub mod engine_images;
 pub mod fault_proxy;
 pub mod registry;
 pub mod silent_server;
@@ -25,6 +26,7 @@ pub use cli::Workspace;
 pub use docker::{
     docker_cli, engine, git, output_ok, remove_from_engine_when_done, require_tool, run_ok,
 };
+pub use engine_images::EngineImages;
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 pub use silent_server::SilentServer;
