@@ -19,7 +19,7 @@ use broker_build::build::{BuildHooks, BuildOptions, BuildReporter};
 use broker_dev::{ChangeReport, DevError, DevOptions, DevReporter, DevSession, Watcher};
 use broker_registry::{ClientOptions, Publisher, RegistryPrefix, RetryPolicy, Silent};
 use broker_test_support::{
-    EngineImages, Fault, FaultPolicy, FaultProxy, TestRegistry, busybox, copy_dir, repo_root,
+    EngineImages, Fault, FaultPolicy, FaultProxy, TestRegistry, busybox, dev_example, repo_root,
 };
 use support::{Recorded, Scripted};
 use tokio::sync::mpsc;
@@ -98,29 +98,7 @@ struct Project {
 impl Project {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &repo_root().join("examples/broker"),
-            &dir.path().join("broker"),
-        );
-        copy_dir(
-            &repo_root().join("examples/ttn-formatters"),
-            &dir.path().join("fmt"),
-        );
-        for image in ["python-base", "mgmt-app", "ttn_decoder"] {
-            let to = dir.path().join("images").join(image);
-            std::fs::create_dir_all(&to).unwrap();
-            std::fs::copy(
-                repo_root().join("images").join(image).join("image.yaml"),
-                to.join("image.yaml"),
-            )
-            .unwrap();
-            std::fs::write(to.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
-        }
-        std::fs::write(
-            dir.path().join("broker.env"),
-            std::fs::read_to_string(repo_root().join("environments/env.sample")).unwrap(),
-        )
-        .unwrap();
+        dev_example(dir.path());
         std::fs::copy(
             repo_root().join("environments/single-node.yaml"),
             dir.path().join("env.yaml"),

@@ -10,6 +10,7 @@
 pub mod background;
 pub mod base_images;
 pub mod cli;
+pub mod dev_example;
 pub mod docker;
 pub mod engine_images;
 pub mod fault_proxy;
@@ -23,6 +24,7 @@ pub use base_images::{
     BaseImage, busybox, busybox_arm64, debian_minbase, push_multi_platform, push_multi_platform_to,
 };
 pub use cli::Workspace;
+pub use dev_example::{EXAMPLE_IMAGES, dev_example, kubeconfig_for};
 pub use docker::{
     docker_cli, engine, git, output_ok, remove_from_engine_when_done, require_tool, run_ok,
 };
