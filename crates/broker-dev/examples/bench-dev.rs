@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use broker_build::build::{BuildHooks, BuildOptions, BuildReporter};
 use broker_dev::{ChangeReport, DevError, DevOptions, DevReporter, DevSession, Watcher};
 use broker_registry::{ClientOptions, Publisher, RegistryPrefix, Silent};
-use broker_test_support::{TestRegistry, busybox, copy_dir, repo_root};
+use broker_test_support::{
+    EXAMPLE_IMAGES as IMAGES, TestRegistry, busybox, dev_example, kubeconfig_for, repo_root,
+};
 use tokio::sync::mpsc;
 
-const IMAGES: [&str; 3] = ["python-base", "mgmt-app", "ttn_decoder"];
 const CHANGED: &str = "broker/src/python/restapi/RestAPI.py";
 
 struct QuietBuild;
@@ -51,31 +52,6 @@ impl DevReporter for Rounds {
     }
 }
 
-/// A copy of the example with the shipped specs on `base` (deps stage
-/// `FROM` only unless `BENCH_BASE` names a base that runs the services).
-fn workspace(dir: &Path) {
-    copy_dir(&repo_root().join("examples/broker"), &dir.join("broker"));
-    copy_dir(
-        &repo_root().join("examples/ttn-formatters"),
-        &dir.join("fmt"),
-    );
-    for image in IMAGES {
-        let to = dir.join("images").join(image);
-        std::fs::create_dir_all(&to).unwrap();
-        std::fs::copy(
-            repo_root().join("images").join(image).join("image.yaml"),
-            to.join("image.yaml"),
-        )
-        .unwrap();
-        std::fs::write(to.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("environments/env.sample"),
-        dir.join("broker.env"),
-    )
-    .unwrap();
-}
-
 fn append_line(dir: &Path, n: usize) {
     let path = dir.join(CHANGED);
     let mut text = std::fs::read_to_string(&path).unwrap();
@@ -93,18 +69,6 @@ fn stats(values: &mut [f64]) -> (f64, f64) {
         f64::midpoint(values[values.len() / 2 - 1], values[values.len() / 2])
     };
     (median, values.last().copied().unwrap_or(0.0))
-}
-
-fn kubeconfig_for(dir: &Path, addr: &std::net::SocketAddr) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: scripted\n  context:\n    cluster: c\n    user: u\ncurrent-context: scripted\nusers:\n- name: u\n  user:\n    token: t\n"
-        ),
-    )
-    .unwrap();
-    path
 }
 
 fn main() {
@@ -142,7 +106,7 @@ fn main() {
 
         // The dev loop, in process.
         let dev = tmp.path().join("dev");
-        workspace(&dev);
+        dev_example(&dev);
         let build = BuildOptions {
             images_dir: dev.join("images"),
             broker_tree: dev.join("broker"),
@@ -272,7 +236,7 @@ fn main() {
 
         // The long way: three processes per change.
         let long = tmp.path().join("long");
-        workspace(&long);
+        dev_example(&long);
         let mut build_cmd: Vec<String> = vec![
             "build".into(),
             "--push".into(),

@@ -19,7 +19,7 @@ use broker_build::build::{BuildHooks, BuildOptions, BuildReporter};
 use broker_dev::{ChangeReport, DevError, DevOptions, DevReporter, DevSession, Watcher};
 use broker_registry::{ClientOptions, Publisher, RegistryPrefix, RetryPolicy, Silent};
 use broker_test_support::{
-    Fault, FaultPolicy, FaultProxy, TestRegistry, busybox, copy_dir, repo_root,
+    EngineImages, Fault, FaultPolicy, FaultProxy, TestRegistry, busybox, dev_example, repo_root,
 };
 use support::{Recorded, Scripted};
 use tokio::sync::mpsc;
@@ -83,6 +83,9 @@ impl DevReporter for Recorder {
 /// A broker tree, formatters, image specs, a registry behind a proxy that
 /// can fail it, and the scripted endpoint with the API "down" switch.
 struct Project {
+    /// First: it reads the store (the deps images the builds left in the
+    /// engine) before the directory goes.
+    _engine: EngineImages,
     dir: tempfile::TempDir,
     registry: TestRegistry,
     proxy: FaultProxy,
@@ -95,29 +98,7 @@ struct Project {
 impl Project {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &repo_root().join("examples/broker"),
-            &dir.path().join("broker"),
-        );
-        copy_dir(
-            &repo_root().join("examples/ttn-formatters"),
-            &dir.path().join("fmt"),
-        );
-        for image in ["python-base", "mgmt-app", "ttn_decoder"] {
-            let to = dir.path().join("images").join(image);
-            std::fs::create_dir_all(&to).unwrap();
-            std::fs::copy(
-                repo_root().join("images").join(image).join("image.yaml"),
-                to.join("image.yaml"),
-            )
-            .unwrap();
-            std::fs::write(to.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
-        }
-        std::fs::write(
-            dir.path().join("broker.env"),
-            std::fs::read_to_string(repo_root().join("environments/env.sample")).unwrap(),
-        )
-        .unwrap();
+        dev_example(dir.path());
         std::fs::copy(
             repo_root().join("environments/single-node.yaml"),
             dir.path().join("env.yaml"),
@@ -131,7 +112,10 @@ impl Project {
         let proxy = FaultProxy::start(&registry, FaultPolicy::None);
         let api = support::serve(None).await;
         let api_proxy = FaultProxy::start_to(&api.addr.to_string(), FaultPolicy::None);
+        let engine = EngineImages::new();
+        engine.watch_store(&dir.path().join("store"));
         Self {
+            _engine: engine,
             dir,
             registry,
             proxy,
@@ -216,7 +200,6 @@ impl Project {
         let watcher = Watcher::start(&session.plan().roots()).unwrap();
         assert!(watcher.missing.is_empty(), "{:?}", watcher.missing);
         session.build_all().await.unwrap();
-        self.forget_deps_images();
         let rendered = session.render().unwrap();
         let (sender, rounds) = mpsc::unbounded_channel();
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -293,19 +276,6 @@ impl Project {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-
-    /// Leaves the deps images the engine built for the dev lock's images
-    /// to be removed from the engine when the tests end.
-    fn forget_deps_images(&self) {
-        if let Ok(Some(lock)) = broker_pins::Lock::read(&self.path("images.dev.lock")) {
-            for (name, image) in &lock.images {
-                let key = image.deps_key.get(..32).unwrap_or(&image.deps_key);
-                broker_test_support::remove_from_engine_when_done(&format!(
-                    "broker-images/{name}:deps-{key}"
-                ));
-            }
-        }
     }
 
     /// The python-sources layer digest of python-base in the dev lock.
@@ -498,7 +468,6 @@ async fn one_saved_file_pushes_one_layer_and_rolls_only_the_workloads_of_its_ima
     assert!(applied.contains("deployments/db"), "{applied:?}");
 
     running.stop().await;
-    project.forget_deps_images();
     // The release lock is byte-identical; the dev record is beside it.
     assert_eq!(std::fs::read(project.path("images.lock")).unwrap(), release);
     assert!(project.path("images.dev.lock").is_file());

@@ -240,7 +240,6 @@ fn build_push_run_rebuild_and_reproduce() {
     // 2. Pull each by digest and run it.
     let python = &first["python-base"].0;
     docker_ok(&["pull", python]);
-    broker_test_support::remove_from_engine_when_done(python);
     let out = docker_ok(&["run", "--rm", python, "python", "-m", "ydoc.Wombat"]);
     assert_eq!(out, "broker-example ydoc.Wombat ok");
     let out = docker_ok(&[
@@ -258,7 +257,6 @@ fn build_push_run_rebuild_and_reproduce() {
 
     let www = &first["mgmt-app"].0;
     docker_ok(&["pull", www]);
-    broker_test_support::remove_from_engine_when_done(www);
     let listing = docker_ok(&["run", "--rm", www, "find", "/app"]);
     assert!(listing.contains("/app/app/main.py"), "{listing}");
     for junk in ["chromedriver.exe", "uitests.py", "/app/tests"] {
@@ -271,7 +269,6 @@ fn build_push_run_rebuild_and_reproduce() {
 
     let decoder = &first["ttn_decoder"].0;
     docker_ok(&["pull", decoder]);
-    broker_test_support::remove_from_engine_when_done(decoder);
     let (id, port) = serve(decoder, 3001);
     // 0x0915 = 2325 → 23.25 °C, 0x1770 = 6000 → 60.00 %RH
     let uplink = r#"{"decoder":"temperature-humidity","end_device_ids":{"device_id":"dev-1"},"uplink_message":{"f_port":1,"frm_payload":"CRUXcA=="}}"#;

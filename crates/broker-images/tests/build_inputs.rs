@@ -691,7 +691,6 @@ fn a_retagged_base_rebuilds_deps_and_reuses_every_source_layer() {
     let registry = TestRegistry::start();
     let base = format!("{}/base-{}/bb:1", registry.host(), unique_suffix());
     docker(&["tag", &busybox().docker_ref, &base]);
-    broker_test_support::remove_from_engine_when_done(&base);
     docker(&["push", &base]);
     let v1 = repo_digest(&base);
     let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n");
@@ -797,7 +796,6 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
     let upstream = TestRegistry::start();
     let base = format!("{}/library/bb-{}:1", upstream.host(), unique_suffix());
     docker(&["tag", &busybox().docker_ref, &base]);
-    broker_test_support::remove_from_engine_when_done(&base);
     docker(&["push", &base]);
     let base_layers = registry_layers(&base);
     let dockerfile = "ARG BASE\nFROM ${BASE}\nRUN echo deps > /deps\n";
@@ -869,6 +867,8 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
 
     // The base's registry gone: the build says so in one line and
     // compresses the base layer itself.
+    // (The engine keeps the base: it was tagged there, not pulled.)
+    upstream.keep_engine_references_until_exit();
     drop(upstream);
     let third = Tiny::new(dockerfile);
     let mut offline_base = third.command("build", &base);

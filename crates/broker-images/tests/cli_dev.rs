@@ -16,44 +16,20 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use broker_test_support::{TestRegistry, Workspace, busybox, copy_dir, repo_root};
-
-const IMAGES: [&str; 3] = ["python-base", "mgmt-app", "ttn_decoder"];
+use broker_test_support::{
+    EXAMPLE_IMAGES as IMAGES, TestRegistry, Workspace, busybox, dev_example, kubeconfig_for,
+    repo_root,
+};
 
 /// The example tree, formatters and specs with a `FROM`-only deps stage
 /// in `ws`, and a kubeconfig for the endpoint at `api`.
 fn prepare(ws: &Workspace, api: &std::net::SocketAddr) {
-    copy_dir(&repo_root().join("examples/broker"), &ws.path("broker"));
-    copy_dir(
-        &repo_root().join("examples/ttn-formatters"),
-        &ws.path("fmt"),
-    );
-    for image in IMAGES {
-        let to = ws.path("images").join(image);
-        std::fs::create_dir_all(&to).unwrap();
-        std::fs::copy(
-            repo_root().join("images").join(image).join("image.yaml"),
-            to.join("image.yaml"),
-        )
-        .unwrap();
-        std::fs::write(to.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\n").unwrap();
-    }
-    std::fs::copy(
-        repo_root().join("environments/env.sample"),
-        ws.path("broker.env"),
-    )
-    .unwrap();
+    dev_example(ws.dir());
     // The release lock: an earlier release with nothing built.
     broker_pins::Lock::new()
         .write(&ws.path("images.lock"))
         .unwrap();
-    std::fs::write(
-        ws.path("kubeconfig"),
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{api}\ncontexts:\n- name: scripted\n  context:\n    cluster: c\n    user: u\ncurrent-context: scripted\nusers:\n- name: u\n  user:\n    token: t\n"
-        ),
-    )
-    .unwrap();
+    kubeconfig_for(ws.dir(), api);
 }
 
 /// `dev` for the workspace, its stderr read line by line.
@@ -132,19 +108,6 @@ fn wait_for(
     panic!("no such line; stderr so far:\n{}", seen.join("\n"));
 }
 
-/// Leaves the deps images the engine built to be removed from it when
-/// the tests end.
-fn forget_deps_images(ws: &Workspace) {
-    if let Ok(Some(lock)) = broker_pins::Lock::read(&ws.path("images.dev.lock")) {
-        for (name, image) in &lock.images {
-            let key = image.deps_key.get(..32).unwrap_or(&image.deps_key);
-            broker_test_support::remove_from_engine_when_done(&format!(
-                "broker-images/{name}:deps-{key}"
-            ));
-        }
-    }
-}
-
 fn interrupt(child: &Child) {
     // The shell's own `kill`: no procps needed.
     let status = std::process::Command::new("sh")
@@ -202,7 +165,6 @@ async fn a_save_is_one_line_and_ctrl_c_names_the_way_back_to_the_release_lock() 
         )),
         "{back}"
     );
-    forget_deps_images(&ws);
     // The release lock was not written: dev keeps its own record.
     assert_eq!(
         std::fs::read(ws.path("images.lock")).unwrap(),

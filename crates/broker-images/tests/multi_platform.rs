@@ -193,7 +193,6 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
         // Each platform's manifest, pulled by digest, runs on its machine
         // and runs the baked code on deps built for it.
         run_ok(Command::new("docker").args(["pull", "-q", &pinned]));
-        remove_from_engine_when_done(&pinned);
         let said = run_ok(Command::new("docker").args(["run", "--rm", &pinned]));
         assert_eq!(
             said.trim(),
@@ -290,7 +289,6 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     let base = busybox();
     let ws = workspace("[linux/arm64]");
     let out = build(&ws, &base.docker_ref, &[]);
-    clean_engine_after(&base.docker_ref);
     let line = one_error_line(&out);
     assert!(
         line.contains("the deps image is not linux/arm64: its /bin/sh is a x86-64 executable"),
@@ -309,7 +307,6 @@ fn a_deps_image_of_the_wrong_platform_is_refused_and_not_kept() {
     );
     // So the next build refuses it again rather than taking it from the store.
     let out = build(&ws, &base.docker_ref, &[]);
-    clean_engine_after(&base.docker_ref);
     let again = one_error_line(&out);
     assert!(again.contains("is not linux/arm64"), "{again}");
 }

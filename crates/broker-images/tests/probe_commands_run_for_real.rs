@@ -127,7 +127,6 @@ impl Fixture {
                     let image = container["image"].as_str().unwrap().to_owned();
                     if pulled.insert(image.clone()) {
                         docker(&["pull", "--quiet", &image]);
-                        broker_test_support::remove_from_engine_when_done(&image);
                     }
                 }
             }
@@ -137,6 +136,8 @@ impl Fixture {
             pulled.len(),
             started.elapsed()
         );
+        // The tests run the pulled images: they stay until the process ends.
+        registry.keep_engine_references_until_exit();
         drop(registry);
         Fixture { objects }
     }

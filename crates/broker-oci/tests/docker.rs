@@ -197,6 +197,8 @@ fn built_image_runs_with_expected_owners_modes_and_contents() {
         "broker-oci-test/app:{}",
         broker_test_support::unique_suffix()
     );
+    let engine = broker_test_support::EngineImages::new();
+    engine.add(&docker_ref);
     run_ok(
         Command::new(&skopeo)
             .args(["--insecure-policy", "copy"])
@@ -217,7 +219,6 @@ fn built_image_runs_with_expected_owners_modes_and_contents() {
                   /home/broker/app/main.py /home/broker/app/run.sh /home/broker/app/pkg/mod.py; do \
            stat -c '%u:%g %a %n' $p; done; cat /home/broker/app/main.py",
     ]));
-    let _ = docker_cli().args(["rmi", "-f", &docker_ref]).output();
     assert_eq!(
         listing,
         "1000\n/home/broker/app\n/home/broker\n\
@@ -276,6 +277,9 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
         format!("broker-oci-test/a:{suffix}"),
         format!("broker-oci-test/b:{suffix}"),
     );
+    let engine = broker_test_support::EngineImages::new();
+    engine.add(&a);
+    engine.add(&b);
     build_on_busybox(t.path(), &a, "a");
     build_on_busybox(t.path(), &b, "b");
     let archive = t.path().join("both.tar");
@@ -289,7 +293,6 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
             .any(|l| l.starts_with('l') && l.contains("layer.tar")),
         "no linked layer in the archive:\n{listing}"
     );
-    let _ = docker_cli().args(["rmi", &a, &b]).output();
     let wanted = [
         ArchiveImage {
             repo_tag: &a,

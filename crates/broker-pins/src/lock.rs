@@ -266,6 +266,9 @@ impl LockedImage {
         };
         narrowed.signature = None;
         narrowed.provenance = None;
+        // A platform's SBOM is about its own manifest, still true of one
+        // platform pushed alone; an index's is not about a new index.
+        narrowed.sbom = if kept.len() == 1 { first.sbom } else { None };
         Some(narrowed)
     }
 
@@ -663,6 +666,8 @@ mod tests {
                     digest: Digest::of(name.as_bytes()),
                     deps_key: format!("k-{name}"),
                     deps_digest: Digest::of(format!("deps-{name}").as_bytes()),
+                    base_digest: None,
+                    sbom: None,
                 },
             );
         }

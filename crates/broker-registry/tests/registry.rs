@@ -68,7 +68,6 @@ fn pushed_busybox_is_pulled_and_run_by_docker() {
         "the registry serves our exact manifest bytes"
     );
     run_ok(docker_cli().args(["pull", &pushed.pinned]));
-    broker_test_support::remove_from_engine_when_done(&pushed.pinned);
     let out = docker_cli()
         .args([
             "run",

@@ -1,7 +1,8 @@
 //! A temporary workspace for tests that run the `broker-images` binary:
 //! its own store, its own Docker client configuration (so no login leaks
-//! between tests) and a `bin/` directory first on the child's PATH (for
-//! credential helpers a test provides).
+//! between tests), a `bin/` directory first on the child's PATH (for
+//! credential helpers a test provides) and an [`EngineImages`] guard that
+//! takes the deps images its builds left out of the Docker engine.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,13 @@ use std::process::{Command, Output, Stdio};
 
 use broker_oci::Store;
 
+use crate::EngineImages;
+
 /// A temporary directory holding `store/`, `docker/` and `bin/`, and the
 /// binary under test.
 pub struct Workspace {
+    // First: it reads the store before the directory goes.
+    engine: EngineImages,
     dir: tempfile::TempDir,
     bin: PathBuf,
 }
@@ -24,10 +29,20 @@ impl Workspace {
         for sub in ["store", "docker", "bin"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
+        let engine = EngineImages::new();
+        engine.watch_store(&dir.path().join("store"));
         Self {
+            engine,
             dir,
             bin: bin.into(),
         }
+    }
+
+    /// The guard removing what this workspace's test made in the Docker
+    /// engine (the store's deps images already; a test adds its own tags
+    /// and pulls).
+    pub fn engine(&self) -> &EngineImages {
+        &self.engine
     }
 
     /// The workspace directory.

@@ -11,7 +11,9 @@ pub mod background;
 pub mod base_images;
 pub mod cli;
 pub mod cyclonedx;
+pub mod dev_example;
 pub mod docker;
+pub mod engine_images;
 pub mod fault_proxy;
 mod referrers_fake;
 pub mod registry;
@@ -24,10 +26,12 @@ pub use base_images::{
     BaseImage, busybox, busybox_arm64, debian_minbase, push_multi_platform, push_multi_platform_to,
 };
 pub use cli::{Workspace, describe, succeeded};
+pub use dev_example::{EXAMPLE_IMAGES, dev_example, kubeconfig_for};
 pub use docker::{
     docker_cli, engine, git, output_ok, remove_from_engine_when_done,
     remove_repository_from_engine_when_done, require_tool, run_ok,
 };
+pub use engine_images::EngineImages;
 pub use fault_proxy::{Fault, FaultPolicy, FaultProxy};
 pub use registry::{RequestRecord, TestRegistry};
 pub use silent_server::SilentServer;

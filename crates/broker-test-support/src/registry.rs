@@ -123,8 +123,9 @@ enum Auth<'a> {
 /// with its own temporary storage, started from the shipped
 /// `registry/config.yml`.
 ///
-/// Dropping it kills and reaps the process and removes the temporary
-/// directory. The process runs under a small `sh` watchdog that polls the
+/// Dropping it kills and reaps the process, removes the temporary
+/// directory and, when the Docker engine talked to it, every engine
+/// reference under its `127.0.0.1:PORT` (see [`crate::engine_images`]). The process runs under a small `sh` watchdog that polls the
 /// test process once a second and, when it is gone (e.g. a test run killed
 /// with SIGKILL), kills the registry and removes its temporary directory, so
 /// neither outlives a killed test for long.
@@ -137,6 +138,9 @@ pub struct TestRegistry {
     access_log: PathBuf,
     error_log: PathBuf,
     config: PathBuf,
+    /// The engine's references under this host are removed when the test
+    /// process ends rather than when the registry drops.
+    engine_refs_at_exit: std::sync::atomic::AtomicBool,
     // Last: removed after the process is gone.
     dir: tempfile::TempDir,
 }
@@ -245,6 +249,7 @@ impl TestRegistry {
                 spawn_watched(&registry_bin, dir.path(), &config, &access_log, &error_log);
             match wait_ready(&mut child, port, &access_log, &error_log) {
                 Ok(()) => {
+                    crate::engine_images::journal("host", &format!("127.0.0.1:{port}"));
                     return TestRegistry {
                         child,
                         port,
@@ -254,6 +259,7 @@ impl TestRegistry {
                         access_log,
                         error_log,
                         config,
+                        engine_refs_at_exit: false.into(),
                         dir,
                     };
                 }
@@ -272,6 +278,15 @@ impl TestRegistry {
             "docker-registry did not start (config rendered from {}):\n{last_log}",
             template_path.display()
         );
+    }
+
+    /// Keeps what the engine holds under this registry's host (a base it
+    /// pulled, an image a test pulled for later tests) beyond the
+    /// registry's drop, until the test process ends, when it is removed:
+    /// for a test that goes on using those images once the registry is gone.
+    pub fn keep_engine_references_until_exit(&self) {
+        self.engine_refs_at_exit
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `127.0.0.1:PORT`.
@@ -423,6 +438,16 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What the engine pulled from here or pushed here (its user agent
+        // is `docker/…`) is this test's: nobody else had this port.
+        let engine_came =
+            fs::read_to_string(&self.access_log).is_ok_and(|log| log.contains("\"docker/"));
+        if engine_came {
+            let at_exit = self
+                .engine_refs_at_exit
+                .load(std::sync::atomic::Ordering::Relaxed);
+            crate::engine_images::remove_references_under(&self.host(), at_exit);
+        }
     }
 }
 

@@ -45,7 +45,6 @@ fn build_hello(tag: &str, config: Option<&Path>) {
             .args(["build", "-q", "-t", tag])
             .arg(ctx.path()),
     );
-    broker_test_support::remove_from_engine_when_done(tag);
 }
 
 /// `docker push`, returning the pushed manifest digest.
@@ -68,7 +67,6 @@ fn rmi(refs: &[&str]) {
 
 fn pull_and_run(by_digest: &str, config: Option<&Path>) -> String {
     run_ok(docker(config).args(["pull", "-q", by_digest]));
-    broker_test_support::remove_from_engine_when_done(by_digest);
     run_ok(docker(config).args(["run", "--rm", by_digest]))
 }
 
@@ -137,7 +135,6 @@ fn docker_build_push_pull_run_through_plain_registry() {
     let other_repo = format!("rig/other-{s}");
     let other_tag = format!("{}/{other_repo}:v1", registry.host());
     run_ok(docker(None).args(["tag", &by_digest, &other_tag]));
-    broker_test_support::remove_from_engine_when_done(&other_tag);
     assert_eq!(push(&other_tag, None), digest);
     assert!(registry.has_tag(&other_repo, "v1"));
     assert!(

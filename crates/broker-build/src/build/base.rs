@@ -187,9 +187,7 @@ async fn resolve_base_once(
     }
     // The engine is asked only when one answers: most builds need none.
     let mut repo_digest = None;
-    if let Ok(docker) = run.engine.get_or_try_init(|| deps::connect(image)).await
-        && let Ok(found) = docker.inspect_image(base).await
-    {
+    if let Some(found) = deps::inspect_image(base, &run.engine, image).await {
         // Only digests of the base's own repository count: the same image
         // pushed elsewhere under another name is still local to this one.
         let repository = base.parse::<Reference>().ok();

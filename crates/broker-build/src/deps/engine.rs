@@ -65,6 +65,78 @@ pub async fn connect(image: &str) -> Result<Docker, DepsError> {
         .map_err(|e| no_engine(e.to_string()))
 }
 
+/// What the engine holds as image `name`: its id and its registry digests
+/// (`repo@sha256:…`). `None` when the engine has no such image or none
+/// answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct InspectedImage {
+    /// The image id (`sha256:` of its config).
+    #[serde(rename = "Id", default)]
+    pub id: Option<String>,
+    /// The `repo@digest` references it was pulled or pushed as.
+    #[serde(rename = "RepoDigests", default)]
+    pub repo_digests: Option<Vec<String>>,
+}
+
+/// Inspects image `name` in the engine at `DOCKER_HOST` (or the local
+/// socket). On a unix socket this is one request on the unversioned path
+/// (served at the engine's own API version; the two fields read here are
+/// the same in every version), so a build whose deps come from the store
+/// costs the engine one round trip instead of a ping, a connection and the
+/// inspect; `engine` (connected on first use) serves other hosts.
+pub async fn inspect_image(
+    name: &str,
+    engine: &tokio::sync::OnceCell<Docker>,
+    image: &str,
+) -> Option<InspectedImage> {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    // A reference needs no escaping in a path; anything else takes the
+    // client's way.
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b));
+    if let (Some(socket), true) = (host.strip_prefix("unix://"), plain) {
+        return inspect_on_socket(socket, name).await.ok().flatten();
+    }
+    let docker = engine.get_or_try_init(|| connect(image)).await.ok()?;
+    let found = docker.inspect_image(name).await.ok()?;
+    Some(InspectedImage {
+        id: found.id,
+        repo_digests: found.repo_digests,
+    })
+}
+
+/// `GET /images/NAME/json` on the engine's unix socket: `Ok(None)` for a
+/// 404 (no such image).
+async fn inspect_on_socket(socket: &str, name: &str) -> std::io::Result<Option<InspectedImage>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(format!("GET /images/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    stream
+        .take(16 * 1024 * 1024)
+        .read_to_end(&mut response)
+        .await?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("the engine sent no HTTP header"))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    match status {
+        "200" => serde_json::from_slice(&response[split + 4..])
+            .map(Some)
+            .map_err(std::io::Error::other),
+        "404" => Ok(None),
+        other => Err(std::io::Error::other(format!(
+            "the engine answered {other} to an image inspect"
+        ))),
+    }
+}
+
 /// How long one engine request may take (a deps build streams its output
 /// meanwhile; bollard's own default).
 const ENGINE_TIMEOUT_SECONDS: u64 = 120;

@@ -28,8 +28,8 @@ mod platform;
 
 pub use crate::deps::ca::{DEPS_CA_PATH, DEPS_CA_VARIABLES, read_ca_bundle};
 pub use crate::deps::engine::{
-    BuildOutput, EngineImage, EngineOptions, build_with_engine, connect, drop_ca_after_export,
-    export_into_store,
+    BuildOutput, EngineImage, EngineOptions, InspectedImage, build_with_engine, connect,
+    drop_ca_after_export, export_into_store, inspect_image,
 };
 pub use crate::deps::error::DepsError;
 pub use crate::deps::key::{BASE_ARG, BaseDigest, DepsInputs, DepsKey};
