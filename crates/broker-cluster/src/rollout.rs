@@ -198,6 +198,25 @@ fn first_failure<'a>(
         .find_map(|p| pod_failure(p, claims))
 }
 
+/// The pods `selector` selects whose `label` is `value`: a workload's pods
+/// of its current revision.
+fn made_from<'a>(
+    pods: &'a [Pod],
+    selector: Option<&'a LabelSelector>,
+    label: &'a str,
+    value: &'a str,
+) -> impl Iterator<Item = &'a Pod> {
+    pods.iter().filter(move |p| {
+        matches_selector(selector, p)
+            && p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label))
+                .map(String::as_str)
+                == Some(value)
+    })
+}
+
 /// The label the StatefulSet and DaemonSet controllers give each pod: the
 /// name of the revision it was made from.
 pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
@@ -223,14 +242,8 @@ pub fn classify_stateful_set(
         };
     }
     let update_revision = status.update_revision.clone().unwrap_or_default();
-    let current = pods.iter().filter(|p| {
-        matches_selector(set.spec.as_ref().map(|s| &s.selector), p)
-            && p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
-                == Some(&update_revision)
-    });
+    let selector = set.spec.as_ref().map(|s| &s.selector);
+    let current = made_from(pods, selector, CONTROLLER_REVISION_HASH, &update_revision);
     if let Some(failure) = first_failure(current, claims) {
         return Readiness::Failed(failure);
     }
@@ -267,14 +280,8 @@ pub fn classify_daemon_set(
         };
     }
     let generation_label = generation.to_string();
-    let current = pods.iter().filter(|p| {
-        matches_selector(set.spec.as_ref().map(|s| &s.selector), p)
-            && p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(POD_TEMPLATE_GENERATION))
-                == Some(&generation_label)
-    });
+    let selector = set.spec.as_ref().map(|s| &s.selector);
+    let current = made_from(pods, selector, POD_TEMPLATE_GENERATION, &generation_label);
     if let Some(failure) = first_failure(current, claims) {
         return Readiness::Failed(failure);
     }
