@@ -457,6 +457,9 @@ pub struct SignArgs {
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
     /// Images to copy, e.g. `postgres:14.2 rabbitmq:3.9-management`.
+    /// `NAME=SOURCE` copies SOURCE and records it for NAME, the reference
+    /// the manifests use: `postgres:14.2=registry.internal/hardened/postgres:14.2`
+    /// pins db to a build of your own.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 

@@ -382,6 +382,83 @@ fn mirror_copies_by_digest_and_records_the_lock() {
     );
 }
 
+#[test]
+fn mirror_name_equals_source_records_the_copy_under_the_name_the_manifests_use() {
+    // An internal build standing in for postgres:14.2: render looks the
+    // mirror up by `postgres:14.2`, the bytes come from the other image.
+    let builds = TestRegistry::start();
+    let internal = TestRegistry::start();
+    let ws = workspace();
+    let digest = synthetic::image(&ws.store(), "postgres", 3, 1, 16 * 1024).digest;
+    let out = ws.run(&[
+        "push",
+        "postgres",
+        "--registry",
+        &format!("{}/hardened", builds.host()),
+        "--tag",
+        "14.2-patched",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let source = format!("{}/hardened/postgres:14.2-patched", builds.host());
+    let lock = ws.path("images.lock");
+    let out = ws.run(&[
+        "mirror",
+        &format!("postgres:14.2={source}"),
+        "--registry",
+        &format!("{}/mirror", internal.host()),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains(&format!("mirrored postgres:14.2 (from {source})")),
+        "{}",
+        describe(&out)
+    );
+    let lock_text = std::fs::read_to_string(&lock).unwrap();
+    let lock_value: serde_json::Value = lock_value(&lock, &lock_text);
+    let mirrors = lock_value["mirrors"].as_object().unwrap();
+    assert_eq!(mirrors.len(), 1, "{lock_text}");
+    let entry = &mirrors["postgres:14.2"];
+    assert_eq!(
+        entry["source"],
+        format!("{}/hardened/postgres@{digest}", builds.host()).as_str(),
+        "{lock_text}"
+    );
+    let target = format!("{}/mirror/hardened/postgres@{digest}", internal.host());
+    assert_eq!(entry["reference"], target.as_str(), "{lock_text}");
+    assert_eq!(skopeo_digest(&internal, &target), digest);
+}
+
+#[test]
+fn mirror_refuses_a_malformed_name_equals_source_before_copying_anything() {
+    let ws = workspace();
+    let lock = ws.path("images.lock");
+    for (arg, says) in [
+        ("=postgres:14.2", "expected IMAGE or NAME=SOURCE"),
+        ("postgres:14.2=", "expected IMAGE or NAME=SOURCE"),
+        ("Bad//name=postgres:14.2", "the name before '='"),
+        ("postgres:14.2=Bad//source", "the source of postgres:14.2"),
+    ] {
+        // A port nothing listens on: a copy attempt would fail otherwise.
+        let out = ws.run(&[
+            "mirror",
+            "postgres:15",
+            arg,
+            "--registry",
+            "127.0.0.1:9/mirror",
+            "--lock",
+            lock.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{arg}: {}", describe(&out));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{arg}: {err}");
+        assert!(err.contains(says), "{arg}: {err}");
+        assert!(!lock.exists(), "{arg}: a lock was written");
+    }
+}
+
 /// The lock file, which is JSON.
 fn lock_value(path: &Path, text: &str) -> serde_json::Value {
     serde_json::from_str(text)

@@ -31,17 +31,22 @@ pub(crate) async fn run(
     };
     let mut lock = Lock::read_or_new(&args.lock)?;
     let mut results = Vec::new();
-    for image in &args.images {
-        let source: Reference = image.parse()?;
+    let requests = args
+        .images
+        .iter()
+        .map(|item| MirrorRequest::parse(item))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for request in &requests {
         let copied = publisher
-            .mirror(&source, &source_options)
+            .mirror(&request.source, &source_options)
             .await
-            .with_context(|| format!("cannot mirror {image} to {}", args.registry))?;
+            .with_context(|| format!("cannot mirror {} to {}", request.written, args.registry))?;
         progress.line(&format!(
-            "   mirrored {image}: {}",
+            "   mirrored {}: {}",
+            request.describe(),
             super::transfer_summary(&copied.stats)
         ));
-        lock.record_mirror(image, &copied.source_ref, &copied.target_ref);
+        lock.record_mirror(&request.name, &copied.source_ref, &copied.target_ref);
         results.push(copied);
     }
     // The lock is written only when every image made it, so render never
@@ -53,4 +58,55 @@ pub(crate) async fn run(
         .collect();
     super::print_result(json, &serde_json::json!({ "mirrored": results }), &lines);
     Ok(())
+}
+
+/// One image to mirror: what to copy, and the name render looks it up by.
+struct MirrorRequest {
+    /// The reference as the manifests write it (`postgres:14.2`).
+    name: String,
+    /// Where the bytes come from: the same image, or with `NAME=SOURCE`
+    /// another one standing in for it.
+    source: Reference,
+    /// SOURCE as the user wrote it, for messages.
+    written: String,
+}
+
+impl MirrorRequest {
+    /// `IMAGE`, or `NAME=SOURCE` (no reference holds `=`, so the first one
+    /// splits). Every name is checked before anything is copied.
+    fn parse(item: &str) -> anyhow::Result<Self> {
+        let (name, source_text) = match item.split_once('=') {
+            Some((name, source)) => (name, source),
+            None => (item, item),
+        };
+        if name.is_empty() || source_text.is_empty() {
+            anyhow::bail!(
+                "mirror {item}: expected IMAGE or NAME=SOURCE, e.g. postgres:14.2=registry.internal/hardened/postgres:14.2"
+            );
+        }
+        // The reference error names the text; the context says which part.
+        let source = if name == item {
+            source_text.parse::<Reference>()?
+        } else {
+            name.parse::<Reference>()
+                .context("mirror: the name before '='")?;
+            source_text
+                .parse::<Reference>()
+                .with_context(|| format!("mirror: the source of {name}"))?
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            source,
+            written: source_text.to_owned(),
+        })
+    }
+
+    /// `postgres:14.2`, or `postgres:14.2 (from SOURCE)` for a stand-in.
+    fn describe(&self) -> String {
+        if self.written == self.name {
+            self.name.clone()
+        } else {
+            format!("{} (from {})", self.name, self.written)
+        }
+    }
 }
