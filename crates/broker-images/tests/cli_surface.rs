@@ -312,6 +312,40 @@ fn cluster_input_errors_read_as_snapshotted() {
     );
 }
 
+/// Issue 22 item 3: a registry nothing listens on, and one whose name does
+/// not resolve, are said in words, without reqwest's and hyper's
+/// (`error sending request for url (…): client error (Connect)`).
+#[test]
+fn unreachable_registries_say_what_to_check() {
+    let ws = workspace();
+    // Port 9 (discard) on loopback: nothing listens there.
+    snapshot_both(
+        &ws,
+        "refused_registry",
+        &[
+            "mirror",
+            "127.0.0.1:9/library/postgres:14.2",
+            "--registry",
+            "127.0.0.1:9/mirror",
+            "--retries",
+            "1",
+        ],
+    );
+    // `.invalid` never resolves (RFC 6761).
+    snapshot_both(
+        &ws,
+        "unresolved_registry",
+        &[
+            "mirror",
+            "registry.invalid/library/postgres:14.2",
+            "--registry",
+            "127.0.0.1:9/mirror",
+            "--retries",
+            "1",
+        ],
+    );
+}
+
 /// Issue 22 item 9: status waits for nothing, so it offers no --timeout;
 /// the commands that wait say what for.
 #[test]

@@ -253,8 +253,15 @@ impl RegistryClient {
 }
 
 /// The error and all its causes on one line, each said once: for errors of
-/// other crates (reqwest, hyper) that end up as the `why` text of ours.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+/// other crates (reqwest, hyper) that end up as the `why` text of ours. A
+/// failure to connect is said in words that say what to check, without
+/// reqwest's and hyper's wording (`error sending request for url (…):
+/// client error (Connect): dns error: …`); the message around it already
+/// names the registry and the operation.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(why) = connect_failure(err) {
+        return why.to_owned();
+    }
     let mut parts = vec![err.to_string()];
     let mut source = err.source();
     while let Some(cause) = source {
@@ -265,4 +272,45 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     parts.join(": ")
+}
+
+/// What a request that never reached the registry ran into, when that is
+/// what `err` is.
+fn connect_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let connecting = err
+        .downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_connect);
+    let mut io_kind = None;
+    let mut texts = Vec::new();
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        texts.push(e.to_string().to_lowercase());
+        source = e.source();
+    }
+    let all = texts.join(" | ");
+    use std::io::ErrorKind as K;
+    match io_kind {
+        Some(K::ConnectionRefused) => Some(
+            "connection refused: nothing listens at that address; check the registry's host and port and that it is running",
+        ),
+        _ if connecting && (all.contains("dns error") || all.contains("failed to lookup")) => Some(
+            "its host name does not resolve: check the registry's name, and this machine's DNS and network",
+        ),
+        _ if connecting
+            && (io_kind == Some(K::TimedOut)
+                || all.contains("timed out")
+                || all.contains("elapsed")) =>
+        {
+            Some(
+                "no connection in time: check the registry's address and any firewall, proxy or VPN in between",
+            )
+        }
+        Some(K::NetworkUnreachable | K::HostUnreachable) => {
+            Some("no route to it: check the registry's address and this machine's network")
+        }
+        _ => None,
+    }
 }
