@@ -40,6 +40,7 @@ fn locked() -> LockedImage {
         provenance: None,
         sbom: None,
         platforms: BTreeMap::new(),
+        platform: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn lock_with(digest_hex: char) -> Lock {
             provenance: None,
             sbom: None,
             platforms: Default::default(),
+            platform: None,
         },
     );
     lock

@@ -99,6 +99,23 @@ fn clean_engine_after(base: &str) {
     }
 }
 
+/// `verify` of the workspace's lock, without `--platform`.
+fn verify(ws: &Workspace, base: &str) -> Output {
+    let mut verify = ws.command(&["verify"]);
+    verify
+        .arg("--images")
+        .arg(ws.path("images"))
+        .arg("--source")
+        .arg(ws.path("broker"))
+        .arg("--cache")
+        .arg(ws.path("cache"))
+        .arg("--lock")
+        .arg(ws.path("images.lock"))
+        .arg("--base")
+        .arg(format!("multiarch={base}"));
+    verify.output().unwrap()
+}
+
 fn lock(ws: &Workspace) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(ws.path("images.lock")).unwrap()).unwrap()
 }
@@ -239,19 +256,7 @@ fn two_platforms_make_one_index_whose_manifests_run_their_machines_and_share_the
     );
 
     // `verify` checks every platform against the lock.
-    let mut verify = ws.command(&["verify"]);
-    verify
-        .arg("--images")
-        .arg(ws.path("images"))
-        .arg("--source")
-        .arg(ws.path("broker"))
-        .arg("--cache")
-        .arg(ws.path("cache"))
-        .arg("--lock")
-        .arg(ws.path("images.lock"))
-        .arg("--base")
-        .arg(format!("multiarch={base}"));
-    let out = verify.output().unwrap();
+    let out = verify(&ws, &base);
     succeeded(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout)
@@ -563,7 +568,20 @@ fn push_platform_sends_only_those_platforms_one_as_its_own_manifest_and_locks_wh
     assert_eq!(locked["deps_key"], arm64["deps_key"]);
     assert_eq!(locked["deps_digest"], arm64["deps_digest"]);
     assert!(locked.get("platforms").is_none(), "{locked}");
+    assert_eq!(locked["platform"], "linux/arm64", "{locked}");
     assert_eq!(locked["sources"], built_lock["sources"]);
+
+    // The lock says which platform it holds: verify rebuilds that one
+    // alone, without --platform.
+    let out = verify(&ws, &base);
+    let stderr = succeeded(&out);
+    assert!(!stderr.contains("linux/amd64"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("multiarch {arm64_digest} reproduced")),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

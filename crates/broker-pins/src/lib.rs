@@ -33,6 +33,7 @@
 //!     provenance: None,
 //!     sbom: None,
 //!     platforms: Default::default(),
+//!     platform: None,
 //! });
 //! let pinned = lock.images["python-base"].pinned()?;
 //! assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/broker/python-base@{digest}"));

@@ -88,6 +88,12 @@ pub struct LockedImage {
     /// whose `digest` is its manifest's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub platforms: BTreeMap<Platform, LockedPlatform>,
+    /// The platform of a single-platform image, so `verify` rebuilds that
+    /// one without being told. Absent for a multi-platform image (its
+    /// platforms are the keys of [`platforms`](Self::platforms)) and in
+    /// locks written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
 /// One platform of a multi-platform image.
@@ -259,10 +265,10 @@ impl LockedImage {
         narrowed.digest = digest;
         narrowed.deps_key.clone_from(&first.deps_key);
         narrowed.deps_digest = first.deps_digest;
-        narrowed.platforms = if kept.len() == 1 {
-            BTreeMap::new()
+        (narrowed.platforms, narrowed.platform) = if kept.len() == 1 {
+            (BTreeMap::new(), kept.first().cloned())
         } else {
-            platforms
+            (platforms, None)
         };
         narrowed.signature = None;
         narrowed.provenance = None;
@@ -718,6 +724,7 @@ mod tests {
             provenance: None,
             sbom: None,
             platforms: BTreeMap::new(),
+            platform: None,
         }
     }
 

@@ -94,6 +94,7 @@ pub(crate) fn indexed(
     locked.reference = format!("{}@{index}", built.name);
     locked.digest = index;
     locked.platforms = records;
+    locked.platform = None;
     (built, locked)
 }
 
@@ -177,6 +178,7 @@ impl BuildRecord<'_> {
             provenance: None,
             sbom: None,
             platforms: BTreeMap::new(),
+            platform: Some(inputs.platform.clone()),
         };
         let built = BuiltImage {
             name: name.to_owned(),

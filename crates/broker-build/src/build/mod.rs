@@ -332,7 +332,10 @@ impl<'s> Unit<'s> {
         let recorded: Vec<Platform> = options
             .recorded
             .get(&spec.name)
-            .map(|r| r.platforms.keys().cloned().collect())
+            .map(|r| match &r.platform {
+                Some(one) if r.platforms.is_empty() => vec![one.clone()],
+                _ => r.platforms.keys().cloned().collect(),
+            })
             .unwrap_or_default();
         let platforms = if !options.platforms.is_empty() {
             options.platforms.clone()
