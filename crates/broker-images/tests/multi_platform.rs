@@ -46,7 +46,14 @@ fn workspace(platforms: &str) -> Workspace {
 /// `broker-images build` of `ws` on `base`, with the source revision given
 /// (the tree is no checkout) and `extra` arguments.
 fn build(ws: &Workspace, base: &str, extra: &[&str]) -> Output {
-    let mut cmd = ws.command(&["build"]);
+    let mut cmd = with_inputs(ws, "build", base);
+    cmd.args(["--source-revision", "r1"]).args(extra);
+    cmd.output().unwrap()
+}
+
+/// `command` (build or verify) on `ws`'s trees, cache and lock, on `base`.
+fn with_inputs(ws: &Workspace, command: &str, base: &str) -> Command {
+    let mut cmd = ws.command(&[command]);
     cmd.arg("--images")
         .arg(ws.path("images"))
         .arg("--source")
@@ -55,11 +62,9 @@ fn build(ws: &Workspace, base: &str, extra: &[&str]) -> Output {
         .arg(ws.path("cache"))
         .arg("--lock")
         .arg(ws.path("images.lock"))
-        .args(["--source-revision", "r1"])
         .arg("--base")
-        .arg(format!("multiarch={base}"))
-        .args(extra);
-    cmd.output().unwrap()
+        .arg(format!("multiarch={base}"));
+    cmd
 }
 
 /// The one `error:` line of a failed run.
@@ -101,19 +106,7 @@ fn clean_engine_after(base: &str) {
 
 /// `verify` of the workspace's lock, without `--platform`.
 fn verify(ws: &Workspace, base: &str) -> Output {
-    let mut verify = ws.command(&["verify"]);
-    verify
-        .arg("--images")
-        .arg(ws.path("images"))
-        .arg("--source")
-        .arg(ws.path("broker"))
-        .arg("--cache")
-        .arg(ws.path("cache"))
-        .arg("--lock")
-        .arg(ws.path("images.lock"))
-        .arg("--base")
-        .arg(format!("multiarch={base}"));
-    verify.output().unwrap()
+    with_inputs(ws, "verify", base).output().unwrap()
 }
 
 fn lock(ws: &Workspace) -> serde_json::Value {

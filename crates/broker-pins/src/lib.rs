@@ -9,6 +9,8 @@
 //! - [`Platform`]: `linux/amd64`, `linux/arm64`, normalised.
 //! - [`Lock`]: `images.lock`, what build hands to render, with atomic
 //!   read/write, merge and diff.
+//! - [`transport::TransportCauses`]: what a request with no HTTP answer
+//!   ran into, for the registry and cluster clients to say in words.
 //!
 //! ```
 //! use broker_pins::{Digest, Lock, LockedImage, RegistryPrefix};
@@ -45,6 +47,7 @@ pub mod lock;
 pub mod ownership;
 pub mod platform;
 pub mod reference;
+pub mod transport;
 
 pub use digest::{Digest, DigestWriter, ParseDigestError};
 pub use lock::{

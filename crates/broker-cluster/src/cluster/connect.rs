@@ -198,37 +198,19 @@ fn kubeconfig_why(error: &kube::config::KubeconfigError) -> String {
 /// What happened below HTTP, in words that say what to check; kube's and
 /// hyper's type names (`ServiceError: client error (Connect)`) left out.
 pub fn explain_transport(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut io_kind = None;
-    let mut texts = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            io_kind.get_or_insert(io.kind());
-        }
-        texts.push(e.to_string().to_lowercase());
-        source = e.source();
-    }
-    let all = texts.join(" | ");
-    use std::io::ErrorKind as K;
-    match io_kind {
-        Some(K::ConnectionRefused) => {
-            "connection refused: nothing listens there; check the server address in the kubeconfig and that the cluster is running".into()
-        }
-        Some(K::TimedOut) => "no answer in time: check the address and any firewall or VPN in between".into(),
-        Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
-            "the connection was cut: check for a proxy or load balancer in between".into()
-        }
-        _ if all.contains("elapsed") || all.contains("timed out") || all.contains("timeout") => {
-            "no answer in time: check the address and any firewall or VPN in between".into()
-        }
-        _ if all.contains("dns error") || all.contains("failed to lookup") => {
-            "the server's host name does not resolve: check the address in the kubeconfig".into()
-        }
-        _ if all.contains("certificate") || all.contains("tls") => format!(
-            "TLS failed ({}): check the kubeconfig's certificate-authority data",
-            texts.iter().rev().find(|t| t.contains("certificate") || t.contains("tls")).cloned().unwrap_or_default()
-        ),
-        _ => texts.last().cloned().unwrap_or_default(),
+    let causes = broker_pins::transport::TransportCauses::of(error);
+    if causes.refused() {
+        "connection refused: nothing listens there; check the server address in the kubeconfig and that the cluster is running".into()
+    } else if causes.timed_out() {
+        "no answer in time: check the address and any firewall or VPN in between".into()
+    } else if causes.cut() {
+        "the connection was cut: check for a proxy or load balancer in between".into()
+    } else if causes.unresolved() {
+        "the server's host name does not resolve: check the address in the kubeconfig".into()
+    } else if let Some(tls) = causes.tls() {
+        format!("TLS failed ({tls}): check the kubeconfig's certificate-authority data")
+    } else {
+        causes.innermost().to_owned()
     }
 }
 

@@ -277,40 +277,26 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// What a request that never reached the registry ran into, when that is
 /// what `err` is.
 fn connect_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    // A timeout or a failed lookup mid-transfer is the transfer's to say.
     let connecting = err
         .downcast_ref::<reqwest::Error>()
         .is_some_and(reqwest::Error::is_connect);
-    let mut io_kind = None;
-    let mut texts = Vec::new();
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            io_kind.get_or_insert(io.kind());
-        }
-        texts.push(e.to_string().to_lowercase());
-        source = e.source();
-    }
-    let all = texts.join(" | ");
-    use std::io::ErrorKind as K;
-    match io_kind {
-        Some(K::ConnectionRefused) => Some(
+    let causes = broker_pins::transport::TransportCauses::of(err);
+    if causes.refused() {
+        Some(
             "connection refused: nothing listens at that address; check the registry's host and port and that it is running",
-        ),
-        _ if connecting && (all.contains("dns error") || all.contains("failed to lookup")) => Some(
+        )
+    } else if connecting && causes.unresolved() {
+        Some(
             "its host name does not resolve: check the registry's name, and this machine's DNS and network",
-        ),
-        _ if connecting
-            && (io_kind == Some(K::TimedOut)
-                || all.contains("timed out")
-                || all.contains("elapsed")) =>
-        {
-            Some(
-                "no connection in time: check the registry's address and any firewall, proxy or VPN in between",
-            )
-        }
-        Some(K::NetworkUnreachable | K::HostUnreachable) => {
-            Some("no route to it: check the registry's address and this machine's network")
-        }
-        _ => None,
+        )
+    } else if connecting && causes.timed_out() {
+        Some(
+            "no connection in time: check the registry's address and any firewall, proxy or VPN in between",
+        )
+    } else if causes.unroutable() {
+        Some("no route to it: check the registry's address and this machine's network")
+    } else {
+        None
     }
 }
