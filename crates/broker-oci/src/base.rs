@@ -2,7 +2,7 @@
 //! so that a source layer's parent directories can keep them (see
 //! [`crate::layer`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -257,8 +257,11 @@ const MAX_SYMLINKS: usize = 40;
 /// The first `len` bytes (fewer if the file is shorter) of the file at
 /// `path` (absolute, e.g. `/bin/sh`) in `image`, following symbolic links
 /// (`/bin` → `usr/bin`, `sh` → `dash`) and hard links through the merged
-/// layers; `None` when the image has no such file. Reads every layer once:
-/// meant for a check after a deps build, not for every build.
+/// layers; `None` when the image has no such file. Reads every layer once,
+/// keeping the first `len` bytes of each file on the way (which file the
+/// path names is known only once every layer is merged): a second pass
+/// would decompress the base layer, most of the image, again. Meant for a
+/// check after a deps build, not for every build.
 ///
 /// # Errors
 /// A layer is missing, unreadable, or not a tar (plain or gzip).
@@ -273,11 +276,13 @@ pub fn file_head(
         layers.push(descriptor_digest(layer, "layer descriptor")?);
     }
     let mut tree: BTreeMap<String, Node> = BTreeMap::new();
+    // The heads of the files `tree` names, by layer and path.
+    let mut heads: HashMap<(usize, String), Vec<u8>> = HashMap::new();
     for (index, digest) in layers.iter().enumerate() {
         let fail = layer_error(store, digest);
         let mut archive = tar::Archive::new(open_layer(store, digest)?);
         for entry in archive.entries().map_err(&fail)? {
-            let entry = entry.map_err(&fail)?;
+            let mut entry = entry.map_err(&fail)?;
             let rel = normalise(&entry.path_bytes());
             let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
             if name == ".wh..wh..opq" {
@@ -303,6 +308,12 @@ pub fn file_head(
             } else if kind.is_hard_link() {
                 Node::Hardlink(normalise(link().as_bytes()))
             } else {
+                let mut head = Vec::with_capacity(len.min(4096));
+                (&mut entry)
+                    .take(len as u64)
+                    .read_to_end(&mut head)
+                    .map_err(&fail)?;
+                heads.insert((index, rel.clone()), head);
                 Node::File(index)
             };
             tree.insert(rel, node);
@@ -311,21 +322,7 @@ pub fn file_head(
     let Some((found, layer)) = resolve_file(&tree, path) else {
         return Ok(None);
     };
-    let digest = &layers[layer];
-    let fail = layer_error(store, digest);
-    let mut archive = tar::Archive::new(open_layer(store, digest)?);
-    for entry in archive.entries().map_err(&fail)? {
-        let entry = entry.map_err(&fail)?;
-        if normalise(&entry.path_bytes()) == found {
-            let mut head = Vec::with_capacity(len);
-            entry
-                .take(len as u64)
-                .read_to_end(&mut head)
-                .map_err(&fail)?;
-            return Ok(Some(head));
-        }
-    }
-    Ok(None)
+    Ok(heads.remove(&(layer, found)))
 }
 
 /// The path of the file `path` names in `tree` after every link, and the

@@ -231,15 +231,20 @@ pub(crate) async fn export_engine_images(
                 each
             }
         };
-    let mut results = Vec::with_capacity(waiting.len());
+    let mut stored = Vec::with_capacity(waiting.len());
     for (w, result) in waiting.iter().zip(exported) {
-        let result = match result {
+        stored.push(match result {
             Ok(_) if run.engine_options.ca_bundle.is_some() => {
                 deps::drop_ca_after_export(docker, &w.name, &w.engine_tag, &run.store, &w.store_tag)
                     .await
             }
             other => other,
-        };
+        });
+    }
+    // The platform checks at once: each decompresses its image's layers
+    // (the base layer, most of it, in every one), and one after the other
+    // they were most of a first publish on a base from a registry.
+    let checks = waiting.iter().zip(stored).map(|(w, result)| async move {
         let result = match result {
             Ok(stored) => checked(run, w, stored).await,
             Err(e) => Err(e),
@@ -247,9 +252,9 @@ pub(crate) async fn export_engine_images(
         if result.is_ok() {
             run.reporter.stage(&w.name, "deps image stored");
         }
-        results.push(result.map_err(|e| BuildError::Deps(Box::new(e))));
-    }
-    results
+        result.map_err(|e| BuildError::Deps(Box::new(e)))
+    });
+    futures::future::join_all(checks).await
 }
 
 /// The stored deps image `stored` if it holds executables of its platform;

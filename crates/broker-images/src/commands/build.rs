@@ -392,6 +392,12 @@ pub(crate) async fn run(
         .as_ref()
         .filter(|_| args.push)
         .map(|(p, _)| Arc::clone(p));
+    // The registry's scheme probe and HTTP client while the build runs: a
+    // no-change push then starts with its manifest checks.
+    if let Some(publisher) = &ahead {
+        let publisher = Arc::clone(publisher);
+        tokio::spawn(async move { publisher.client().warm_up().await });
+    }
     let streams = ahead
         .as_ref()
         .map(|p| Arc::new(StreamedLayers::new(Arc::clone(p))));

@@ -100,12 +100,40 @@ impl RegistryClient {
                         .silence
                         .watch(self.probe_scheme())
                         .await
-                        .ok_or_else(|| self.unresponsive())??,
+                        .ok_or_else(|| self.unresponsive())??
+                        // Unreachable either way: requests will retry and
+                        // report.
+                        .unwrap_or("http"),
                 };
                 Ok(format!("{scheme}://{}", self.api_host))
             })
             .await
             .map(String::as_str)
+    }
+
+    /// Gets the client ready for its first request while the caller does
+    /// other work (a build before its push): the scheme of a loopback
+    /// registry probed — the one request a no-change push otherwise waits
+    /// for before its manifest checks — and the HTTP client made, with its
+    /// TLS roots. Sends nothing else, so a registry sees the requests it
+    /// saw before, only earlier. A probe nobody answered decides nothing:
+    /// the first request probes again, as it would have without this.
+    pub async fn warm_up(&self) {
+        if self.transport == Transport::HttpsOrHttp {
+            let _ = self
+                .base_url
+                .get_or_try_init(|| async {
+                    match self.silence.watch(self.probe_scheme()).await {
+                        Some(Ok(Some(scheme))) => Ok(format!("{scheme}://{}", self.api_host)),
+                        _ => Err(()),
+                    }
+                })
+                .await;
+            if self.base_url.get().is_none() {
+                return;
+            }
+        }
+        let _ = self.http().await;
     }
 
     /// Resolves an upload `Location` header, which may be relative.
@@ -122,7 +150,9 @@ impl RegistryClient {
     /// HTTPS with its certificate checked like any other. Plain HTTP is
     /// asked first because a TLS server answers it at once, while a TLS
     /// handshake costs a loopback push more than all its requests.
-    async fn probe_scheme(&self) -> Result<&'static str, RegistryError> {
+    ///
+    /// `None` when neither answered.
+    async fn probe_scheme(&self) -> Result<Option<&'static str>, RegistryError> {
         let bare = self.request_client(false)?;
         match bare
             .get(format!("http://{}/v2/", self.api_host))
@@ -138,12 +168,12 @@ impl RegistryClient {
                         .unwrap_or_default()
                         .contains("HTTPS server");
                 if tls_server {
-                    return Ok("https");
+                    return Ok(Some("https"));
                 }
                 // Exactly the client `http()` would make for this registry:
                 // keep it, and its open connection.
                 let _ = self.http.set(bare);
-                Ok("http")
+                Ok(Some("http"))
             }
             Err(_) => {
                 match self
@@ -157,10 +187,9 @@ impl RegistryClient {
                             registry: self.registry.clone(),
                             why,
                         }),
-                        // Unreachable either way: requests will retry and report.
-                        None => Ok("http"),
+                        None => Ok(None),
                     },
-                    Ok(_) => Ok("https"),
+                    Ok(_) => Ok(Some("https")),
                 }
             }
         }
