@@ -289,6 +289,23 @@ fn is_relative_inside(path: &str) -> bool {
             .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
+/// The names of the images in `images_dir` (its folders holding a spec),
+/// sorted, without reading the specs: what a caller can ask about while
+/// the build loads them. An unreadable folder has none.
+#[must_use]
+pub fn image_names(images_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(images_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|entry| entry.path().join(SPEC_FILE).is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Loads every `images/<name>/image.yaml`, sorted by name.
 pub fn load_all(images_dir: &Path) -> Result<Vec<ImageSpec>, SpecError> {
     let entries = std::fs::read_dir(images_dir).map_err(|source| SpecError::Io {

@@ -887,6 +887,36 @@ fn a_registry_base_keeps_its_registry_layers_and_they_are_uploaded_once() {
 
 /// Issue 14: with `--push`, a large layer compressed here goes up while
 /// it is compressed (PATCH pieces, then the PUT naming its digest), once;
+/// A rebuild of what the registry holds asks it one thing per image, what
+/// its tag points at: the question goes out while the image is built (the
+/// push then has nothing left to ask), and it is not asked twice.
+#[test]
+fn a_no_change_build_push_asks_the_registry_once_per_image() {
+    let registry = TestRegistry::start();
+    let tiny = Tiny::new("ARG BASE\nFROM ${BASE}\n");
+    let push = || {
+        let mut build = tiny.command("build", &busybox().docker_ref);
+        build
+            .args(["--push", "--registry"])
+            .arg(format!("{}/ahead", registry.host()));
+        build.output().unwrap()
+    };
+    succeeded(&push());
+    let before = registry.requests().len();
+    let again = push();
+    let err = succeeded(&again);
+    assert!(err.contains("0 uploaded (0 B sent), 0 mounted"), "{err}");
+    let asked: Vec<String> = registry.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    assert_eq!(
+        asked,
+        ["GET /v2/ 200", "HEAD /v2/ahead/tiny/manifests/latest 200"],
+        "{err}"
+    );
+}
+
 /// the publish then finds it there.
 #[test]
 fn a_large_layer_compressed_here_is_uploaded_while_it_is_compressed() {

@@ -123,8 +123,9 @@ impl FileHashes {
             .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<(usize, Result<Digest, BuildLayerError>)>> = Mutex::new(Vec::new());
+        // An unchanged tree has nothing to hash: no thread is started for it.
         std::thread::scope(|scope| {
-            for _ in 0..threads.clamp(1, todo.len().max(1)) {
+            for _ in 0..threads.max(1).min(todo.len()) {
                 scope.spawn(|| {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut mine = Vec::new();

@@ -235,6 +235,13 @@ impl Store {
     /// # Errors
     /// The blob cannot be written.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        // A rebuild writes the same configs and manifests again: hashing in
+        // memory first spares it a temporary file (an inode made and freed)
+        // per blob the store already holds.
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
         let mut w = self.blob_writer()?;
         w.write_all(bytes)
             .map_err(StoreError::io("write", w.temp_path()))?;

@@ -17,6 +17,7 @@ use crate::manifest::{Descriptor, Manifest};
 use crate::progress::Reporter;
 use crate::pull::pull_into_store;
 use crate::push::{MirroredImage, PushedImage, mirror, push_from_store};
+use crate::repository::Repository;
 use crate::streamed::{StreamedPiece, upload_streamed};
 use crate::transfer::{BlobSource, TransferStats, put_blobs};
 
@@ -91,6 +92,26 @@ impl Publisher {
     /// hold which blobs).
     pub fn client(&self) -> &RegistryClient {
         &self.client
+    }
+
+    /// Asks the registry, ahead of the pushes, which manifest each
+    /// `PREFIX/name:tag` of `names` points at, so a push that finds its
+    /// tag already on its image costs no request of its own: a build
+    /// calls this while it builds. Each tag is asked once either way; an
+    /// answer that failed is asked again by the push, which reports it.
+    pub async fn look_ahead(&self, names: &[String], tag: &str) {
+        let asks = names.iter().filter_map(|name| {
+            let target = self.prefix.image(name, tag).ok()?;
+            Some(async move {
+                let repository = target.repository();
+                let Some(answer) = self.client.ask_tag_ahead(repository, tag) else {
+                    return;
+                };
+                let repo = Repository::new(&self.client, repository, self.reporter.as_ref());
+                let _ = answer.get_or_try_init(|| repo.manifest_digest(tag)).await;
+            })
+        });
+        futures::future::join_all(asks).await;
     }
 
     /// Pushes the store image `source` (a store tag or digest) as

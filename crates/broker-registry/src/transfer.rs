@@ -121,7 +121,15 @@ pub(crate) async fn put_graph<'s>(
     // no-op re-push costs one request.
     let repo = Repository::new(client, repository, reporter.as_ref());
     let tag_current = match tag {
-        Some(tag) => repo.manifest_digest(tag).await? == Some(root.digest),
+        // Asked ahead, while the image was built: that answer, awaited if
+        // it is still on its way, stands for this check.
+        Some(tag) => {
+            let digest = match client.take_tag_ahead(repository, tag) {
+                Some(answer) => *answer.get_or_try_init(|| repo.manifest_digest(tag)).await?,
+                None => repo.manifest_digest(tag).await?,
+            };
+            digest == Some(root.digest)
+        }
         None => false,
     };
     let stored =

@@ -392,11 +392,20 @@ pub(crate) async fn run(
         .as_ref()
         .filter(|_| args.push)
         .map(|(p, _)| Arc::clone(p));
-    // The registry's scheme probe and HTTP client while the build runs: a
-    // no-change push then starts with its manifest checks.
+    // While the build runs: the registry's scheme probe, its HTTP client,
+    // and what each image's tag points at, so a no-change push has nothing
+    // left to ask.
     if let Some(publisher) = &ahead {
         let publisher = Arc::clone(publisher);
-        tokio::spawn(async move { publisher.client().warm_up().await });
+        let names: Vec<String> = broker_build::spec::image_names(&options.images_dir)
+            .into_iter()
+            .filter(|name| options.only.is_empty() || options.only.contains(name))
+            .collect();
+        let tag = args.tag.clone();
+        tokio::spawn(async move {
+            publisher.client().warm_up().await;
+            publisher.look_ahead(&names, &tag).await;
+        });
     }
     let streams = ahead
         .as_ref()

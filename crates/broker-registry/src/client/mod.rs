@@ -139,7 +139,15 @@ pub struct RegistryClient {
     upload_sessions: Option<crate::upload_sessions::UploadSessions>,
     /// One lock per blob digest being transferred by this client.
     blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Tag checks asked ahead of a push (see [`crate::Publisher::look_ahead`]),
+    /// by `repository:tag`; `None` once the push took the answer or asked
+    /// itself, so each tag is asked once.
+    tags_ahead: Mutex<HashMap<String, Option<TagAnswer>>>,
 }
+
+/// A tag's manifest digest (`None`: no such tag), asked once and awaited by
+/// whoever needs it first.
+pub(crate) type TagAnswer = Arc<tokio::sync::OnceCell<Option<Digest>>>;
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +183,7 @@ impl RegistryClient {
             known_blobs: Mutex::new(HashMap::new()),
             upload_sessions: None,
             blob_locks: Mutex::new(HashMap::new()),
+            tags_ahead: Mutex::new(HashMap::new()),
         })
     }
 
@@ -221,6 +230,34 @@ impl RegistryClient {
             .iter()
             .map(|(digest, repositories)| (*digest, repositories.clone()))
             .collect()
+    }
+
+    fn lock_tags_ahead(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<TagAnswer>>> {
+        // A poisoned map costs at most a tag asked twice.
+        self.tags_ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer cell for a look-ahead of `repository:tag`; `None` when
+    /// that tag was asked for already (ahead, or by its push).
+    pub(crate) fn ask_tag_ahead(&self, repository: &str, tag: &str) -> Option<TagAnswer> {
+        match self.lock_tags_ahead().entry(format!("{repository}:{tag}")) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let answer = TagAnswer::default();
+                slot.insert(Some(Arc::clone(&answer)));
+                Some(answer)
+            }
+        }
+    }
+
+    /// The look-ahead of `repository:tag`, for its push to await, if one
+    /// was started; afterwards the tag counts as asked.
+    pub(crate) fn take_tag_ahead(&self, repository: &str, tag: &str) -> Option<TagAnswer> {
+        self.lock_tags_ahead()
+            .insert(format!("{repository}:{tag}"), None)
+            .flatten()
     }
 
     /// Repositories other than `except` known to hold `digest`.
