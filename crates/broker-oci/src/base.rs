@@ -254,14 +254,110 @@ enum Node {
 /// kernel's limit).
 const MAX_SYMLINKS: usize = 40;
 
+/// What one layer holds, as [`file_head`] reads it: each entry in tar
+/// order, a regular file with its first bytes.
+enum Listed {
+    /// `.wh..wh..opq` in this directory.
+    Opaque(String),
+    /// `.wh.<name>`: this path is gone.
+    Whiteout(String),
+    Dir(String),
+    Symlink(String, String),
+    Hardlink(String, String),
+    File(String, Vec<u8>),
+}
+
+/// The layer listings [`file_head`] reads, kept for a run: images sharing
+/// a base (all three of the broker's) decompress its layers once, not once
+/// per image. Concurrent callers wait for the one reading a layer; a
+/// failed reading is not kept.
+#[derive(Default)]
+pub struct LayerListings {
+    layers: Mutex<HashMap<(Digest, usize), OneListing>>,
+}
+
+/// One layer's listing, once read; its lock held while it is read.
+type OneListing = Arc<Mutex<Option<Arc<Vec<Listed>>>>>;
+
+impl std::fmt::Debug for LayerListings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layers = self.layers.lock().map_or(0, |l| l.len());
+        write!(f, "LayerListings({layers} layers)")
+    }
+}
+
+impl LayerListings {
+    /// The listing of layer `digest` with files' first `len` bytes.
+    fn get(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        len: usize,
+    ) -> Result<Arc<Vec<Listed>>, InspectBaseError> {
+        let one = {
+            let mut layers = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(layers.entry((*digest, len)).or_default())
+        };
+        let mut listing = one.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(listed) = listing.as_ref() {
+            return Ok(Arc::clone(listed));
+        }
+        let listed = Arc::new(list_layer(store, digest, len)?);
+        *listing = Some(Arc::clone(&listed));
+        Ok(listed)
+    }
+}
+
+fn list_layer(store: &Store, digest: &Digest, len: usize) -> Result<Vec<Listed>, InspectBaseError> {
+    let fail = layer_error(store, digest);
+    let mut archive = tar::Archive::new(open_layer(store, digest)?);
+    let mut listed = Vec::new();
+    for entry in archive.entries().map_err(&fail)? {
+        let mut entry = entry.map_err(&fail)?;
+        let rel = normalise(&entry.path_bytes());
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+        if name == ".wh..wh..opq" {
+            listed.push(Listed::Opaque(dir.to_owned()));
+            continue;
+        }
+        if let Some(removed) = name.strip_prefix(".wh.") {
+            listed.push(Listed::Whiteout(join(dir, removed)));
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let link = || {
+            entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default()
+        };
+        listed.push(if kind.is_dir() {
+            Listed::Dir(rel)
+        } else if kind.is_symlink() {
+            let target = link();
+            Listed::Symlink(rel, target)
+        } else if kind.is_hard_link() {
+            let target = normalise(link().as_bytes());
+            Listed::Hardlink(rel, target)
+        } else {
+            let mut head = Vec::with_capacity(len.min(4096));
+            (&mut entry)
+                .take(len as u64)
+                .read_to_end(&mut head)
+                .map_err(&fail)?;
+            Listed::File(rel, head)
+        });
+    }
+    Ok(listed)
+}
+
 /// The first `len` bytes (fewer if the file is shorter) of the file at
 /// `path` (absolute, e.g. `/bin/sh`) in `image`, following symbolic links
 /// (`/bin` → `usr/bin`, `sh` → `dash`) and hard links through the merged
-/// layers; `None` when the image has no such file. Reads every layer once,
-/// keeping the first `len` bytes of each file on the way (which file the
-/// path names is known only once every layer is merged): a second pass
-/// would decompress the base layer, most of the image, again. Meant for a
-/// check after a deps build, not for every build.
+/// layers; `None` when the image has no such file. Each layer is read once
+/// per `listings`, keeping the first `len` bytes of each file on the way
+/// (which file the path names is known only once every layer is merged).
+/// Meant for a check after a deps build, not for every build.
 ///
 /// # Errors
 /// A layer is missing, unreadable, or not a tar (plain or gzip).
@@ -270,59 +366,44 @@ pub fn file_head(
     image: &StoredImage,
     path: &str,
     len: usize,
+    listings: &LayerListings,
 ) -> Result<Option<Vec<u8>>, InspectBaseError> {
     let mut layers = Vec::new();
     for layer in image.manifest.layers() {
-        layers.push(descriptor_digest(layer, "layer descriptor")?);
+        let digest = descriptor_digest(layer, "layer descriptor")?;
+        layers.push(listings.get(store, &digest, len)?);
     }
     let mut tree: BTreeMap<String, Node> = BTreeMap::new();
     // The heads of the files `tree` names, by layer and path.
-    let mut heads: HashMap<(usize, String), Vec<u8>> = HashMap::new();
-    for (index, digest) in layers.iter().enumerate() {
-        let fail = layer_error(store, digest);
-        let mut archive = tar::Archive::new(open_layer(store, digest)?);
-        for entry in archive.entries().map_err(&fail)? {
-            let mut entry = entry.map_err(&fail)?;
-            let rel = normalise(&entry.path_bytes());
-            let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-            if name == ".wh..wh..opq" {
-                tree.retain(|p, _| !is_below(p, dir));
-                continue;
-            }
-            if let Some(removed) = name.strip_prefix(".wh.") {
-                let gone = join(dir, removed);
-                tree.retain(|p, _| p != &gone && !is_below(p, &gone));
-                continue;
-            }
-            let kind = entry.header().entry_type();
-            let link = || {
-                entry
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
-                    .unwrap_or_default()
+    let mut heads: HashMap<(usize, &str), &[u8]> = HashMap::new();
+    for (index, listed) in layers.iter().enumerate() {
+        for entry in listed.iter() {
+            let (rel, node) = match entry {
+                Listed::Opaque(dir) => {
+                    tree.retain(|p, _| !is_below(p, dir));
+                    continue;
+                }
+                Listed::Whiteout(gone) => {
+                    tree.retain(|p, _| p != gone && !is_below(p, gone));
+                    continue;
+                }
+                Listed::Dir(rel) => (rel, Node::Dir),
+                Listed::Symlink(rel, target) => (rel, Node::Symlink(target.clone())),
+                Listed::Hardlink(rel, target) => (rel, Node::Hardlink(target.clone())),
+                Listed::File(rel, head) => {
+                    heads.insert((index, rel.as_str()), head.as_slice());
+                    (rel, Node::File(index))
+                }
             };
-            let node = if kind.is_dir() {
-                Node::Dir
-            } else if kind.is_symlink() {
-                Node::Symlink(link())
-            } else if kind.is_hard_link() {
-                Node::Hardlink(normalise(link().as_bytes()))
-            } else {
-                let mut head = Vec::with_capacity(len.min(4096));
-                (&mut entry)
-                    .take(len as u64)
-                    .read_to_end(&mut head)
-                    .map_err(&fail)?;
-                heads.insert((index, rel.clone()), head);
-                Node::File(index)
-            };
-            tree.insert(rel, node);
+            tree.insert(rel.clone(), node);
         }
     }
     let Some((found, layer)) = resolve_file(&tree, path) else {
         return Ok(None);
     };
-    Ok(heads.remove(&(layer, found)))
+    Ok(heads
+        .get(&(layer, found.as_str()))
+        .map(|head| head.to_vec()))
 }
 
 /// The path of the file `path` names in `tree` after every link, and the

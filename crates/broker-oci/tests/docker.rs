@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use broker_oci::base::dir_metadata;
+use broker_oci::base::{LayerListings, dir_metadata, file_head};
 use broker_oci::image::{
     LABEL_BASE_DIGEST, LABEL_BASE_NAME, LABEL_CREATED, LABEL_REVISION, LABEL_SOURCE,
 };
@@ -378,4 +378,18 @@ fn one_export_of_several_images_compresses_each_layer_once_whatever_the_thread_c
         other_digest.to_string()
     );
     assert_ne!(kept[0].raw_manifest, images[0].raw_manifest);
+
+    // The deps platform check's file heads: images sharing a base read its
+    // layer once per LayerListings. The second image's lookup is answered
+    // with its blob gone; a fresh LayerListings has to read it, and cannot.
+    let (store, images) = (&imports[1].0, &imports[1].1);
+    let listings = LayerListings::default();
+    let sh = file_head(store, &images[0], "/bin/sh", 4, &listings).unwrap();
+    assert_eq!(sh.as_deref(), Some(&b"\x7fELF"[..]), "busybox is ELF");
+    fs::remove_file(store.blob_path(&base_digest)).unwrap();
+    assert_eq!(
+        file_head(store, &images[1], "/bin/sh", 4, &listings).unwrap(),
+        sh
+    );
+    assert!(file_head(store, &images[1], "/bin/sh", 4, &LayerListings::default()).is_err());
 }

@@ -241,9 +241,9 @@ pub(crate) async fn export_engine_images(
             other => other,
         });
     }
-    // The platform checks at once: each decompresses its image's layers
-    // (the base layer, most of it, in every one), and one after the other
-    // they were most of a first publish on a base from a registry.
+    // The platform checks at once: one after the other they were most of a
+    // first publish on a base from a registry. The base layer they share,
+    // most of each image, is read by the first and waited for by the others.
     let checks = waiting.iter().zip(stored).map(|(w, result)| async move {
         let result = match result {
             Ok(stored) => checked(run, w, stored).await,
@@ -268,9 +268,10 @@ async fn checked(
     let store = run.store.clone();
     let (name, platform) = (w.name.clone(), w.platform.clone());
     let image = stored.clone();
+    let listings = std::sync::Arc::clone(&run.layer_listings);
     // Reading the layers is CPU work: off the async runtime.
     let check = tokio::task::spawn_blocking(move || {
-        deps::check_deps_platform(&store, &name, &image, &platform)
+        deps::check_deps_platform(&store, &name, &image, &platform, &listings)
     })
     .await
     .map_err(|e| deps::DepsError::Engine {

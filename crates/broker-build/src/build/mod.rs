@@ -210,6 +210,7 @@ pub async fn build(options: BuildOptions, hooks: BuildHooks) -> Result<BuildOutc
         base_layers: Memo::new(),
         base_indexes: Memo::new(),
         source_layers: Memo::new(),
+        layer_listings: Arc::default(),
         engine_options,
         layer_streams,
         reporter,

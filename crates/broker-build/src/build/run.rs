@@ -192,6 +192,9 @@ pub(crate) struct Run {
     /// the first's layer here instead of walking, hashing and looking the
     /// tree up in the layer cache again.
     pub(crate) source_layers: Memo<SourceLayer, LayerMapping>,
+    /// The layers the deps platform checks read, each read once per run:
+    /// the images' shared base is most of every deps image.
+    pub(crate) layer_listings: Arc<broker_oci::base::LayerListings>,
     pub(crate) engine_options: deps::EngineOptions,
     pub(crate) layer_streams: Option<Arc<dyn LayerStreams>>,
     pub(crate) reporter: Arc<dyn BuildReporter>,

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use broker_oci::base::LayerListings;
 use broker_oci::{Store, StoredImage};
 use broker_pins::Platform;
 
@@ -39,7 +40,8 @@ pub enum PlatformCheck {
 
 /// Checks that the stored deps image `deps` holds executables of
 /// `platform`: a wrong-platform image is an error naming the binary and
-/// what it is.
+/// what it is. Layers already in `listings` (a base the run's other
+/// images share) are not read again.
 ///
 /// # Errors
 /// [`DepsError::WrongPlatform`], or the image's layers cannot be read.
@@ -48,17 +50,19 @@ pub fn check_deps_platform(
     image: &str,
     deps: &StoredImage,
     platform: &Platform,
+    listings: &LayerListings,
 ) -> Result<PlatformCheck, DepsError> {
     let Some(wanted) = platform.elf_machine() else {
         return Ok(PlatformCheck::Unchecked);
     };
     for binary in CHECKED_BINARIES {
-        let head = broker_oci::base::file_head(store, deps, binary, 64).map_err(|source| {
-            DepsError::Inspect {
-                image: image.to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+        let head =
+            broker_oci::base::file_head(store, deps, binary, 64, listings).map_err(|source| {
+                DepsError::Inspect {
+                    image: image.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         let Some(machine) = head.as_deref().and_then(broker_oci::base::elf_machine) else {
             continue;
         };
